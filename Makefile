@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+# No phoning home, from any tool, in any target.
+export ORT_DISABLE_TELEMETRY := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export SAGEMAKER_CORE_ADMIN_CONFIG_OVERRIDE :=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export AWS_EC2_METADATA_DISABLED := true
+
+.PHONY: help install demo test lint typecheck unit bench clean
+
+help:
+	@echo "make demo   # train, quantize, serve and call the model locally (installs into .venv)"
+	@echo "make test   # install everything and run lint, types and every test tier"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,infra,dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) $(NODE_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/onnxkit demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy onnxkit training_jobs functions infra
+
+test: install lint typecheck
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out build .pytest_cache .mypy_cache .ruff_cache
