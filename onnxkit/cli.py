@@ -1,0 +1,22 @@
+"""The ``onnxkit`` command line: local workflow, local serving, and a deployed kit's operations.
+
+Each command lives in its own module under ``onnxkit.commands`` and registers itself here;
+heavy imports (scikit-learn, boto3, onnxruntime) happen inside the commands, not at start-up.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="onnxkit",
+    help="scikit-learn -> quantized ONNX -> HTTPS, on AWS or on this machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
