@@ -14,11 +14,18 @@ class QualityGate(BaseModel):
     min_accuracy: float = Field(0.80, ge=0, le=1, description="Classification, served variant.")
     min_r2: float = Field(0.30, ge=-1, le=1, description="Regression, served variant.")
     max_regression_vs_production: float = Field(
-        0.01, ge=0, le=1,
-        description="Largest allowed drop of the primary metric against the production model.")
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest allowed drop of the primary metric against the production model.",
+    )
     min_label_agreement: float = Field(
-        0.995, ge=0, le=1, description="Served ONNX variant vs scikit-learn, on held-out rows.")
+        0.995, ge=0, le=1, description="Served ONNX variant vs scikit-learn, on held-out rows."
+    )
     max_parity_metric_drop: float = Field(
-        0.005, ge=0, le=1,
+        0.005,
+        ge=0,
+        le=1,
         description="Largest allowed drop of the primary metric from scikit-learn to the served "
-                    "ONNX variant.")
+        "ONNX variant.",
+    )

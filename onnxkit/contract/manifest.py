@@ -8,7 +8,6 @@ that breaks readers bumps ``SCHEMA_VERSION``'s major number.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -34,11 +33,15 @@ class Feature(_Strict):
     """One input column, in the training CSV's order (the target removed)."""
 
     name: str = Field(min_length=1)
+    onnx_input: str = Field(
+        min_length=1, description="Graph input fed with this column (skl2onnx sanitizes names)."
+    )
     kind: Literal["numeric", "categorical"]
     dtype: Literal["float32", "string"]
     nullable: bool = Field(description="True when the model imputes a missing value.")
     categories: list[str] | None = Field(
-        default=None, description="Categories seen in training; others are encoded as all-zero.")
+        default=None, description="Categories seen in training; others are encoded as all-zero."
+    )
 
     @model_validator(mode="after")
     def _dtype_matches_kind(self) -> Feature:
@@ -49,7 +52,7 @@ class Feature(_Strict):
 
 
 class Signature(_Strict):
-    """What the model takes: one ONNX input of shape [N, 1] per feature, named as the feature."""
+    """What the model takes: one ONNX input of shape [N, 1] per feature (``Feature.onnx_input``)."""
 
     features: list[Feature] = Field(min_length=1)
     target: str
@@ -57,9 +60,10 @@ class Signature(_Strict):
     @field_validator("features")
     @classmethod
     def _unique_names(cls, features: list[Feature]) -> list[Feature]:
-        names = [f.name for f in features]
-        if len(set(names)) != len(names):
-            raise ValueError("feature names must be unique")
+        for attribute in ("name", "onnx_input"):
+            names = [getattr(f, attribute) for f in features]
+            if len(set(names)) != len(names):
+                raise ValueError(f"feature {attribute}s must be unique")
         return features
 
     @property
@@ -154,9 +158,10 @@ class Manifest(_Strict):
     @field_validator("schema_version")
     @classmethod
     def _known_major(cls, version: str) -> str:
-        if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-            raise ValueError(f"unsupported manifest schema {version}; this reader knows "
-                             f"{SCHEMA_VERSION}")
+        if version.split(".", maxsplit=1)[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(
+                f"unsupported manifest schema {version}; this reader knows {SCHEMA_VERSION}"
+            )
         return version
 
     @model_validator(mode="after")
@@ -199,8 +204,10 @@ class Manifest(_Strict):
             "classes": self.classes,
             "serving": self.serving.model_dump(mode="json"),
             "metrics": {name: report.metrics for name, report in self.variants.items()},
-            "quantization": {"decision": self.quantization.decision,
-                             "reason": self.quantization.reason},
+            "quantization": {
+                "decision": self.quantization.decision,
+                "reason": self.quantization.reason,
+            },
         }
 
 
@@ -246,5 +253,5 @@ def write_manifest(manifest: Manifest, model_dir: Path) -> Path:
 def json_schema() -> dict[str, Any]:
     """The manifest's JSON Schema, for readers outside Python."""
     schema = Manifest.model_json_schema()
-    schema["$id"] = f"https://onnxkit.dev/schemas/manifest/{SCHEMA_VERSION}.json"
-    return json.loads(json.dumps(schema))
+    schema["title"] = f"onnxkit model manifest {SCHEMA_VERSION}"
+    return schema

@@ -9,14 +9,21 @@ from __future__ import annotations
 import re
 from typing import Final
 
-CLASSIFICATION_METRICS: Final = ("accuracy", "f1_macro", "precision_macro", "recall_macro",
-                                 "log_loss", "roc_auc")
+CLASSIFICATION_METRICS: Final = (
+    "accuracy",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+    "log_loss",
+    "roc_auc",
+)
 REGRESSION_METRICS: Final = ("rmse", "mae", "r2")
 VARIANTS: Final = ("sklearn", "fp32", "int8")
 
 # Metrics where a larger value is better; the rest (log_loss, rmse, mae) are losses.
-HIGHER_IS_BETTER: Final = frozenset({"accuracy", "f1_macro", "precision_macro", "recall_macro",
-                                     "roc_auc", "r2"})
+HIGHER_IS_BETTER: Final = frozenset(
+    {"accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "r2"}
+)
 
 _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 
