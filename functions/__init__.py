@@ -1,0 +1,1 @@
+"""Lambda function code: each subpackage is one bundle."""

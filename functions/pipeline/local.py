@@ -1,0 +1,184 @@
+"""The ports on a laptop: a work directory laid out like the artifact bucket.
+
+``models/<name>/<version>/`` and ``models/<name>/production.json`` as in S3;
+``serving/function.json`` plays the inference function (numbered versions, each with its
+``MODEL_URI``/``MODEL_SHA256``, and the ``live`` alias); ``registry/<name>/<version>.json``
+keeps every registered version with its metrics and status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+from .ports import StepError
+
+FUNCTION_FILE = "serving/function.json"
+REGISTRY_DIR = "registry"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def uri_to_path(uri: str) -> Path:
+    """The local path of a ``file://`` uri (a plain path is accepted too)."""
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if parts.scheme:
+        raise StepError(f"not a local uri: {uri}")
+    return Path(uri)
+
+
+class LocalStore:
+    """A directory standing in for the artifact bucket (no object versioning)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def uri(self, key: str, version_id: str | None = None) -> str:
+        """``file://`` uri of a key."""
+        return (self.root / key).as_uri()
+
+    def open_uri(self, uri: str) -> IO[bytes]:
+        """Open a local file by uri."""
+        path = uri_to_path(uri)
+        try:
+            return path.open("rb")
+        except OSError as error:
+            raise StepError(f"cannot read {path}: {error.strerror}") from None
+
+    def get(self, key: str) -> bytes | None:
+        """File bytes, or None when absent."""
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+    def head(self, key: str) -> str | None:
+        """ "" for an existing key (no versioning), None when absent."""
+        return "" if (self.root / key).is_file() else None
+
+    def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Write a file atomically."""
+        _atomic_write(self.root / key, data)
+        return ""
+
+
+class LocalServing:
+    """The inference function's published versions and ``live`` alias, in one JSON file."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root).resolve() / FUNCTION_FILE
+
+    def _load(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {"versions": {}, "alias": None}
+        state: dict[str, Any] = json.loads(self.path.read_text())
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        _atomic_write(self.path, json.dumps(state, indent=2, sort_keys=True).encode())
+
+    def find_version(self, model_uri: str, sha256: str) -> str | None:
+        """A version already published with this model."""
+        for number, env in sorted(self._load()["versions"].items(), key=lambda v: -int(v[0])):
+            if env["MODEL_URI"] == model_uri and env["MODEL_SHA256"] == sha256:
+                return str(number)
+        return None
+
+    def publish(self, model_uri: str, sha256: str, description: str) -> str:
+        """Record a new numbered version serving this model."""
+        state = self._load()
+        number = str(len(state["versions"]) + 1)
+        state["versions"][number] = {
+            "MODEL_URI": model_uri,
+            "MODEL_SHA256": sha256,
+            "description": description,
+        }
+        self._save(state)
+        return number
+
+    def live(self) -> tuple[str | None, dict[str, float]]:
+        """The live version and its routing weights."""
+        alias = self._load()["alias"]
+        if not alias:
+            return None, {}
+        return str(alias["version"]), dict(alias.get("weights") or {})
+
+    def route(self, version: str, weights: dict[str, float] | None = None) -> None:
+        """Point live at a published version."""
+        state = self._load()
+        if version not in state["versions"]:
+            raise StepError(f"version {version} is not published")
+        state["alias"] = {"version": version, "weights": dict(weights or {})}
+        self._save(state)
+
+    def model_of(self, version: str) -> tuple[str, str]:
+        """(MODEL_URI, MODEL_SHA256) of a published version."""
+        env = self._load()["versions"].get(version)
+        if env is None:
+            raise StepError(f"version {version} is not published")
+        return env["MODEL_URI"], env["MODEL_SHA256"]
+
+
+class LocalRegistry:
+    """Every registered version with its metrics: ``registry/<name>/<version>.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve() / REGISTRY_DIR
+
+    def _path(self, package_id: str) -> Path:
+        name, _, version = package_id.partition("/")
+        return self.root / name / f"{version}.json"
+
+    def register(
+        self, manifest: Any, artifact_uri: str, evaluation: dict[str, Any], status: str
+    ) -> str:
+        """Record a version (idempotent); returns its package id ``<name>/<version>``."""
+        package_id = f"{manifest.model_name}/{manifest.model_version}"
+        record = {
+            "package_id": package_id,
+            "model_name": manifest.model_name,
+            "model_version": manifest.model_version,
+            "registered_at": datetime.now(UTC).isoformat(),
+            "status": status,
+            "artifact_uri": artifact_uri,
+            "sha256": manifest.serving.sha256,
+            "task": manifest.task,
+            "estimator": manifest.estimator,
+            "serving_variant": manifest.serving.variant,
+            "metrics": {name: report.metrics for name, report in manifest.variants.items()},
+            "gate": {"passed": evaluation["passed"], "reasons": evaluation["reasons"]},
+        }
+        _atomic_write(self._path(package_id), json.dumps(record, indent=2).encode())
+        return package_id
+
+    def approve(self, package_id: str) -> None:
+        """Mark a registered version approved."""
+        path = self._path(package_id)
+        if not path.is_file():
+            raise StepError(f"{package_id} is not registered")
+        record = json.loads(path.read_text())
+        if record.get("status") != "Approved":
+            record["status"] = "Approved"
+            _atomic_write(path, json.dumps(record, indent=2).encode())
+
+    def versions(self, model_name: str) -> list[dict[str, Any]]:
+        """Every registered version of a model, oldest first."""
+        folder = self.root / model_name
+        records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+        return sorted(records, key=lambda r: r["registered_at"])

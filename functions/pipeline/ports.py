@@ -1,0 +1,125 @@
+"""The interfaces the step logic runs over, the production pointer, and the step errors.
+
+Two implementations of each port exist: :mod:`functions.pipeline.aws` (S3, Lambda, SageMaker)
+and :mod:`functions.pipeline.local` (a work directory). The step modules only see these.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import IO, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+POINTER_FILE = "production.json"
+
+
+class StepError(RuntimeError):
+    """A pipeline step cannot complete; the message is one readable line."""
+
+
+class TamperedArtifactError(StepError):
+    """A file's digest disagrees with the manifest or with the evaluated candidate."""
+
+
+class ObjectStore(Protocol):
+    """Keyed bytes under one root (an S3 bucket, a directory), addressed by URIs."""
+
+    def uri(self, key: str, version_id: str | None = None) -> str:
+        """The URI of a key in this store, pinned to a version when one is given."""
+        ...
+
+    def open_uri(self, uri: str) -> IO[bytes]:
+        """A readable stream of an object; raises StepError when it does not exist."""
+        ...
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes at a key, or None when absent."""
+        ...
+
+    def head(self, key: str) -> str | None:
+        """The version id of an existing key ("" without versioning), or None when absent."""
+        ...
+
+    def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Write bytes; returns the new version id ("" without versioning)."""
+        ...
+
+
+class ServingTarget(Protocol):
+    """The inference function: published versions with a model each, and a ``live`` alias."""
+
+    def find_version(self, model_uri: str, sha256: str) -> str | None:
+        """A published version already configured with this model, if any."""
+        ...
+
+    def publish(self, model_uri: str, sha256: str, description: str) -> str:
+        """Configure the function with a model and publish an immutable version."""
+        ...
+
+    def live(self) -> tuple[str | None, dict[str, float]]:
+        """The live alias's version and its additional routing weights."""
+        ...
+
+    def route(self, version: str, weights: dict[str, float] | None = None) -> None:
+        """Point the live alias at a version, optionally sending weights to others."""
+        ...
+
+    def model_of(self, version: str) -> tuple[str, str]:
+        """(MODEL_URI, MODEL_SHA256) a published version serves."""
+        ...
+
+
+class Registry(Protocol):
+    """The model registry: every registered version with its metrics and approval status."""
+
+    def approve(self, package_id: str) -> None:
+        """Mark a registered version approved (idempotent)."""
+        ...
+
+
+class Pointer(BaseModel):
+    """The production pointer at ``models/<name>/production.json`` (docs/CONTRACTS.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model_name: str
+    model_version: str
+    model_uri: str
+    manifest_uri: str
+    sha256: str
+    lambda_version: str
+    promoted_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    history: list[dict[str, Any]] = Field(default_factory=list)
+
+    def entry(self) -> dict[str, Any]:
+        """This pointer as a history entry (without its own history)."""
+        return self.model_dump(exclude={"history"})
+
+
+def model_prefix(model_name: str) -> str:
+    """Key prefix of a model's immutable versions and pointer."""
+    return f"models/{model_name}/"
+
+
+def pointer_key(model_name: str) -> str:
+    """Key of a model's production pointer."""
+    return f"{model_prefix(model_name)}{POINTER_FILE}"
+
+
+def read_pointer(store: ObjectStore, model_name: str) -> Pointer | None:
+    """The production pointer of a model, or None before its first promotion."""
+    raw = store.get(pointer_key(model_name))
+    if raw is None:
+        return None
+    try:
+        return Pointer.model_validate(json.loads(raw))
+    except ValueError as error:
+        raise StepError(f"unreadable production pointer for {model_name}: {error}") from None
+
+
+def write_pointer(store: ObjectStore, pointer: Pointer) -> None:
+    """Replace a model's production pointer."""
+    body = json.dumps(pointer.model_dump(), indent=2, sort_keys=True).encode()
+    store.put(pointer_key(pointer.model_name), body, "application/json")
