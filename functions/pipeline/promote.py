@@ -107,7 +107,12 @@ def promote(
     # 3. publish
     pointer = read_pointer(store, name)
     current, _ = serving.live()
-    previous = pointer.lambda_version if pointer else current
+    if pointer is None:
+        previous = current
+    elif pointer.model_version != version:
+        previous = pointer.lambda_version
+    else:  # a retry after the pointer was written: report what it replaced
+        previous = pointer.history[0]["lambda_version"] if pointer.history else None
     lambda_version = serving.find_version(model_uri, sha) or serving.publish(
         model_uri, sha, f"{name} {version}"
     )
@@ -118,15 +123,19 @@ def promote(
 
     # 5. shift
     if shift is not None and previous is not None and previous != lambda_version:
-        for weight in shift.weights:
-            serving.route(previous, {lambda_version: weight})
-            shift.sleep(shift.wait_seconds)
-            if shift.alarm():
-                serving.route(previous)
-                raise RolledBackError(
-                    f"alarm during the shift to {version} at {weight:.0%}; "
-                    f"live stays on version {previous}"
-                )
+        try:
+            for weight in shift.weights:
+                serving.route(previous, {lambda_version: weight})
+                shift.sleep(shift.wait_seconds)
+                if shift.alarm():
+                    raise RolledBackError(
+                        f"alarm during the shift to {version} at {weight:.0%}; "
+                        f"live stays on version {previous}"
+                    )
+        except Exception:
+            # Whatever stopped the shift, the previous version takes all traffic again.
+            serving.route(previous)
+            raise
 
     # 6. alias, 7. pointer
     serving.route(lambda_version)

@@ -1,0 +1,130 @@
+"""Builders of valid manifests and model.tar.gz archives for the pipeline step tests.
+
+The "model" bytes are arbitrary: the steps never load the graph, they check digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from typing import Any
+
+from onnxkit.contract.manifest import Manifest
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest_dict(
+    version: str = "v1",
+    *,
+    name: str = "cancer",
+    accuracy: float = 0.95,
+    sklearn_accuracy: float | None = None,
+    label_agreement: float = 1.0,
+    features: list[dict[str, Any]] | None = None,
+    classes: list[str] | None = None,
+    model_bytes: bytes = b"onnx-graph-v1",
+    task: str = "classification",
+) -> dict[str, Any]:
+    """A valid manifest; serving variant int8 with the given metrics."""
+    features = features or [
+        {
+            "name": "radius",
+            "onnx_input": "radius",
+            "kind": "numeric",
+            "dtype": "float32",
+            "nullable": True,
+        },
+        {
+            "name": "texture",
+            "onnx_input": "texture",
+            "kind": "numeric",
+            "dtype": "float32",
+            "nullable": False,
+        },
+    ]
+    sha = _sha(model_bytes)
+    metric = "accuracy" if task == "classification" else "r2"
+    served = {metric: accuracy}
+    sk = {metric: accuracy if sklearn_accuracy is None else sklearn_accuracy}
+    parity = {
+        "rows": 50,
+        "max_abs_diff": 0.001,
+        "label_agreement": label_agreement if task == "classification" else None,
+    }
+    return {
+        "schema_version": "1.0",
+        "model_name": name,
+        "model_version": version,
+        "created_at": "2026-11-28T18:00:00+00:00",
+        "task": task,
+        "estimator": "logistic_regression",
+        "signature": {"features": features, "target": "target"},
+        "classes": (classes or ["0", "1"]) if task == "classification" else None,
+        "outputs": {"label": "label", "probabilities": "probabilities"}
+        if task == "classification"
+        else {"value": "variable"},
+        "serving": {
+            "file": "model.onnx",
+            "variant": "int8",
+            "sha256": sha,
+            "size_bytes": len(model_bytes),
+        },
+        "files": {"model.onnx": {"size_bytes": len(model_bytes), "sha256": sha}},
+        "variants": {
+            "sklearn": {"metrics": sk},
+            "fp32": {"metrics": served, "parity": parity},
+            "int8": {"metrics": served, "parity": parity, "size_bytes": len(model_bytes)},
+        },
+        "quantization": {
+            "method": "dynamic",
+            "decision": "int8",
+            "reason": "within tolerance",
+            "tolerance": {"accuracy": 0.005},
+        },
+        "hyperparameters": {"target": "target", "model": "logistic_regression"},
+        "library_versions": {"scikit-learn": "1.9.1"},
+        "data": {
+            "rows": 200,
+            "columns": 3,
+            "files": {"train.csv": "0" * 64},
+            "sha256": "0" * 64,
+            "train_rows": 150,
+            "validation_rows": 50,
+            "validation_source": "split",
+        },
+    }
+
+
+def tarball(
+    manifest: dict[str, Any],
+    model_bytes: bytes | None = None,
+    extra: dict[str, bytes] | None = None,
+) -> bytes:
+    """model.tar.gz as SageMaker packs it: the files at the archive root."""
+    Manifest.model_validate(manifest)  # the builders only make valid manifests
+    if model_bytes is None:
+        model_bytes = b"onnx-graph-" + manifest["model_version"].encode()
+    files = {
+        "model.onnx": model_bytes,
+        "manifest.json": json.dumps(manifest).encode(),
+        **(extra or {}),
+    }
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def artifact(version: str, **kwargs: Any) -> tuple[dict[str, Any], bytes]:
+    """(manifest, model.tar.gz) of a consistent version."""
+    model_bytes = b"onnx-graph-" + version.encode()
+    manifest = manifest_dict(version, model_bytes=model_bytes, **kwargs)
+    return manifest, tarball(manifest, model_bytes)

@@ -1,0 +1,360 @@
+"""The pipeline's step logic over the local ports: evaluate, gate, promote, roll back."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pipeline_artifacts import artifact, manifest_dict, tarball
+
+from functions.pipeline.evaluate import (
+    digest_problems,
+    evaluate,
+    gate_reasons,
+    read_artifact,
+    signature_changes,
+)
+from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore
+from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
+from functions.pipeline.promote import RolledBackError, Shift, promote, rollback
+from onnxkit.contract.gate import QualityGate
+from onnxkit.contract.manifest import Manifest
+
+GATE = QualityGate()
+
+
+class Fault(Exception):
+    """The injected failure."""
+
+
+class Faulty:
+    """Wraps a port and raises at the Nth call of any of its methods (calls shared by all
+    wrappers built with the same counter)."""
+
+    def __init__(self, inner: Any, counter: dict[str, int], methods: set[str]) -> None:
+        self._inner, self._counter, self._methods = inner, counter, methods
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in self._methods:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._counter["calls"] += 1
+            if self._counter["calls"] == self._counter["fail_at"]:
+                raise Fault(f"injected at call {self._counter['calls']} ({name})")
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def _stage(root: Path, version: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    manifest, data = artifact(version, **kwargs)
+    path = root / "jobs" / version / "model.tar.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path.as_uri(), manifest
+
+
+def _promote(root: Path, version: str, **kwargs: Any) -> dict[str, Any]:
+    uri, _ = _stage(root, version, **kwargs)
+    store, registry = LocalStore(root), LocalRegistry(root)
+    decision = evaluate(store, "cancer", uri, GATE)
+    assert decision["passed"], decision["reasons"]
+    package = registry.register(
+        Manifest.model_validate(manifest_dict(version, model_bytes=b"x", **kwargs)),
+        uri,
+        decision,
+        "PendingManualApproval",
+    )
+    return promote(store, LocalServing(root), registry, decision["candidate"], package)
+
+
+def _served_sha(root: Path) -> str | None:
+    serving = LocalServing(root)
+    version, weights = serving.live()
+    assert not weights, "no traffic may be split after a promotion ends"
+    return serving.model_of(version)[1] if version else None
+
+
+# --- Evaluate -----------------------------------------------------------------------------
+def test_read_artifact_streams_the_manifest_and_digests() -> None:
+    manifest, data = artifact("v1")
+    found = read_artifact(io.BytesIO(data), keep={"model.onnx"})
+    assert found.manifest.model_version == "v1"
+    assert found.files["model.onnx"] == b"onnx-graph-v1"
+    assert digest_problems(found) == []
+
+
+def test_a_tampered_model_is_a_digest_mismatch() -> None:
+    manifest = manifest_dict("v1", model_bytes=b"onnx-graph-v1")
+    found = read_artifact(io.BytesIO(tarball(manifest, b"onnx-graph-EVIL")))
+    assert any("digest mismatch for model.onnx" in p for p in digest_problems(found))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not a tarball", "not a readable tar.gz"),
+        (tarball(manifest_dict("v1"))[:40], "not a readable"),  # truncated
+    ],
+)
+def test_unreadable_artifacts_raise_one_line(data: bytes, message: str) -> None:
+    with pytest.raises(StepError, match=message):
+        read_artifact(io.BytesIO(data))
+
+
+def test_an_invalid_manifest_is_refused_readably() -> None:
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        raw = json.dumps({"model_name": "x"}).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(raw)
+        archive.addfile(info, io.BytesIO(raw))
+    with pytest.raises(StepError, match="invalid manifest"):
+        read_artifact(io.BytesIO(buffer.getvalue()))
+
+
+def test_the_gate_reports_every_reason_not_just_the_first() -> None:
+    live = Manifest.model_validate(manifest_dict("v1", accuracy=0.97))
+    candidate = Manifest.model_validate(
+        manifest_dict(
+            "v2",
+            accuracy=0.70,
+            sklearn_accuracy=0.90,
+            label_agreement=0.90,
+            classes=["0", "1", "2"],
+            features=[
+                {
+                    "name": "radius",
+                    "onnx_input": "radius",
+                    "kind": "categorical",
+                    "dtype": "string",
+                    "nullable": True,
+                },
+                {
+                    "name": "area",
+                    "onnx_input": "area",
+                    "kind": "numeric",
+                    "dtype": "float32",
+                    "nullable": False,
+                },
+            ],
+        )
+    )
+    reasons = gate_reasons(candidate, live, GATE)
+    text = "\n".join(reasons)
+    assert "below the gate's minimum 0.8000" in text
+    assert "parity: accuracy drops 0.2000 from scikit-learn to int8" in text
+    assert "agrees with scikit-learn on 0.9000 of labels" in text
+    assert "worse than production v1 (0.9700)" in text
+    assert "feature 'texture' removed or renamed" in text
+    assert "feature 'radius' changed type" in text
+    assert "feature 'area' added and required" in text
+    assert "classes changed" in text
+    assert len(reasons) == 8
+
+
+def test_a_good_candidate_passes_and_a_small_drop_is_allowed() -> None:
+    live = Manifest.model_validate(manifest_dict("v1", accuracy=0.95))
+    candidate = Manifest.model_validate(manifest_dict("v2", accuracy=0.945))
+    assert gate_reasons(candidate, live, GATE) == []
+    assert gate_reasons(candidate, None, GATE) == []
+
+
+def test_an_added_imputed_feature_is_compatible() -> None:
+    live = Manifest.model_validate(manifest_dict("v1"))
+    features = [*manifest_dict("v2")["signature"]["features"]]
+    features.append(
+        {
+            "name": "extra",
+            "onnx_input": "extra",
+            "kind": "numeric",
+            "dtype": "float32",
+            "nullable": True,
+        }
+    )
+    assert (
+        signature_changes(live, Manifest.model_validate(manifest_dict("v2", features=features)))
+        == []
+    )
+
+
+def test_regression_uses_r2_and_the_threshold_comes_from_the_gate() -> None:
+    candidate = Manifest.model_validate(manifest_dict("v1", task="regression", accuracy=0.5))
+    assert gate_reasons(candidate, None, GATE) == []
+    strict = GATE.model_copy(update={"min_r2": 0.6})
+    assert gate_reasons(candidate, None, strict) == [
+        "r2 0.5000 (int8) is below the gate's minimum 0.6000"
+    ]
+
+
+def test_evaluate_compares_with_production(tmp_path: Path) -> None:
+    _promote(tmp_path, "v1", accuracy=0.97)
+    uri, _ = _stage(tmp_path, "v2", accuracy=0.90)
+    decision = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)
+    assert decision["passed"] is False
+    assert decision["production"]["model_version"] == "v1"
+    assert decision["production"]["lambda_version"] == "1"
+    assert decision["candidate"]["metrics"] == {"accuracy": 0.90}
+    assert set(decision["candidate"]) == {
+        "model_name",
+        "model_version",
+        "artifact_uri",
+        "task",
+        "primary_metric",
+        "metrics",
+        "serving_variant",
+        "sha256",
+    }
+    assert any("worse than production" in r for r in decision["reasons"])
+
+
+def test_evaluate_refuses_a_tampered_artifact(tmp_path: Path) -> None:
+    manifest = manifest_dict("v1", model_bytes=b"onnx-graph-v1")
+    path = tmp_path / "model.tar.gz"
+    path.write_bytes(tarball(manifest, b"onnx-graph-EVIL"))
+    decision = evaluate(LocalStore(tmp_path), "cancer", path.as_uri(), GATE)
+    assert decision["passed"] is False
+    assert any("digest mismatch" in r for r in decision["reasons"])
+
+
+# --- Promote and roll back ----------------------------------------------------------------
+def test_promote_twice_then_roll_back(tmp_path: Path) -> None:
+    first = _promote(tmp_path, "v1")
+    assert first["lambda_version"] == "1"
+    assert first["previous_lambda_version"] is None
+    assert (tmp_path / "models/cancer/v1/model.onnx").read_bytes() == b"onnx-graph-v1"
+    second = _promote(tmp_path, "v2", accuracy=0.96)
+    assert second["previous_lambda_version"] == "1"
+    pointer = read_pointer(LocalStore(tmp_path), "cancer")
+    assert pointer is not None
+    assert (pointer.model_version, pointer.lambda_version) == ("v2", "2")
+    assert [h["model_version"] for h in pointer.history] == ["v1"]
+    assert LocalRegistry(tmp_path).versions("cancer")[1]["status"] == "Approved"
+
+    back = rollback(LocalStore(tmp_path), LocalServing(tmp_path), "cancer")
+    assert (back["from"], back["to"], back["lambda_version"]) == ("v2", "v1", "1")
+    assert _served_sha(tmp_path) == first["sha256"]
+    pointer = read_pointer(LocalStore(tmp_path), "cancer")
+    assert pointer is not None and pointer.model_version == "v1" and pointer.history == []
+    with pytest.raises(StepError, match="no previous version"):
+        rollback(LocalStore(tmp_path), LocalServing(tmp_path), "cancer")
+
+
+def test_rollback_to_a_named_version(tmp_path: Path) -> None:
+    for version in ("v1", "v2", "v3"):
+        _promote(tmp_path, version)
+    with pytest.raises(StepError, match="v9 is not a previous version"):
+        rollback(LocalStore(tmp_path), LocalServing(tmp_path), "cancer", "v9")
+    back = rollback(LocalStore(tmp_path), LocalServing(tmp_path), "cancer", "v1")
+    assert back["to"] == "v1"
+    assert LocalServing(tmp_path).live()[0] == "1"
+
+
+def test_promote_is_idempotent(tmp_path: Path) -> None:
+    uri, _ = _stage(tmp_path, "v1")
+    store, registry = LocalStore(tmp_path), LocalRegistry(tmp_path)
+    decision = evaluate(store, "cancer", uri, GATE)
+    package = registry.register(
+        Manifest.model_validate(manifest_dict("v1")), uri, decision, "PendingManualApproval"
+    )
+    results = [
+        promote(store, LocalServing(tmp_path), registry, decision["candidate"], package)
+        for _ in range(3)
+    ]
+    assert results[0] == results[2]
+    state = json.loads((tmp_path / "serving/function.json").read_text())
+    assert list(state["versions"]) == ["1"]
+    pointer = read_pointer(store, "cancer")
+    assert pointer is not None and pointer.history == []
+
+
+def test_a_tampered_artifact_is_never_promoted(tmp_path: Path) -> None:
+    _promote(tmp_path, "v1")
+    uri, _ = _stage(tmp_path, "v2")
+    store = LocalStore(tmp_path)
+    candidate = evaluate(store, "cancer", uri, GATE)["candidate"]
+    manifest = manifest_dict("v2", model_bytes=b"onnx-graph-v2")
+    Path(uri.removeprefix("file://")).write_bytes(tarball(manifest, b"onnx-graph-EVIL"))
+    with pytest.raises(TamperedArtifactError, match="digest mismatch"):
+        promote(store, LocalServing(tmp_path), None, candidate, "cancer/v2")
+    # A consistent artifact that is not the evaluated one is refused too.
+    other = manifest_dict("v2", model_bytes=b"another-graph")
+    Path(uri.removeprefix("file://")).write_bytes(tarball(other, b"another-graph"))
+    with pytest.raises(TamperedArtifactError, match="not the one that was evaluated"):
+        promote(store, LocalServing(tmp_path), None, candidate, "cancer/v2")
+    assert not (tmp_path / "models/cancer/v2").exists()
+    assert LocalServing(tmp_path).live()[0] == "1"
+
+
+def test_an_existing_version_with_other_content_is_immutable(tmp_path: Path) -> None:
+    _promote(tmp_path, "v1")
+    (tmp_path / "models/cancer/v2").mkdir(parents=True)
+    (tmp_path / "models/cancer/v2/model.onnx").write_bytes(b"squatter")
+    uri, _ = _stage(tmp_path, "v2")
+    candidate = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)["candidate"]
+    with pytest.raises(StepError, match="immutable"):
+        promote(LocalStore(tmp_path), LocalServing(tmp_path), None, candidate, "cancer/v2")
+    assert LocalServing(tmp_path).live()[0] == "1"
+
+
+# Mutating calls of a promotion: put x3 (model, manifest, pointer), publish, approve, route.
+@pytest.mark.parametrize("fail_at", range(1, 14))
+def test_a_fault_at_any_call_leaves_the_previous_model_live(tmp_path: Path, fail_at: int) -> None:
+    first = _promote(tmp_path, "v1")
+    uri, _ = _stage(tmp_path, "v2")
+    decision = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)
+    registry = LocalRegistry(tmp_path)
+    package = registry.register(
+        Manifest.model_validate(manifest_dict("v2")), uri, decision, "PendingManualApproval"
+    )
+    counter = {"calls": 0, "fail_at": fail_at}
+    store = Faulty(LocalStore(tmp_path), counter, {"put", "get", "head", "open_uri"})
+    serving = Faulty(LocalServing(tmp_path), counter, {"publish", "route", "find_version", "live"})
+    faulty_registry = Faulty(registry, counter, {"approve"})
+    try:
+        result = promote(store, serving, faulty_registry, decision["candidate"], package)
+    except Fault:
+        assert _served_sha(tmp_path) == first["sha256"]
+        pointer = read_pointer(LocalStore(tmp_path), "cancer")
+        assert pointer is not None and pointer.model_version == "v1"
+        # The retry (the state machine's, or the operator's) completes the promotion.
+        result = promote(
+            LocalStore(tmp_path), LocalServing(tmp_path), registry, decision["candidate"], package
+        )
+    else:
+        assert counter["calls"] < fail_at, "the fault was never reached"
+    assert _served_sha(tmp_path) == result["sha256"]
+    pointer = read_pointer(LocalStore(tmp_path), "cancer")
+    assert pointer is not None and pointer.model_version == "v2"
+    assert [h["model_version"] for h in pointer.history] == ["v1"]
+
+
+def test_the_gradual_shift_rolls_back_on_alarm(tmp_path: Path) -> None:
+    first = _promote(tmp_path, "v1")
+    uri, _ = _stage(tmp_path, "v2")
+    store = LocalStore(tmp_path)
+    candidate = evaluate(store, "cancer", uri, GATE)["candidate"]
+    seen: list[dict[str, float]] = []
+    serving = LocalServing(tmp_path)
+
+    def alarm() -> bool:
+        seen.append(copy.deepcopy(serving.live()[1]))
+        return len(seen) == 2
+
+    shift = Shift(weights=[0.1, 0.5], alarm=alarm, sleep=lambda _: None)
+    with pytest.raises(RolledBackError, match="at 50%"):
+        promote(store, serving, None, candidate, "cancer/v2", shift=shift)
+    assert seen == [{"2": 0.1}, {"2": 0.5}]
+    assert _served_sha(tmp_path) == first["sha256"]
+
+    calm = Shift(weights=[0.1], alarm=lambda: False, sleep=lambda _: None)
+    result = promote(store, serving, None, candidate, "cancer/v2", shift=calm)
+    assert _served_sha(tmp_path) == result["sha256"]
