@@ -1,0 +1,1053 @@
+"""SageMaker script-mode training job: CSV -> scikit-learn Pipeline -> ONNX -> int8 -> artifact.
+
+Runs unchanged in SageMaker's prebuilt scikit-learn container and on a laptop. It reads the
+train (and optional validation) channel, fits one Pipeline (imputation, scaling, one-hot and
+the estimator) so the ONNX graph is the whole model, converts it with skl2onnx, quantizes it
+with onnxruntime, checks parity of scikit-learn vs ONNX fp32 vs ONNX int8 on held-out rows,
+and writes ``model.onnx`` plus a validated ``manifest.json`` into ``SM_MODEL_DIR``.
+
+Bad input ends the job with exit code 1, one readable line on stderr and the same line in
+``$SM_OUTPUT_DIR/failure`` (SageMaker's FailureReason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, cast
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import skl2onnx
+import sklearn
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_score,
+    r2_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from onnxkit.contract.manifest import (
+    FP32_FILE,
+    SCHEMA_VERSION,
+    SERVING_FILE,
+    DataFingerprint,
+    Feature,
+    FileInfo,
+    Manifest,
+    Outputs,
+    Parity,
+    Quantization,
+    Serving,
+    Signature,
+    VariantReport,
+    sha256_file,
+    write_manifest,
+)
+from onnxkit.contract.metrics import metric_line
+
+MODELS = ("logistic_regression", "ridge", "mlp", "random_forest", "hist_gradient_boosting")
+TASKS = ("auto", "classification", "regression")
+QUANTIZATION_MODES = ("auto", "dynamic", "qdq", "none")
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+# A numeric-looking target with at most this many distinct integer values is a class label.
+MAX_AUTO_CLASSES = 20
+# A column whose non-missing values are at least this share numbers is numeric: the rest are
+# typos, reported as unparseable rather than silently turning the column categorical.
+NUMERIC_SHARE = 0.9
+# Operators that only exist in a quantized graph.
+QUANTIZED_OPS = frozenset(
+    {
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeLinear",
+        "QLinearMatMul",
+        "QLinearConv",
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+    }
+)
+
+
+class TrainingError(Exception):
+    """A problem with the job's input, reported as one line and SageMaker's FailureReason."""
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _env_path(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise TrainingError(f"bad hyperparameter: {message}")
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return number
+
+
+def _layers(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {value!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {value!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Hyperparameters (SageMaker passes each as ``--name value``) and the SM_* locations."""
+    parser = _Parser(description=__doc__, allow_abbrev=False)
+
+    def option(name: str, **kwargs: Any) -> None:
+        # SageMaker users write snake_case keys, CLI users kebab-case: accept both.
+        flags = {f"--{name}", f"--{name.replace('_', '-')}"}
+        parser.add_argument(*sorted(flags), dest=name, **kwargs)
+
+    option("target", required=True, help="Label column.")
+    option("task", default="auto", choices=TASKS)
+    option("model", default="random_forest", choices=MODELS)
+    option("model_name", default="onnxkit-model")
+    option("seed", type=int, default=42)
+    option("validation_fraction", type=_fraction, default=0.2)
+    option("categorical", default="", help="Comma-separated columns to treat as categorical.")
+    option("n_estimators", type=_positive_int, default=100)
+    option("max_depth", type=_positive_int, default=None)
+    option("max_iter", type=_positive_int, default=300)
+    option("learning_rate", type=float, default=0.1)
+    option("hidden_layer_sizes", type=_layers, default=(64, 32))
+    option("alpha", type=float, default=1.0, help="Ridge regularization.")
+    option("c", type=float, default=1.0, help="Inverse regularization of logistic regression.")
+    option("quantization", default="auto", choices=QUANTIZATION_MODES)
+    option("calibration_rows", type=_positive_int, default=256)
+    option("min_label_agreement", type=_fraction, default=0.995)
+    option("max_metric_drop", type=float, default=0.005)
+    option("max_probability_drift", type=float, default=0.1)
+    option("latency_runs", type=int, default=200)
+    parser.add_argument("--model-dir", default=_env_path("SM_MODEL_DIR", "/opt/ml/model"))
+    parser.add_argument("--train", default=_env_path("SM_CHANNEL_TRAIN"))
+    parser.add_argument("--validation", default=_env_path("SM_CHANNEL_VALIDATION"))
+    parser.add_argument("--output-data-dir", default=_env_path("SM_OUTPUT_DATA_DIR"))
+    parser.add_argument("--output-dir", default=_env_path("SM_OUTPUT_DIR"))
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse hyperparameters; unknown ones (``sagemaker_*`` and others) are reported, not fatal."""
+    args, unknown = build_parser().parse_known_args(argv)
+    stray = [
+        item for item in unknown if item.startswith("--") and not item.startswith("--sagemaker_")
+    ]
+    if stray:
+        print(f"ignoring unknown hyperparameters: {' '.join(stray)}", file=sys.stderr)
+    if args.max_metric_drop < 0 or args.max_probability_drift < 0:
+        raise TrainingError("bad hyperparameter: tolerances cannot be negative")
+    return args
+
+
+def hyperparameters_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyperparameters as recorded in the manifest (JSON scalars)."""
+    skip = {"model_dir", "train", "validation", "output_data_dir", "output_dir"}
+    recorded: dict[str, Any] = {}
+    for key, value in sorted(vars(args).items()):
+        if key in skip:
+            continue
+        recorded[key] = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    return recorded
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Dataset:
+    """A table read from a channel, with the fingerprint of its files."""
+
+    frame: pd.DataFrame
+    files: dict[str, str]  # relative file name -> sha256
+
+
+def read_channel(channel: str | None, name: str) -> Dataset:
+    """Concatenate every CSV file of a channel directory (recursively, sorted by name)."""
+    if not channel:
+        raise TrainingError(f"no {name} channel: set SM_CHANNEL_{name.upper()} or --{name}")
+    root = Path(channel)
+    if not root.exists():
+        raise TrainingError(f"{name} channel {root} does not exist")
+    paths = (
+        [root]
+        if root.is_file()
+        else sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file() and p.suffix.lower() in {".csv", ".gz"} and not p.name.startswith(".")
+        )
+    )
+    if not paths:
+        raise TrainingError(f"{name} channel {root} has no CSV files")
+    frames, files, header = [], {}, None
+    for path in paths:
+        label = path.name if root.is_file() else str(path.relative_to(root))
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
+        except pd.errors.EmptyDataError:
+            raise TrainingError(f"{name} file {label} is empty") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as error:
+            reason = str(error).strip().splitlines()[-1]
+            raise TrainingError(f"{name} file {label} is not a readable CSV: {reason}") from None
+        if header is None:
+            header = list(frame.columns)
+        elif list(frame.columns) != header:
+            raise TrainingError(
+                f"{name} file {label} has columns {list(frame.columns)}, "
+                f"expected {header} as in the first file"
+            )
+        frames.append(frame)
+        files[label] = sha256_file(path)
+    data = pd.concat(frames, ignore_index=True)
+    if data.empty:
+        raise TrainingError(f"{name} channel {root} has a header but no rows")
+    duplicates = [c for c, n in Counter(data.columns).items() if n > 1]
+    if duplicates or any(str(c).startswith("Unnamed: ") for c in data.columns):
+        raise TrainingError(f"{name} data needs a header row with unique, non-empty names")
+    return Dataset(data, files)
+
+
+@dataclass
+class Schema:
+    """Feature kinds and the task, inferred from the training table."""
+
+    numeric: list[str]
+    categorical: list[str]
+    features: list[str]  # CSV order, target removed
+    task: str
+
+
+def _as_numbers(column: pd.Series) -> pd.Series:
+    return pd.to_numeric(column.str.strip(), errors="coerce")
+
+
+def infer_schema(frame: pd.DataFrame, target: str, task: str, categorical: Sequence[str]) -> Schema:
+    """Decide numeric vs categorical for each column and classification vs regression."""
+    if target not in frame.columns:
+        raise TrainingError(
+            f"target column {target!r} not found; columns are {', '.join(map(str, frame.columns))}"
+        )
+    unknown = sorted(set(categorical) - set(frame.columns))
+    if unknown:
+        raise TrainingError(f"categorical columns not found: {', '.join(unknown)}")
+    features = [c for c in frame.columns if c != target]
+    if not features:
+        raise TrainingError("the data has no feature columns besides the target")
+    numeric, strings = [], []
+    for column in features:
+        present = frame[column].dropna()
+        parsed = _as_numbers(present)
+        if column in categorical:
+            strings.append(column)
+        elif present.empty or parsed.notna().all():
+            numeric.append(column)
+        elif parsed.notna().mean() >= NUMERIC_SHARE:
+            bad = present[parsed.isna()].index[0]
+            raise TrainingError(
+                f"column {column!r} row {bad + 2}: {frame.at[bad, column]!r} "
+                "is not a number (pass categorical=... if it is a category)"
+            )
+        else:
+            strings.append(column)
+    labels = frame[target]
+    if labels.isna().any():
+        row = int(labels.index[labels.isna()][0]) + 2
+        raise TrainingError(f"target column {target!r} has missing values (first at row {row})")
+    if task == "auto":
+        parsed = _as_numbers(labels)
+        integral = parsed.notna().all() and (parsed == parsed.round()).all()
+        if parsed.isna().any() or (integral and parsed.nunique() <= MAX_AUTO_CLASSES):
+            task = "classification"
+        else:
+            task = "regression"
+    if task == "regression" and _as_numbers(labels).isna().any():
+        bad = labels[_as_numbers(labels).isna()].iloc[0]
+        raise TrainingError(f"regression target {target!r} has a non-numeric value {bad!r}")
+    return Schema(numeric, strings, features, task)
+
+
+def prepare(frame: pd.DataFrame, schema: Schema, target: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features typed as the ONNX graph takes them (float32 with NaN, strings with '') and y."""
+    X = pd.DataFrame(index=frame.index)
+    for column in schema.features:
+        if column in schema.numeric:
+            X[column] = _as_numbers(frame[column]).astype(np.float32)
+        else:
+            X[column] = frame[column].fillna("").astype(str)
+    y_raw = frame[target]
+    if schema.task == "regression":
+        return X, _as_numbers(y_raw).to_numpy(dtype=np.float64)
+    numbers = _as_numbers(y_raw)
+    if numbers.notna().all() and (numbers == numbers.round()).all():
+        return X, numbers.to_numpy().astype(np.int64)
+    return X, y_raw.astype(str).to_numpy()
+
+
+# --------------------------------------------------------------------------- model
+
+
+def make_estimator(task: str, model: str, args: argparse.Namespace) -> Any:
+    """The estimator a hyperparameter names, as classifier or regressor by task."""
+    seed = args.seed
+    if model == "logistic_regression":
+        if task != "classification":
+            raise TrainingError("logistic_regression is for classification; use ridge")
+        return LogisticRegression(C=args.c, max_iter=max(args.max_iter, 1000))
+    if model == "ridge":
+        if task != "regression":
+            raise TrainingError("ridge is for regression; use logistic_regression")
+        return Ridge(alpha=args.alpha)
+    classify = task == "classification"
+    if model == "mlp":
+        kind = MLPClassifier if classify else MLPRegressor
+        return kind(
+            hidden_layer_sizes=args.hidden_layer_sizes,
+            max_iter=args.max_iter,
+            early_stopping=True,
+            random_state=seed,
+        )
+    if model == "random_forest":
+        forest = RandomForestClassifier if classify else RandomForestRegressor
+        return forest(n_estimators=args.n_estimators, max_depth=args.max_depth, random_state=seed)
+    boosting = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+    return boosting(
+        max_iter=args.n_estimators,
+        learning_rate=args.learning_rate,
+        max_depth=args.max_depth,
+        random_state=seed,
+    )
+
+
+def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
+    """Imputation, scaling and one-hot in the same Pipeline as the estimator."""
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        transformers.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                schema.numeric,
+            )
+        )
+    if schema.categorical:
+        # Missing categories arrive as '' and are a category of their own; categories never
+        # seen in training encode as all zeros.
+        transformers.append(
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), schema.categorical)
+        )
+    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def fit(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray) -> Pipeline:
+    """Fit, with convergence warnings logged rather than raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*converge.*")
+        pipeline.fit(X, y)
+    return pipeline
+
+
+def split(
+    X: pd.DataFrame, y: np.ndarray, task: str, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
+    """A seeded hold-out, stratified for classification."""
+    stratify = None
+    if task == "classification":
+        counts = Counter(y.tolist())
+        rare = sorted(str(label) for label, n in counts.items() if n < 2)
+        if rare:
+            raise TrainingError(
+                f"class {', '.join(rare)} has only one row; each class needs "
+                "at least two to hold some out for validation"
+            )
+        stratify = y
+    try:
+        X_train, X_valid, y_train, y_valid = train_test_split(
+            X, y, test_size=fraction, random_state=seed, stratify=stratify
+        )
+    except ValueError as error:
+        raise TrainingError(f"cannot hold out validation rows: {error}") from None
+    return X_train, X_valid, y_train, y_valid
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def compute_metrics(
+    task: str,
+    y_true: np.ndarray,
+    predicted: np.ndarray,
+    probabilities: np.ndarray | None,
+    classes: Sequence[Any],
+) -> dict[str, float]:
+    """Held-out metrics: classification or regression."""
+    if task == "regression":
+        return {
+            "rmse": float(np.sqrt(mean_squared_error(y_true, predicted))),
+            "mae": float(mean_absolute_error(y_true, predicted)),
+            "r2": float(r2_score(y_true, predicted)),
+        }
+    scores = {
+        "accuracy": float(accuracy_score(y_true, predicted)),
+        "f1_macro": float(f1_score(y_true, predicted, average="macro", zero_division=0)),
+        "precision_macro": float(
+            precision_score(y_true, predicted, average="macro", zero_division=0)
+        ),
+        "recall_macro": float(recall_score(y_true, predicted, average="macro", zero_division=0)),
+    }
+    if probabilities is not None:
+        clipped = np.clip(probabilities.astype(np.float64), 1e-15, 1.0)
+        clipped /= clipped.sum(axis=1, keepdims=True)
+        scores["log_loss"] = float(log_loss(y_true, clipped, labels=list(classes)))
+        if len(classes) == 2 and len(set(y_true.tolist())) == 2:
+            scores["roc_auc"] = float(roc_auc_score(y_true == classes[1], clipped[:, 1]))
+    return scores
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def onnx_input_name(column: str) -> str:
+    """The graph input name skl2onnx gives a column (it keeps only [A-Za-z0-9_])."""
+    return "".join(ch if (ch.isalnum() and ch.isascii()) or ch == "_" else "_" for ch in column)
+
+
+def dedupe_opsets(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Keep one opset_import per domain (the highest).
+
+    skl2onnx 1.20 can write the default domain twice (seen with zipmap=False), which
+    onnxruntime.quantization.quantize_dynamic rejects.
+    """
+    highest: dict[str, int] = {}
+    for entry in model.opset_import:
+        highest[entry.domain] = max(entry.version, highest.get(entry.domain, 0))
+    if len(highest) != len(model.opset_import):
+        del model.opset_import[:]
+        for domain, version in sorted(highest.items()):
+            model.opset_import.append(onnx.helper.make_opsetid(domain, version))
+    return model
+
+
+def to_onnx(pipeline: Pipeline, schema: Schema, task: str) -> onnx.ModelProto:
+    """Convert the fitted Pipeline: one input per feature, plain probability tensor, no ZipMap."""
+    initial_types: list[tuple[str, Any]] = [
+        (
+            onnx_input_name(column),
+            FloatTensorType([None, 1]) if column in schema.numeric else StringTensorType([None, 1]),
+        )
+        for column in schema.features
+    ]
+    names = [name for name, _ in initial_types]
+    if len(set(names)) != len(names):
+        raise TrainingError(
+            "two column names differ only in characters ONNX drops; rename one of them"
+        )
+    estimator = pipeline.steps[-1][1]
+    options = {id(estimator): {"zipmap": False}} if task == "classification" else {}
+    # The ColumnTransformer selects columns by their original names; skl2onnx matches those
+    # against the (sanitized) input names, so it is fed a pipeline whose columns use them.
+    renamed = _with_onnx_column_names(pipeline)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = convert_sklearn(
+            renamed, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
+        )
+    model = dedupe_opsets(model)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _with_onnx_column_names(pipeline: Pipeline) -> Pipeline:
+    from sklearn.base import clone  # noqa: PLC0415 - only needed here
+
+    preprocess: ColumnTransformer = pipeline.named_steps["preprocess"]
+    if all(onnx_input_name(c) == c for _, _, cols in preprocess.transformers for c in cols):
+        return pipeline
+    copy = clone(pipeline)
+    fitted = copy.named_steps["preprocess"]
+    # Reuse the fitted state; only the column selectors change.
+    fitted.__dict__.update(preprocess.__dict__)
+    fitted.transformers = [
+        (n, t, [onnx_input_name(c) for c in cols]) for n, t, cols in preprocess.transformers
+    ]
+    fitted.transformers_ = [
+        (n, t, [onnx_input_name(c) for c in cols] if isinstance(cols, list) else cols)
+        for n, t, cols in preprocess.transformers_
+    ]
+    fitted.feature_names_in_ = np.array(
+        [onnx_input_name(c) for c in preprocess.feature_names_in_], dtype=object
+    )
+    copy.steps[-1] = pipeline.steps[-1]
+    return copy
+
+
+def op_counts(model: onnx.ModelProto) -> Counter[str]:
+    """How many nodes of each operator type a graph has."""
+    return Counter(node.op_type for node in model.graph.node)
+
+
+class _Rows(CalibrationDataReader):
+    """Feeds calibration rows one at a time to quantize_static."""
+
+    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
+        rows = len(next(iter(feeds.values())))
+        self._iter: Iterator[dict[str, np.ndarray]] = (
+            {name: values[i : i + 1] for name, values in feeds.items()} for i in range(rows)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+
+def quantize(
+    fp32_path: Path, int8_path: Path, method: str, calibration: dict[str, np.ndarray] | None = None
+) -> dict[str, int]:
+    """Quantize to int8 and return the operators that were replaced (op type -> count)."""
+    # onnxruntime.quantization logs advice through the root logger; keep the job log clean.
+    logging.getLogger().setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "dynamic":
+            quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8)
+        else:
+            if calibration is None:
+                raise ValueError("QDQ quantization needs calibration rows")
+            quantize_static(
+                fp32_path,
+                int8_path,
+                _Rows(calibration),
+                quant_format=QuantFormat.QDQ,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                op_types_to_quantize=["MatMul", "Gemm"],
+            )
+    before, after = op_counts(onnx.load(fp32_path)), op_counts(onnx.load(int8_path))
+    if not QUANTIZED_OPS & set(after):
+        return {}
+    return {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
+
+
+def session(path: Path) -> ort.InferenceSession:
+    """A single-threaded CPU session (deterministic, fair latency figures)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def feeds_for(X: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
+    """ONNX inputs for a feature frame: one [N, 1] array per column."""
+    feeds = {}
+    for column in schema.features:
+        values = X[[column]].to_numpy()
+        dtype = np.float32 if column in schema.numeric else object
+        feeds[onnx_input_name(column)] = values.astype(dtype)
+    return feeds
+
+
+@dataclass
+class Prediction:
+    """Predicted labels (or values) and class probabilities."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+
+
+def predict_onnx(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], task: str) -> Prediction:
+    """Run a graph; classification graphs return (label, probabilities)."""
+    outputs = sess.run(None, feeds)
+    if task == "classification":
+        return Prediction(np.asarray(outputs[0]).ravel(), np.asarray(outputs[1]))
+    return Prediction(np.asarray(outputs[0]).ravel(), None)
+
+
+def predict_sklearn(pipeline: Pipeline, X: pd.DataFrame, task: str) -> Prediction:
+    """Predictions of the fitted Pipeline itself."""
+    if task == "classification":
+        return Prediction(pipeline.predict(X), pipeline.predict_proba(X))
+    return Prediction(pipeline.predict(X), None)
+
+
+def parity(reference: Prediction, candidate: Prediction, task: str) -> Parity:
+    """How a variant agrees with scikit-learn row by row."""
+    rows = len(reference.labels)
+    if task == "classification":
+        agreement = float(np.mean(reference.labels.astype(str) == candidate.labels.astype(str)))
+        assert reference.probabilities is not None and candidate.probabilities is not None
+        drift = float(np.max(np.abs(reference.probabilities - candidate.probabilities)))
+        return Parity(rows=rows, label_agreement=agreement, max_abs_diff=drift)
+    drift = float(
+        np.max(np.abs(reference.labels.astype(np.float64) - candidate.labels.astype(np.float64)))
+    )
+    return Parity(rows=rows, max_abs_diff=drift)
+
+
+def median_latency_us(call: Callable[[], Any], runs: int) -> float | None:
+    """Median wall time of a call in microseconds (after one warm-up); None when runs is 0."""
+    if runs <= 0:
+        return None
+    call()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        call()
+        samples.append(time.perf_counter_ns() - start)
+    return float(np.median(samples) / 1000)
+
+
+# --------------------------------------------------------------------------- decision
+
+
+@dataclass
+class Tolerance:
+    """When an int8 graph may replace the fp32 one."""
+
+    min_label_agreement: float
+    max_metric_drop: float
+    max_probability_drift: float
+
+    def as_dict(self) -> dict[str, float]:
+        """For the manifest."""
+        return {
+            "min_label_agreement": self.min_label_agreement,
+            "max_metric_drop": self.max_metric_drop,
+            "max_probability_drift": self.max_probability_drift,
+        }
+
+
+@dataclass
+class Candidate:
+    """One quantized graph and how it fared."""
+
+    method: str
+    path: Path
+    operators: dict[str, int]
+    metrics: dict[str, float] = field(default_factory=dict)
+    parity: Parity | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def judge(
+    candidate: Candidate,
+    reference_metrics: dict[str, float],
+    fp32_size: int,
+    primary: str,
+    tolerance: Tolerance,
+    task: str,
+) -> list[str]:
+    """Every reason this int8 graph may not serve (empty when it may)."""
+    problems = []
+    if not candidate.operators:
+        return ["no quantizable operators in the graph"]
+    size = candidate.path.stat().st_size
+    if size >= fp32_size:
+        problems.append(f"int8 file ({size} B) is not smaller than fp32 ({fp32_size} B)")
+    assert candidate.parity is not None
+    if task == "classification":
+        agreement = candidate.parity.label_agreement or 0.0
+        if agreement < tolerance.min_label_agreement:
+            problems.append(f"label agreement {agreement:.4f} < {tolerance.min_label_agreement}")
+        if candidate.parity.max_abs_diff > tolerance.max_probability_drift:
+            problems.append(
+                f"probabilities drift by up to {candidate.parity.max_abs_diff:.3f} "
+                f"> {tolerance.max_probability_drift}"
+            )
+    drop = reference_metrics[primary] - candidate.metrics[primary]
+    if drop > tolerance.max_metric_drop:
+        problems.append(f"{primary} drops by {drop:.4f} > {tolerance.max_metric_drop}")
+    return problems
+
+
+# --------------------------------------------------------------------------- job
+
+
+def fingerprint(
+    train: Dataset, validation: Dataset | None, rows_train: int, rows_valid: int
+) -> DataFingerprint:
+    """Rows, columns and digests of the input files."""
+    files = {f"train/{k}": v for k, v in train.files.items()}
+    if validation is not None:
+        files.update({f"validation/{k}": v for k, v in validation.files.items()})
+    combined = hashlib.sha256("\n".join(f"{k}={v}" for k, v in sorted(files.items())).encode())
+    total = len(train.frame) + (len(validation.frame) if validation is not None else 0)
+    return DataFingerprint(
+        rows=total,
+        columns=len(train.frame.columns),
+        files=files,
+        sha256=combined.hexdigest(),
+        train_rows=rows_train,
+        validation_rows=rows_valid,
+        validation_source="channel" if validation is not None else "split",
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that shaped the model."""
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def run(args: argparse.Namespace) -> Manifest:
+    """The whole job; returns the manifest it wrote."""
+    train_data = read_channel(args.train, "train")
+    validation_data = read_channel(args.validation, "validation") if args.validation else None
+    categorical = [c.strip() for c in args.categorical.split(",") if c.strip()]
+    schema = infer_schema(train_data.frame, args.target, args.task, categorical)
+    X, y = prepare(train_data.frame, schema, args.target)
+    if schema.task == "classification" and len(set(y.tolist())) < 2:
+        raise TrainingError(
+            f"target {args.target!r} has a single class "
+            f"({y[0]!r}); classification needs at least two"
+        )
+    if validation_data is not None:
+        if list(validation_data.frame.columns) != list(train_data.frame.columns):
+            raise TrainingError("validation columns differ from the training columns")
+        X_train, y_train = X, y
+        X_valid, y_valid = prepare(validation_data.frame, schema, args.target)
+    else:
+        X_train, X_valid, y_train, y_valid = split(
+            X, y, schema.task, args.validation_fraction, args.seed
+        )
+    print(
+        f"task={schema.task} model={args.model} rows train={len(X_train)} "
+        f"validation={len(X_valid)} numeric={len(schema.numeric)} "
+        f"categorical={len(schema.categorical)}",
+        flush=True,
+    )
+
+    pipeline = fit(
+        build_pipeline(schema, make_estimator(schema.task, args.model, args)), X_train, y_train
+    )
+    classes = list(pipeline.classes_) if schema.task == "classification" else []
+    primary = "accuracy" if schema.task == "classification" else "r2"
+
+    reference = predict_sklearn(pipeline, X_valid, schema.task)
+    reports: dict[Any, dict[str, Any]] = {
+        "sklearn": {
+            "metrics": compute_metrics(
+                schema.task, y_valid, reference.labels, reference.probabilities, classes
+            )
+        }
+    }
+    feeds = feeds_for(X_valid, schema)
+    one_row_frame = X_valid.iloc[:1]
+    one_row_feeds = {name: values[:1] for name, values in feeds.items()}
+    reports["sklearn"]["single_row_latency_us"] = median_latency_us(
+        lambda: pipeline.predict(one_row_frame), min(args.latency_runs, 50)
+    )
+
+    model_dir = Path(args.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path = Path(scratch) / FP32_FILE
+        onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
+        fp32_session = session(fp32_path)
+        fp32_prediction = predict_onnx(fp32_session, feeds, schema.task)
+        reports["fp32"] = {
+            "metrics": compute_metrics(
+                schema.task, y_valid, fp32_prediction.labels, fp32_prediction.probabilities, classes
+            ),
+            "size_bytes": fp32_path.stat().st_size,
+            "parity": parity(reference, fp32_prediction, schema.task),
+            "single_row_latency_us": median_latency_us(
+                lambda: fp32_session.run(None, one_row_feeds), args.latency_runs
+            ),
+        }
+        tolerance = Tolerance(
+            args.min_label_agreement, args.max_metric_drop, args.max_probability_drift
+        )
+        chosen, decision_reason, tried = _choose_int8(
+            args,
+            schema,
+            fp32_path,
+            X_train,
+            feeds,
+            one_row_feeds,
+            reference,
+            y_valid,
+            classes,
+            primary,
+            tolerance,
+            reports,
+        )
+        serving_source = chosen.path if chosen else fp32_path
+        serving_path = model_dir / SERVING_FILE
+        serving_path.write_bytes(serving_source.read_bytes())
+        if chosen:
+            (model_dir / FP32_FILE).write_bytes(fp32_path.read_bytes())
+        elif (model_dir / FP32_FILE).exists():
+            (model_dir / FP32_FILE).unlink()
+
+    quantization = Quantization(
+        method=cast(Any, tried.method if tried and tried.operators else "none"),
+        quantized_operators=tried.operators if tried else {},
+        decision="int8" if chosen else "fp32",
+        reason=decision_reason,
+        tolerance=tolerance.as_dict(),
+    )
+    files = {
+        p.name: FileInfo(size_bytes=p.stat().st_size, sha256=sha256_file(p))
+        for p in sorted(model_dir.glob("*.onnx"))
+    }
+    serving_info = files[SERVING_FILE]
+    created = datetime.now(UTC).replace(microsecond=0)
+    outputs = (
+        Outputs(label="label", probabilities="probabilities")
+        if schema.task == "classification"
+        else Outputs(value="variable")
+    )
+    features = []
+    preprocess = pipeline.named_steps["preprocess"]
+    for column in schema.features:
+        categories = None
+        if column in schema.categorical:
+            encoder = preprocess.named_transformers_["categorical"]
+            index = schema.categorical.index(column)
+            categories = [str(c) for c in encoder.categories_[index] if str(c) != ""]
+        features.append(
+            Feature(
+                name=str(column),
+                onnx_input=onnx_input_name(column),
+                kind="numeric" if column in schema.numeric else "categorical",
+                dtype="float32" if column in schema.numeric else "string",
+                nullable=True,
+                categories=categories,
+            )
+        )
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        model_name=args.model_name,
+        model_version=f"{created:%Y%m%d%H%M%S}-{serving_info.sha256[:8]}",
+        created_at=created,
+        task=schema.task,  # type: ignore[arg-type]
+        estimator=args.model,
+        signature=Signature(features=features, target=args.target),
+        classes=[c.item() if hasattr(c, "item") else c for c in classes] or None,
+        outputs=outputs,
+        serving=Serving(
+            file=SERVING_FILE,
+            variant="int8" if chosen else "fp32",
+            sha256=serving_info.sha256,
+            size_bytes=serving_info.size_bytes,
+        ),
+        files=files,
+        variants={name: VariantReport(**report) for name, report in reports.items()},
+        quantization=quantization,
+        hyperparameters=hyperparameters_of(args),
+        library_versions=library_versions(),
+        data=fingerprint(train_data, validation_data, len(X_train), len(X_valid)),
+    )
+    write_manifest(manifest, model_dir)
+    _report(manifest, args.output_data_dir)
+    return manifest
+
+
+def _choose_int8(
+    args: argparse.Namespace,
+    schema: Schema,
+    fp32_path: Path,
+    X_train: pd.DataFrame,
+    feeds: dict[str, np.ndarray],
+    one_row_feeds: dict[str, np.ndarray],
+    reference: Prediction,
+    y_valid: np.ndarray,
+    classes: list[Any],
+    primary: str,
+    tolerance: Tolerance,
+    reports: dict[str, dict[str, Any]],
+) -> tuple[Candidate | None, str, Candidate | None]:
+    """Try the quantization methods asked for; return (chosen, reason, reported candidate).
+
+    The int8 variant reported in the manifest is the chosen one, else the first graph that
+    had anything quantized, so a rejected int8 still shows why it was rejected.
+    """
+    if args.quantization == "none":
+        return None, "quantization disabled by hyperparameter", None
+    methods = ["dynamic", "qdq"] if args.quantization == "auto" else [args.quantization]
+    fp32_size = fp32_path.stat().st_size
+    tried: list[Candidate] = []
+    for method in methods:
+        path = fp32_path.with_name(f"model.int8-{method}.onnx")
+        calibration = None
+        if method == "qdq":
+            rows = X_train.sample(min(args.calibration_rows, len(X_train)), random_state=args.seed)
+            calibration = feeds_for(rows, schema)
+        try:
+            candidate = Candidate(method, path, quantize(fp32_path, path, method, calibration))
+        except Exception as error:  # noqa: BLE001 - a failed quantization keeps fp32
+            tried.append(
+                Candidate(
+                    method, path, {}, problems=[f"failed ({type(error).__name__}: {error})"[:300]]
+                )
+            )
+            continue
+        if candidate.operators:
+            prediction = predict_onnx(session(path), feeds, schema.task)
+            candidate.metrics = compute_metrics(
+                schema.task, y_valid, prediction.labels, prediction.probabilities, classes
+            )
+            candidate.parity = parity(reference, prediction, schema.task)
+        candidate.problems = judge(
+            candidate, reports["sklearn"]["metrics"], fp32_size, primary, tolerance, schema.task
+        )
+        tried.append(candidate)
+        if not candidate.problems or not candidate.operators:
+            break  # a keeper, or nothing to quantize (no other method finds anything either)
+    chosen = next((c for c in tried if not c.problems), None)
+    shown = chosen or next((c for c in tried if c.operators), None)
+    if shown is not None:
+        int8_session = session(shown.path)
+        reports["int8"] = {
+            "metrics": shown.metrics,
+            "size_bytes": shown.path.stat().st_size,
+            "parity": shown.parity,
+            "single_row_latency_us": median_latency_us(
+                lambda: int8_session.run(None, one_row_feeds), args.latency_runs
+            ),
+        }
+    if chosen is not None:
+        ratio = fp32_size / chosen.path.stat().st_size
+        return chosen, f"{chosen.method} int8 is {ratio:.1f}x smaller and within tolerance", chosen
+    reasons = "; ".join(f"{c.method}: {', '.join(c.problems)}" for c in tried)
+    return None, f"kept fp32: {reasons}", shown or (tried[0] if tried else None)
+
+
+def _report(manifest: Manifest, output_data_dir: str | None) -> None:
+    """Print the metric lines SageMaker scrapes, and save a report in the output data."""
+    for variant, report in manifest.variants.items():
+        for name, value in report.metrics.items():
+            print(metric_line(variant, name, value), flush=True)
+    print(
+        f"serving={manifest.serving.variant} size={manifest.serving.size_bytes} "
+        f"sha256={manifest.serving.sha256} reason={manifest.quantization.reason}",
+        flush=True,
+    )
+    if output_data_dir:
+        out = Path(output_data_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(
+            json.dumps(
+                {name: r.model_dump(mode="json") for name, r in manifest.variants.items()}, indent=2
+            )
+        )
+
+
+def _fail(message: str, output_dir: str | None) -> int:
+    """Report a failure as SageMaker expects: one line on stderr and in output/failure."""
+    line = " ".join(message.split())
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    if output_dir:
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "failure").write_text(line + "\n")
+        except OSError as error:
+            print(f"error: could not write the failure file: {error}", file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: SageMaker calls ``python train.py --name value ...``."""
+    output_dir = os.environ.get("SM_OUTPUT_DIR")
+    try:
+        args = parse_args(argv)
+        output_dir = args.output_dir
+        run(args)
+    except TrainingError as error:
+        return _fail(str(error), output_dir)
+    except MemoryError:
+        return _fail("out of memory: use a larger instance type or fewer rows", output_dir)
+    except Exception as error:  # noqa: BLE001 - reported as the job's FailureReason
+        # A bug of ours, not the caller's: keep the traceback for the logs.
+        import traceback  # noqa: PLC0415
+
+        traceback.print_exc()
+        return _fail(f"internal error: {type(error).__name__}: {error}", output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
