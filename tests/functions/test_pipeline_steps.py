@@ -24,7 +24,7 @@ from functions.pipeline.promote import RolledBackError, Shift, promote, rollback
 from onnxkit.contract.gate import QualityGate
 from onnxkit.contract.manifest import Manifest
 
-GATE = QualityGate()
+GATE = QualityGate.model_validate({})
 
 
 class Fault(Exception):
@@ -83,7 +83,7 @@ def _served_sha(root: Path) -> str | None:
 
 # --- Evaluate -----------------------------------------------------------------------------
 def test_read_artifact_streams_the_manifest_and_digests() -> None:
-    manifest, data = artifact("v1")
+    _, data = artifact("v1")
     found = read_artifact(io.BytesIO(data), keep={"model.onnx"})
     assert found.manifest.model_version == "v1"
     assert found.files["model.onnx"] == b"onnx-graph-v1"

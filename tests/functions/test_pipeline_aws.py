@@ -1,0 +1,324 @@
+"""The Evaluate and Promote Lambda handlers against moto: a versioned S3 bucket, the inference
+function's published versions and ``live`` alias, SageMaker model packages.
+
+Faults are injected by wrapping the boto3 clients the handlers create: the wrapper raises at
+the Nth AWS call, for every N a promotion makes, and each time the test checks that ``live``
+still serves the previous model and the production pointer still names it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from typing import Any, cast
+
+import boto3
+import pytest
+from moto import mock_aws
+from pipeline_artifacts import artifact, manifest_dict, tarball
+
+from functions.pipeline import handlers
+from functions.pipeline.aws import LambdaServing, S3Store, SageMakerRegistry, split_s3_uri
+from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
+from functions.pipeline.promote import rollback
+from onnxkit import workflow
+from onnxkit.contract.gate import QualityGate
+
+BUCKET = "onnxkit-artifacts"
+FUNCTION = "onnxkit-inference"
+REGION = "us-east-1"
+GATE = QualityGate.model_validate({})
+
+pytestmark = pytest.mark.xdist_group("pipeline-moto")
+
+
+class InjectedFault(Exception):
+    """The fault the wrapper raises."""
+
+
+class FaultyClient:
+    """A boto3 client that raises at the Nth API call (counted across all wrapped clients)."""
+
+    def __init__(self, inner: Any, counter: dict[str, Any]) -> None:
+        self._inner, self._counter = inner, counter
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute) or name.startswith(("get_paginator", "get_waiter", "meta")):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._counter["calls"] += 1
+            self._counter["names"].append(name)
+            if self._counter["calls"] == self._counter["fail_at"]:
+                raise InjectedFault(f"call {self._counter['calls']}: {name}")
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """moto with the artifact bucket, the inference function (version 1, the CDK-managed one
+    reading the production pointer) and its ``live`` alias."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "ARTIFACT_BUCKET": BUCKET,
+        "FUNCTION_NAME": FUNCTION,
+        "ALIAS_NAME": "live",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        role = boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")[
+            "Role"
+        ]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
+        lam = boto3.client("lambda", region_name=REGION)
+        lam.create_function(
+            FunctionName=FUNCTION,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.handler",
+            Code={"ZipFile": code.getvalue()},
+            Environment={
+                "Variables": {
+                    "MODEL_URI": f"s3://{BUCKET}/models/cancer/production.json",
+                    "MODEL_SHA256": "",
+                    "POWERTOOLS_SERVICE_NAME": "onnxkit",
+                }
+            },
+        )
+        cdk_version = lam.publish_version(FunctionName=FUNCTION)["Version"]
+        lam.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=cdk_version)
+        yield {"s3": s3, "lambda": lam, "cdk_version": cdk_version}
+
+
+def _upload(s3: Any, version: str, data: bytes) -> str:
+    key = f"training/{version}/output/model.tar.gz"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+    return f"s3://{BUCKET}/{key}"
+
+
+def _run(s3: Any, version: str, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Evaluate, and promote when the gate passes (as the state machine would)."""
+    _, data = artifact(version, **kwargs)
+    uri = _upload(s3, version, data)
+    decision = handlers.evaluate(dict(workflow.evaluate_event("cancer", uri, GATE)))
+    if not decision["passed"]:
+        return decision, None
+    event = workflow.promote_event(
+        cast("workflow.EvaluateResult", decision), f"arn:aws:sagemaker:{REGION}:1:model-package/x/1"
+    )
+    return decision, handlers.promote(dict(event))
+
+
+def _served(lam: Any) -> tuple[str, str]:
+    """(version, MODEL_SHA256) behind live, and no traffic split."""
+    alias = lam.get_alias(FunctionName=FUNCTION, Name="live")
+    assert not (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    config = lam.get_function_configuration(
+        FunctionName=FUNCTION, Qualifier=alias["FunctionVersion"]
+    )
+    return alias["FunctionVersion"], config["Environment"]["Variables"]["MODEL_SHA256"]
+
+
+def test_first_promotion_then_a_better_one(aws: dict[str, Any]) -> None:
+    s3, lam = aws["s3"], aws["lambda"]
+    decision, first = _run(s3, "v1")
+    assert decision["passed"] and decision["production"] is None
+    assert first is not None
+    assert set(first) == set(workflow.PromoteResult.__annotations__)
+    assert first["previous_lambda_version"] == aws["cdk_version"]
+    bucket, key, version_id = split_s3_uri(first["model_uri"])
+    assert (bucket, key) == (BUCKET, "models/cancer/v1/model.onnx")
+    assert version_id, "the model uri is pinned to the S3 object version"
+    assert _served(lam) == (first["lambda_version"], first["sha256"])
+    config = lam.get_function_configuration(
+        FunctionName=FUNCTION, Qualifier=first["lambda_version"]
+    )
+    assert config["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "onnxkit"
+
+    decision, second = _run(s3, "v2", accuracy=0.96)
+    assert decision["production"]["model_version"] == "v1"
+    assert second is not None and second["previous_lambda_version"] == first["lambda_version"]
+    pointer = json.loads(
+        s3.get_object(Bucket=BUCKET, Key="models/cancer/production.json")["Body"].read()
+    )
+    assert set(pointer) == {
+        "model_name",
+        "model_version",
+        "model_uri",
+        "manifest_uri",
+        "sha256",
+        "lambda_version",
+        "promoted_at",
+        "history",
+    }
+    assert pointer["model_version"] == "v2"
+    assert [h["model_version"] for h in pointer["history"]] == ["v1"]
+    assert "history" not in pointer["history"][0]
+
+
+def test_a_worse_candidate_is_rejected_and_production_is_unchanged(aws: dict[str, Any]) -> None:
+    s3, lam = aws["s3"], aws["lambda"]
+    _, first = _run(s3, "v1", accuracy=0.97)
+    decision, promoted = _run(s3, "v2", accuracy=0.85)
+    assert promoted is None and decision["passed"] is False
+    assert decision["reasons"] == [
+        "accuracy 0.8500 is worse than production v1 (0.9700) by more than 0.0100"
+    ]
+    assert first is not None and _served(lam)[1] == first["sha256"]
+
+
+def test_a_tampered_artifact_is_refused(aws: dict[str, Any]) -> None:
+    s3, lam = aws["s3"], aws["lambda"]
+    _, first = _run(s3, "v1")
+    manifest, good = artifact("v2")
+    uri = _upload(s3, "v2", good)
+    decision = handlers.evaluate(dict(workflow.evaluate_event("cancer", uri, GATE)))
+    assert decision["passed"]
+    # Someone swaps model.onnx in the bucket between Evaluate and Promote.
+    _upload(s3, "v2", tarball(manifest, b"onnx-graph-EVIL"))
+    with pytest.raises(TamperedArtifactError, match=r"digest mismatch for model\.onnx"):
+        handlers.promote(
+            dict(workflow.promote_event(cast("workflow.EvaluateResult", decision), "arn:pkg"))
+        )
+    assert first is not None and _served(lam)[1] == first["sha256"]
+    assert S3Store(s3, BUCKET).head("models/cancer/v2/model.onnx") is None
+
+
+def test_a_fault_at_any_aws_call_of_promote_leaves_the_previous_model_live(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3, lam = aws["s3"], aws["lambda"]
+    _, first = _run(s3, "v1")
+    assert first is not None
+    _, data = artifact("v2")
+    uri = _upload(s3, "v2", data)
+    decision = handlers.evaluate(dict(workflow.evaluate_event("cancer", uri, GATE)))
+    event = dict(workflow.promote_event(cast("workflow.EvaluateResult", decision), "arn:pkg"))
+    real = boto3.client
+    n = 0
+    while True:
+        n += 1
+        counter: dict[str, Any] = {"calls": 0, "fail_at": n, "names": []}
+        monkeypatch.setattr(
+            handlers.boto3, "client", lambda *a, c=counter, **k: FaultyClient(real(*a, **k), c)
+        )
+        try:
+            result = handlers.promote(event)
+        except InjectedFault:
+            assert _served(lam) == (first["lambda_version"], first["sha256"]), counter["names"]
+            pointer = read_pointer(S3Store(s3, BUCKET), "cancer")
+            assert pointer is not None and pointer.model_version == "v1"
+            continue
+        break
+    # The loop reached a run with no fault: every call of a promotion was faulted once.
+    assert n > 10, counter["names"]
+    assert _served(lam) == (result["lambda_version"], result["sha256"])
+    assert result["previous_lambda_version"] == first["lambda_version"]
+    pointer = read_pointer(S3Store(s3, BUCKET), "cancer")
+    assert pointer is not None and [h["model_version"] for h in pointer.history] == ["v1"]
+    # Retries reused the version they published instead of publishing one per attempt.
+    versions = lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]
+    shas = [v["Environment"]["Variables"]["MODEL_SHA256"] for v in versions[1:]]
+    assert len(shas) == len(set(shas))
+
+
+def test_rollback_moves_live_and_the_pointer_back(aws: dict[str, Any]) -> None:
+    s3, lam = aws["s3"], aws["lambda"]
+    _, first = _run(s3, "v1")
+    _, second = _run(s3, "v2")
+    assert first is not None and second is not None
+    result = rollback(S3Store(s3, BUCKET), LambdaServing(lam, FUNCTION), "cancer")
+    assert result["to"] == "v1"
+    assert _served(lam) == (first["lambda_version"], first["sha256"])
+    pointer = read_pointer(S3Store(s3, BUCKET), "cancer")
+    assert pointer is not None and pointer.model_version == "v1"
+
+
+def test_gradual_shift_rolls_back_when_the_alarm_fires(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3, lam = aws["s3"], aws["lambda"]
+    _, first = _run(s3, "v1")
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    cloudwatch.put_metric_alarm(
+        AlarmName="fn-errors",
+        MetricName="Errors",
+        Namespace="AWS/Lambda",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    cloudwatch.set_alarm_state(AlarmName="fn-errors", StateValue="ALARM", StateReason="test")
+    monkeypatch.setenv("SHIFT_WEIGHTS", "0.1,0.5")
+    monkeypatch.setenv("ALARM_NAME", "fn-errors")
+    with pytest.raises(StepError, match="alarm during the shift"):
+        _run(s3, "v2")
+    assert first is not None and _served(lam) == (first["lambda_version"], first["sha256"])
+    cloudwatch.set_alarm_state(AlarmName="fn-errors", StateValue="OK", StateReason="test")
+    _, second = _run(s3, "v3")
+    assert second is not None and _served(lam)[1] == second["sha256"]
+
+
+def test_bad_events_fail_readably(aws: dict[str, Any]) -> None:
+    with pytest.raises(StepError, match="bad Evaluate event"):
+        handlers.evaluate({"model_name": "cancer"})
+    with pytest.raises(StepError, match="bad Evaluate event"):
+        handlers.evaluate(
+            {
+                "model_name": "cancer",
+                "candidate_artifact_uri": "s3://b/k",
+                "gate": {"min_accuracy": 7},
+            }
+        )
+    with pytest.raises(StepError, match="does not exist"):
+        handlers.evaluate(
+            dict(workflow.evaluate_event("cancer", f"s3://{BUCKET}/nope/model.tar.gz", GATE))
+        )
+    with pytest.raises(StepError, match="bad Promote event"):
+        handlers.promote({"candidate": {}})
+
+
+def test_model_package_approval(aws: dict[str, Any]) -> None:
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    sagemaker.create_model_package_group(ModelPackageGroupName="cancer")
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName="cancer",
+        ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": "1.dkr.ecr.us-east-1.amazonaws.com/x:1",
+                    "ModelDataUrl": f"s3://{BUCKET}/a/model.tar.gz",
+                }
+            ],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"],
+        },
+    )["ModelPackageArn"]
+    registry = SageMakerRegistry(sagemaker)
+    registry.approve(arn)
+    registry.approve(arn)  # idempotent
+    found = sagemaker.describe_model_package(ModelPackageName=arn)
+    assert found["ModelApprovalStatus"] == "Approved"
+
+
+def test_manifest_builder_is_valid() -> None:
+    # Guards the fixtures: a builder drifting from the contract would make tests vacuous.
+    from onnxkit.contract.manifest import Manifest
+
+    Manifest.model_validate(manifest_dict("v1", task="regression", accuracy=0.5))
