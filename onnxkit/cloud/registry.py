@@ -1,0 +1,111 @@
+"""The registry as the CLI shows it: SageMaker model packages plus the production pointers.
+
+Each model package in the environment's ``ModelPackageGroupName`` is one registered version.
+Its ``CustomerMetadataProperties`` carry ``model_name``, ``model_version`` and the metrics
+(any property whose value parses as a number). Which version is live comes from the
+production pointers ``s3://<bucket>/models/<model_name>/production.json`` (docs/CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+_NON_METRIC = frozenset({"model_name", "model_version", "sha256", "lambda_version"})
+
+
+@dataclass
+class Version:
+    """One registered model version."""
+
+    package_arn: str
+    package_version: int | None
+    model_name: str
+    model_version: str
+    status: str
+    created: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    properties: dict[str, str] = field(default_factory=dict)
+    live: bool = False
+
+
+def _metrics(properties: dict[str, str]) -> dict[str, float]:
+    found = {}
+    for key, value in properties.items():
+        if key in _NON_METRIC:
+            continue
+        try:
+            found[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return found
+
+
+def list_versions(sagemaker: Any, group: str) -> list[Version]:
+    """Every model package of a group, newest first, with its metadata and metrics."""
+    versions = []
+    paginator = sagemaker.get_paginator("list_model_packages")
+    for page in paginator.paginate(
+        ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending"
+    ):
+        for summary in page.get("ModelPackageSummaryList", []):
+            arn = summary["ModelPackageArn"]
+            described = sagemaker.describe_model_package(ModelPackageName=arn)
+            props = dict(described.get("CustomerMetadataProperties") or {})
+            number = described.get("ModelPackageVersion", summary.get("ModelPackageVersion"))
+            created = described.get("CreationTime") or summary.get("CreationTime")
+            versions.append(
+                Version(
+                    package_arn=arn,
+                    package_version=number,
+                    model_name=props.get("model_name", group),
+                    model_version=props.get("model_version", str(number or "?")),
+                    status=str(
+                        described.get("ModelApprovalStatus")
+                        or summary.get("ModelApprovalStatus")
+                        or "?"
+                    ),
+                    created=created.isoformat(timespec="seconds")
+                    if hasattr(created, "isoformat")
+                    else str(created or ""),
+                    metrics=_metrics(props),
+                    properties=props,
+                )
+            )
+    return versions
+
+
+def production_pointers(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
+    """model_name -> production pointer, for every model with one in the bucket."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    pointers: dict[str, dict[str, Any]] = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix="models/", Delimiter="/"):
+        for prefix in page.get("CommonPrefixes", []):
+            key = f"{prefix['Prefix']}production.json"
+            try:
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    continue
+                raise
+            try:
+                pointer = json.loads(body)
+            except ValueError:
+                continue  # an unreadable pointer: that model shows nothing live
+            if isinstance(pointer, dict) and "model_version" in pointer:
+                pointers[str(pointer.get("model_name", prefix["Prefix"].split("/")[1]))] = pointer
+    return pointers
+
+
+def mark_live(versions: list[Version], pointers: dict[str, dict[str, Any]]) -> None:
+    """Flag the version each production pointer names (by model name and version)."""
+    for version in versions:
+        pointer = pointers.get(version.model_name)
+        if pointer is None and len(pointers) == 1:
+            # Packages without a model_name property: the group has one model.
+            pointer = next(iter(pointers.values()))
+        if pointer is not None and pointer.get("model_version") == version.model_version:
+            version.live = True

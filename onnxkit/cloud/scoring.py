@@ -1,0 +1,330 @@
+"""Batch scoring of a CSV/JSONL file through the inference API, resumable and row-accurate.
+
+Output contract (CSV or, for a ``.jsonl`` output name, JSON lines): one record per input row,
+in input order, with ``row`` (0-based index of the input data row; blank JSONL lines are not
+rows), ``prediction``, one ``proba_<class>`` column per class (classification),
+``model_version`` and ``error`` (empty when scored; ``feature: problem; ...`` when the API
+rejected the row). Every batch is appended and flushed before the next one is sent.
+
+Resume: the output is always a contiguous prefix of the input. Running the same command
+again reads the complete records already there, drops a torn trailing line left by a kill,
+and sends only the rows after the last one written. Rejected rows count as done.
+
+Bad rows: when the API rejects a batch with a 400/422 whose ``details`` name instances,
+those rows are recorded as rejected and the rest of the batch is sent again, so one bad row
+never costs its neighbours their predictions. A rejection without per-instance details is
+bisected down to the offending row(s). A 413 halves the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from onnxkit.cloud.api import ApiClient, ApiError
+from onnxkit.cloud.errors import CloudError
+
+API_LIMIT = 1000  # the API's MAX_INSTANCES default (docs/CONTRACTS.md)
+ROW_REJECT_STATUSES = frozenset({400, 422})
+Row = tuple[int, Any]  # (row index, instance) - an instance is None when unreadable locally
+
+
+@dataclass
+class Outcome:
+    """The result for one row: a prediction or the reasons it was rejected."""
+
+    row: int
+    prediction: Any = None
+    probabilities: list[float] | None = None
+    model_version: str = ""
+    error: str = ""
+
+
+@dataclass
+class Report:
+    """Totals of a run."""
+
+    total: int = 0
+    skipped: int = 0  # already in the output when the run started
+    scored: int = 0
+    rejected: list[Outcome] = field(default_factory=list)
+    retries: int = 0
+    batches: int = 0
+
+
+# --- input -----------------------------------------------------------------------------------
+def _coerce(value: str | None, kind: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    if kind == "categorical":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        # Not a number: send it as is and let the API say which feature is wrong.
+        return value
+
+
+def _csv_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row]:
+    reader = csv.DictReader(handle)
+    header = reader.fieldnames or []
+    if signature is not None:
+        missing = [name for name in signature if name not in header]
+        if missing:
+            raise CloudError(
+                f"input is missing feature column(s) the model needs: {', '.join(missing)}"
+            )
+    for index, record in enumerate(reader):
+        names = list(signature) if signature is not None else header
+        kinds = signature or {}
+        yield index, {name: _coerce(record.get(name), kinds.get(name)) for name in names}
+
+
+def _jsonl_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row]:
+    index = 0
+    for line in handle:
+        if not line.strip():
+            continue
+        try:
+            instance = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            instance = None
+        if isinstance(instance, dict) and signature is not None:
+            # Drop extra keys (a target column, ids) the API would refuse as unknown features.
+            instance = {k: v for k, v in instance.items() if k in signature}
+        if not isinstance(instance, dict | list):
+            instance = None
+        yield index, instance
+        index += 1
+
+
+def input_format(path: Path) -> str:
+    """``csv`` or ``jsonl``, from the file name."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    raise CloudError(f"{path}: unsupported input format {suffix or '(none)'}; use .csv or .jsonl")
+
+
+def read_rows(path: Path, signature: dict[str, str] | None) -> Iterator[Row]:
+    """Rows of a CSV (header row of feature names) or JSONL (objects or arrays) file."""
+    fmt = input_format(path)
+    try:
+        handle = path.open(newline="" if fmt == "csv" else None, encoding="utf-8")
+    except OSError as error:
+        raise CloudError(f"cannot read {path}: {error.strerror}") from None
+    with handle:
+        yield from (_csv_rows if fmt == "csv" else _jsonl_rows)(handle, signature)
+
+
+def count_rows(path: Path) -> int:
+    """How many data rows a file has (for the progress bar)."""
+    return sum(1 for _ in read_rows(path, None))
+
+
+# --- output ----------------------------------------------------------------------------------
+def columns(classes: list[Any] | None) -> list[str]:
+    """Output columns for a model with these classes (None for regression)."""
+    probas = [f"proba_{c}" for c in classes] if classes else []
+    return ["row", "prediction", *probas, "model_version", "error"]
+
+
+def completed_rows(path: Path, expected: list[str]) -> int:
+    """Rows already in an output file; truncates a torn last line. Raises on a foreign file."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    data = path.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut != len(data):
+        # Killed mid-write: the tail is not a whole record.
+        with path.open("r+b") as handle:
+            handle.truncate(cut)
+        data = data[:cut]
+    text = data.decode("utf-8")
+    if path.suffix.lower() == ".jsonl":
+        rows = [orjson.loads(line)["row"] for line in text.splitlines() if line.strip()]
+    else:
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, None)
+        if header is None:
+            return 0
+        if header != expected:
+            raise CloudError(
+                f"{path} has columns {','.join(header)}, not the ones this model "
+                f"produces ({','.join(expected)}); pass --overwrite or another "
+                "--output"
+            )
+        rows = [int(record[0]) for record in reader if record]
+    if rows != list(range(len(rows))):
+        raise CloudError(
+            f"{path} is not a prefix of this input (rows are not 0..n-1); pass "
+            "--overwrite or another --output"
+        )
+    return len(rows)
+
+
+class Writer:
+    """Appends records to the output and flushes them, batch by batch."""
+
+    def __init__(
+        self, handle: IO[str], fmt: str, classes: list[Any] | None, write_header: bool
+    ) -> None:
+        self._handle = handle
+        self._fmt = fmt
+        self._classes = classes
+        self._csv = csv.writer(handle, lineterminator="\n")
+        if fmt == "csv" and write_header:
+            self._csv.writerow(columns(classes))
+            self.flush()
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        """Write one batch and flush it to disk."""
+        for o in outcomes:
+            if self._fmt == "jsonl":
+                record: dict[str, Any] = {"row": o.row, "prediction": o.prediction}
+                if self._classes and o.probabilities is not None:
+                    record["probabilities"] = dict(
+                        zip(map(str, self._classes), o.probabilities, strict=False)
+                    )
+                record["model_version"] = o.model_version
+                record["error"] = o.error or None
+                self._handle.write(orjson.dumps(record).decode() + "\n")
+            else:
+                blank: list[Any] = [""] * len(self._classes or [])
+                probas: list[Any] = list(o.probabilities) if o.probabilities else blank
+                self._csv.writerow(
+                    [
+                        o.row,
+                        "" if o.prediction is None else o.prediction,
+                        *probas,
+                        o.model_version,
+                        o.error,
+                    ]
+                )
+        self.flush()
+
+    def flush(self) -> None:
+        """Push written records to the OS (and to disk, for files)."""
+        self._handle.flush()
+        # stdout, a pipe or a test buffer cannot be fsynced; a file can.
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            os.fsync(self._handle.fileno())
+
+
+# --- scoring ---------------------------------------------------------------------------------
+def _problems(body: Any, size: int) -> dict[int, str]:
+    """Per-instance problems from a 4xx body: ``{index: "feature: problem; ..."}``."""
+    error = body.get("error") if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    found: dict[int, list[str]] = {}
+    for detail in details or []:
+        if not isinstance(detail, dict):
+            continue
+        index = detail.get("instance")
+        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < size:
+            feature = detail.get("feature")
+            problem = str(detail.get("problem") or "rejected")
+            found.setdefault(index, []).append(f"{feature}: {problem}" if feature else problem)
+    return {i: "; ".join(p) for i, p in found.items()}
+
+
+def _message(error: ApiError) -> str:
+    body = error.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message") or body["error"].get("code") or error)
+    return str(error.format_message())
+
+
+def score_batch(client: ApiClient, rows: list[Row]) -> list[Outcome]:
+    """Score rows, isolating the ones the API rejects; outcomes come back in row order."""
+    outcomes: dict[int, Outcome] = {}
+    sendable = []
+    for index, instance in rows:
+        if instance is None:
+            outcomes[index] = Outcome(index, error="not a JSON object or array")
+        else:
+            sendable.append((index, instance))
+    _score(client, sendable, outcomes)
+    return [outcomes[index] for index, _ in rows]
+
+
+def _score(client: ApiClient, rows: list[Row], out: dict[int, Outcome]) -> None:
+    if not rows:
+        return
+    try:
+        response = client.predict([instance for _, instance in rows])
+    except ApiError as error:
+        if error.status == 413 and len(rows) > 1:
+            half = len(rows) // 2
+            _score(client, rows[:half], out)
+            _score(client, rows[half:], out)
+            return
+        if error.status not in ROW_REJECT_STATUSES:
+            raise
+        problems = _problems(error.body, len(rows))
+        if problems:
+            for position, problem in problems.items():
+                out[rows[position][0]] = Outcome(rows[position][0], error=problem)
+            _score(client, [r for i, r in enumerate(rows) if i not in problems], out)
+        elif len(rows) > 1:
+            half = len(rows) // 2
+            _score(client, rows[:half], out)
+            _score(client, rows[half:], out)
+        else:
+            out[rows[0][0]] = Outcome(rows[0][0], error=_message(error))
+        return
+    predictions = response.get("predictions")
+    if not isinstance(predictions, list) or len(predictions) != len(rows):
+        raise ApiError(
+            f"the API returned {len(predictions or [])} predictions for {len(rows)} instances"
+        )
+    probabilities = response.get("probabilities") or [None] * len(rows)
+    version = str(response.get("model_version", ""))
+    for (index, _), prediction, probas in zip(rows, predictions, probabilities, strict=False):
+        out[index] = Outcome(index, prediction, probas, version)
+
+
+def batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    """Consecutive chunks of at most ``size`` rows."""
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run(
+    client: ApiClient,
+    rows: Iterator[Row],
+    *,
+    writer: Writer,
+    batch_size: int,
+    report: Report,
+    advance: Callable[[int], None] = lambda n: None,
+) -> Report:
+    """Score every row, writing each batch before sending the next."""
+    for chunk in batches(rows, batch_size):
+        outcomes = score_batch(client, chunk)
+        writer.write(outcomes)
+        report.batches += 1
+        for outcome in outcomes:
+            if outcome.error:
+                report.rejected.append(outcome)
+            else:
+                report.scored += 1
+        report.retries = client.retries
+        advance(len(chunk))
+    return report

@@ -1,0 +1,223 @@
+"""A local stand-in for the inference API, with scripted failures and a SigV4 verifier.
+
+The verifier recomputes the signature from the raw request following the SigV4 spec
+step by step (canonical request, string to sign, derived key) - it does not call botocore's
+signer, so a mistake in how the CLI signs cannot cancel out here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from typer.testing import CliRunner
+
+REGION = "eu-west-1"
+SECRET = "fake-secret-key"
+CLASSES = ["no", "yes"]
+FEATURES = [{"name": "x", "kind": "numeric"}, {"name": "colour", "kind": "categorical"}]
+
+
+def score(instance: dict[str, Any]) -> tuple[str, list[float]]:
+    """A deterministic 'model': yes when x > 0."""
+    p = 0.9 if instance["x"] > 0 else 0.2
+    return ("yes" if p >= 0.5 else "no"), [round(1 - p, 3), p]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def verify_sigv4(
+    method: str,
+    raw_path: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    secret: str,
+    service: str = "execute-api",
+) -> str | None:
+    """None when the Authorization header is a valid SigV4 signature, else why not."""
+    auth = headers.get("authorization", "")
+    if not auth.startswith("AWS4-HMAC-SHA256 "):
+        return "no SigV4 Authorization header"
+    parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 ") :].split(","))
+    _, date, region, svc, terminator = parts["Credential"].split("/")
+    if svc != service or terminator != "aws4_request":
+        return f"wrong scope {parts['Credential']}"
+    signed = parts["SignedHeaders"].split(";")
+    if "host" not in signed or "x-amz-date" not in signed:
+        return "host and x-amz-date must be signed"
+    amz_date = headers["x-amz-date"]
+    split = urlsplit(raw_path)
+    path = quote(split.path, safe="/~")
+    query = "&".join(
+        f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+        for k, v in sorted(parse_qsl(split.query, keep_blank_values=True))
+    )
+    canonical_headers = "".join(f"{h}:{' '.join(headers[h].split())}\n" for h in signed)
+    payload_hash = headers.get("x-amz-content-sha256", _sha(body))
+    if payload_hash != _sha(body):
+        return "payload hash mismatch"
+    canonical = "\n".join([method, path, query, canonical_headers, ";".join(signed), _sha(body)])
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, _sha(canonical.encode())])
+    key = _hmac(("AWS4" + secret).encode(), date)
+    for piece in (region, service, "aws4_request"):
+        key = _hmac(key, piece)
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, parts["Signature"]):
+        return "signature mismatch"
+    return None
+
+
+@dataclass
+class FakeApi:
+    """State shared with the handler: scripted statuses, auth, and what was received."""
+
+    secret: str | None = None  # SigV4 required when set
+    api_key: str | None = None  # x-api-key required when set
+    max_instances: int = 1000
+    script: deque[int] = field(default_factory=deque)  # statuses to answer /predict with first
+    fail_after_rows: int | None = None  # answer 503 forever once this many rows were scored
+    scored_rows: list[dict[str, Any]] = field(default_factory=list)
+    predict_calls: int = 0
+    auth_failures: list[str] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check_auth(self, handler: BaseHTTPRequestHandler, body: bytes) -> str | None:
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        if self.api_key is not None and headers.get("x-api-key") != self.api_key:
+            return "Forbidden"
+        if self.secret is not None:
+            problem = verify_sigv4(handler.command, handler.path, headers, body, secret=self.secret)
+            if problem:
+                self.auth_failures.append(problem)
+                return problem
+            self.regions.append(headers["authorization"].split("/")[2])
+        return None
+
+    def predict(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        instances = json.loads(body)["instances"]
+        if len(instances) > self.max_instances:
+            return 413, {
+                "error": {"code": "too_many_instances", "message": "too many", "details": []}
+            }
+        details = []
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, dict):
+                details.append({"instance": i, "feature": None, "problem": "not an object"})
+            elif not isinstance(inst.get("x"), int | float):
+                details.append({"instance": i, "feature": "x", "problem": "expected a number"})
+        if details:
+            return 400, {
+                "error": {"code": "invalid_instances", "message": "bad rows", "details": details}
+            }
+        out = [score(inst) for inst in instances]
+        self.scored_rows.extend(instances)
+        return 200, {
+            "model_version": "v1",
+            "predictions": [o[0] for o in out],
+            "probabilities": [o[1] for o in out],
+            "classes": CLASSES,
+        }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: FakeApi
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _send(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def do_GET(self) -> None:
+        body = self._body()
+        if (problem := self.api.check_auth(self, body)) is not None:
+            self._send(403, {"message": problem})
+        elif self.path.rstrip("/").endswith("/model"):
+            self._send(
+                200,
+                {
+                    "model_name": "churn",
+                    "model_version": "v1",
+                    "task": "classification",
+                    "classes": CLASSES,
+                    "signature": {"features": FEATURES, "target": "y"},
+                },
+            )
+        else:
+            self._send(404, {"error": {"code": "not_found", "message": self.path}})
+
+    def do_POST(self) -> None:
+        body = self._body()
+        api = self.api
+        with api.lock:
+            api.predict_calls += 1
+            if (problem := api.check_auth(self, body)) is not None:
+                self._send(403, {"message": problem})
+                return
+            if api.script:
+                status = api.script.popleft()
+                self._send(
+                    status,
+                    {"error": {"code": "scripted", "message": f"scripted {status}", "details": []}},
+                    {"retry-after": "0"},
+                )
+                return
+            if api.fail_after_rows is not None and len(api.scored_rows) >= api.fail_after_rows:
+                self._send(503, {"message": "Service Unavailable"})
+                return
+            status, payload = api.predict(body)
+        self._send(status, payload)
+
+
+def serve(api: FakeApi) -> tuple[ThreadingHTTPServer, str]:
+    """Start the fake on 127.0.0.1 in a daemon thread; returns the server and its base URL."""
+    handler = type("Handler", (_Handler,), {"api": api})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/prod/"
+
+
+def deploy_stack(name: str, outputs: dict[str, str], region: str = REGION) -> None:
+    """Create a stack whose only job is to carry these outputs."""
+    import boto3
+
+    template = {
+        "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    boto3.client("cloudformation", region_name=region).create_stack(
+        StackName=name, TemplateBody=json.dumps(template)
+    )
+
+
+def invoke(runner: CliRunner, *args: Any) -> Any:
+    """Run ``onnxkit`` in-process."""
+    from onnxkit.cli import app
+
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -1,0 +1,332 @@
+"""``onnxkit predict`` against the fake inference API (and moto for --env discovery)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from cli_fakes import REGION, deploy_stack, invoke, score
+
+pytestmark = pytest.mark.xdist_group("cli")
+
+BAD = {3, 17}
+
+
+def write_rows(path: Path, n: int, bad: set[int] = frozenset()) -> list[dict[str, str]]:  # type: ignore[assignment]
+    rows = [
+        {
+            "x": "abc" if i in bad else str(i % 7 - 3),
+            "colour": ["red", "blue", ""][i % 3],
+            "y": "yes",
+        }
+        for i in range(n)
+    ]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["x", "colour", "y"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def read_output(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def expected_record(i: int, row: dict[str, str]) -> dict[str, str]:
+    label, probas = score({"x": float(row["x"])})
+    return {
+        "row": str(i),
+        "prediction": label,
+        "proba_no": str(probas[0]),
+        "proba_yes": str(probas[1]),
+        "model_version": "v1",
+        "error": "",
+    }
+
+
+def test_scores_good_rows_and_reports_rejected_ones(tmp_path, runner, fake_api):
+    api, url = fake_api
+    rows = write_rows(tmp_path / "rows.csv", 25, BAD)
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        runner,
+        "predict",
+        "--url",
+        url,
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        out,
+        "--batch-size",
+        10,
+    )
+    assert result.exit_code == 2, result.output
+    records = read_output(out)
+    assert [r["row"] for r in records] == [str(i) for i in range(25)]
+    for i, record in enumerate(records):
+        if i in BAD:
+            assert record["error"] == "x: expected a number"
+            assert record["prediction"] == ""
+        else:
+            assert record == expected_record(i, rows[i])
+    # Good rows of a batch with a bad row were scored once, not lost and not duplicated.
+    assert len(api.scored_rows) == 23
+    # The target column is not sent: only the model's signature is.
+    assert all(set(inst) == {"x", "colour"} for inst in api.scored_rows)
+    assert api.scored_rows[2]["colour"] is None  # empty cell -> missing
+    assert "rejected 2" in result.stderr
+    assert "x: expected a number" in result.stderr
+
+
+def test_retries_429_and_5xx_then_succeeds(tmp_path, runner, fake_api):
+    api, url = fake_api
+    api.script.extend([429, 503, 502])
+    write_rows(tmp_path / "rows.csv", 12)
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        runner,
+        "predict",
+        "--url",
+        url,
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        out,
+        "--batch-size",
+        5,
+    )
+    assert result.exit_code == 0, result.output
+    assert len(read_output(out)) == 12
+    assert api.predict_calls == 3 + 3
+    assert "3 retries" in result.stderr
+    assert "retrying" in result.stderr and "HTTP 429" in result.stderr
+
+
+def test_gives_up_after_attempts_with_one_line(tmp_path, runner, fake_api):
+    api, url = fake_api
+    api.script.extend([503] * 3)
+    write_rows(tmp_path / "rows.csv", 3)
+    result = invoke(
+        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--attempts", 3
+    )
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: gave up after 3 attempts: HTTP 503")
+    assert "Traceback" not in result.output
+    assert api.predict_calls == 3
+
+
+def test_interrupted_run_resumes_without_rescoring(tmp_path, runner, fake_api):
+    api, url = fake_api
+    rows = write_rows(tmp_path / "rows.csv", 45)
+    out = tmp_path / "preds.csv"
+    api.fail_after_rows = 20  # the API goes down after two batches of ten
+    args = [
+        "predict",
+        "--url",
+        url,
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        out,
+        "--batch-size",
+        10,
+        "--attempts",
+        2,
+    ]
+    first = invoke(runner, *args)
+    assert first.exit_code == 1
+    assert len(read_output(out)) == 20
+    # A kill in the middle of a write leaves a torn line; the resume must drop it.
+    with out.open("a") as handle:
+        handle.write("20,ye")
+    api.fail_after_rows = None
+    api.scored_rows.clear()
+    second = invoke(runner, *args)
+    assert second.exit_code == 0, second.output
+    assert "resuming after 20" in second.stderr
+    records = read_output(out)
+    assert records == [expected_record(i, row) for i, row in enumerate(rows)]
+    # Only the rows after the ones already written were sent again.
+    assert [inst["x"] for inst in api.scored_rows] == [float(r["x"]) for r in rows[20:]]
+
+
+def test_resume_refuses_a_foreign_output(tmp_path, runner, fake_api):
+    _, url = fake_api
+    write_rows(tmp_path / "rows.csv", 5)
+    out = tmp_path / "preds.csv"
+    out.write_text("id,score\n1,0.5\n")
+    result = invoke(
+        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", out
+    )
+    assert result.exit_code == 1
+    assert "--overwrite" in result.stderr
+    assert (
+        invoke(
+            runner,
+            "predict",
+            "--url",
+            url,
+            "--input",
+            tmp_path / "rows.csv",
+            "--output",
+            out,
+            "--overwrite",
+        ).exit_code
+        == 0
+    )
+    assert len(read_output(out)) == 5
+
+
+def test_413_halves_the_batch(tmp_path, runner, fake_api):
+    api, url = fake_api
+    api.max_instances = 4
+    write_rows(tmp_path / "rows.csv", 10)
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        runner,
+        "predict",
+        "--url",
+        url,
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        out,
+        "--batch-size",
+        10,
+    )
+    assert result.exit_code == 0, result.output
+    assert len(api.scored_rows) == 10 and len(read_output(out)) == 10
+
+
+def test_jsonl_in_and_out_with_unreadable_line(tmp_path, runner, fake_api):
+    api, url = fake_api
+    lines = [
+        json.dumps({"x": 1, "colour": "red", "id": 7}),
+        "{not json",
+        "",
+        json.dumps({"x": -2, "colour": "blue"}),
+    ]
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "preds.jsonl"
+    result = invoke(
+        runner, "predict", "--url", url, "--input", tmp_path / "rows.jsonl", "--output", out
+    )
+    assert result.exit_code == 2, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["row"] for r in records] == [0, 1, 2]
+    assert records[0]["prediction"] == "yes" and records[0]["probabilities"]["yes"] == 0.9
+    assert records[1]["error"] == "not a JSON object or array"
+    assert records[2]["prediction"] == "no"
+    assert api.scored_rows == [{"x": 1, "colour": "red"}, {"x": -2, "colour": "blue"}]
+
+
+def test_env_signs_with_sigv4_verified_by_the_server(tmp_path, runner, fake_api, moto):
+    api, url = fake_api
+    api.secret = "fake-secret-key"
+    deploy_stack(
+        "OnnxKit-dev-Serving",
+        {"ApiUrl": url, "AuthMode": "iam", "FunctionName": "f", "LiveAliasArn": "arn"},
+    )
+    write_rows(tmp_path / "rows.csv", 7)
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        runner,
+        "predict",
+        "--env",
+        "dev",
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        out,
+        "--batch-size",
+        3,
+    )
+    assert result.exit_code == 0, result.output
+    assert api.auth_failures == []
+    assert api.regions == [REGION] * 4  # GET model + three batches, all signed
+    assert len(read_output(out)) == 7
+
+
+def test_bad_signature_is_a_clean_403(tmp_path, runner, fake_api, monkeypatch):
+    api, url = fake_api
+    api.secret = "the-real-secret"
+    write_rows(tmp_path / "rows.csv", 2)
+    result = invoke(
+        runner,
+        "predict",
+        "--url",
+        url,
+        "--auth",
+        "iam",
+        "--region",
+        REGION,
+        "--input",
+        tmp_path / "rows.csv",
+    )
+    assert result.exit_code == 1
+    assert api.auth_failures == ["signature mismatch"]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: HTTP 403")
+
+
+def test_api_key_header(tmp_path, runner, fake_api, moto):
+    api, url = fake_api
+    api.api_key = "k-123"
+    write_rows(tmp_path / "rows.csv", 3)
+    ok = invoke(
+        runner, "predict", "--url", url, "--api-key", "k-123", "--input", tmp_path / "rows.csv"
+    )
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.splitlines()[0] == "row,prediction,proba_no,proba_yes,model_version,error"
+    assert len(ok.stdout.splitlines()) == 4
+    deploy_stack("OnnxKit-dev-Serving", {"ApiUrl": url, "AuthMode": "api_key"})
+    missing = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
+    assert missing.exit_code == 1
+    assert "--api-key" in missing.stderr
+
+
+def test_missing_stack_is_one_line(tmp_path, runner, moto):
+    write_rows(tmp_path / "rows.csv", 1)
+    result = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: stack OnnxKit-dev-Serving not found in region {REGION}: deploy it with `cdk "
+        "deploy` or select the region it lives in (AWS_REGION / --region)"
+    )
+
+
+def test_missing_credentials_is_one_line(tmp_path, runner, moto, no_credentials):
+    write_rows(tmp_path / "rows.csv", 1)
+    result = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: no AWS credentials found")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_region_is_one_line(tmp_path, runner, monkeypatch):
+    monkeypatch.delenv("AWS_REGION")
+    write_rows(tmp_path / "rows.csv", 1)
+    result = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: no AWS region configured")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "1001"], "--batch-size must be between 1 and 1000"),
+        (["--env", "dev"], "exactly one of --env or --url"),
+        (["--input", "nope.csv"], "not found"),
+    ],
+)
+def test_bad_options_are_one_line(tmp_path, runner, fake_api, args, message):
+    _, url = fake_api
+    write_rows(tmp_path / "rows.csv", 1)
+    base = ["predict", "--url", url, "--input", tmp_path / "rows.csv"]
+    result = invoke(runner, *base, *args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
