@@ -16,6 +16,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
+from onnxkit.commands.predict import predict as _predict_cmd  # noqa: E402
+
+app.command("predict")(_predict_cmd)
+from onnxkit.commands.models import models as _models_cmd  # noqa: E402
+
+app.command("models")(_models_cmd)
+
 
 def main() -> None:
     """Console-script entry point."""
