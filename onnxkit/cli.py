@@ -23,6 +23,13 @@ from onnxkit.commands.models import models as _models_cmd  # noqa: E402
 
 app.command("models")(_models_cmd)
 
+from onnxkit.commands.run import run as _run_cmd  # noqa: E402
+
+app.command("run")(_run_cmd)
+from onnxkit.commands.rollback import rollback as _rollback_cmd  # noqa: E402
+
+app.command("rollback")(_rollback_cmd)
+
 
 def main() -> None:
     """Console-script entry point."""

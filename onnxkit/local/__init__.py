@@ -1,0 +1,1 @@
+"""The workflow on this machine: a SageMaker-like training job and the state walker."""

@@ -1,0 +1,163 @@
+"""A SageMaker script-mode training job, on this machine.
+
+The job gets what SageMaker gives it: an ``/opt/ml``-like tree (``input/data/<channel>``,
+``input/config/hyperparameters.json``, ``model``, ``output``, ``output/data``), the ``SM_*``
+environment, and its hyperparameters as ``--name value`` arguments. A failed job's reason is
+the first line of ``output/failure``; a finished job's ``model`` directory is packed into
+``output/model.tar.gz`` with the files at the archive root, as SageMaker packs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxkit.contract.metrics import parse_metric_lines
+
+FAILURE_FILE = "failure"
+ARTIFACT_FILE = "model.tar.gz"
+
+
+class TrainingFailed(RuntimeError):
+    """The job exited non-zero; the message is its FailureReason."""
+
+
+@dataclass
+class TrainingJob:
+    """One job's directory tree and outcome."""
+
+    name: str
+    root: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        """``/opt/ml/model``: what the script writes."""
+        return self.root / "model"
+
+    @property
+    def output_dir(self) -> Path:
+        """``/opt/ml/output``: the failure file and the packed artifact."""
+        return self.root / "output"
+
+    @property
+    def artifact(self) -> Path:
+        """The packed model.tar.gz."""
+        return self.output_dir / ARTIFACT_FILE
+
+    @property
+    def log(self) -> Path:
+        """The job's combined stdout and stderr (CloudWatch's role)."""
+        return self.root / "training.log"
+
+    def channel(self, name: str) -> Path:
+        """``/opt/ml/input/data/<name>``."""
+        return self.root / "input" / "data" / name
+
+
+def train_script() -> Path:
+    """training_jobs/train.py, the script SageMaker runs."""
+    import training_jobs  # noqa: PLC0415 - only the local runner needs it
+
+    # A namespace package (no __file__) when imported outside the repository's root.
+    for folder in training_jobs.__path__:
+        script = Path(folder) / "train.py"
+        if script.is_file():
+            return script.resolve()
+    raise TrainingFailed("training_jobs/train.py is not installed with onnxkit")
+
+
+def prepare(root: Path, name: str, channels: dict[str, Path]) -> TrainingJob:
+    """Lay out the job's tree and copy each channel's data in (SageMaker downloads it)."""
+    job = TrainingJob(name, root)
+    for channel, source in channels.items():
+        target = job.channel(channel)
+        target.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, target / source.name)
+    for folder in (job.model_dir, job.output_dir / "data", root / "input" / "config"):
+        folder.mkdir(parents=True, exist_ok=True)
+    return job
+
+
+def environment(job: TrainingJob, hyperparameters: dict[str, str]) -> dict[str, str]:
+    """The SM_* variables SageMaker's training toolkit sets for a script."""
+    channels = sorted(p.name for p in (job.root / "input" / "data").iterdir() if p.is_dir())
+    env = {
+        "SM_MODEL_DIR": str(job.model_dir),
+        "SM_OUTPUT_DIR": str(job.output_dir),
+        "SM_OUTPUT_DATA_DIR": str(job.output_dir / "data"),
+        "SM_INPUT_DIR": str(job.root / "input"),
+        "SM_INPUT_CONFIG_DIR": str(job.root / "input" / "config"),
+        "SM_HPS": json.dumps(hyperparameters),
+        "SM_CHANNELS": json.dumps(channels),
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_NUM_CPUS": str(os.cpu_count() or 1),
+        "TRAINING_JOB_NAME": job.name,
+        "ORT_DISABLE_TELEMETRY": "1",
+    }
+    for channel in channels:
+        env[f"SM_CHANNEL_{channel.upper()}"] = str(job.channel(channel))
+    return env
+
+
+def arguments(hyperparameters: dict[str, str]) -> list[str]:
+    """Hyperparameters as SageMaker passes them: ``--name value`` in key order."""
+    argv: list[str] = []
+    for key in sorted(hyperparameters):
+        argv += [f"--{key}", str(hyperparameters[key])]
+    return argv
+
+
+def pack(model_dir: Path, target: Path) -> Path:
+    """Tar and gzip a model directory with its files at the archive root."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz") as archive:
+        for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+            archive.add(path, arcname=path.relative_to(model_dir).as_posix())
+    return target
+
+
+def run(job: TrainingJob, hyperparameters: dict[str, str], timeout: float | None = None) -> None:
+    """Run train.py in a subprocess with the SageMaker contract, then pack the artifact.
+
+    Raises TrainingFailed with the job's FailureReason.
+    """
+    (job.root / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps(hyperparameters, indent=2)
+    )
+    env = {**os.environ, **environment(job, hyperparameters)}
+    command = [sys.executable, str(train_script()), *arguments(hyperparameters)]
+    with job.log.open("w") as log:
+        try:
+            completed = subprocess.run(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                timeout=timeout,
+                cwd=job.root,
+            )
+        except subprocess.TimeoutExpired:
+            raise TrainingFailed(f"training stopped after {timeout:.0f} s") from None
+    job.metrics = parse_metric_lines(job.log.read_text(errors="replace"))
+    if completed.returncode != 0:
+        failure = job.output_dir / FAILURE_FILE
+        reason = failure.read_text().strip().splitlines() if failure.is_file() else []
+        raise TrainingFailed(
+            reason[0]
+            if reason
+            else f"training exited with code {completed.returncode} "
+            f"and no failure reason; see {job.log}"
+        )
+    pack(job.model_dir, job.artifact)
