@@ -22,6 +22,12 @@ app.command("predict")(_predict_cmd)
 from onnxkit.commands.models import models as _models_cmd  # noqa: E402
 
 app.command("models")(_models_cmd)
+from onnxkit.commands.train import train as _train_cmd  # noqa: E402
+
+app.command("train")(_train_cmd)
+from onnxkit.commands.status import status as _status_cmd  # noqa: E402
+
+app.command("status")(_status_cmd)
 
 from onnxkit.commands.run import run as _run_cmd  # noqa: E402
 
