@@ -36,6 +36,10 @@ from onnxkit.commands.rollback import rollback as _rollback_cmd  # noqa: E402
 
 app.command("rollback")(_rollback_cmd)
 
+from onnxkit.commands.serve import serve as _serve_cmd  # noqa: E402
+
+app.command("serve")(_serve_cmd)
+
 
 def main() -> None:
     """Console-script entry point."""

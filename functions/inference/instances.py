@@ -1,0 +1,275 @@
+"""Turn a request's instances into ONNX Runtime feeds, or into a precise 400.
+
+Instances are rows: a list of values in signature order, or an object keyed by feature name.
+The fast path checks whole columns with C-level builtins (``set(map(type, column))``) and
+converts each column with one ``numpy.array`` call; only a column that fails the check is
+walked value by value, to say exactly which instance and feature are wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from .errors import MAX_DETAILS, ApiError, detail
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What a categorical input receives for a missing value (see FeatureSpec.missing_category).
+MISSING_CATEGORY = ""
+
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float})
+_NULLABLE_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
+_STRING_TYPES: frozenset[type] = frozenset({str})
+_NULLABLE_STRING_TYPES: frozenset[type] = frozenset({str, type(None)})
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the predictor needs of one manifest feature."""
+
+    name: str
+    onnx_input: str
+    numeric: bool
+    nullable: bool
+
+    @property
+    def allowed_types(self) -> frozenset[type]:
+        """Python types (after JSON parsing) accepted as this feature's values."""
+        if self.numeric:
+            return _NULLABLE_NUMBER_TYPES if self.nullable else _NUMBER_TYPES
+        return _NULLABLE_STRING_TYPES if self.nullable else _STRING_TYPES
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _value_problem(spec: FeatureSpec, value: Any) -> str | None:
+    """Why one value cannot feed this feature, or None when it can."""
+    kind = type(value)
+    if kind in spec.allowed_types:
+        if spec.numeric and value is not None and not math.isfinite(value):
+            return "number must be finite"
+        if spec.numeric and value is not None and abs(value) > FLOAT32_MAX:
+            return f"number out of range (|x| <= {FLOAT32_MAX:.4g})"
+        return None
+    if value is None:
+        return "missing value (null), and the model does not impute this feature"
+    if spec.numeric:
+        return f"expected a number, got {_describe(value)}"
+    return f"expected a category (string), got {_describe(value)}"
+
+
+def _too_many(details: list[dict[str, Any]]) -> bool:
+    return len(details) >= MAX_DETAILS
+
+
+def _invalid(details: list[dict[str, Any]], total: int | None = None) -> ApiError:
+    count = total if total is not None else len(details)
+    noun = "problem" if count == 1 else "problems"
+    more = "" if count <= MAX_DETAILS else f" (first {MAX_DETAILS} listed)"
+    return ApiError(400, "invalid_instances", f"{count} {noun} in instances{more}", details)
+
+
+def rows_from_instances(
+    instances: Sequence[Any], features: Sequence[FeatureSpec]
+) -> list[tuple[Any, ...]]:
+    """Each instance as a tuple in signature order; list and object instances may be mixed."""
+    n_features = len(features)
+    names = [spec.name for spec in features]
+    kinds = set(map(type, instances))
+    if kinds == {list} and set(map(len, instances)) == {n_features}:
+        return instances  # type: ignore[return-value]  # lists index like tuples
+    name_set = set(names)
+    if kinds == {dict} and all(instance.keys() == name_set for instance in instances):
+        getter = itemgetter(*names)
+        if n_features == 1:
+            return [(value,) for value in map(getter, instances)]
+        return list(map(getter, instances))
+
+    rows: list[tuple[Any, ...]] = []
+    details: list[dict[str, Any]] = []
+    for index, instance in enumerate(instances):
+        if isinstance(instance, list):
+            if len(instance) != n_features:
+                details.append(
+                    detail(index, None, f"expected {n_features} values, got {len(instance)}")
+                )
+            rows.append(tuple(instance))
+        elif isinstance(instance, dict):
+            keys = instance.keys()
+            for key in keys - name_set:
+                details.append(detail(index, str(key), "unknown feature"))
+            for name in names:
+                if name not in instance:
+                    details.append(detail(index, name, "missing feature (send null if unknown)"))
+            rows.append(tuple(instance.get(name) for name in names))
+        else:
+            details.append(
+                detail(
+                    index,
+                    None,
+                    f"an instance is a list of {n_features} values or an object keyed by "
+                    f"feature name, not {_describe(instance)}",
+                )
+            )
+        if _too_many(details):
+            break
+    if details:
+        raise _invalid(details)
+    return rows
+
+
+# Bytes a JSON body of numbers, nulls and arrays is made of (``null`` spells n, u, l).
+_NUMERIC_JSON_BYTES = b"0123456789.eE+-,[] \t\r\nnul"
+_ENVELOPE = b'{"instances":}'.translate(None, _NUMERIC_JSON_BYTES)
+
+
+def numbers_only(raw: bytes) -> bool:
+    """True when a valid JSON body ``{"instances": ...}`` holds only numbers, nulls and lists.
+
+    Deleting those bytes must leave exactly the envelope: a string needs a quote, a boolean a
+    ``t`` or ``f``, an object a brace. ~0.1 ms for a 1000-row body, against ~0.7 ms for
+    checking the type of each parsed value.
+    """
+    return raw.translate(None, _NUMERIC_JSON_BYTES) == _ENVELOPE
+
+
+def _numeric_column(values: Sequence[Any]) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.array(values, dtype=np.float32).reshape(-1, 1)
+
+
+def _string_column(values: Sequence[Any]) -> np.ndarray:
+    column = np.array(values, dtype=object).reshape(-1, 1)
+    if None in values:
+        column[column == None] = MISSING_CATEGORY  # noqa: E711  # elementwise comparison
+    return column
+
+
+def build_feed(
+    rows: Sequence[Sequence[Any]], features: Sequence[FeatureSpec], numbers_only: bool = False
+) -> dict[str, np.ndarray]:
+    """ONNX Runtime inputs (one ``[N, 1]`` array per feature) from rows in signature order.
+
+    ``numbers_only`` promises that every value is a number or null (see :func:`numbers_only`),
+    which lets an all-numeric signature skip the per-value type check.
+    """
+    if all(spec.numeric for spec in features):
+        feed = _numeric_feed(rows, features, numbers_only)
+        if feed is not None:
+            return feed
+    columns = list(zip(*rows, strict=True)) if len(features) > 1 else [[r[0] for r in rows]]
+    feed = {}
+    details: list[dict[str, Any]] = []
+    for spec, values in zip(features, columns, strict=True):
+        if set(map(type, values)) <= spec.allowed_types:
+            if not spec.numeric:
+                feed[spec.onnx_input] = _string_column(values)
+                continue
+            array = _numeric_column(values)
+            if not np.isinf(array).any():
+                feed[spec.onnx_input] = array
+                continue
+        for index, value in enumerate(values):
+            problem = _value_problem(spec, value)
+            if problem:
+                details.append(detail(index, spec.name, problem))
+                if _too_many(details):
+                    raise _invalid(details)
+    if details:
+        raise _invalid(details)
+    return feed
+
+
+def _numeric_feed(
+    rows: Sequence[Sequence[Any]], features: Sequence[FeatureSpec], numbers_only: bool
+) -> dict[str, np.ndarray] | None:
+    """All-numeric signatures: one type check and one conversion for the whole matrix.
+
+    Returns None when any value needs the per-column path (and its precise error).
+    """
+    all_nullable = all(spec.nullable for spec in features)
+    if not numbers_only:
+        allowed = _NULLABLE_NUMBER_TYPES if all_nullable else _NUMBER_TYPES
+        if not set(map(type, chain.from_iterable(rows))) <= allowed:
+            return None
+    try:
+        matrix = np.array(rows, dtype=np.float64)  # null -> NaN
+    except (ValueError, TypeError):  # ragged or nested rows
+        return None
+    if matrix.ndim != 2 or matrix.shape[1] != len(features):
+        return None
+    with np.errstate(invalid="ignore"):
+        if np.abs(matrix).max(initial=0.0) > FLOAT32_MAX:
+            return None
+    if not all_nullable:
+        required = np.array([not spec.nullable for spec in features])
+        if np.isnan(matrix[:, required]).any():
+            return None
+    # Transposed and contiguous, so every input is a contiguous [N, 1] view: no copy per input.
+    columns = matrix.T.astype(np.float32).reshape(matrix.shape[1], matrix.shape[0], 1)
+    return {spec.onnx_input: column for spec, column in zip(features, columns, strict=True)}
+
+
+def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any, ...]]:
+    """Rows from a headerless ``text/csv`` body (an optional header of feature names is skipped).
+
+    An empty field is a missing value; numeric fields are parsed here so that the same column
+    checks as for JSON apply.
+    """
+    names = [spec.name for spec in features]
+    records = [record for record in csv.reader(io.StringIO(text)) if record]
+    if records and records[0] == names:
+        records = records[1:]
+    details: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
+    n_features = len(features)
+    for index, record in enumerate(records):
+        if len(record) != n_features:
+            details.append(detail(index, None, f"expected {n_features} values, got {len(record)}"))
+            if _too_many(details):
+                break
+            continue
+        row: list[Any] = []
+        for spec, field in zip(features, record, strict=True):
+            if field == "":
+                row.append(None)
+            elif spec.numeric:
+                try:
+                    number = float(field)
+                except ValueError:
+                    details.append(detail(index, spec.name, "expected a number, got a string"))
+                    row.append(None)
+                    continue
+                if not math.isfinite(number):
+                    details.append(detail(index, spec.name, "number must be finite"))
+                row.append(number)
+            else:
+                row.append(field)
+        rows.append(tuple(row))
+        if _too_many(details):
+            break
+    if details:
+        raise _invalid(details)
+    return rows

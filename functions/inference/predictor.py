@@ -1,0 +1,138 @@
+"""The predictor: a verified ONNX Runtime session plus the manifest facts serving needs.
+
+No HTTP here: :func:`load_model` checks the digest before any session exists, and
+:meth:`Model.predict` runs one ``session.run`` for all rows of a call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .instances import FeatureSpec, build_feed
+from .source import LocatedModel, ModelSourceError, sha256_file
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+import onnxruntime as ort  # after the telemetry switch
+
+log = logging.getLogger(__name__)
+
+
+class DigestMismatch(ModelSourceError):
+    """The model file is not the one the deployment names: refuse to serve it."""
+
+
+def vcpus() -> int:
+    """CPUs this process may run on (a Lambda function's vCPUs)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options that fit Lambda: one thread per vCPU, full graph optimization, sequential."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or vcpus()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+@dataclass
+class Model:
+    """A loaded, verified model ready to predict."""
+
+    session: ort.InferenceSession
+    model_name: str
+    model_version: str
+    task: str
+    features: tuple[FeatureSpec, ...]
+    classes: list[Any] | None
+    output_names: list[str]
+    public: dict[str, Any]
+    sha256: str
+    signature: dict[str, Any] = field(default_factory=dict)
+
+    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One session.run over every row of the call."""
+        return self.session.run(self.output_names, feed)
+
+    def predict(self, rows: Sequence[Sequence[Any]], numbers_only: bool = False) -> dict[str, Any]:
+        """Response body for rows in signature order (validated by :func:`build_feed`)."""
+        outputs = self.run(build_feed(rows, self.features, numbers_only))
+        if self.task == "classification":
+            labels, probabilities = outputs
+            return {
+                "model_version": self.model_version,
+                "predictions": labels if labels.dtype != object else labels.tolist(),
+                "probabilities": probabilities,
+                "classes": self.classes,
+            }
+        return {"model_version": self.model_version, "predictions": outputs[0].reshape(-1)}
+
+    def warm_up(self) -> None:
+        """One run at init so a SnapStart snapshot holds a ready, allocated session."""
+        row = [
+            (None if spec.nullable else 0.0) if spec.numeric else ("" if spec.nullable else "x")
+            for spec in self.features
+        ]
+        self.run(build_feed([row], self.features))
+
+
+def verify_digest(located: LocatedModel, manifest_sha256: str) -> str:
+    """The model file's digest, if it is the one expected; raises DigestMismatch otherwise."""
+    actual = sha256_file(located.model_path)
+    expected = located.expected_sha256 or manifest_sha256
+    if actual != expected:
+        raise DigestMismatch(
+            f"model digest mismatch for {located.uri}: file has sha256 {actual}, expected "
+            f"{expected}; refusing to serve it"
+        )
+    if located.expected_sha256 and located.expected_sha256 != manifest_sha256:
+        raise DigestMismatch(
+            f"manifest beside {located.uri} describes sha256 {manifest_sha256}, not the expected "
+            f"{located.expected_sha256}; refusing to serve it"
+        )
+    return actual
+
+
+def load_model(located: LocatedModel, threads: int | None = None) -> Model:
+    """Validate the manifest, verify the digest, then create and warm up the session."""
+    from .manifest import read_serving_manifest  # noqa: PLC0415  # keeps this module light
+
+    if not located.model_path.is_file():
+        raise ModelSourceError(f"no model file at {located.model_path}")
+    manifest = read_serving_manifest(located.manifest_path)
+    digest = verify_digest(located, manifest.serving_sha256)
+    session = ort.InferenceSession(
+        str(located.model_path),
+        sess_options=session_options(threads),
+        providers=["CPUExecutionProvider"],
+    )
+    inputs = {node.name: node for node in session.get_inputs()}
+    for spec in manifest.features:
+        if spec.onnx_input not in inputs:
+            raise ModelSourceError(f"the graph has no input {spec.onnx_input!r} ({spec.name})")
+    model = Model(
+        session=session,
+        model_name=manifest.model_name,
+        model_version=manifest.model_version,
+        task=manifest.task,
+        features=manifest.features,
+        classes=manifest.classes,
+        output_names=manifest.output_names,
+        public=manifest.public,
+        sha256=digest,
+        signature=manifest.public.get("signature", {}),
+    )
+    model.warm_up()
+    log.info("model %s %s loaded (sha256 %s)", model.model_name, model.model_version, digest)
+    return model

@@ -1,0 +1,247 @@
+"""Where the model comes from: ``MODEL_URI`` resolved to a local ``model.onnx`` + manifest.
+
+Accepted forms: ``s3://bucket/key[?versionId=...]`` or a local path, naming a ``.onnx`` file
+(its ``manifest.json`` sits beside it), a directory holding both, a ``model.tar.gz`` as the
+training job writes it, or a production pointer ``.json`` (``{"model_uri", "sha256", ...}``,
+docs/CONTRACTS.md). Downloads and extractions are cached under a directory keyed by digest,
+so a warm or restored environment never fetches the same model twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+MANIFEST_FILE = "manifest.json"
+SERVING_FILE = "model.onnx"
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "onnxkit-models"
+
+
+class ModelSourceError(Exception):
+    """The model cannot be fetched or is not what it should be."""
+
+
+class NoModelYet(ModelSourceError):
+    """The production pointer does not exist yet: nothing has been promoted."""
+
+
+@dataclass(frozen=True)
+class LocatedModel:
+    """Local files of a model and the digest it must have (if anyone told us)."""
+
+    model_path: Path
+    manifest_path: Path
+    expected_sha256: str | None
+    uri: str
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """An ``s3://bucket/key[?versionId=...]`` uri."""
+
+    bucket: str
+    key: str
+    version_id: str | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Location:
+        """Split an s3 uri; the version id is optional."""
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+            raise ModelSourceError(f"not an s3://bucket/key uri: {uri}")
+        version = parse_qs(parsed.query).get("versionId", [None])[0]
+        return cls(parsed.netloc, parsed.path.lstrip("/"), version)
+
+    def sibling(self, name: str) -> S3Location:
+        """The object called ``name`` under the same prefix (latest version)."""
+        prefix = self.key.rsplit("/", 1)[0] + "/" if "/" in self.key else ""
+        return S3Location(self.bucket, prefix + name)
+
+
+class S3Fetcher:
+    """Reads objects with boto3, imported only when a model actually lives in S3."""
+
+    def __init__(self, client: Any = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """A lazily built S3 client (boto3 costs ~100 ms to import)."""
+        if self._client is None:
+            import boto3  # noqa: PLC0415  # deferred: only S3-hosted models pay for it
+
+            self._client = boto3.client("s3")
+        return self._client
+
+    def _args(self, location: S3Location) -> dict[str, str]:
+        args = {"Bucket": location.bucket, "Key": location.key}
+        if location.version_id:
+            args["VersionId"] = location.version_id
+        return args
+
+    def read(self, location: S3Location) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        from botocore.exceptions import ClientError  # noqa: PLC0415
+
+        try:
+            response = self.client.get_object(**self._args(location))
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise ModelSourceError(
+                f"cannot read s3://{location.bucket}/{location.key}: {code}"
+            ) from None
+        return bytes(response["Body"].read())
+
+    def download(self, location: S3Location, target: Path) -> None:
+        """Write the object to ``target``, failing clearly when it is missing."""
+        data = self.read(location)
+        if data is None:
+            raise ModelSourceError(f"s3://{location.bucket}/{location.key} does not exist")
+        target.write_bytes(data)
+
+
+def _safe_extract(archive: Path, target: Path) -> None:
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(target, filter="data")
+
+
+def _cached_dir(cache: Path, digest: str) -> Path:
+    return cache / digest
+
+
+def _complete(directory: Path, model_name: str = SERVING_FILE) -> bool:
+    return (directory / model_name).is_file() and (directory / MANIFEST_FILE).is_file()
+
+
+def _publish(staging: Path, final: Path) -> Path:
+    """Move a filled staging directory to its digest-keyed place (first writer wins)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(final)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+class ModelLocator:
+    """Resolves ``MODEL_URI`` into local files, downloading and extracting into the cache."""
+
+    def __init__(self, cache_dir: Path | None = None, s3: S3Fetcher | None = None) -> None:
+        self.cache_dir = cache_dir or DEFAULT_CACHE
+        self.s3 = s3 or S3Fetcher()
+
+    def locate(self, uri: str, expected_sha256: str | None = None) -> LocatedModel:
+        """Local model + manifest for a uri; a pointer is followed once."""
+        uri = uri.strip()
+        expected = (expected_sha256 or "").strip().lower() or None
+        if not uri:
+            raise NoModelYet("MODEL_URI is not set")
+        if uri.startswith("file://"):
+            uri = urlparse(uri).path
+        if uri.startswith("s3://"):
+            return self._locate_s3(uri, expected)
+        return self._locate_local(Path(uri), uri, expected)
+
+    # --- pointers -----------------------------------------------------------------------
+    def _follow_pointer(self, raw: bytes | None, uri: str) -> LocatedModel:
+        if raw is None:
+            raise NoModelYet(f"no model has been promoted yet ({uri} does not exist)")
+        try:
+            pointer = json.loads(raw)
+            target, digest = pointer["model_uri"], pointer.get("sha256")
+        except (ValueError, KeyError, TypeError) as error:
+            raise ModelSourceError(f"invalid production pointer {uri}: {error}") from None
+        if not isinstance(target, str) or target.endswith(".json"):
+            raise ModelSourceError(f"production pointer {uri} names no model file")
+        located = self.locate(target, digest if isinstance(digest, str) else None)
+        return located
+
+    # --- local --------------------------------------------------------------------------
+    def _locate_local(self, path: Path, uri: str, expected: str | None) -> LocatedModel:
+        if path.suffix == ".json" and path.name != MANIFEST_FILE:
+            return self._follow_pointer(path.read_bytes() if path.is_file() else None, uri)
+        if path.name == MANIFEST_FILE:
+            path = path.parent
+        if path.is_dir():
+            return LocatedModel(path / SERVING_FILE, path / MANIFEST_FILE, expected, uri)
+        if not path.is_file():
+            raise ModelSourceError(f"no model at {uri}")
+        if path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            directory = self._extract(path, sha256_file(path))
+            return LocatedModel(directory / SERVING_FILE, directory / MANIFEST_FILE, expected, uri)
+        return LocatedModel(path, path.parent / MANIFEST_FILE, expected, uri)
+
+    def _extract(self, archive: Path, archive_digest: str) -> Path:
+        final = _cached_dir(self.cache_dir, f"tar-{archive_digest}")
+        if _complete(final):
+            return final
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".staging-"))
+        try:
+            _safe_extract(archive, staging)
+        except (tarfile.TarError, OSError) as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ModelSourceError(f"cannot extract {archive.name}: {error}") from None
+        if not _complete(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ModelSourceError(f"{archive.name} holds no {SERVING_FILE} and {MANIFEST_FILE}")
+        return _publish(staging, final)
+
+    # --- s3 -----------------------------------------------------------------------------
+    def _locate_s3(self, uri: str, expected: str | None) -> LocatedModel:
+        location = S3Location.parse(uri)
+        if location.key.endswith(".json") and not location.key.endswith(MANIFEST_FILE):
+            return self._follow_pointer(self.s3.read(location), uri)
+        if location.key.endswith((".tar.gz", ".tgz", ".tar")):
+            return self._locate_s3_archive(location, uri, expected)
+        if location.key.endswith("/") or location.key.endswith(MANIFEST_FILE):
+            prefix = location.key if location.key.endswith("/") else location.key[:-13]
+            location = S3Location(location.bucket, prefix + SERVING_FILE, location.version_id)
+        if expected:
+            cached = _cached_dir(self.cache_dir, expected)
+            if _complete(cached):
+                return LocatedModel(cached / SERVING_FILE, cached / MANIFEST_FILE, expected, uri)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".staging-"))
+        try:
+            self.s3.download(location, staging / SERVING_FILE)
+            self.s3.download(location.sibling(MANIFEST_FILE), staging / MANIFEST_FILE)
+        except Exception:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # Keyed by the digest of what arrived; the caller still compares it with the expected.
+        final = _publish(staging, _cached_dir(self.cache_dir, sha256_file(staging / SERVING_FILE)))
+        return LocatedModel(final / SERVING_FILE, final / MANIFEST_FILE, expected, uri)
+
+    def _locate_s3_archive(
+        self, location: S3Location, uri: str, expected: str | None
+    ) -> LocatedModel:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=self.cache_dir, prefix=".download-", suffix=".tar.gz")
+        os.close(handle)
+        archive = Path(name)
+        try:
+            self.s3.download(location, archive)
+            directory = self._extract(archive, sha256_file(archive))
+        finally:
+            archive.unlink(missing_ok=True)
+        return LocatedModel(directory / SERVING_FILE, directory / MANIFEST_FILE, expected, uri)
