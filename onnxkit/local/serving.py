@@ -22,6 +22,13 @@ def production_model_dir(workdir: Path, model_name: str) -> Path:
 
 
 def serve_production(console: Console, workdir: Path, model_name: str, port: int) -> None:
-    """Serve the production model on localhost until interrupted."""
-    model_dir = production_model_dir(workdir, model_name)
-    raise CloudError(f"no local server is installed to serve {model_dir} on port {port}")
+    """Serve the production model with ``onnxkit serve`` until interrupted."""
+    pointer = read_pointer(LocalStore(workdir), model_name)
+    if pointer is None:
+        raise CloudError(f"{model_name} has no production model in {workdir}")
+    try:
+        from onnxkit.commands.serve import serve  # noqa: PLC0415 - loads onnxruntime
+    except ImportError:
+        raise CloudError("onnxkit serve is not installed; cannot --serve") from None
+    console.print(f"serving {model_name} {pointer.model_version}", highlight=False)
+    serve(model=str(uri_to_path(pointer.model_uri)), port=port, sha256=pointer.sha256)
