@@ -597,10 +597,30 @@ def quantize(
                 activation_type=QuantType.QUInt8,
                 op_types_to_quantize=["MatMul", "Gemm"],
             )
-    before, after = op_counts(onnx.load(fp32_path)), op_counts(onnx.load(int8_path))
+    quantized = onnx.load(int8_path)
+    if method == "qdq":
+        return _qdq_wrapped_ops(quantized)
+    before, after = op_counts(onnx.load(fp32_path)), op_counts(quantized)
     if not QUANTIZED_OPS & set(after):
         return {}
     return {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
+
+
+def _qdq_wrapped_ops(model: onnx.ModelProto) -> dict[str, int]:
+    """Operators fed by a DequantizeLinear: a QDQ graph keeps them, wrapped, not replaced."""
+    dequantized = {
+        out
+        for node in model.graph.node
+        if node.op_type == "DequantizeLinear"
+        for out in node.output
+    }
+    wrapped = Counter(
+        node.op_type
+        for node in model.graph.node
+        if node.op_type not in {"QuantizeLinear", "DequantizeLinear"}
+        and dequantized.intersection(node.input)
+    )
+    return dict(wrapped)
 
 
 def session(path: Path) -> ort.InferenceSession:
