@@ -95,6 +95,13 @@ def _seconds(value: float | None) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
+def _link(text: str) -> Any:
+    from rich.text import Text  # noqa: PLC0415
+
+    # Never wrapped: a console URL broken over two lines cannot be clicked or copied.
+    return Text(text, style="dim", no_wrap=True, overflow="ignore")
+
+
 def render(kit: Any, run: Any) -> Any:
     """The status view: a rich renderable."""
     from rich.console import Group  # noqa: PLC0415
@@ -155,12 +162,8 @@ def render(kit: Any, run: Any) -> Any:
                 for name, value in sorted(training.metrics.items()):
                     metrics.add_row(name, f"{value:.4g}")
                 parts.append(metrics)
-        parts.append(
-            Text(
-                "  console: " + executions.training_job_link(kit.region, run.training_job_name),
-                style="dim",
-            )
-        )
+        link = executions.training_job_link(kit.region, run.training_job_name)
+        parts.append(_link(f"  console: {link}"))
 
     evaluation = run.evaluation
     if evaluation is not None:
@@ -198,5 +201,5 @@ def render(kit: Any, run: Any) -> Any:
     if run.error and run.outcome == "failed":
         cause = " ".join(str(run.error.get("cause", "")).split())[:300]
         parts.append(Text(f"error {run.error.get('error')}: {cause}", style="red"))
-    parts.append(Text("console: " + executions.execution_link(kit.region, run.arn), style="dim"))
+    parts.append(_link("console: " + executions.execution_link(kit.region, run.arn)))
     return Group(*parts)

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from cli_fakes import REGION, deploy_stack, invoke, score
 
-pytestmark = pytest.mark.xdist_group("cli")
-
 BAD = {3, 17}
 
 

@@ -1,0 +1,331 @@
+"""``onnxkit train``, ``status`` and ``models`` against a moto server.
+
+moto runs the state machine for real (``execute_state_machine``): it is built from
+``onnxkit.workflow`` with every task replaced by a Pass state whose Result is what the real
+step returns, so the history, state names and ``$.evaluation`` / ``$.promotion`` paths are the
+ones the CLI meets in AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cli_fakes import REGION, deploy_stack, invoke
+
+from onnxkit import workflow
+
+BUCKET = "kit-artifacts"
+GROUP = "onnxkit-dev-models"
+JOB = "churn-mlp-job-1"
+ROLE = "arn:aws:iam::123456789012:role/pipeline"
+
+
+def _moto_config(url: str, execute: bool) -> None:
+    body = json.dumps({"stepfunctions": {"execute_state_machine": execute}}).encode()
+    request = urllib.request.Request(
+        f"{url}/moto-api/config",
+        data=body,
+        method="POST",
+        headers={"content-type": "application/json"},
+    )
+    urllib.request.urlopen(request).close()
+
+
+def step_results(passed: bool) -> dict[str, Any]:
+    candidate = {
+        "model_name": "churn",
+        "model_version": "v7",
+        "artifact_uri": "s3://x/m.tar.gz",
+        "task": "classification",
+        "primary_metric": "accuracy",
+        "metrics": {"accuracy": 0.91 if passed else 0.52},
+        "serving_variant": "int8",
+        "sha256": "0" * 64,
+    }
+    return {
+        workflow.PREPARE: {"training_job_name": JOB},
+        workflow.TRAIN: {
+            "TrainingJobName": JOB,
+            "TrainingJobStatus": "Completed",
+            "ModelArtifacts": {"S3ModelArtifacts": "s3://x/m.tar.gz"},
+        },
+        workflow.EVALUATE: {
+            "passed": passed,
+            "reasons": ([] if passed else ["accuracy 0.52 is below the bar 0.80"]),
+            "candidate": candidate,
+            "production": {"model_version": "v6", "metrics": {"accuracy": 0.9}},
+        },
+        workflow.REGISTER: {
+            "model_package_arn": "arn:aws:sagemaker:eu-west-1:123456789012:"
+            "model-package/onnxkit-dev-models/7"
+        },
+        workflow.PROMOTE: {
+            "model_version": "v7",
+            "lambda_version": "3",
+            "model_uri": "s3://x",
+            "sha256": "0" * 64,
+            "previous_lambda_version": "2",
+        },
+    }
+
+
+def mirror_definition(passed: bool = True, fail_at: str | None = None) -> dict[str, Any]:
+    """The workflow's states as Pass/Choice/Succeed/Fail states moto can run."""
+    results = step_results(passed)
+    states: dict[str, Any] = {}
+    for step in workflow.STEPS:
+        if step.name == fail_at:
+            states[step.name] = {
+                "Type": "Fail",
+                "Error": "SageMaker.AmazonSageMakerException",
+                "Cause": "AlgorithmError: target column 'churn' not found",
+            }
+        elif step.kind in ("task", "pass"):
+            state: dict[str, Any] = {"Type": "Pass", "Next": step.next}
+            if step.result_path:
+                state["ResultPath"] = step.result_path
+                state["Result"] = results.get(step.name, {"ok": True})
+            states[step.name] = state
+        elif step.kind == "choice":
+            states[step.name] = {
+                "Type": "Choice",
+                "Default": step.otherwise,
+                "Choices": [
+                    {
+                        "Variable": workflow.GATE_CONDITION_PATH,
+                        "BooleanEquals": True,
+                        "Next": step.when_true,
+                    }
+                ],
+            }
+        elif step.kind == "succeed":
+            states[step.name] = {"Type": "Succeed"}
+        else:
+            states[step.name] = {"Type": "Fail", "Error": "Failed"}
+    return {"StartAt": workflow.START_AT, "States": states}
+
+
+@pytest.fixture
+def kit(moto: str) -> Iterator[dict[str, str]]:
+    """A deployed dev kit in moto: bucket, key, registry group, pipeline, training job."""
+    _moto_config(moto, True)
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+    sagemaker.create_training_job(
+        TrainingJobName=JOB,
+        RoleArn=ROLE,
+        AlgorithmSpecification={"TrainingImage": "sklearn:1.9-0", "TrainingInputMode": "File"},
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/training/"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+    outputs = {
+        "ArtifactBucketName": BUCKET,
+        "DataUri": f"s3://{BUCKET}/data/",
+        "ModelPackageGroupName": GROUP,
+        "KmsKeyArn": key,
+    }
+    deploy_stack("OnnxKit-dev-Artifacts", outputs)
+    yield outputs
+    _moto_config(moto, False)
+
+
+def pipeline(definition: dict[str, Any]) -> str:
+    """Create the state machine and the Pipeline stack pointing at it."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.create_state_machine(
+        name="onnxkit-dev", definition=json.dumps(definition), roleArn=ROLE
+    )["stateMachineArn"]
+    deploy_stack("OnnxKit-dev-Pipeline", {"StateMachineArn": arn, "NotificationTopicArn": "t"})
+    return arn
+
+
+def test_train_uploads_multipart_with_kms_and_starts_a_named_execution(tmp_path, runner, kit):
+    machine = pipeline(mirror_definition())
+    data = tmp_path / "churn.csv"
+    data.write_bytes(b"a,b,churned\n" + b"1,2,yes\n" * (11 * 1024 * 1024 // 8))  # ~11 MiB
+    result = invoke(
+        runner,
+        "train",
+        "--env",
+        "dev",
+        "--data",
+        data,
+        "--model",
+        "mlp",
+        "--target",
+        "churned",
+        "--set",
+        "max_iter=200",
+        "--set",
+        "seed=7",
+    )
+    assert result.exit_code == 0, result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    execution = sfn.list_executions(stateMachineArn=machine)["executions"][0]
+    name = execution["name"]
+    assert name.startswith("churn-mlp-20") and len(name) <= 80
+    sent = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    assert sent == {
+        "train_s3_uri": f"s3://{BUCKET}/data/{name}/train/",
+        "hyperparameters": {"max_iter": "200", "seed": "7", "model": "mlp", "target": "churned"},
+    }
+    head = boto3.client("s3", region_name=REGION).head_object(
+        Bucket=BUCKET, Key=f"data/{name}/train/churn.csv"
+    )
+    assert head["ContentLength"] == data.stat().st_size
+    assert head["ETag"].strip('"').endswith("-2")  # two 8 MiB parts: a multipart upload
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert f"onnxkit status {name} --env dev --follow" in result.stdout
+
+
+def test_train_passes_s3_data_and_validation_through(tmp_path, runner, kit):
+    machine = pipeline(mirror_definition())
+    result = invoke(
+        runner,
+        "train",
+        "--env",
+        "dev",
+        "--data",
+        "s3://elsewhere/train/",
+        "--validation",
+        "s3://elsewhere/val.csv",
+        "--name",
+        "nightly run #4",
+    )
+    assert result.exit_code == 0, result.output
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.list_executions(stateMachineArn=machine)["executions"][0]["executionArn"]
+    assert arn.endswith(":nightly-run-4")
+    sent = json.loads(sfn.describe_execution(executionArn=arn)["input"])
+    assert sent == {
+        "train_s3_uri": "s3://elsewhere/train/",
+        "validation_s3_uri": "s3://elsewhere/val.csv",
+        "hyperparameters": {},
+    }
+
+
+def test_train_wait_follows_a_promoted_run(tmp_path, runner, kit):
+    pipeline(mirror_definition(passed=True))
+    (tmp_path / "d.csv").write_text("a,b\n1,2\n")
+    result = invoke(
+        runner, "train", "--env", "dev", "--data", tmp_path / "d.csv", "--wait", "--interval", 0
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for name in workflow.happy_path():
+        assert name in out
+    assert "SUCCEEDED (promoted)" in out
+    assert f"training job {JOB}" in out and "Completed" in out
+    assert "quality gate passed" in out
+    assert "candidate accuracy=0.91 vs production v6 accuracy=0.9" in out
+    assert "promoted v7 -> Lambda version 3 (was 2)" in out
+    assert f"sagemaker/home?region={REGION}#/jobs/{JOB}" in out
+    assert "states/home" in out and "executions/details/arn:aws:states" in out
+
+
+def test_status_shows_a_rejected_run_and_exits_3_when_following(runner, kit):
+    machine = pipeline(mirror_definition(passed=False))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-1", input='{"train_s3_uri": "s3://b/"}')
+    shown = invoke(runner, "status", "--env", "dev")  # latest execution, no follow
+    assert shown.exit_code == 0, shown.output
+    assert "quality gate not passed" in shown.stdout
+    assert "accuracy 0.52 is below the bar 0.80" in shown.stdout
+    assert workflow.NOTIFY_REJECTED in shown.stdout and "promoted v7" not in shown.stdout
+    followed = invoke(runner, "status", "run-1", "--env", "dev", "--follow", "--interval", 0)
+    assert followed.exit_code == 3
+
+
+def test_status_of_a_failed_run(runner, kit):
+    machine = pipeline(mirror_definition(fail_at=workflow.TRAIN))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-2", input="{}")
+    result = invoke(runner, "status", "run-2", "--env", "dev", "--follow", "--interval", 0)
+    assert result.exit_code == 1
+    assert "FAILED (failed)" in result.stdout
+    assert "AlgorithmError: target column 'churn' not found" in result.stdout
+
+
+def test_status_unknown_execution_is_one_line(runner, kit):
+    pipeline(mirror_definition())
+    result = invoke(runner, "status", "nope", "--env", "dev")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: DescribeExecution failed (ExecutionDoesNotExist)")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_models_lists_versions_and_marks_the_live_one(runner, kit):
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    for version, accuracy in (("v1", "0.88"), ("v2", "0.91")):
+        sagemaker.create_model_package(
+            ModelPackageGroupName=GROUP,
+            ModelApprovalStatus="Approved",
+            CustomerMetadataProperties={
+                "model_name": "churn",
+                "model_version": version,
+                "accuracy": accuracy,
+                "f1_macro": "0.8",
+            },
+            InferenceSpecification={
+                "Containers": [{"Image": "onnx"}],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )
+    pointer = {
+        "model_name": "churn",
+        "model_version": "v1",
+        "lambda_version": "4",
+        "promoted_at": "2026-11-28T12:00:00+00:00",
+        "history": [],
+    }
+    boto3.client("s3", region_name=REGION).put_object(
+        Bucket=BUCKET, Key="models/churn/production.json", Body=json.dumps(pointer)
+    )
+    table = invoke(runner, "models", "--env", "dev")
+    assert table.exit_code == 0, table.output
+    rows = [line for line in table.stdout.splitlines() if line.startswith("│")]
+    live_lines = [line for line in rows if line.split("│")[1].strip() == "live"]
+    assert len(live_lines) == 1 and "v1" in live_lines[0] and "0.88" in live_lines[0]
+    assert "live churn: v1 (Lambda version 4" in table.stdout
+    listed = json.loads(invoke(runner, "models", "--env", "dev", "--json").stdout)
+    assert [(v["model_version"], v["live"]) for v in listed] == [("v2", False), ("v1", True)]
+    assert listed[0]["metrics"] == {"accuracy": 0.91, "f1_macro": 0.8}
+
+
+def test_models_with_an_empty_registry(runner, kit):
+    result = invoke(runner, "models", "--env", "dev")
+    assert result.exit_code == 0
+    assert "no registered versions" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "missing.csv"], "data missing.csv not found"),
+        (["--data", "s3://b/", "--set", "oops"], "--set 'oops': expected key=value"),
+    ],
+)
+def test_train_bad_input_is_one_line(runner, kit, args, message):
+    pipeline(mirror_definition())
+    result = invoke(runner, "train", "--env", "dev", *args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_train_without_a_pipeline_stack(runner, moto, tmp_path: Path):
+    deploy_stack("OnnxKit-dev-Artifacts", {"DataUri": "s3://b/data/"})
+    result = invoke(runner, "train", "--env", "dev", "--data", "s3://b/x/")
+    assert result.exit_code == 1
+    assert "stack OnnxKit-dev-Pipeline not found in region" in result.stderr
