@@ -168,7 +168,8 @@ def summarize(description: dict[str, Any], events: list[dict[str, Any]]) -> RunV
                 "cause": str(failure.get("cause", "")),
             }
             if current is not None and current in steps and not kind.startswith("Execution"):
-                steps[current].status, steps[current].error = "failed", error["error"]
+                failed = steps[current]
+                failed.status, failed.error, failed.ended = "failed", error["error"], when
     status = str(description.get("status", "RUNNING"))
     if status in TERMINAL:
         state = _loads(description.get("output")) or state
