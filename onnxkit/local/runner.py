@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from functions.pipeline.evaluate import evaluate
+from functions.pipeline.evaluate import evaluate, read_artifact
 from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore
 from functions.pipeline.ports import StepError
 from functions.pipeline.promote import promote
@@ -56,6 +56,11 @@ class RunRequest:
     validation: Path | None = None
     config: OnnxKitConfig = field(default_factory=lambda: load_config("local"))
     timeout: float | None = None
+    # Scripted task results by state name (tests): called with the execution state, they
+    # return the task's result or raise, like Step Functions Local's mocked integrations.
+    mocked_tasks: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = field(
+        default_factory=dict
+    )
 
 
 @dataclass
@@ -141,11 +146,17 @@ class _Run:
             self.request.config.gate,
         )
 
-    def register(self) -> dict[str, Any]:
+    def candidate_manifest(self) -> Manifest:
+        """The evaluated candidate's manifest, read back from its artifact."""
         if self.manifest is None:
-            raise StepError("no candidate manifest to register")
+            uri = self.state["evaluation"]["candidate"]["artifact_uri"]
+            with self.store.open_uri(uri) as stream:
+                self.manifest = read_artifact(stream).manifest
+        return self.manifest
+
+    def register(self) -> dict[str, Any]:
         package = self.registry.register(
-            self.manifest,
+            self.candidate_manifest(),
             self.state["evaluation"]["candidate"]["artifact_uri"],
             self.state["evaluation"],
             "Approved",
@@ -189,6 +200,9 @@ class _Run:
         return self._notify(f"{self.request.model_name} run failed", self.state["error"])
 
     def task(self, name: str) -> Callable[[], dict[str, Any]]:
+        mocked = self.request.mocked_tasks.get(name)
+        if mocked is not None:
+            return lambda: mocked(self.state)
         tasks: dict[str, Callable[[], dict[str, Any]]] = {
             workflow.PREPARE: self.prepare,
             workflow.TRAIN: self.train,
@@ -241,4 +255,6 @@ def run_workflow(request: RunRequest, on_event: EventHandler | None = None) -> R
             run.state[_key(node.result_path)] = result
         emit(current, "done", result)
         current = workflow.next_state(current)
+    if run.manifest is None and "evaluation" in run.state:
+        run.candidate_manifest()
     return RunResult(path[-1], path, run.state, run.job, run.manifest)
