@@ -98,9 +98,17 @@ class Runtime:
             self.problem = ApiError(503, "model_unavailable", f"model not served: {error}")
             return
         self.problem = None
+        self.activate()
+
+    def activate(self) -> None:
+        """Make this the module's runtime, its model version the metrics' dimension."""
+        global runtime  # noqa: PLW0603  # one model per process, as in Lambda
+        runtime = self
         metrics.clear_default_dimensions()
-        metrics.set_default_dimensions(model_version=self.model.model_version)
-        tracer.put_annotation("model_version", self.model.model_version)
+        metrics.clear_metrics()
+        metrics.set_default_dimensions(
+            model_version=self.model.model_version if self.model else "none"
+        )
 
     def require(self) -> Model:
         """The model, or the 503 that explains why there is none."""
@@ -115,14 +123,15 @@ class Runtime:
         raise self.problem or ApiError(503, "no_model", "no model has been promoted yet")
 
 
+runtime: Runtime
 runtime = Runtime(Settings.from_env())
 
 
 def configure(settings: Settings, locator: ModelLocator | None = None) -> Runtime:
     """Replace the module's runtime (the local server and tests load a model this way)."""
-    global runtime  # noqa: PLW0603  # one model per process, as in Lambda
-    runtime = Runtime(settings, locator)
-    return runtime
+    fresh = Runtime(settings, locator)
+    fresh.activate()
+    return fresh
 
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:

@@ -84,11 +84,13 @@ def _too_many(details: list[dict[str, Any]]) -> bool:
     return len(details) >= MAX_DETAILS
 
 
-def _invalid(details: list[dict[str, Any]], total: int | None = None) -> ApiError:
-    count = total if total is not None else len(details)
-    noun = "problem" if count == 1 else "problems"
-    more = "" if count <= MAX_DETAILS else f" (first {MAX_DETAILS} listed)"
-    return ApiError(400, "invalid_instances", f"{count} {noun} in instances{more}", details)
+def _invalid(details: list[dict[str, Any]]) -> ApiError:
+    # Collection stops at MAX_DETAILS: a 1000-row body of garbage is not walked to the end.
+    if len(details) >= MAX_DETAILS:
+        message = f"at least {MAX_DETAILS} problems in instances (first {MAX_DETAILS} listed)"
+    else:
+        message = f"{len(details)} problem{'s' if len(details) > 1 else ''} in instances"
+    return ApiError(400, "invalid_instances", message, details[:MAX_DETAILS])
 
 
 def rows_from_instances(

@@ -1,0 +1,286 @@
+"""The inference handler, driven by REST API proxy events from events/inference_*.json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from inference_support import EVENTS, assert_error, call, event_with, load_event
+
+pytestmark = pytest.mark.xdist_group("inference")
+
+UseModel = Callable[..., ModuleType]
+
+
+@pytest.fixture(scope="module")
+def artifacts(train_artifact: Callable[..., Path]) -> dict[str, Path]:
+    """An int8 MLP (numeric), a mixed numeric/categorical model and a regression model."""
+    return {
+        "breast_cancer": train_artifact("breast_cancer", model="mlp"),
+        "churn": train_artifact("customer_churn", model="logistic_regression"),
+        "diabetes": train_artifact("diabetes", model="ridge"),
+    }
+
+
+@pytest.fixture(scope="module")
+def use_model(artifacts: dict[str, Path]) -> UseModel:
+    """Point the handler module at one of the artifacts (runtimes cached per settings)."""
+    from functions.inference import handler
+
+    runtimes: dict[tuple[Any, ...], Any] = {}
+
+    def use(name: str, **settings: Any) -> ModuleType:
+        key = (name, *sorted(settings.items()))
+        if key not in runtimes:
+            runtimes[key] = handler.Runtime(
+                handler.Settings(model_uri=str(artifacts[name]), **settings)
+            )
+        runtimes[key].activate()
+        return handler
+
+    return use
+
+
+# event fixture -> (model, extra settings, status, error code or None)
+CASES: dict[str, tuple[str, dict[str, Any], int, str | None]] = {
+    "predict_list": ("breast_cancer", {}, 200, None),
+    "predict_objects": ("breast_cancer", {}, 200, None),
+    "predict_mixed_forms": ("breast_cancer", {}, 200, None),
+    "predict_with_nulls": ("breast_cancer", {}, 200, None),
+    "predict_csv": ("breast_cancer", {}, 200, None),
+    "predict_csv_header": ("breast_cancer", {}, 200, None),
+    "predict_base64": ("breast_cancer", {}, 200, None),
+    "predict_charset": ("breast_cancer", {}, 200, None),
+    "get_model": ("breast_cancer", {}, 200, None),
+    "get_health": ("breast_cancer", {}, 200, None),
+    "get_openapi": ("breast_cancer", {}, 200, None),
+    "invalid_json": ("breast_cancer", {}, 400, "invalid_json"),
+    "nan_literal": ("breast_cancer", {}, 400, "invalid_json"),
+    "infinity_literal": ("breast_cancer", {}, 400, "invalid_json"),
+    "number_overflows_double": ("breast_cancer", {}, 400, "invalid_json"),
+    "huge_number": ("breast_cancer", {}, 400, "invalid_instances"),
+    "body_not_object": ("breast_cancer", {}, 400, "invalid_body"),
+    "missing_instances": ("breast_cancer", {}, 400, "invalid_body"),
+    "instances_not_list": ("breast_cancer", {}, 400, "invalid_body"),
+    "empty_instances": ("breast_cancer", {}, 400, "invalid_body"),
+    "empty_body": ("breast_cancer", {}, 400, "invalid_json"),
+    "too_many_instances": ("breast_cancer", {"max_instances": 2}, 413, "too_many_instances"),
+    "wrong_feature_count": ("breast_cancer", {}, 400, "invalid_instances"),
+    "unknown_feature": ("breast_cancer", {}, 400, "invalid_instances"),
+    "missing_feature": ("breast_cancer", {}, 400, "invalid_instances"),
+    "string_for_number": ("breast_cancer", {}, 400, "invalid_instances"),
+    "boolean_value": ("breast_cancer", {}, 400, "invalid_instances"),
+    "nested_list": ("breast_cancer", {}, 400, "invalid_instances"),
+    "instance_not_row": ("breast_cancer", {}, 400, "invalid_instances"),
+    "body_too_large": ("breast_cancer", {"max_body_bytes": 100}, 413, "body_too_large"),
+    "wrong_content_type": ("breast_cancer", {}, 415, "unsupported_media_type"),
+    "unknown_route": ("breast_cancer", {}, 404, "not_found"),
+    "wrong_method": ("breast_cancer", {}, 405, "method_not_allowed"),
+    "put_model": ("breast_cancer", {}, 405, "method_not_allowed"),
+    "invalid_base64": ("breast_cancer", {}, 400, "invalid_body"),
+    "churn_mixed": ("churn", {}, 200, None),
+    "churn_unseen_category": ("churn", {}, 200, None),
+    "churn_null_category": ("churn", {}, 200, None),
+    "churn_number_for_category": ("churn", {}, 400, "invalid_instances"),
+    "churn_csv_missing": ("churn", {}, 200, None),
+    "diabetes_regression": ("diabetes", {}, 200, None),
+}
+
+
+def test_every_event_fixture_has_a_case() -> None:
+    names = {path.stem.removeprefix("inference_") for path in EVENTS.glob("inference_*.json")}
+    assert names == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_event_fixture(name: str, use_model: UseModel) -> None:
+    model, settings, status, code = CASES[name]
+    handler = use_model(model, **settings)
+    got_status, headers, body = call(handler, load_event(name))
+    assert got_status == status, body
+    assert headers["content-type"] == "application/json"
+    if code is None:
+        assert "error" not in body
+    else:
+        assert_error(body, code)
+
+
+def _predict(handler: ModuleType, event_name: str) -> dict[str, Any]:
+    status, _, body = call(handler, load_event(event_name))
+    assert status == 200, body
+    return body
+
+
+def test_classification_response_shape(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    manifest = handler.runtime.model.public
+    body = _predict(handler, "predict_objects")
+    assert set(body) == {"model_version", "predictions", "probabilities", "classes"}
+    assert body["model_version"] == manifest["model_version"]
+    assert body["classes"] == manifest["classes"] == [0, 1]
+    assert len(body["predictions"]) == len(body["probabilities"]) == 2
+    for label, row in zip(body["predictions"], body["probabilities"], strict=True):
+        assert sum(row) == pytest.approx(1.0, abs=1e-4)
+        assert label == body["classes"][int(np.argmax(row))]
+
+
+def test_list_object_csv_and_base64_forms_agree(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    bodies = [
+        _predict(handler, name)
+        for name in ("predict_list", "predict_objects", "predict_csv", "predict_base64")
+    ]
+    first = bodies[0]["probabilities"][0]
+    for body in bodies:
+        assert body["probabilities"][0] == pytest.approx(first, abs=1e-6)
+    mixed = _predict(handler, "predict_mixed_forms")["probabilities"]
+    assert mixed[0] == pytest.approx(mixed[1], abs=1e-6)
+
+
+def test_predictions_match_a_bare_session_run(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    model = handler.runtime.model
+    row = json.loads(load_event("predict_list")["body"])["instances"][0]
+    feed = {
+        spec.onnx_input: np.array([[value]], dtype=np.float32)
+        for spec, value in zip(model.features, row, strict=True)
+    }
+    labels, probabilities = model.session.run(None, feed)
+    body = _predict(handler, "predict_list")
+    assert body["predictions"] == labels.tolist()
+    assert body["probabilities"][0] == pytest.approx(probabilities[0].tolist(), abs=1e-6)
+
+
+def test_unseen_and_missing_categories_are_predicted(use_model: UseModel) -> None:
+    handler = use_model("churn")
+    for name in ("churn_unseen_category", "churn_null_category", "churn_csv_missing"):
+        body = _predict(handler, name)
+        assert body["classes"] == ["no", "yes"]
+        assert body["predictions"][0] in body["classes"]
+
+
+def test_regression_has_no_probabilities(use_model: UseModel) -> None:
+    body = _predict(use_model("diabetes"), "diabetes_regression")
+    assert set(body) == {"model_version", "predictions"}
+    assert all(isinstance(value, float) for value in body["predictions"])
+
+
+def test_errors_name_the_instance_and_feature(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    cases = {
+        "string_for_number": (0, "mean radius", "expected a number"),
+        "boolean_value": (0, "mean radius", "boolean"),
+        "nested_list": (0, "mean radius", "a list"),
+        "huge_number": (0, "mean radius", "out of range"),
+        "unknown_feature": (0, "colour", "unknown feature"),
+        "missing_feature": (0, "mean area", "missing feature"),
+    }
+    for name, (instance, feature, problem) in cases.items():
+        _, _, body = call(handler, load_event(name))
+        details = body["error"]["details"]
+        assert any(
+            d["instance"] == instance and d["feature"] == feature and problem in d["problem"]
+            for d in details
+        ), (name, details)
+    _, _, body = call(handler, load_event("wrong_feature_count"))
+    assert [d["instance"] for d in body["error"]["details"]] == [0, 1]
+    _, _, body = call(use_model("churn"), load_event("churn_number_for_category"))
+    assert body["error"]["details"] == [
+        {"instance": 0, "feature": "plan", "problem": "expected a category (string), got a number"}
+    ]
+
+
+def test_null_for_a_non_nullable_feature_is_refused(use_model: UseModel) -> None:
+    from functions.inference.errors import ApiError
+    from functions.inference.instances import FeatureSpec, build_feed
+
+    features = [FeatureSpec("a", "a", True, False), FeatureSpec("b", "b", True, True)]
+    with pytest.raises(ApiError) as raised:
+        build_feed([[None, None]], features, numbers_only=True)
+    assert raised.value.details == [
+        {
+            "instance": 0,
+            "feature": "a",
+            "problem": "missing value (null), and the model does not impute this feature",
+        }
+    ]
+
+
+def test_many_bad_rows_are_summarised(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    event = event_with(body=json.dumps({"instances": [["x"] * 30] * 50}))
+    status, _, body = call(handler, event)
+    assert status == 400
+    assert len(body["error"]["details"]) == 20
+    assert "first 20 listed" in body["error"]["message"]
+
+
+def test_model_health_and_openapi(use_model: UseModel) -> None:
+    handler = use_model("churn")
+    _, _, model = call(handler, load_event("get_model"))
+    assert model["signature"]["features"][2]["name"] == "plan"
+    assert model["serving"]["variant"] in {"fp32", "int8"}
+    assert "metrics" in model and "classes" in model
+    _, _, health = call(handler, load_event("get_health"))
+    assert health == {"status": "ok", "model_version": model["model_version"]}
+    _, _, document = call(handler, load_event("get_openapi"))
+    assert document["openapi"].startswith("3.")
+    request = document["components"]["schemas"]["PredictRequest"]
+    assert request["properties"]["instances"]["maxItems"] == 1000
+    positional, keyed = request["properties"]["instances"]["items"]["oneOf"]
+    assert [item["type"] for item in positional["prefixItems"]][2] == ["string", "null"]
+    assert keyed["required"] == [f["name"] for f in model["signature"]["features"]]
+    assert keyed["properties"]["tenure_months"]["type"] == ["number", "null"]
+
+
+def test_openapi_request_schema_accepts_what_the_api_accepts(use_model: UseModel) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    handler = use_model("churn")
+    _, _, document = call(handler, load_event("get_openapi"))
+    schema = document["components"]["schemas"]["PredictRequest"]
+    validator = jsonschema.Draft202012Validator(schema)
+    assert validator.is_valid(json.loads(load_event("churn_mixed")["body"]))
+    assert not validator.is_valid(json.loads(load_event("churn_number_for_category")["body"]))
+
+
+def test_method_not_allowed_names_the_allowed_method(use_model: UseModel) -> None:
+    _, headers, _ = call(use_model("breast_cancer"), load_event("wrong_method"))
+    assert headers["allow"] == "POST"
+
+
+def test_an_internal_fault_is_a_500_with_request_id_and_no_internals(
+    use_model: UseModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = use_model("breast_cancer")
+
+    def explode(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("secret internal detail /opt/model")
+
+    monkeypatch.setattr(handler.runtime.model, "run", explode)
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 500
+    assert_error(body, "internal_error")
+    assert body["error"]["request_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    assert "secret" not in json.dumps(body)
+
+
+def test_metrics_are_emitted_as_emf_with_the_model_version(
+    use_model: UseModel, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    handler = use_model("breast_cancer")
+    capsys.readouterr()
+    call(handler, load_event("predict_objects"))
+    call(handler, load_event("string_for_number"))
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert len(blobs) == 2
+    ok, bad = blobs
+    assert ok["Instances"] == [2.0] and ok["Latency"][0] > 0
+    assert ok["model_version"] == handler.runtime.model.model_version
+    assert ["model_version", "service"] in ok["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert bad["ClientErrors"] == [1.0]

@@ -1,0 +1,274 @@
+"""Where the model comes from (paths, tar.gz, S3 via moto, production pointers), and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from inference_support import assert_error, call, load_event
+from moto import mock_aws
+
+from functions.inference import handler
+from functions.inference.source import ModelLocator, ModelSourceError, NoModelYet, S3Location
+
+pytestmark = pytest.mark.xdist_group("inference")
+BUCKET = "onnxkit-artifacts-test"
+
+
+@pytest.fixture(scope="module")
+def model_dir(train_artifact: Callable[..., Path]) -> Path:
+    """The int8 breast-cancer MLP."""
+    return train_artifact("breast_cancer", model="mlp")
+
+
+@pytest.fixture
+def digest(model_dir: Path) -> str:
+    return hashlib.sha256((model_dir / "model.onnx").read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def tarball(model_dir: Path, tmp_path: Path) -> Path:
+    """model.tar.gz as SageMaker writes it: the files at the archive root."""
+    path = tmp_path / "model.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name in ("model.onnx", "manifest.json"):
+            tar.add(model_dir / name, arcname=name)
+    return path
+
+
+def _runtime(uri: str, tmp_path: Path, sha256: str = "", **kwargs: Any) -> handler.Runtime:
+    locator = ModelLocator(cache_dir=tmp_path / "cache", **kwargs)
+    return handler.configure(handler.Settings(model_uri=uri, model_sha256=sha256), locator)
+
+
+@pytest.mark.parametrize("form", ["directory", "onnx_file", "manifest_file", "tarball", "file_uri"])
+def test_local_forms_load_the_same_model(
+    form: str, model_dir: Path, tarball: Path, tmp_path: Path, digest: str
+) -> None:
+    uri = {
+        "directory": str(model_dir),
+        "onnx_file": str(model_dir / "model.onnx"),
+        "manifest_file": str(model_dir / "manifest.json"),
+        "tarball": str(tarball),
+        "file_uri": f"file://{model_dir}",
+    }[form]
+    runtime = _runtime(uri, tmp_path, sha256=digest)
+    assert runtime.problem is None
+    assert runtime.model is not None and runtime.model.sha256 == digest
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 200, body
+
+
+def test_tarball_is_extracted_once_into_a_digest_keyed_cache(tarball: Path, tmp_path: Path) -> None:
+    locator = ModelLocator(cache_dir=tmp_path / "cache")
+    first = locator.locate(str(tarball))
+    second = locator.locate(str(tarball))
+    assert first.model_path == second.model_path
+    archive_digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert first.model_path.parent.name == f"tar-{archive_digest}"
+
+
+def test_a_tarball_with_a_path_escape_is_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar.gz"
+    payload = tmp_path / "payload"
+    payload.write_text("x")
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(payload, arcname="../escaped")
+    with pytest.raises(ModelSourceError):
+        ModelLocator(cache_dir=tmp_path / "cache").locate(str(evil))
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_digest_mismatch_refuses_to_serve(model_dir: Path, tmp_path: Path) -> None:
+    runtime = _runtime(str(model_dir), tmp_path, sha256="0" * 64)
+    assert runtime.model is None
+    assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
+    assert "digest mismatch" in runtime.problem.message
+    for event in ("predict_list", "get_model"):
+        status, _, body = call(handler, load_event(event))
+        assert status == 503
+        assert_error(body, "model_unavailable")
+    status, _, body = call(handler, load_event("get_health"))
+    assert status == 503 and body["status"] == "unavailable"
+
+
+def test_a_swapped_model_file_is_refused_against_its_manifest(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(model_dir, tampered)
+    (tampered / "model.onnx").write_bytes((model_dir / "model.fp32.onnx").read_bytes())
+    runtime = _runtime(str(tampered), tmp_path)
+    assert runtime.model is None and runtime.problem is not None
+    assert "digest mismatch" in runtime.problem.message
+
+
+def test_an_expected_digest_the_manifest_does_not_describe_is_refused(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    fp32 = other / "model.fp32.onnx"
+    (other / "model.onnx").write_bytes(fp32.read_bytes())
+    new_digest = hashlib.sha256(fp32.read_bytes()).hexdigest()
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    runtime = _runtime(str(other), tmp_path, sha256=new_digest)
+    assert runtime.model is None and runtime.problem is not None
+    assert "describes sha256" in runtime.problem.message
+
+
+def test_an_invalid_manifest_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["task"] = "clustering"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    runtime = _runtime(str(broken), tmp_path)
+    assert runtime.problem is not None and "invalid manifest" in runtime.problem.message
+
+
+def test_without_a_model_uri_predict_and_model_are_503_health_and_openapi_200(
+    tmp_path: Path,
+) -> None:
+    _runtime("", tmp_path)
+    for name in ("predict_list", "get_model"):
+        status, _, body = call(handler, load_event(name))
+        assert status == 503
+        assert_error(body, "no_model")
+        assert body["error"]["message"] == "no model has been promoted yet"
+    status, _, body = call(handler, load_event("get_health"))
+    assert (status, body["status"]) == (200, "no_model")
+    status, _, body = call(handler, load_event("get_openapi"))
+    assert status == 200 and body["openapi"].startswith("3.")
+
+
+# --- S3 (moto) ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    with mock_aws():
+        client = boto3.client("s3", region_name="eu-west-1")
+        client.create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+        )
+        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield client
+
+
+def _upload_model(s3: Any, model_dir: Path, prefix: str) -> str:
+    response = {}
+    for name in ("model.onnx", "manifest.json"):
+        put = s3.put_object(
+            Bucket=BUCKET, Key=f"{prefix}/{name}", Body=(model_dir / name).read_bytes()
+        )
+        response[name] = put["VersionId"]
+    return response["model.onnx"]
+
+
+def test_s3_model_with_version_id_is_downloaded_once(
+    s3: Any, model_dir: Path, tmp_path: Path, digest: str
+) -> None:
+    version = _upload_model(s3, model_dir, "models/cancer/v1")
+    # A later overwrite of the same key must not change what the pinned version serves.
+    s3.put_object(Bucket=BUCKET, Key="models/cancer/v1/model.onnx", Body=b"not a model")
+    uri = f"s3://{BUCKET}/models/cancer/v1/model.onnx?versionId={version}"
+    runtime = _runtime(uri, tmp_path, sha256=digest)
+    assert runtime.problem is None, runtime.problem and runtime.problem.message
+    assert (tmp_path / "cache" / digest / "model.onnx").is_file()
+    # Second cold start: served from the cache without touching S3.
+    s3.delete_object(Bucket=BUCKET, Key="models/cancer/v1/manifest.json")
+    again = _runtime(uri, tmp_path, sha256=digest)
+    assert again.model is not None
+
+
+def test_s3_overwritten_model_is_refused(
+    s3: Any, model_dir: Path, tmp_path: Path, digest: str
+) -> None:
+    _upload_model(s3, model_dir, "models/cancer/v1")
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="models/cancer/v1/model.onnx",
+        Body=(model_dir / "model.fp32.onnx").read_bytes(),
+    )
+    runtime = _runtime(f"s3://{BUCKET}/models/cancer/v1/model.onnx", tmp_path, sha256=digest)
+    assert runtime.model is None and runtime.problem is not None
+    assert runtime.problem.code == "model_unavailable"
+
+
+def test_s3_tarball(s3: Any, tarball: Path, tmp_path: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="jobs/j1/output/model.tar.gz", Body=tarball.read_bytes())
+    runtime = _runtime(f"s3://{BUCKET}/jobs/j1/output/model.tar.gz", tmp_path)
+    assert runtime.problem is None and runtime.model is not None
+
+
+def test_s3_pointer_before_and_after_the_first_promotion(
+    s3: Any, model_dir: Path, tmp_path: Path, digest: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pointer_uri = f"s3://{BUCKET}/models/cancer/production.json"
+    runtime = _runtime(pointer_uri, tmp_path)
+    assert runtime.problem is not None and runtime.problem.code == "no_model"
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 503
+    assert_error(body, "no_model")
+
+    version = _upload_model(s3, model_dir, "models/cancer/v1")
+    pointer = {
+        "model_name": "cancer",
+        "model_version": "v1",
+        "model_uri": f"s3://{BUCKET}/models/cancer/v1/model.onnx?versionId={version}",
+        "manifest_uri": f"s3://{BUCKET}/models/cancer/v1/manifest.json",
+        "sha256": digest,
+        "lambda_version": "2",
+        "promoted_at": "2026-11-28T18:00:00Z",
+        "history": [],
+    }
+    s3.put_object(Bucket=BUCKET, Key="models/cancer/production.json", Body=json.dumps(pointer))
+    monkeypatch.setattr(handler, "POINTER_RECHECK_SECONDS", 0.0)
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 200, body
+
+
+def test_s3_pointer_with_a_wrong_digest_is_refused(
+    s3: Any, model_dir: Path, tmp_path: Path
+) -> None:
+    _upload_model(s3, model_dir, "models/cancer/v1")
+    pointer = {"model_uri": f"s3://{BUCKET}/models/cancer/v1/model.onnx", "sha256": "1" * 64}
+    s3.put_object(Bucket=BUCKET, Key="models/cancer/production.json", Body=json.dumps(pointer))
+    runtime = _runtime(f"s3://{BUCKET}/models/cancer/production.json", tmp_path)
+    assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
+
+
+def test_missing_s3_object_is_a_clear_error(s3: Any, tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match="does not exist"):
+        ModelLocator(cache_dir=tmp_path).locate(f"s3://{BUCKET}/nothing/model.onnx")
+
+
+def test_s3_uri_parsing() -> None:
+    assert S3Location.parse("s3://b/k/model.onnx?versionId=abc") == S3Location(
+        "b", "k/model.onnx", "abc"
+    )
+    assert S3Location.parse("s3://b/k/model.onnx").sibling("manifest.json") == S3Location(
+        "b", "k/manifest.json"
+    )
+    for bad in ("s3://", "s3://bucket", "s3:///key", "http://b/k"):
+        with pytest.raises(ModelSourceError):
+            S3Location.parse(bad)
+
+
+def test_empty_uri_is_no_model_yet(tmp_path: Path) -> None:
+    with pytest.raises(NoModelYet):
+        ModelLocator(cache_dir=tmp_path).locate("  ")

@@ -1,0 +1,155 @@
+"""Property tests: whatever a client sends, the handler answers with no 5xx and a clear error."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from inference_support import assert_error, call, event_with
+
+from functions.inference.instances import numbers_only
+
+pytestmark = pytest.mark.xdist_group("inference")
+
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=40,
+)
+header_names = st.sampled_from(
+    ["Content-Type", "content-type", "Accept", "x-api-key", "Content-Length", "X-Custom"]
+) | st.text(min_size=1, max_size=20)
+methods = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]) | st.text(
+    min_size=1, max_size=8
+)
+paths = st.sampled_from(["/predict", "/model", "/health", "/openapi.json", "/", "/predict/"]) | (
+    st.text(max_size=30).map(lambda text: "/" + text)
+)
+content_types = st.sampled_from(
+    ["application/json", "text/csv", "text/plain", "application/json; charset=utf-8", ""]
+) | st.text(max_size=30)
+
+
+@pytest.fixture(scope="module")
+def handler(train_artifact: Callable[..., Path]) -> ModuleType:
+    """The handler serving the mixed numeric/categorical churn model."""
+    from functions.inference import handler as module
+
+    module.configure(
+        module.Settings(
+            model_uri=str(train_artifact("customer_churn", model="logistic_regression"))
+        )
+    )
+    return module
+
+
+def _check(handler: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
+    status, headers, body = call(handler, event)
+    assert 200 <= status < 500, body
+    assert headers["content-type"] == "application/json"
+    if status >= 400:
+        assert_error(body)
+    return status, body
+
+
+@SETTINGS
+@given(
+    body=st.none()
+    | st.text(max_size=200)
+    | st.binary(max_size=200).map(lambda raw: base64.b64encode(raw).decode()),
+    base64_flag=st.booleans(),
+    headers=st.none() | st.dictionaries(header_names, st.text(max_size=40), max_size=6),
+    method=methods,
+    path=paths,
+)
+def test_arbitrary_requests_never_fail_on_our_side(
+    handler: ModuleType,
+    body: str | None,
+    base64_flag: bool,
+    headers: dict[str, str] | None,
+    method: str,
+    path: str,
+) -> None:
+    event = event_with(
+        body=body,
+        isBase64Encoded=base64_flag,
+        headers=headers,
+        multiValueHeaders={k: [v] for k, v in headers.items()} if headers else None,
+        httpMethod=method,
+        path=path,
+    )
+    _check(handler, event)
+
+
+@SETTINGS
+@given(instances=json_values, content_type=content_types)
+def test_arbitrary_json_bodies_get_predictions_or_a_4xx(
+    handler: ModuleType, instances: Any, content_type: str
+) -> None:
+    headers = {"Content-Type": content_type}
+    event = event_with(
+        body=json.dumps({"instances": instances}),
+        headers=headers,
+        multiValueHeaders={"Content-Type": [content_type]},
+    )
+    status, body = _check(handler, event)
+    if status == 200:
+        assert len(body["predictions"]) == len(body["probabilities"]) == len(instances)
+
+
+numbers = st.none() | st.floats(min_value=-1e30, max_value=1e30) | st.integers(-(10**9), 10**9)
+categories = (
+    st.none() | st.sampled_from(["basic", "premium", "standard", "gold", ""]) | st.text(max_size=8)
+)
+churn_rows = st.tuples(numbers, numbers, categories, categories, numbers, categories, numbers)
+
+
+@SETTINGS
+@given(rows=st.lists(churn_rows, min_size=1, max_size=30), as_objects=st.booleans())
+def test_valid_rows_always_predict(
+    handler: ModuleType, rows: list[tuple[Any, ...]], as_objects: bool
+) -> None:
+    names = [spec.name for spec in handler.runtime.model.features]
+    instances: list[Any] = (
+        [dict(zip(names, row, strict=True)) for row in rows]
+        if as_objects
+        else [list(r) for r in rows]
+    )
+    status, body = _check(handler, event_with(body=json.dumps({"instances": instances})))
+    assert status == 200, body
+    assert len(body["predictions"]) == len(rows)
+    assert set(body["predictions"]) <= set(body["classes"])
+
+
+def _leaves_are_numbers(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_leaves_are_numbers(item) for item in value)
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+@settings(max_examples=400, deadline=None)
+@given(instances=json_values)
+def test_numbers_only_is_sound(instances: Any) -> None:
+    raw = orjson.dumps({"instances": instances})
+    if numbers_only(raw):
+        assert _leaves_are_numbers(instances)
+    if _leaves_are_numbers(instances):
+        assert numbers_only(raw)
