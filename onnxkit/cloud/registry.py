@@ -1,9 +1,11 @@
 """The registry as the CLI shows it: SageMaker model packages plus the production pointers.
 
 Each model package in the environment's ``ModelPackageGroupName`` is one registered version.
-Its ``CustomerMetadataProperties`` carry ``model_name``, ``model_version`` and the metrics
-(any property whose value parses as a number). Which version is live comes from the
-production pointers ``s3://<bucket>/models/<model_name>/production.json`` (docs/CONTRACTS.md).
+Its ``CustomerMetadataProperties`` carry ``model_version``, ``sha256``, ``primary_metric``,
+``serving_variant``, ``execution`` and one ``metric.<name>`` per metric (infra/stacks/pipeline.py
+writes them); ``model_name`` is optional (the group holds one model). Which version is live
+comes from the production pointers ``s3://<bucket>/models/<model_name>/production.json``
+(docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-_NON_METRIC = frozenset({"model_name", "model_version", "sha256", "lambda_version"})
+_NON_METRIC = frozenset({"model_name", "model_version", "sha256", "lambda_version", "execution"})
 
 
 @dataclass
@@ -31,10 +33,14 @@ class Version:
 
 
 def _metrics(properties: dict[str, str]) -> dict[str, float]:
+    """``metric.<name>`` properties (what the Register step writes); failing those, any
+    numeric property."""
+    prefixed = {
+        k.removeprefix("metric."): v for k, v in properties.items() if k.startswith("metric.")
+    }
+    candidates = prefixed or {k: v for k, v in properties.items() if k not in _NON_METRIC}
     found = {}
-    for key, value in properties.items():
-        if key in _NON_METRIC:
-            continue
+    for key, value in candidates.items():
         try:
             found[key] = float(value)
         except (TypeError, ValueError):
@@ -102,10 +108,12 @@ def production_pointers(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
 
 def mark_live(versions: list[Version], pointers: dict[str, dict[str, Any]]) -> None:
     """Flag the version each production pointer names (by model name and version)."""
+    # Register writes no model_name: a group with one promoted model takes that model's name.
+    only = next(iter(pointers.values())) if len(pointers) == 1 else None
     for version in versions:
+        if "model_name" not in version.properties and only is not None:
+            version.model_name = str(only.get("model_name", version.model_name))
         pointer = pointers.get(version.model_name)
-        if pointer is None and len(pointers) == 1:
-            # Packages without a model_name property: the group has one model.
-            pointer = next(iter(pointers.values()))
-        if pointer is not None and pointer.get("model_version") == version.model_version:
-            version.live = True
+        version.live = pointer is not None and pointer.get("model_version") == (
+            version.model_version
+        )

@@ -49,7 +49,7 @@ def step_results(passed: bool) -> dict[str, Any]:
         "sha256": "0" * 64,
     }
     return {
-        workflow.PREPARE: {"training_job_name": JOB},
+        workflow.PREPARE: {"job_name": JOB},
         workflow.TRAIN: {
             "TrainingJobName": JOB,
             "TrainingJobStatus": "Completed",
@@ -270,11 +270,15 @@ def test_models_lists_versions_and_marks_the_live_one(runner, kit):
         sagemaker.create_model_package(
             ModelPackageGroupName=GROUP,
             ModelApprovalStatus="Approved",
+            # What the Register state writes (infra/stacks/pipeline.py).
             CustomerMetadataProperties={
-                "model_name": "churn",
                 "model_version": version,
-                "accuracy": accuracy,
-                "f1_macro": "0.8",
+                "sha256": "0" * 64,
+                "serving_variant": "int8",
+                "primary_metric": "accuracy",
+                "execution": f"run-{version}",
+                "metric.accuracy": accuracy,
+                "metric.f1_macro": "0.8",
             },
             InferenceSpecification={
                 "Containers": [{"Image": "onnx"}],
@@ -297,6 +301,7 @@ def test_models_lists_versions_and_marks_the_live_one(runner, kit):
     rows = [line for line in table.stdout.splitlines() if line.startswith("│")]
     live_lines = [line for line in rows if line.split("│")[1].strip() == "live"]
     assert len(live_lines) == 1 and "v1" in live_lines[0] and "0.88" in live_lines[0]
+    assert all("churn" in line for line in rows)
     assert "live churn: v1 (Lambda version 4" in table.stdout
     listed = json.loads(invoke(runner, "models", "--env", "dev", "--json").stdout)
     assert [(v["model_version"], v["live"]) for v in listed] == [("v2", False), ("v1", True)]
