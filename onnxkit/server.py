@@ -170,8 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reject(self, status: int, code: str, message: str, started: float) -> None:
         self.close_connection = True
-        self._send(status, [("Content-Type", "application/json")], _error_body(code, message))
         self._log(status, started)
+        self._send(status, [("Content-Type", "application/json")], _error_body(code, message))
 
     def _log(self, status: int, started: float) -> None:
         elapsed = (time.perf_counter() - started) * 1000
@@ -229,8 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers = 502, [("Content-Type", "application/json")]
             payload = _error_body("bad_gateway", f"the function failed (request {request_id})")
         headers.append(("x-amzn-RequestId", request_id))
+        self._log(status, started)  # before the write: a client may stop us once it has the answer
         self._send(status, headers, payload)
-        self._log(status, started)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
 
@@ -261,6 +261,13 @@ class InferenceHTTPServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.handler_lock = threading.Lock()
+
+    def drain(self, timeout: float = 5.0) -> bool:
+        """Wait until no request is inside the handler (for a graceful stop)."""
+        if self.handler_lock.acquire(timeout=timeout):
+            self.handler_lock.release()
+            return True
+        return False
 
     @property
     def url(self) -> str:

@@ -50,12 +50,13 @@ def serve(
     try:
         server = create_server(model, host, port, api_key or None, sha256)
     except ServeError as error:
-        err.print(f"[red]error:[/red] {error}")
+        err.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(1) from None
     info = server.function.runtime.model
     err.print(
         f"serving {info.model_name} {info.model_version} at [bold]{server.url}[/bold] "
-        f"({'x-api-key required' if api_key else 'no auth'}); Ctrl-C stops"
+        f"({'x-api-key required' if api_key else 'no auth'}); Ctrl-C stops",
+        soft_wrap=True,
     )
     signal.signal(signal.SIGTERM, _stop)
     # A shell's background job inherits SIGINT ignored; Ctrl-C and kill -INT must still stop.
@@ -65,4 +66,5 @@ def serve(
     except KeyboardInterrupt:
         err.print("stopping")
     finally:
+        server.drain()  # let a request inside the handler finish
         server.server_close()

@@ -1,0 +1,199 @@
+"""``onnxkit serve`` end to end: a real subprocess on a free port, called over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.xdist_group("serve")
+
+ONNXKIT = str(Path(sys.executable).with_name("onnxkit"))
+KEY = "local-test-key"
+CHURN_ROW = [25.0, 53.43, "standard", "east", 1.0, "bank", 55.0]
+
+
+@dataclass
+class Served:
+    """A running ``onnxkit serve`` process and what it printed."""
+
+    process: subprocess.Popen[str]
+    url: str
+    lines: list[str] = field(default_factory=list)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=15)
+        return code
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, ORT_DISABLE_TELEMETRY="1", NO_COLOR="1", **extra)
+    env.pop("ONNXKIT_API_KEY", None)
+    return env
+
+
+def _start(args: list[str], env: dict[str, str] | None = None) -> Served:
+    process = subprocess.Popen(
+        [ONNXKIT, "serve", "--port", "0", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env or _env(),
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        if match:
+            served = Served(process, match.group(1), lines)
+            threading.Thread(
+                target=lambda: lines.extend(iter(process.stderr.readline, "")),  # type: ignore[union-attr]
+                daemon=True,
+            ).start()
+            return served
+    process.kill()
+    raise AssertionError("server did not start: " + "".join(lines))
+
+
+@pytest.fixture(scope="module")
+def churn_model(train_artifact: Callable[..., Path]) -> Path:
+    return train_artifact("customer_churn", model="logistic_regression")
+
+
+@pytest.fixture(scope="module")
+def server(churn_model: Path) -> Iterator[Served]:
+    served = _start(["--model", str(churn_model), "--api-key", KEY], _env(MAX_BODY_BYTES="4096"))
+    yield served
+    if served.process.poll() is None:
+        served.process.kill()
+        served.process.wait()
+
+
+@pytest.fixture
+def client(server: Served) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"x-api-key": KEY}, timeout=10) as http:
+        yield http
+
+
+def test_valid_and_bad_predictions_over_http(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"instances": [CHURN_ROW, CHURN_ROW]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["classes"] == ["no", "yes"] and len(body["predictions"]) == 2
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-amzn-requestid"]
+
+    bad = client.post("/predict", json={"instances": [[1, 2]]})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["details"][0]["problem"] == "expected 7 values, got 2"
+
+    csv = client.post(
+        "/predict",
+        content=b"25,53.43,standard,east,1,bank,55\n",
+        headers={"content-type": "text/csv"},
+    )
+    assert csv.status_code == 200 and csv.json()["predictions"] == body["predictions"][:1]
+
+
+def test_routes_and_errors_over_http(client: httpx.Client) -> None:
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/model").json()["signature"]["target"] == "churned"
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.")
+    assert client.get("/nowhere").status_code == 404
+    wrong = client.delete("/predict")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert (
+        client.post("/predict", content=b"x=1", headers={"content-type": "text/plain"}).status_code
+        == 415
+    )
+    assert client.post("/predict", content=b'{"instances": [[NaN]]}').status_code == 400
+    too_big = client.post("/predict", content=b"[" + b"1," * 4000 + b"1]")
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["code"] == "body_too_large"
+
+
+def test_api_key_is_required(server: Served) -> None:
+    assert httpx.get(f"{server.url}/health").status_code == 403
+    wrong = httpx.get(f"{server.url}/health", headers={"x-api-key": "nope"})
+    assert wrong.status_code == 403 and wrong.json()["error"]["code"] == "forbidden"
+
+
+def test_keep_alive_and_concurrent_clients(server: Served) -> None:
+    def work() -> list[int]:
+        with httpx.Client(base_url=server.url, headers={"x-api-key": KEY}) as http:
+            return [
+                http.post("/predict", json={"instances": [CHURN_ROW]}).status_code
+                for _ in range(20)
+            ]
+
+    results: list[list[int]] = []
+    threads = [threading.Thread(target=lambda: results.append(work())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [code for batch in results for code in batch] == [200] * 80
+
+
+def test_ctrl_c_stops_gracefully_with_one_log_line_per_request(churn_model: Path) -> None:
+    served = _start(["--model", str(churn_model)])
+    for _ in range(3):
+        httpx.get(f"{served.url}/health")
+    httpx.post(f"{served.url}/predict", json={"instances": [CHURN_ROW]})
+    assert served.stop() == 0
+    text = "".join(served.lines)
+    assert len(re.findall(r"GET /health 200", text)) == 3
+    assert len(re.findall(r"POST /predict 200", text)) == 1
+    assert "stopping" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "/nonexistent/model"], "no model at /nonexistent/model"),
+        (["--sha256", "0" * 64], "digest mismatch"),
+    ],
+)
+def test_refusals_are_one_line_and_non_zero(
+    args: list[str], message: str, churn_model: Path
+) -> None:
+    if args[0] == "--sha256":
+        args = ["--model", str(churn_model), *args]
+    result = subprocess.run(
+        [ONNXKIT, "serve", "--port", "0", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_serving_context_manager(churn_model: Path) -> None:
+    from onnxkit.server import serving
+
+    with serving(str(churn_model)) as url:
+        response = httpx.post(f"{url}/predict", json={"instances": [CHURN_ROW]})
+        assert response.status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=2)
