@@ -58,7 +58,7 @@ def models(
                 v.model_name,
                 v.model_version,
                 v.status,
-                v.created,
+                v.created[:16].replace("T", " "),
                 *(f"{v.metrics[m]:.4g}" if m in v.metrics else "-" for m in metric_cols),
             )
         console.print(table)
