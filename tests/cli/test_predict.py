@@ -328,3 +328,41 @@ def test_bad_options_are_one_line(tmp_path, runner, fake_api, args, message):
     assert result.exit_code == 1
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_mid_file_keeps_written_batches_and_resumes(tmp_path, runner, fake_api, monkeypatch):
+    from onnxkit.cloud import scoring
+
+    api, url = fake_api
+    rows = write_rows(tmp_path / "rows.csv", 45)
+    out = tmp_path / "preds.csv"
+    real = scoring.score_batch
+    calls = []
+
+    def interrupted_on_third(client, batch):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+        return real(client, batch)
+
+    monkeypatch.setattr(scoring, "score_batch", interrupted_on_third)
+    args = [
+        "predict",
+        "--url",
+        url,
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        out,
+        "--batch-size",
+        10,
+    ]
+    first = invoke(runner, *args)
+    assert first.exit_code == 130
+    assert "interrupted: 20 of 45 rows are in" in first.stderr
+    assert len(read_output(out)) == 20
+    monkeypatch.setattr(scoring, "score_batch", real)
+    second = invoke(runner, *args)
+    assert second.exit_code == 0, second.output
+    assert read_output(out) == [expected_record(i, row) for i, row in enumerate(rows)]
+    assert len(api.scored_rows) == 45  # 20 before the interruption + 25 after, none twice
