@@ -74,18 +74,25 @@ def _coerce(value: str | None, kind: str | None) -> Any:
 
 
 def _csv_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row]:
-    reader = csv.DictReader(handle)
-    header = reader.fieldnames or []
+    reader = csv.reader(handle)
+    header = next(reader, None) or []
     if signature is not None:
         missing = [name for name in signature if name not in header]
         if missing:
             raise CloudError(
                 f"input is missing feature column(s) the model needs: {', '.join(missing)}"
             )
-    for index, record in enumerate(reader):
-        names = list(signature) if signature is not None else header
-        kinds = signature or {}
-        yield index, {name: _coerce(record.get(name), kinds.get(name)) for name in names}
+    names = list(signature) if signature is not None else header
+    # Column positions and kinds resolved once: this loop runs per row.
+    columns = [(name, header.index(name), (signature or {}).get(name)) for name in names]
+    width = len(header)
+    index = 0
+    for record in reader:
+        if not record:
+            continue  # a blank line is not a row (as csv.DictReader treats it)
+        cells = record if len(record) >= width else record + [""] * (width - len(record))
+        yield index, {name: _coerce(cells[pos], kind) for name, pos, kind in columns}
+        index += 1
 
 
 def _jsonl_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row]:
@@ -128,8 +135,16 @@ def read_rows(path: Path, signature: dict[str, str] | None) -> Iterator[Row]:
 
 
 def count_rows(path: Path) -> int:
-    """How many data rows a file has (for the progress bar)."""
-    return sum(1 for _ in read_rows(path, None))
+    """How many data rows a file has (for the progress bar), counted the way read_rows
+    numbers them."""
+    fmt = input_format(path)
+    try:
+        with path.open(newline="" if fmt == "csv" else None, encoding="utf-8") as handle:
+            if fmt == "csv":
+                return max(0, sum(1 for record in csv.reader(handle) if record) - 1)
+            return sum(1 for line in handle if line.strip())
+    except OSError as error:
+        raise CloudError(f"cannot read {path}: {error.strerror}") from None
 
 
 # --- output ----------------------------------------------------------------------------------
