@@ -120,7 +120,6 @@ class OnnxKitConfig(_Section):
 
     env: str = Field(pattern=r"^[a-z][a-z0-9]{0,15}$")
     region: str = Field("us-east-1", pattern=_REGION)
-    account: str | None = Field(None, pattern=r"^[0-9]{12}$")
     model_name: str = Field(
         "onnxkit-model",
         pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$",
@@ -156,6 +155,8 @@ class OnnxKitConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> OnnxKitConfig:
+        if self.retraining_schedule and not self.training.target:
+            raise ValueError("training.target: a retraining schedule needs the label column")
         if self.api.quota_per_day is not None and self.api.auth_mode != "api_key":
             raise ValueError("api.quota_per_day: needs api.auth_mode=api_key")
         return self
@@ -182,7 +183,6 @@ PRESETS: Final[Mapping[str, Mapping[str, Any]]] = {
         "lambda": {"memory_mb": 2048, "reserved_concurrency": 100},
         "api": {"throttle_rate_limit": 200, "throttle_burst_limit": 400},
         "alarms": {"p99_latency_ms": 500, "evaluation_periods": 3},
-        "retraining_schedule": "cron(0 3 ? * MON *)",
     },
 }
 

@@ -1,0 +1,1 @@
+"""The onnxkit CDK app: artifact, serving and pipeline stacks (run by ``cdk.json``)."""

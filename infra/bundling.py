@@ -1,0 +1,368 @@
+"""Asset bundling without Docker: Lambda bundles and the training source tarball.
+
+``cdk synth`` calls :class:`LocalPipBundling` through CDK's local bundling hook. It
+pip-installs a function's requirements.txt for the Lambda platform (manylinux wheels only,
+so nothing is compiled here), strips what Lambda never imports, and reuses the result from
+``.cache/bundles/`` keyed by the requirements' hash, platform and Python version. The
+function's own code and ``onnxkit/contract`` (which every function imports) are copied in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import jsii
+from aws_cdk import (
+    AssetHashType,
+    BundlingFileAccess,
+    BundlingOptions,
+    BundlingOutput,
+    DockerImage,
+    DockerVolume,
+    ILocalBundling,
+)
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3_assets as s3_assets
+from constructs import Construct
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[1]
+CACHE_ROOT: Final = REPO_ROOT / ".cache" / "bundles"
+Architecture = Literal["arm64", "x86_64"]
+# Shared by every bundle: the package markers and the contract the code imports.
+CONTRACT_SOURCES: Final = ("onnxkit/__init__.py", "onnxkit/contract")
+# Directories inside installed packages that Lambda never imports.
+_STRIP_DIRS: Final = frozenset({"__pycache__", "tests", "test", "benchmarks"})
+_STRIP_PACKAGE_PATHS: Final = (
+    "bin",
+    "numpy/_core/include",
+    "numpy/_core/lib",
+    "numpy/f2py",
+    "numpy/_pyinstaller",
+    "numpy/typing/tests",
+    "onnxruntime/transformers",
+    "onnxruntime/tools",
+    "onnxruntime/quantization",
+    "onnxruntime/datasets",
+    # The Lambda runtime ships boto3/botocore (and their urllib3, dateutil, six); aws-xray-sdk
+    # pulls a second copy in, which would shadow the runtime's matching set.
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "dateutil",
+    "six.py",
+    # protobuf: only onnxruntime's stripped tools and Powertools' Kafka parser import it.
+    "google",
+)
+# Sources, headers and type stubs: never imported at run time.
+_STRIP_SUFFIXES: Final = frozenset({".pyc", ".pyo", ".pyi", ".pxd", ".pyx", ".h", ".c", ".cpp"})
+_STRIP_DIST_INFO: Final = (
+    "botocore-", "boto3-", "s3transfer-", "urllib3-", "python_dateutil-", "six-", "protobuf-",
+)  # fmt: skip
+# Of a dist-info directory, keep what importlib.metadata reads.
+_DIST_INFO_KEEP: Final = frozenset({"METADATA", "top_level.txt", "entry_points.txt"})
+
+
+def platform_tags(architecture: Architecture) -> tuple[str, ...]:
+    """The wheel platforms Lambda's Amazon Linux 2023 runtime loads, newest last."""
+    machine = "aarch64" if architecture == "arm64" else "x86_64"
+    return (f"manylinux2014_{machine}", f"manylinux_2_28_{machine}")
+
+
+@dataclass(frozen=True)
+class FunctionBundle:
+    """What goes into one Lambda function's bundle."""
+
+    name: str  # the folder under functions/
+    python_version: str  # "3.13"
+    architecture: Architecture
+
+    @property
+    def requirements(self) -> Path:
+        """The function's requirements.txt."""
+        return REPO_ROOT / "functions" / self.name / "requirements.txt"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Repository paths copied into the bundle as they are."""
+        return ("functions/__init__.py", f"functions/{self.name}", *CONTRACT_SOURCES)
+
+    def dependency_key(self) -> str:
+        """Cache key of the installed dependencies: requirements, platform and Python."""
+        digest = hashlib.sha256(self.requirements.read_bytes())
+        digest.update("|".join((*platform_tags(self.architecture), self.python_version)).encode())
+        # A change to the strip rules must rebuild the cached dependencies.
+        rules = (
+            _STRIP_DIRS,
+            _STRIP_PACKAGE_PATHS,
+            _STRIP_SUFFIXES,
+            _STRIP_DIST_INFO,
+            _DIST_INFO_KEEP,
+        )
+        digest.update(repr([sorted(rule) for rule in rules]).encode())
+        return f"{self.name}-{self.architecture}-py{self.python_version}-{digest.hexdigest()[:16]}"
+
+    def asset_hash(self) -> str:
+        """Changes whenever the dependencies or any bundled source file change."""
+        digest = hashlib.sha256(self.dependency_key().encode())
+        for relative, path in _source_files(self.sources):
+            digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+
+def _source_files(sources: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
+    for source in sources:
+        root = REPO_ROOT / source
+        if not root.exists():
+            raise FileNotFoundError(f"bundle source {source} does not exist")
+        paths = [root] if root.is_file() else sorted(root.rglob("*"))
+        for path in paths:
+            if path.is_file() and not _ignored(path.relative_to(REPO_ROOT)):
+                yield path.relative_to(REPO_ROOT).as_posix(), path
+
+
+def _ignored(relative: Path) -> bool:
+    parts = set(relative.parts)
+    return bool(parts & {"__pycache__", "tests", ".pytest_cache"}) or relative.suffix in {
+        ".pyc",
+        ".pyo",
+    }
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Two pytest-xdist workers may bundle the same function at once.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def strip_tree(root: Path) -> None:
+    """Remove tests, caches, headers and dist-info extras from installed packages."""
+    for relative in _STRIP_PACKAGE_PATHS:
+        target = root / relative
+        if target.is_file():
+            target.unlink()
+        shutil.rmtree(target, ignore_errors=True)
+    for path in sorted(root.rglob("*"), reverse=True):
+        if not path.exists():
+            continue
+        if path.is_dir() and path.name in _STRIP_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_dir() and path.name.endswith(".dist-info"):
+            if path.name.startswith(_STRIP_DIST_INFO):
+                shutil.rmtree(path)
+                continue
+            for item in path.iterdir():
+                if item.name not in _DIST_INFO_KEEP:
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        elif path.is_file() and path.suffix in _STRIP_SUFFIXES:
+            path.unlink()
+
+
+def ensure_dependencies(bundle: FunctionBundle) -> Path:
+    """The installed, stripped dependencies of a function, built once per cache key."""
+    target = CACHE_ROOT / bundle.dependency_key()
+    with _locked(CACHE_ROOT / f"{bundle.dependency_key()}.lock"):
+        if (target / ".complete").exists():
+            return target
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        command = [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-compile", "--only-binary=:all:", "--implementation", "cp",
+            "--python-version", bundle.python_version, "--target", str(staging),
+            "-r", str(bundle.requirements),
+        ]  # fmt: skip
+        for tag in platform_tags(bundle.architecture):
+            command += ["--platform", tag]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise RuntimeError(
+                f"pip could not install {bundle.requirements.relative_to(REPO_ROOT)} for "
+                f"{bundle.architecture}/py{bundle.python_version}: {lines[-1] if lines else '?'}"
+            )
+        strip_tree(staging)
+        (staging / ".complete").write_text(bundle.dependency_key() + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    return target
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    # Hard links make a 100 MB bundle free to stage; fall back to copying across devices.
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def write_bundle(bundle: FunctionBundle, output_dir: Path) -> None:
+    """Fill ``output_dir`` with the dependencies and the function's sources."""
+    dependencies = ensure_dependencies(bundle)
+    shutil.copytree(
+        dependencies,
+        output_dir,
+        copy_function=_link_or_copy,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".complete"),
+    )
+    for relative, path in _source_files(bundle.sources):
+        destination = output_dir / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, destination)
+
+
+def tree_size(root: Path) -> int:
+    """Bytes of the regular files under ``root`` (what Lambda counts as unzipped size)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+class _LocalBundler:
+    """CDK's local bundling hook (``ILocalBundling``); subclasses write the bundle."""
+
+    def try_bundle(
+        self,
+        output_dir: str,
+        *,
+        image: DockerImage,
+        bundling_file_access: BundlingFileAccess | None = None,
+        command: Sequence[str] | None = None,
+        entrypoint: Sequence[str] | None = None,
+        environment: Mapping[str, str] | None = None,
+        local: ILocalBundling | None = None,
+        network: str | None = None,
+        output_type: BundlingOutput | None = None,
+        platform: str | None = None,
+        security_opt: str | None = None,
+        user: str | None = None,
+        volumes: Sequence[DockerVolume | dict[str, Any]] | None = None,
+        volumes_from: Sequence[str] | None = None,
+        working_directory: str | None = None,
+    ) -> bool:
+        """Write the bundle into ``output_dir``; True tells CDK not to try Docker."""
+        self.write(Path(output_dir))
+        return True
+
+    def write(self, output_dir: Path) -> None:
+        """Fill ``output_dir``."""
+        raise NotImplementedError
+
+
+@jsii.implements(ILocalBundling)
+class LocalPipBundling(_LocalBundler):
+    """Local bundling of a Lambda function: pip for the Lambda platform, no Docker."""
+
+    def __init__(self, bundle: FunctionBundle) -> None:
+        self.bundle = bundle
+
+    def write(self, output_dir: Path) -> None:
+        """The dependencies and the function's sources."""
+        write_bundle(self.bundle, output_dir)
+
+
+def function_code(scope: Construct, bundle: FunctionBundle) -> lambda_.Code:
+    """Lambda code for ``functions/<name>``, bundled locally, hashed by content."""
+    del scope  # kept for symmetry with training_source; assets are created by the Function
+    runtime = lambda_.Runtime(f"python{bundle.python_version}", lambda_.RuntimeFamily.PYTHON)
+    return lambda_.Code.from_asset(
+        str(REPO_ROOT / "functions" / bundle.name),
+        asset_hash=bundle.asset_hash(),
+        asset_hash_type=AssetHashType.CUSTOM,
+        bundling=BundlingOptions(
+            image=runtime.bundling_image,
+            local=LocalPipBundling(bundle),
+            output_type=BundlingOutput.NOT_ARCHIVED,
+        ),
+    )
+
+
+# --- The training job's source: SageMaker script mode wants a tar.gz submit directory. -----
+TRAINING_SOURCES: Final = (
+    "training_jobs/train.py",
+    "training_jobs/requirements.txt",
+    *CONTRACT_SOURCES,
+)
+SOURCE_TARBALL: Final = "sourcedir.tar.gz"
+
+
+def _training_files() -> list[tuple[str, Path]]:
+    present = tuple(s for s in TRAINING_SOURCES if (REPO_ROOT / s).exists())
+    files = []
+    for relative, path in _source_files(present):
+        # train.py and requirements.txt sit at the archive root, as script mode expects.
+        arcname = relative.removeprefix("training_jobs/")
+        files.append((arcname, path))
+    return files
+
+
+def write_source_tarball(destination: Path) -> list[str]:
+    """A reproducible sourcedir.tar.gz (sorted, zero mtimes and owners); returns its names."""
+    buffer = io.BytesIO()
+    names = []
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for arcname, path in sorted(_training_files()):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(arcname)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            archive.addfile(info, io.BytesIO(data))
+            names.append(arcname)
+    with destination.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(buffer.getvalue())
+    return names
+
+
+def training_source_hash() -> str:
+    """Content hash of the training source files."""
+    digest = hashlib.sha256()
+    for arcname, path in sorted(_training_files()):
+        digest.update(arcname.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+@jsii.implements(ILocalBundling)
+class SourceTarballBundling(_LocalBundler):
+    """Writes the single sourcedir.tar.gz the training job's script mode downloads."""
+
+    def write(self, output_dir: Path) -> None:
+        """The reproducible tarball."""
+        write_source_tarball(output_dir / SOURCE_TARBALL)
+
+
+def training_source(scope: Construct, construct_id: str) -> s3_assets.Asset:
+    """The training_jobs/ source (+ onnxkit.contract) as one tar.gz object in the asset bucket."""
+    return s3_assets.Asset(
+        scope,
+        construct_id,
+        path=str(REPO_ROOT / "training_jobs"),
+        asset_hash=training_source_hash(),
+        asset_hash_type=AssetHashType.CUSTOM,
+        bundling=BundlingOptions(
+            image=DockerImage.from_registry("unused-local-bundling-only"),
+            local=SourceTarballBundling(),
+            output_type=BundlingOutput.ARCHIVED,
+        ),
+    )
+
+
+def describe(value: Any) -> str:
+    """Human size for reports (MB with one decimal)."""
+    return f"{int(value) / 1_000_000:.1f} MB"

@@ -1,0 +1,1 @@
+"""One module per stack; stacks take each other's resources as typed arguments."""

@@ -1,0 +1,656 @@
+"""The pipeline stack: the training state machine built from onnxkit.workflow.
+
+Train -> Evaluate -> QualityGate -> Register -> Promote -> Notify, every task caught into
+NotifyFailure -> Failed. State names, result paths and payloads come from onnxkit.workflow,
+the same module the local runner walks.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Size, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+from sagemaker.core import image_uris
+
+from infra.bundling import FunctionBundle, function_code, training_source
+from infra.nag import acknowledge, acknowledge_resources, allow
+from infra.stacks.artifacts import (
+    CHECKPOINT_PREFIX,
+    DATA_PREFIX,
+    MODELS_PREFIX,
+    TRAINING_PREFIX,
+    Artifacts,
+)
+from infra.stacks.serving import (
+    PYTHON_VERSION,
+    RUNTIME,
+    acknowledge_function_role,
+    architecture,
+    function_role,
+    inference_function_name,
+)
+from infra.stacks.serving import retention as serving_retention
+from onnxkit import workflow as wf
+from onnxkit.config import OnnxKitConfig
+from onnxkit.contract.metrics import metric_definitions
+
+SCRIPT = "train.py"
+# Step Functions creates this EventBridge rule to learn when a training job ends (.sync).
+SYNC_RULE = "StepFunctionsGetEventsForSageMakerTrainingJobsRule"
+SKLEARN_REPOSITORY = "sagemaker-scikit-learn"
+
+
+def sklearn_image(region: str, version: str, scope: str) -> str:
+    """The prebuilt SageMaker scikit-learn image for a region (SageMaker SDK lookup)."""
+    uri: str = image_uris.retrieve(
+        framework="sklearn", region=region, version=version, image_scope=scope
+    )
+    return uri
+
+
+def _jsonata(expression: str) -> str:
+    return "{% " + expression + " %}"
+
+
+class PipelineStack(Stack):
+    """The Step Functions training pipeline, its Lambdas, roles, topic and schedule."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OnnxKitConfig,
+        artifacts: Artifacts,
+        inference_function: lambda_.IFunction,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.config, self.artifacts = config, artifacts
+        self.add_stack_dependency(artifacts.stack)
+        removal = RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY
+        retention = serving_retention(config)
+
+        self.topic = sns.Topic(
+            self,
+            "NotificationTopic",
+            display_name=f"onnxkit {config.env} pipeline",
+            master_key=artifacts.key,
+            enforce_ssl=True,
+        )
+        if config.alarms.email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarms.email))
+
+        self.training_role = self._training_role()
+        self.source = training_source(self, "TrainingSource")
+        allow(
+            self.training_role,
+            ["s3:GetObject"],
+            [self.source.bucket.arn_for_objects(self.source.s3_object_key)],
+        )
+
+        bundle = FunctionBundle("pipeline", PYTHON_VERSION, config.function.architecture)
+        self.evaluate_fn = self._step_function(
+            "Evaluate",
+            wf.EVALUATE_HANDLER,
+            bundle,
+            {"ARTIFACT_BUCKET": artifacts.bucket_name(self)},
+            retention,
+            removal,
+        )
+        artifacts.grant(self.evaluate_fn, read=(TRAINING_PREFIX, MODELS_PREFIX))
+        self.promote_fn = self._step_function(
+            "Promote",
+            wf.PROMOTE_HANDLER,
+            bundle,
+            {
+                "ARTIFACT_BUCKET": artifacts.bucket_name(self),
+                "FUNCTION_NAME": inference_function.function_name,
+                "ALIAS_NAME": wf.ALIAS_NAME,
+            },
+            retention,
+            removal,
+            timeout=Duration.minutes(5),
+        )
+        artifacts.grant(
+            self.promote_fn, read=(TRAINING_PREFIX, MODELS_PREFIX), write=(MODELS_PREFIX,)
+        )
+        served = self.format_arn(
+            service="lambda",
+            resource="function",
+            resource_name=inference_function_name(config),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        allow(
+            self.promote_fn,
+            [
+                "lambda:GetFunctionConfiguration",
+                "lambda:UpdateFunctionConfiguration",
+                "lambda:PublishVersion",
+                "lambda:ListVersionsByFunction",
+                "lambda:GetAlias",
+                "lambda:UpdateAlias",
+                "lambda:CreateAlias",
+            ],
+            [served, f"{served}:*"],
+            reason="Versions and the live alias of the one inference function are addressed "
+            "as <function-arn>:<qualifier>.",
+        )
+
+        definition = self._definition()
+        log_group = logs.LogGroup(
+            self, "StateMachineLogs", retention=retention, removal_policy=removal
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"onnxkit-{config.env}-training",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+            timeout=Duration.minutes(config.training.max_wait + 60),
+        )
+        self._grant_training(self.state_machine)
+        artifacts.grant(self.state_machine, read=(TRAINING_PREFIX,))
+        # Publishing to the KMS-encrypted topic.
+        allow(self.state_machine, ["kms:GenerateDataKey", "kms:Decrypt"], [artifacts.key.key_arn])
+        role = self.state_machine.role
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing of the state machine: PutTraceSegments and "
+            "GetSamplingRules accept no resource other than *.",
+        )
+        acknowledge_resources(
+            role,
+            [f"{fn.function_arn}:*" for fn in (self.evaluate_fn, self.promote_fn)],
+            "LambdaInvoke grants the step's function and its versions "
+            "(<arn>:<qualifier>); only these two functions.",
+        )
+        acknowledge_resources(
+            role,
+            [self.model_packages],
+            "Register creates model packages, whose ARNs end in a version "
+            "number, inside this kit's one model package group.",
+        )
+        self._schedule(config)
+
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "NotificationTopicArn", value=self.topic.topic_arn)
+
+    # --- roles and functions ---------------------------------------------------------------
+    def _training_role(self) -> iam.Role:
+        role = iam.Role(
+            self,
+            "TrainingRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="SageMaker training jobs of the onnxkit pipeline",
+        )
+        self.artifacts.grant(
+            role, read=(DATA_PREFIX, CHECKPOINT_PREFIX), write=(TRAINING_PREFIX, CHECKPOINT_PREFIX)
+        )
+        log_group = self.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name="/aws/sagemaker/TrainingJobs",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        allow(
+            role,
+            [
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:DescribeLogStreams",
+            ],
+            [log_group, f"{log_group}:log-stream:*"],
+            reason="SageMaker writes one log stream per training job, named after the job, "
+            "in its fixed log group.",
+        )
+        allow(
+            role,
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+            reason="PutMetricData has no resource type; a namespace condition scopes it to "
+            "SageMaker's metrics.",
+        )
+        image = sklearn_image(
+            self.config.region, self.config.training.framework_version, "training"
+        )
+        registry_account = image.split(".", 1)[0]
+        allow(
+            role,
+            ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
+            [
+                f"arn:{self.partition}:ecr:{self.config.region}:{registry_account}:"
+                f"repository/{SKLEARN_REPOSITORY}"
+            ],
+        )
+        allow(
+            role,
+            ["ecr:GetAuthorizationToken"],
+            ["*"],
+            reason="ecr:GetAuthorizationToken has no resource type; it only returns a token "
+            "for pulls that the repository-scoped statement allows.",
+        )
+        self.image = image
+        return role
+
+    def _step_function(
+        self,
+        name: str,
+        handler: str,
+        bundle: FunctionBundle,
+        environment: dict[str, str],
+        retention: logs.RetentionDays,
+        removal: RemovalPolicy,
+        timeout: Duration | None = None,
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(self, f"{name}Logs", retention=retention, removal_policy=removal)
+        role = function_role(self, f"{name}Role", log_group)
+        function = lambda_.Function(
+            self,
+            f"{name}Function",
+            description=f"onnxkit {self.config.env} pipeline step {name}",
+            runtime=RUNTIME,
+            architecture=architecture(self.config),
+            handler=handler,
+            code=function_code(self, bundle),
+            memory_size=512,
+            timeout=timeout or Duration.minutes(2),
+            role=role,
+            log_group=log_group,
+            tracing=lambda_.Tracing.ACTIVE,
+            environment={**environment, "POWERTOOLS_SERVICE_NAME": f"onnxkit-{name.lower()}"},
+        )
+        acknowledge_function_role(role)
+        return function
+
+    def _grant_training(self, machine: sfn.StateMachine) -> None:
+        """What the .sync SageMaker integration needs, scoped to this kit's jobs and role."""
+        jobs = self.format_arn(
+            service="sagemaker",
+            resource="training-job",
+            resource_name=f"{self.config.model_name}-*",
+        )
+        allow(
+            machine,
+            [
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+                "sagemaker:AddTags",
+            ],
+            [jobs],
+            reason="Each run names its training job <model_name>-<uuid>; the name prefix "
+            "scopes the grant to this kit's jobs.",
+        )
+        allow(
+            machine,
+            ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+            [self.format_arn(service="events", resource="rule", resource_name=SYNC_RULE)],
+        )
+        allow(
+            machine,
+            ["iam:PassRole"],
+            [self.training_role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        )
+
+    # --- the state machine -----------------------------------------------------------------
+    def _definition(self) -> sfn.IChainable:
+        config = self.config
+        states: dict[str, Any] = {}
+        states[wf.PREPARE] = sfn.Pass.jsonata(
+            self,
+            wf.PREPARE,
+            comment=wf.step(wf.PREPARE).description,
+            outputs=self._prepare_expression(),
+        )
+        states[wf.TRAIN] = self._train_state()
+        states[wf.EVALUATE] = tasks.LambdaInvoke(
+            self,
+            wf.EVALUATE,
+            comment=wf.step(wf.EVALUATE).description,
+            lambda_function=self.evaluate_fn,
+            payload=sfn.TaskInput.from_object(
+                {
+                    "model_name": config.model_name,
+                    "candidate_artifact_uri": sfn.JsonPath.string_at(wf.TRAINED_ARTIFACT_PATH),
+                    "gate": config.gate.model_dump(),
+                }
+            ),
+            payload_response_only=True,
+            result_path=wf.EVALUATION_PATH,
+            retry_on_service_exceptions=True,
+        )
+        states[wf.QUALITY_GATE] = sfn.Choice(
+            self, wf.QUALITY_GATE, comment=wf.step(wf.QUALITY_GATE).description
+        )
+        states[wf.REGISTER] = self._register_state()
+        states[wf.PROMOTE] = tasks.LambdaInvoke(
+            self,
+            wf.PROMOTE,
+            comment=wf.step(wf.PROMOTE).description,
+            lambda_function=self.promote_fn,
+            payload=sfn.TaskInput.from_object(
+                {
+                    key: sfn.JsonPath.object_at(path)
+                    if key == "candidate"
+                    else sfn.JsonPath.string_at(path)
+                    for key, path in wf.PROMOTE_EVENT_PATHS.items()
+                }
+            ),
+            payload_response_only=True,
+            result_path=wf.PROMOTION_PATH,
+            retry_on_service_exceptions=True,
+        )
+        states[wf.NOTIFY_PROMOTED] = self._notify(
+            wf.NOTIFY_PROMOTED,
+            "promoted",
+            {
+                "model_version": sfn.JsonPath.string_at(f"{wf.PROMOTION_PATH}.model_version"),
+                "lambda_version": sfn.JsonPath.string_at(f"{wf.PROMOTION_PATH}.lambda_version"),
+                "metrics": sfn.JsonPath.object_at(f"{wf.EVALUATION_PATH}.candidate.metrics"),
+            },
+        )
+        states[wf.NOTIFY_REJECTED] = self._notify(
+            wf.NOTIFY_REJECTED,
+            "rejected",
+            {
+                "model_version": sfn.JsonPath.string_at(
+                    f"{wf.EVALUATION_PATH}.candidate.model_version"
+                ),
+                "reasons": sfn.JsonPath.list_at(f"{wf.EVALUATION_PATH}.reasons"),
+            },
+        )
+        states[wf.NOTIFY_FAILURE] = self._notify(
+            wf.NOTIFY_FAILURE,
+            "failed",
+            {
+                "error": sfn.JsonPath.object_at(wf.ERROR_PATH),
+            },
+        )
+        states[wf.PROMOTED] = sfn.Succeed(
+            self, wf.PROMOTED, comment=wf.step(wf.PROMOTED).description
+        )
+        states[wf.REJECTED] = sfn.Succeed(
+            self, wf.REJECTED, comment=wf.step(wf.REJECTED).description
+        )
+        states[wf.FAILED] = sfn.Fail(
+            self,
+            wf.FAILED,
+            comment=wf.step(wf.FAILED).description,
+            error_path=f"{wf.ERROR_PATH}.Error",
+            cause_path=f"{wf.ERROR_PATH}.Cause",
+        )
+
+        # Wire transitions and catches exactly as the workflow spec says.
+        for step in wf.STEPS:
+            state = states[step.name]
+            if step.kind == "choice":
+                assert step.when_true is not None and step.otherwise is not None
+                state.when(
+                    sfn.Condition.boolean_equals(wf.GATE_CONDITION_PATH, True),
+                    states[step.when_true],
+                )
+                state.otherwise(states[step.otherwise])
+                continue
+            if step.on_error is not None:
+                if step.name == wf.REGISTER:  # a JSONata state says where the error goes
+                    state.add_catch(
+                        states[step.on_error],
+                        errors=[sfn.Errors.ALL],
+                        outputs=_jsonata("$merge([$states.input, {'error': $states.errorOutput}])"),
+                    )
+                else:
+                    # NotifyFailure keeps the original error and records its own apart.
+                    path = (
+                        "$.notification_error"
+                        if step.name == wf.NOTIFY_FAILURE
+                        else (wf.ERROR_PATH)
+                    )
+                    state.add_catch(
+                        states[step.on_error], errors=[sfn.Errors.ALL], result_path=path
+                    )
+            if step.retried_errors and hasattr(state, "add_retry"):
+                state.add_retry(
+                    errors=list(step.retried_errors),
+                    max_attempts=3,
+                    interval=Duration.seconds(5),
+                    backoff_rate=2,
+                )
+            if step.next is not None:
+                state.next(states[step.next])
+        start: sfn.IChainable = states[wf.START_AT]
+        return start
+
+    def _prepare_expression(self) -> str:
+        config = self.config
+        defaults = {
+            k: v
+            for k, v in config.training.job_hyperparameters(config.model_name).items()
+            if k != "model_name"
+        }
+        fixed = {
+            "model_name": config.model_name,
+            "sagemaker_program": SCRIPT,
+            "sagemaker_submit_directory": self.source.s3_object_url,
+            "sagemaker_region": config.region,
+            "sagemaker_container_log_level": "20",
+        }
+
+        def source(name: str, uri: str) -> str:
+            return (
+                f"{{'ChannelName': '{name}', 'DataSource': {{'S3DataSource': {{"
+                f"'S3DataType': 'S3Prefix', 'S3DataDistributionType': 'FullyReplicated', "
+                f"'S3Uri': {uri}}}}}}}"
+            )
+
+        checkpoint = self.artifacts.uri(self, CHECKPOINT_PREFIX)
+        return _jsonata(
+            "("
+            "$requested := $states.input.hyperparameters;"
+            "$given := $type($requested) = 'object' ? $merge([{}, $each($requested, "
+            "function($v, $k) {{$k: $type($v) = 'string' ? $v : $string($v)}})]) : {};"
+            f"$job := '{config.model_name}-' & $uuid();"
+            "$merge([$states.input, {'prepared': {"
+            "'job_name': $job,"
+            f"'hyperparameters': $merge([{json.dumps(defaults)}, $given, {json.dumps(fixed)}]),"
+            f"'channels': $append([{source('train', '$states.input.train_s3_uri')}], "
+            "$exists($states.input.validation_s3_uri) ? "
+            f"[{source('validation', '$states.input.validation_s3_uri')}] : []),"
+            f"'checkpoint_uri': '{checkpoint}' & $job & '/'"
+            "}}])"
+            ")"
+        )
+
+    def _train_state(self) -> sfn.CustomState:
+        """SageMakerCreateTrainingJob, plus what the construct cannot express.
+
+        The construct renders the task (image, MetricDefinitions, output, resources, tags,
+        .sync resource); we then add managed spot, checkpointing and whole-object paths for
+        the hyperparameters and channels that Prepare computed.
+        """
+        config, training = self.config, self.config.training
+        task = tasks.SageMakerCreateTrainingJob(
+            self,
+            "TrainTemplate",
+            integration_pattern=sfn.IntegrationPattern.RUN_JOB,
+            training_job_name=sfn.JsonPath.string_at(f"{wf.PREPARED_PATH}.job_name"),
+            role=self.training_role,
+            algorithm_specification=tasks.AlgorithmSpecification(
+                training_image=tasks.DockerImage.from_registry(self.image),
+                training_input_mode=tasks.InputMode.FILE,
+                metric_definitions=[
+                    tasks.MetricDefinition(name=m["Name"], regex=m["Regex"])
+                    for m in metric_definitions()
+                ],
+            ),
+            input_data_config=[
+                tasks.Channel(
+                    channel_name="train",
+                    data_source=tasks.DataSource(
+                        s3_data_source=tasks.S3DataSource(
+                            s3_location=tasks.S3Location.from_json_expression("$.train_s3_uri")
+                        )
+                    ),
+                ),
+            ],
+            # Replaced below: a bucket location or key here would make the construct add
+            # wildcard grants to the training role.
+            output_data_config=tasks.OutputDataConfig(
+                s3_output_location=tasks.S3Location.from_json_expression("$.unused")
+            ),
+            resource_config=tasks.ResourceConfig(
+                instance_count=training.instance_count,
+                instance_type=ec2.InstanceType(training.instance_type.removeprefix("ml.")),
+                volume_size=Size.gibibytes(training.volume_size_gb),
+            ),
+            stopping_condition=tasks.StoppingCondition(
+                max_runtime=Duration.minutes(training.max_runtime_minutes)
+            ),
+            hyperparameters={"placeholder": "replaced below"},
+            tags={
+                "onnxkit:execution": sfn.JsonPath.string_at("$$.Execution.Name"),
+                "onnxkit:env": config.env,
+            },
+        )
+        rendered: dict[str, Any] = dict(task.to_state_json())
+        for key in ("Next", "End", "Comment"):
+            rendered.pop(key, None)
+        parameters = dict(rendered["Parameters"])
+        parameters.pop("HyperParameters")
+        parameters.pop("InputDataConfig")
+        parameters["OutputDataConfig"] = {
+            "S3OutputPath": self.artifacts.uri(self, TRAINING_PREFIX),
+            "KmsKeyId": self.artifacts.key.key_arn,
+        }
+        parameters["HyperParameters.$"] = f"{wf.PREPARED_PATH}.hyperparameters"
+        parameters["InputDataConfig.$"] = f"{wf.PREPARED_PATH}.channels"
+        stopping = {"MaxRuntimeInSeconds": training.max_runtime_minutes * 60}
+        if training.use_spot:
+            parameters["EnableManagedSpotTraining"] = True
+            stopping["MaxWaitTimeInSeconds"] = training.max_wait * 60
+        parameters["StoppingCondition"] = stopping
+        if training.checkpointing:
+            parameters["CheckpointConfig"] = {"S3Uri.$": f"{wf.PREPARED_PATH}.checkpoint_uri"}
+        rendered["Parameters"] = parameters
+        rendered["ResultSelector"] = {
+            "TrainingJobName.$": "$.TrainingJobName",
+            "TrainingJobArn.$": "$.TrainingJobArn",
+            "ModelArtifacts.$": "$.ModelArtifacts",
+        }
+        rendered["ResultPath"] = wf.TRAINING_PATH
+        rendered["Comment"] = wf.step(wf.TRAIN).description
+        return sfn.CustomState(self, wf.TRAIN, state_json=rendered)
+
+    def _register_state(self) -> tasks.CallAwsService:
+        config = self.config
+        group = self.artifacts.model_package_group_name
+        self.model_packages = self.format_arn(
+            service="sagemaker", resource="model-package", resource_name=f"{group}/*"
+        )
+        candidate = "$states.input.evaluation.candidate"
+        metadata = _jsonata(
+            f"$merge([{{'model_version': {candidate}.model_version, "
+            f"'sha256': {candidate}.sha256, 'serving_variant': {candidate}.serving_variant, "
+            f"'primary_metric': {candidate}.primary_metric, "
+            "'execution': $states.context.Execution.Name}, "
+            f"$each({candidate}.metrics, function($v, $k) {{{{'metric.' & $k: $string($v)}}}})])"
+        )
+        inference_image = sklearn_image(
+            config.region, config.training.framework_version, "inference"
+        )
+        return tasks.CallAwsService.jsonata(
+            self,
+            wf.REGISTER,
+            comment=wf.step(wf.REGISTER).description,
+            service="sagemaker",
+            action="createModelPackage",
+            iam_action="sagemaker:CreateModelPackage",
+            iam_resources=[
+                self.format_arn(
+                    service="sagemaker", resource="model-package-group", resource_name=group
+                ),
+                self.model_packages,
+            ],
+            parameters={
+                "ModelPackageGroupName": group,
+                "ModelPackageDescription": _jsonata(
+                    f"'{config.model_name} ' & {candidate}.model_version & ' from ' & "
+                    "$states.context.Execution.Name"
+                ),
+                "ModelApprovalStatus": "Approved",
+                "InferenceSpecification": {
+                    "Containers": [
+                        {
+                            "Image": inference_image,
+                            "ModelDataUrl": _jsonata(f"{candidate}.artifact_uri"),
+                        }
+                    ],
+                    "SupportedContentTypes": ["application/json"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                },
+                "CustomerMetadataProperties": metadata,
+            },
+            outputs=_jsonata(
+                "$merge([$states.input, {'registration': {'model_package_arn': "
+                "$states.result.ModelPackageArn}}])"
+            ),
+        )
+
+    def _notify(self, name: str, status: str, fields: dict[str, Any]) -> tasks.SnsPublish:
+        return tasks.SnsPublish(
+            self,
+            name,
+            comment=wf.step(name).description,
+            topic=self.topic,
+            subject=f"onnxkit {self.config.env}: training run {status}",
+            message=sfn.TaskInput.from_object(
+                {
+                    "status": status,
+                    "env": self.config.env,
+                    "model_name": self.config.model_name,
+                    "execution": sfn.JsonPath.execution_name,
+                    **fields,
+                }
+            ),
+            result_path=wf.NOTIFICATION_PATH,
+        )
+
+    def _schedule(self, config: OnnxKitConfig) -> None:
+        if not config.retraining_schedule:
+            return
+        rule = events.Rule(
+            self,
+            "RetrainingSchedule",
+            description=f"onnxkit {config.env}: scheduled retraining",
+            schedule=events.Schedule.expression(config.retraining_schedule),
+        )
+        rule.add_target(
+            targets.SfnStateMachine(
+                self.state_machine,
+                input=events.RuleTargetInput.from_object(
+                    {
+                        "train_s3_uri": self.artifacts.uri(self, f"{DATA_PREFIX}train/"),
+                        "hyperparameters": {},
+                    }
+                ),
+            )
+        )
