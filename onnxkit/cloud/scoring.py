@@ -127,11 +127,15 @@ def read_rows(path: Path, signature: dict[str, str] | None) -> Iterator[Row]:
     """Rows of a CSV (header row of feature names) or JSONL (objects or arrays) file."""
     fmt = input_format(path)
     try:
-        handle = path.open(newline="" if fmt == "csv" else None, encoding="utf-8")
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark that would corrupt the header.
+        handle = path.open(newline="" if fmt == "csv" else None, encoding="utf-8-sig")
     except OSError as error:
         raise CloudError(f"cannot read {path}: {error.strerror}") from None
     with handle:
-        yield from (_csv_rows if fmt == "csv" else _jsonl_rows)(handle, signature)
+        try:
+            yield from (_csv_rows if fmt == "csv" else _jsonl_rows)(handle, signature)
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise CloudError(f"{path}: not a readable UTF-8 {fmt} file ({error})") from None
 
 
 def count_rows(path: Path) -> int:
@@ -139,12 +143,14 @@ def count_rows(path: Path) -> int:
     numbers them."""
     fmt = input_format(path)
     try:
-        with path.open(newline="" if fmt == "csv" else None, encoding="utf-8") as handle:
+        with path.open(newline="" if fmt == "csv" else None, encoding="utf-8-sig") as handle:
             if fmt == "csv":
                 return max(0, sum(1 for record in csv.reader(handle) if record) - 1)
             return sum(1 for line in handle if line.strip())
     except OSError as error:
         raise CloudError(f"cannot read {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise CloudError(f"{path}: not a readable UTF-8 {fmt} file ({error})") from None
 
 
 # --- output ----------------------------------------------------------------------------------

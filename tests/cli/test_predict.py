@@ -366,3 +366,16 @@ def test_ctrl_c_mid_file_keeps_written_batches_and_resumes(tmp_path, runner, fak
     assert second.exit_code == 0, second.output
     assert read_output(out) == [expected_record(i, row) for i, row in enumerate(rows)]
     assert len(api.scored_rows) == 45  # 20 before the interruption + 25 after, none twice
+
+
+def test_binary_input_and_bom_csv(tmp_path, runner, fake_api):
+    api, url = fake_api
+    (tmp_path / "rows.csv").write_bytes(b"x,colour\n\xff\xfe\x00bad\n")
+    result = invoke(runner, "predict", "--url", url, "--input", tmp_path / "rows.csv")
+    assert result.exit_code == 1
+    assert "not a readable UTF-8 csv file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "bom.csv").write_bytes("\ufeffx,colour\n1,red\n".encode())
+    result = invoke(runner, "predict", "--url", url, "--input", tmp_path / "bom.csv")
+    assert result.exit_code == 0, result.output
+    assert api.scored_rows == [{"x": 1.0, "colour": "red"}]
