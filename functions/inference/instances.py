@@ -222,15 +222,15 @@ def _numeric_feed(
         return None
     if matrix.ndim != 2 or matrix.shape[1] != len(features):
         return None
-    with np.errstate(invalid="ignore"):
-        if np.abs(matrix).max(initial=0.0) > FLOAT32_MAX:
-            return None
+    # Elementwise: NaN (a null) compares False, where a max() would turn NaN and hide the rest.
+    if (np.abs(matrix) > FLOAT32_MAX).any():
+        return None
     if not all_nullable:
         required = np.array([not spec.nullable for spec in features])
         if np.isnan(matrix[:, required]).any():
             return None
     # Transposed and contiguous, so every input is a contiguous [N, 1] view: no copy per input.
-    columns = matrix.T.astype(np.float32).reshape(matrix.shape[1], matrix.shape[0], 1)
+    columns = matrix.T.astype(np.float32, order="C").reshape(matrix.shape[1], matrix.shape[0], 1)
     return {spec.onnx_input: column for spec, column in zip(features, columns, strict=True)}
 
 

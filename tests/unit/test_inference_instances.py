@@ -1,0 +1,147 @@
+"""Instances -> ONNX Runtime feeds: the fast paths agree with the careful one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functions.inference.errors import ApiError
+from functions.inference.instances import (
+    FLOAT32_MAX,
+    FeatureSpec,
+    build_feed,
+    rows_from_csv,
+    rows_from_instances,
+)
+from functions.inference.openapi import instance_schema, openapi_document
+
+NUMERIC = [FeatureSpec("a b", "a_b", True, True), FeatureSpec("c", "c", True, True)]
+MIXED = [FeatureSpec("x", "x", True, True), FeatureSpec("color", "color", False, True)]
+
+
+def _problems(call: Any) -> list[tuple[Any, Any, str]]:
+    with pytest.raises(ApiError) as raised:
+        call()
+    assert raised.value.status == 400
+    return [(d["instance"], d["feature"], d["problem"]) for d in raised.value.details]
+
+
+def test_numeric_feed_is_one_contiguous_float32_column_per_input() -> None:
+    feed = build_feed([[1, 2.5], [None, -3]], NUMERIC)
+    assert set(feed) == {"a_b", "c"}
+    assert feed["a_b"].dtype == np.float32 and feed["a_b"].shape == (2, 1)
+    assert feed["a_b"].flags["C_CONTIGUOUS"]
+    assert np.isnan(feed["a_b"][1, 0]) and feed["c"][1, 0] == -3
+
+
+def test_mixed_feed_uses_empty_string_for_a_missing_category() -> None:
+    feed = build_feed([[1.0, "red"], [None, None]], MIXED)
+    assert feed["color"].dtype == object
+    assert feed["color"].ravel().tolist() == ["red", ""]
+    assert np.isnan(feed["x"][1, 0])
+
+
+def test_object_instances_are_reordered_by_signature() -> None:
+    rows = rows_from_instances([{"c": 2.0, "a b": 1.0}], NUMERIC)
+    assert [tuple(row) for row in rows] == [(1.0, 2.0)]
+
+
+@pytest.mark.parametrize("numbers_only", [False, True])
+def test_bad_values_are_located(numbers_only: bool) -> None:
+    rows: list[Any] = [[1.0, 2.0], [FLOAT32_MAX * 2, None]]
+    assert _problems(lambda: build_feed(rows, NUMERIC, numbers_only)) == [
+        (1, "a b", "number out of range (|x| <= 3.403e+38)")
+    ]
+
+
+def test_type_problems_per_kind() -> None:
+    rows: list[Any] = [[True, "red"], ["1", 3], [[1], {"a": 1}]]
+    assert _problems(lambda: build_feed(rows, MIXED)) == [
+        (0, "x", "expected a number, got a boolean"),
+        (1, "x", "expected a number, got a string"),
+        (2, "x", "expected a number, got a list"),
+        (1, "color", "expected a category (string), got a number"),
+        (2, "color", "expected a category (string), got an object"),
+    ]
+
+
+def test_structure_problems() -> None:
+    instances: list[Any] = [[1.0], {"a b": 1.0, "zzz": 2}, "row", 5]
+    assert _problems(lambda: rows_from_instances(instances, NUMERIC)) == [
+        (0, None, "expected 2 values, got 1"),
+        (1, "zzz", "unknown feature"),
+        (1, "c", "missing feature (send null if unknown)"),
+        (2, None, "an instance is a list of 2 values or an object keyed by feature name, "
+                  "not a string"),
+        (3, None, "an instance is a list of 2 values or an object keyed by feature name, "
+                  "not a number"),
+    ]  # fmt: skip
+
+
+def test_csv_rows() -> None:
+    assert rows_from_csv("1,2\n\n,3\n", NUMERIC) == [(1.0, 2.0), (None, 3.0)]
+    assert rows_from_csv("a b,c\n1,2\n", NUMERIC) == [(1.0, 2.0)]
+    assert rows_from_csv('1,"red, dark"\n', MIXED) == [(1.0, "red, dark")]
+    assert _problems(lambda: rows_from_csv("x,2\nnan,1\n1\n", NUMERIC)) == [
+        (0, "a b", "expected a number, got a string"),
+        (1, "a b", "number must be finite"),
+        (2, None, "expected 2 values, got 1"),
+    ]
+
+
+numbers = (
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(10**6), 10**6)
+    | st.sampled_from([FLOAT32_MAX, -FLOAT32_MAX * 1.5, 1e39])
+)
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except ApiError as error:
+        return [(d["instance"], d["feature"], d["problem"]) for d in error.details]
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(st.none() | numbers, min_size=2, max_size=2), min_size=1, max_size=8))
+def test_fast_and_careful_paths_agree(rows: list[list[Any]]) -> None:
+    fast = _outcome(lambda: build_feed(rows, NUMERIC, numbers_only=True))
+    checked = _outcome(lambda: build_feed(rows, NUMERIC))
+    # A categorical feature forces the column-by-column path on the numeric column.
+    careful = _outcome(lambda: build_feed([[row[0], "k"] for row in rows], [NUMERIC[0], MIXED[1]]))
+    in_range = all(v is None or abs(v) <= FLOAT32_MAX for row in rows for v in row)
+    if not in_range:
+        assert isinstance(fast, list) and fast == checked
+        return
+    assert isinstance(fast, dict) and isinstance(careful, dict)
+    np.testing.assert_array_equal(fast["a_b"], checked["a_b"])
+    np.testing.assert_array_equal(fast["a_b"], careful["a_b"])
+    expected = np.array([np.nan if v is None else v for v in (r[0] for r in rows)], np.float32)
+    np.testing.assert_array_equal(fast["a_b"].ravel(), expected)
+
+
+def test_openapi_instance_schema_follows_the_signature() -> None:
+    signature = {
+        "features": [
+            {"name": "x", "kind": "numeric", "nullable": False},
+            {"name": "color", "kind": "categorical", "nullable": True, "categories": ["red"]},
+        ]
+    }
+    positional, keyed = instance_schema(signature)["oneOf"]
+    assert positional["minItems"] == positional["maxItems"] == 2
+    assert positional["prefixItems"][0]["type"] == "number"
+    assert keyed["properties"]["color"] == {
+        "type": ["string", "null"],
+        "description": "categorical feature; null when missing (the model imputes it)",
+        "examples": ["red"],
+    }
+    document = openapi_document(None, 10)
+    assert (
+        document["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["maxItems"]
+        == 10
+    )

@@ -1,0 +1,222 @@
+"""The function's pydantic-free manifest check never accepts what the contract's model rejects."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functions.inference.manifest import (
+    SCHEMA_FILE,
+    ManifestInvalid,
+    manifest_schema,
+    public_view,
+    serving_manifest,
+    validate,
+    validate_manifest,
+)
+from onnxkit.contract.manifest import Manifest, ManifestError, parse_manifest
+
+SHA = "ab" * 32
+OTHER = "cd" * 32
+
+
+def valid_manifest() -> dict[str, Any]:
+    """A small manifest that the contract's pydantic model accepts."""
+    return {
+        "schema_version": "1.0",
+        "model_name": "churn",
+        "model_version": "20261128-abc",
+        "created_at": "2026-11-28T18:00:00.123456Z",
+        "task": "classification",
+        "estimator": "logistic_regression",
+        "signature": {
+            "features": [
+                {"name": "tenure months", "onnx_input": "tenure_months", "kind": "numeric",
+                 "dtype": "float32", "nullable": True},
+                {"name": "plan", "onnx_input": "plan", "kind": "categorical", "dtype": "string",
+                 "nullable": True, "categories": ["basic", "premium"]},
+            ],
+            "target": "churned",
+        },
+        "classes": ["no", "yes"],
+        "outputs": {"label": "label", "probabilities": "probabilities"},
+        "serving": {"file": "model.onnx", "variant": "int8", "sha256": SHA, "size_bytes": 10},
+        "files": {
+            "model.onnx": {"size_bytes": 10, "sha256": SHA},
+            "model.fp32.onnx": {"size_bytes": 20, "sha256": OTHER},
+        },
+        "variants": {
+            "sklearn": {"metrics": {"accuracy": 0.9}},
+            "int8": {"metrics": {"accuracy": 0.89}, "size_bytes": 10,
+                     "parity": {"rows": 5, "label_agreement": 1.0, "max_abs_diff": 0.01},
+                     "single_row_latency_us": 12.5},
+        },
+        "quantization": {"method": "dynamic", "quantized_operators": {"MatMul": 2},
+                         "decision": "int8", "reason": "within tolerance",
+                         "tolerance": {"accuracy": 0.01}},
+        "hyperparameters": {"model": "logistic_regression", "C": 1.0, "seed": 7, "flag": True,
+                            "none": None},
+        "library_versions": {"scikit-learn": "1.9.1"},
+        "data": {"rows": 100, "columns": 3, "files": {"train.csv": OTHER}, "sha256": OTHER,
+                 "train_rows": 80, "validation_rows": 20, "validation_source": "split"},
+    }  # fmt: skip
+
+
+def pydantic_accepts(doc: Any) -> bool:
+    try:
+        parse_manifest(json.dumps(doc))
+    except ManifestError:
+        return False
+    return True
+
+
+def light_accepts(doc: Any) -> bool:
+    try:
+        validate_manifest(json.dumps(doc).encode())
+    except ManifestInvalid:
+        return False
+    return True
+
+
+def test_shipped_schema_is_the_contracts_schema() -> None:
+    # Regenerate with: Manifest.model_json_schema() -> functions/inference/manifest.schema.json
+    assert json.loads(SCHEMA_FILE.read_text()) == Manifest.model_json_schema()
+
+
+def test_a_valid_manifest_is_accepted_and_reduced_like_the_model() -> None:
+    doc = valid_manifest()
+    assert pydantic_accepts(doc) and light_accepts(doc)
+    raw = json.dumps(doc)
+    assert public_view(validate_manifest(raw.encode())) == parse_manifest(raw).public()
+    served = serving_manifest(doc)
+    assert [f.onnx_input for f in served.features] == ["tenure_months", "plan"]
+    assert [f.numeric for f in served.features] == [True, False]
+    assert served.output_names == ["label", "probabilities"]
+    assert served.serving_sha256 == SHA
+
+
+def test_regression_manifest() -> None:
+    doc = valid_manifest()
+    doc.update(task="regression", classes=None, outputs={"value": "variable"})
+    assert light_accepts(doc) and pydantic_accepts(doc)
+    assert serving_manifest(doc).output_names == ["variable"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.pop("signature"),
+        lambda d: d.update(extra=1),
+        lambda d: d.update(schema_version="2.0"),
+        lambda d: d.update(created_at="yesterday"),
+        lambda d: d.update(model_name="bad name"),
+        lambda d: d.update(classes=["only"]),
+        lambda d: d["serving"].update(sha256=SHA.upper()),
+        lambda d: d["serving"].update(sha256=SHA + "\n"),
+        lambda d: d["serving"].update(variant="fp32"),
+        lambda d: d["serving"].update(size_bytes=11),
+        lambda d: d["serving"].update(file="missing.onnx"),
+        lambda d: d["variants"].update(int16={"metrics": {}}),
+        lambda d: d["signature"]["features"][0].update(dtype="string"),
+        lambda d: d["signature"]["features"][1].update(onnx_input="tenure_months"),
+        lambda d: d["signature"].update(features=[]),
+        lambda d: d["outputs"].pop("label"),
+        lambda d: d["data"].update(rows=0),
+        lambda d: d["variants"]["int8"]["parity"].update(label_agreement=1.5),
+    ],
+)
+def test_contract_violations_are_rejected_by_both(change: Any) -> None:
+    doc = valid_manifest()
+    change(doc)
+    assert not light_accepts(doc)
+    assert not pydantic_accepts(doc)
+
+
+def test_stricter_than_pydantic_lax_mode() -> None:
+    # pydantic's lax mode takes true for 1 and "7" for 7; the function refuses such a manifest
+    # (the training job never writes one), which is the safe direction.
+    for change in ({"rows": True}, {"rows": "100"}):
+        doc = valid_manifest()
+        doc["data"].update(change)
+        assert pydantic_accepts(doc)
+        assert not light_accepts(doc)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, allow_infinity=False, width=32)
+    | st.sampled_from(["", "x", "1.0", "2.0", SHA, "int8", "fp32", "numeric", "string",
+                       "2026-11-28T18:00:00Z", "model.onnx", "classification", "regression"]),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "label", "value", "metrics", "rows"]), children,
+                      max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+ALL_PATHS = _paths(valid_manifest())
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> dict[str, Any]:
+    doc = copy.deepcopy(valid_manifest())
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(ALL_PATHS))
+        if not path:
+            continue
+        parent: Any = doc
+        try:
+            for step in path[:-1]:
+                parent = parent[step]
+            last = path[-1]
+            parent[last]  # the path may be gone after an earlier mutation
+        except (KeyError, IndexError, TypeError):
+            continue
+        action = draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            parent[last] = draw(json_values)
+        elif action == "delete" and isinstance(parent, dict):
+            del parent[last]
+        elif isinstance(parent[last], dict):
+            parent[last][draw(st.sampled_from(["extra", "label", "value"]))] = draw(json_values)
+    return doc
+
+
+@settings(max_examples=500, deadline=None)
+@given(doc=mutated())
+def test_never_laxer_than_the_pydantic_model(doc: dict[str, Any]) -> None:
+    if light_accepts(doc):
+        assert pydantic_accepts(doc), doc
+        assert public_view(doc) == Manifest.model_validate(doc).public()
+
+
+def test_unknown_schema_keywords_fail_loudly() -> None:
+    with pytest.raises(ManifestInvalid, match="not supported"):
+        validate(1, {"type": "integer", "multipleOf": 2}, {})
+
+
+def test_not_json_is_one_clear_error() -> None:
+    with pytest.raises(ManifestInvalid, match="not JSON"):
+        validate_manifest(b"{nope")
+
+
+def test_schema_is_loaded_once() -> None:
+    assert manifest_schema() is manifest_schema()
