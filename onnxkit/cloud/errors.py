@@ -62,6 +62,7 @@ def cli_errors() -> Iterator[None]:
     typer renders ClickExceptions as a multi-line panel; operators asked for one line that a
     script can grep, so the commands print it themselves.
     """
+    from boto3.exceptions import Boto3Error  # noqa: PLC0415
     from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
     try:
@@ -70,6 +71,8 @@ def cli_errors() -> Iterator[None]:
         _fail(error.format_message(), error.exit_code)
     except (BotoCoreError, ClientError) as error:
         _fail(describe_aws_error(error), 1)
+    except Boto3Error as error:  # e.g. S3UploadFailedError wraps the ClientError as text
+        _fail(str(error), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
 

@@ -166,32 +166,35 @@ def completed_rows(path: Path, expected: list[str]) -> int:
         return 0
     data = path.read_bytes()
     cut = data.rfind(b"\n") + 1
-    if cut != len(data):
-        # Killed mid-write: the tail is not a whole record.
-        with path.open("r+b") as handle:
-            handle.truncate(cut)
-        data = data[:cut]
-    text = data.decode("utf-8")
-    if path.suffix.lower() == ".jsonl":
-        rows = [orjson.loads(line)["row"] for line in text.splitlines() if line.strip()]
-    else:
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        if header is None:
-            return 0
-        if header != expected:
-            raise CloudError(
-                f"{path} has columns {','.join(header)}, not the ones this model "
-                f"produces ({','.join(expected)}); pass --overwrite or another "
-                "--output"
-            )
-        rows = [int(record[0]) for record in reader if record]
-    if rows != list(range(len(rows))):
+    try:
+        rows = _written_rows(path, data[:cut].decode("utf-8"), expected)
+    except (ValueError, KeyError, IndexError, TypeError):  # JSON, UTF-8 and int() errors too
+        rows = None
+    if rows is None or rows != list(range(len(rows))):
         raise CloudError(
             f"{path} is not a prefix of this input (rows are not 0..n-1); pass "
             "--overwrite or another --output"
         )
+    if cut != len(data):
+        # Killed mid-write: the tail is not a whole record. Only cut a file known to be ours.
+        with path.open("r+b") as handle:
+            handle.truncate(cut)
     return len(rows)
+
+
+def _written_rows(path: Path, text: str, expected: list[str]) -> list[int]:
+    if path.suffix.lower() == ".jsonl":
+        return [int(orjson.loads(line)["row"]) for line in text.splitlines() if line.strip()]
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if header != expected:
+        raise CloudError(
+            f"{path} has columns {','.join(header)}, not the ones this model produces "
+            f"({','.join(expected)}); pass --overwrite or another --output"
+        )
+    return [int(record[0]) for record in reader if record]
 
 
 class Writer:

@@ -168,7 +168,10 @@ def _predict(
         handle: Any = sys.stdout
         if output is not None:
             fresh = overwrite or not output.exists() or output.stat().st_size == 0
-            handle = output.open("w" if overwrite else "a", encoding="utf-8", newline="")
+            try:
+                handle = output.open("w" if overwrite else "a", encoding="utf-8", newline="")
+            except OSError as error:
+                raise CloudError(f"cannot write {output}: {error.strerror}") from None
         else:
             fresh = True
         try:

@@ -379,3 +379,26 @@ def test_binary_input_and_bom_csv(tmp_path, runner, fake_api):
     result = invoke(runner, "predict", "--url", url, "--input", tmp_path / "bom.csv")
     assert result.exit_code == 0, result.output
     assert api.scored_rows == [{"x": 1.0, "colour": "red"}]
+
+
+def test_output_problems_are_one_line_and_foreign_files_untouched(tmp_path, runner, fake_api):
+    _, url = fake_api
+    write_rows(tmp_path / "rows.csv", 2)
+    missing_dir = invoke(
+        runner,
+        "predict",
+        "--url",
+        url,
+        "--input",
+        tmp_path / "rows.csv",
+        "--output",
+        tmp_path / "nope" / "preds.csv",
+    )
+    assert missing_dir.exit_code == 1 and "cannot write" in missing_dir.stderr
+    foreign = tmp_path / "notes.jsonl"
+    foreign.write_text('{"a": 1}\n{"half')
+    result = invoke(
+        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", foreign
+    )
+    assert result.exit_code == 1 and "not a prefix of this input" in result.stderr
+    assert foreign.read_text() == '{"a": 1}\n{"half'  # not truncated: it is not ours
