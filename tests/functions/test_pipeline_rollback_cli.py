@@ -1,0 +1,142 @@
+"""``onnxkit rollback --env``: discovery by stack outputs, then the pipeline's rollback step,
+against moto (CloudFormation stacks carrying the outputs docs/CONTRACTS.md names)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from typing import Any, cast
+
+import boto3
+import pytest
+from moto import mock_aws
+from pipeline_artifacts import artifact
+from typer.testing import CliRunner
+
+from functions.pipeline import handlers
+from functions.pipeline.aws import S3Store
+from functions.pipeline.ports import read_pointer
+from onnxkit import workflow
+from onnxkit.cli import app
+from onnxkit.contract.gate import QualityGate
+
+REGION = "eu-west-1"
+BUCKET = "kit-artifacts"
+FUNCTION = "kit-inference"
+
+pytestmark = pytest.mark.xdist_group("pipeline-moto")
+
+
+def _stack(cfn: Any, name: str, outputs: dict[str, str]) -> None:
+    template = {
+        "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
+
+
+@pytest.fixture
+def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A deployed "test" environment in moto with two promoted versions of ``cancer``."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "ARTIFACT_BUCKET": BUCKET,
+        "FUNCTION_NAME": FUNCTION,
+        "ALIAS_NAME": "live",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        role = boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")[
+            "Role"
+        ]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
+        lam = boto3.client("lambda", region_name=REGION)
+        lam.create_function(
+            FunctionName=FUNCTION,
+            Runtime="python3.12",
+            Role=role,
+            Handler="app.handler",
+            Code={"ZipFile": code.getvalue()},
+        )
+        lam.create_alias(
+            FunctionName=FUNCTION,
+            Name="live",
+            FunctionVersion=lam.publish_version(FunctionName=FUNCTION)["Version"],
+        )
+        cfn = boto3.client("cloudformation", region_name=REGION)
+        _stack(
+            cfn,
+            "OnnxKit-test-Artifacts",
+            {
+                "ArtifactBucketName": BUCKET,
+                "DataUri": f"s3://{BUCKET}/data/",
+                "ModelPackageGroupName": "cancer",
+                "KmsKeyArn": "arn:aws:kms:eu-west-1:1:key/x",
+            },
+        )
+        _stack(
+            cfn,
+            "OnnxKit-test-Serving",
+            {
+                "ApiUrl": "https://example.invalid/",
+                "FunctionName": FUNCTION,
+                "LiveAliasArn": f"arn:aws:lambda:{REGION}:1:function:{FUNCTION}:live",
+                "AuthMode": "iam",
+            },
+        )
+        promoted = []
+        for version in ("v1", "v2"):
+            _, data = artifact(version)
+            key = f"training/{version}/model.tar.gz"
+            s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+            decision = handlers.evaluate(
+                dict(
+                    workflow.evaluate_event(
+                        "cancer", f"s3://{BUCKET}/{key}", QualityGate.model_validate({})
+                    )
+                )
+            )
+            event = workflow.promote_event(cast(workflow.EvaluateResult, decision), "arn:pkg")
+            promoted.append(handlers.promote(dict(event)))
+        yield {"s3": s3, "lambda": lam, "promoted": promoted}
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(
+        app, ["rollback", *args], catch_exceptions=False, env={"COLUMNS": "120"}
+    )
+
+
+def test_rollback_on_a_deployed_environment(kit: dict[str, Any]) -> None:
+    first, _ = kit["promoted"]
+    result = _invoke("--env", "test", "--region", REGION)
+    assert result.exit_code == 0, result.output
+    assert "v2 -> v1" in result.output
+    alias = kit["lambda"].get_alias(FunctionName=FUNCTION, Name="live")
+    assert alias["FunctionVersion"] == first["lambda_version"]
+    pointer = read_pointer(S3Store(kit["s3"], BUCKET), "cancer")
+    assert pointer is not None and pointer.model_version == "v1"
+
+
+def test_rollback_to_an_unknown_version_is_one_line(kit: dict[str, Any]) -> None:
+    result = _invoke("--env", "test", "--to", "v9")
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: v9 is not a previous version of cancer (previous: v1)")
+
+
+def test_rollback_on_a_missing_environment_is_one_line(kit: dict[str, Any]) -> None:
+    result = _invoke("--env", "nope")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "OnnxKit-nope-Artifacts not found" in lines[0]
