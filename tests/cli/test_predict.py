@@ -402,3 +402,37 @@ def test_output_problems_are_one_line_and_foreign_files_untouched(tmp_path, runn
     )
     assert result.exit_code == 1 and "not a prefix of this input" in result.stderr
     assert foreign.read_text() == '{"a": 1}\n{"half'  # not truncated: it is not ours
+
+
+def test_sigv4_with_temporary_credentials_signs_the_session_token(
+    tmp_path, runner, fake_api, monkeypatch
+):
+    api, url = fake_api
+    api.secret = "fake-secret-key"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-from-sso")
+    seen: list[tuple[str, bool]] = []
+    real_check = api.check_auth
+
+    def check(handler, body):
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        signed = "x-amz-security-token" in headers.get("authorization", "")
+        seen.append((headers.get("x-amz-security-token", ""), signed))
+        return real_check(handler, body)
+
+    api.check_auth = check  # type: ignore[method-assign]
+    write_rows(tmp_path / "rows.csv", 3)
+    result = invoke(
+        runner,
+        "predict",
+        "--url",
+        url,
+        "--auth",
+        "iam",
+        "--region",
+        REGION,
+        "--input",
+        tmp_path / "rows.csv",
+    )
+    assert result.exit_code == 0, result.output
+    # Sent and covered by the signature, on GET /model and the one POST /predict.
+    assert api.auth_failures == [] and seen == [("token-from-sso", True)] * 2
