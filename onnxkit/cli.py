@@ -13,6 +13,8 @@ app = typer.Typer(
     help="scikit-learn -> quantized ONNX -> HTTPS, on AWS or on this machine.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain click usage errors: one "Error: ..." line a script can read, no boxed panel.
+    rich_markup_mode=None,
     add_completion=False,
 )
 
