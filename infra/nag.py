@@ -16,7 +16,8 @@ from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_iam as iam
 from constructs import IConstruct
 
-_FINDING = re.compile(r"^AwsSolutions-[A-Za-z]+[0-9]+(\[[^\]]+\])?$")
+# A cdk-nag finding (``AwsSolutions-IAM5[Resource::*]``) or a CDK annotation id.
+_FINDING = re.compile(r"^(AwsSolutions-[A-Za-z]+[0-9]+(\[.+\])?|Annotation::@aws-cdk/\S+)$")
 
 
 def acknowledge(scope: IConstruct, finding: str, reason: str) -> None:

@@ -150,6 +150,9 @@ class ServingStack(Stack):
             },
         )
         acknowledge_function_role(role)
+        acknowledge(self.function, "Annotation::@aws-cdk/aws-lambda:snapStartRequirePublish",
+                    "The live alias below serves a published version (current_version), and "
+                    "Promote publishes every later one.")
         self.alias = lambda_.Alias(
             self, "LiveAlias", alias_name=ALIAS_NAME, version=self.function.current_version
         )
