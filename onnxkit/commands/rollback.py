@@ -70,8 +70,10 @@ def rollback(
 
         from functions.pipeline.ports import StepError  # noqa: PLC0415
 
-        if (workdir is None) == (env is None):
+        if workdir is not None and env is not None:
             raise CloudError("give --workdir DIR (local) or --env ENV (deployed), not both")
+        if workdir is None and env is None:
+            raise CloudError("give --workdir DIR (local) or --env ENV (deployed)")
         try:
             if workdir is not None:
                 result = _local(workdir, name, to)
