@@ -100,8 +100,9 @@ def test_a_tampered_model_is_a_digest_mismatch() -> None:
     ("data", "message"),
     [
         (b"not a tarball", "not a readable tar.gz"),
-        (tarball(manifest_dict("v1"))[:40], "not a readable"),  # truncated
+        (tarball(manifest_dict("v1"))[:40], "not a readable"),
     ],
+    ids=["not-gzip", "truncated"],
 )
 def test_unreadable_artifacts_raise_one_line(data: bytes, message: str) -> None:
     with pytest.raises(StepError, match=message):
@@ -358,3 +359,19 @@ def test_the_gradual_shift_rolls_back_on_alarm(tmp_path: Path) -> None:
     calm = Shift(weights=[0.1], alarm=lambda: False, sleep=lambda _: None)
     result = promote(store, serving, None, candidate, "cancer/v2", shift=calm)
     assert _served_sha(tmp_path) == result["sha256"]
+
+
+def test_the_fault_range_covers_every_call_of_a_promotion(tmp_path: Path) -> None:
+    _promote(tmp_path, "v1")
+    uri, _ = _stage(tmp_path, "v2")
+    decision = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)
+    registry = LocalRegistry(tmp_path)
+    package = registry.register(
+        Manifest.model_validate(manifest_dict("v2")), uri, decision, "PendingManualApproval"
+    )
+    counter = {"calls": 0, "fail_at": -1}
+    store = Faulty(LocalStore(tmp_path), counter, {"put", "get", "head", "open_uri"})
+    serving = Faulty(LocalServing(tmp_path), counter, {"publish", "route", "find_version", "live"})
+    promote(store, serving, Faulty(registry, counter, {"approve"}), decision["candidate"], package)
+    # The parametrized fault test injects at calls 1..13; the last run there must be fault-free.
+    assert counter["calls"] == 12
