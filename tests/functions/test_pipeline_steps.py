@@ -375,3 +375,33 @@ def test_the_fault_range_covers_every_call_of_a_promotion(tmp_path: Path) -> Non
     promote(store, serving, Faulty(registry, counter, {"approve"}), decision["candidate"], package)
     # The parametrized fault test injects at calls 1..13; the last run there must be fault-free.
     assert counter["calls"] == 12
+
+
+def test_evaluate_and_promote_load_neither_scikit_learn_nor_onnxruntime(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    uri, _ = _stage(tmp_path, "v1")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from functions.pipeline import handlers\n"
+        "from functions.pipeline.evaluate import evaluate\n"
+        "from functions.pipeline.local import LocalServing, LocalStore\n"
+        "from functions.pipeline.promote import promote\n"
+        "from onnxkit.contract.gate import QualityGate\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        f"decision = evaluate(LocalStore(root), 'cancer', {uri!r}, QualityGate())\n"
+        "promote(LocalStore(root), LocalServing(root), None, decision['candidate'], 'p')\n"
+        "heavy = {'sklearn', 'onnxruntime', 'numpy', 'pandas'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "models/cancer/production.json").is_file()
