@@ -27,7 +27,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .errors import ApiError
-from .instances import numbers_only, rows_from_csv, rows_from_instances
+from .instances import numbers_only, numeric_csv_rows, rows_from_csv, rows_from_instances
 from .openapi import openapi_document
 from .predictor import Model, load_model
 from .source import ModelLocator, ModelSourceError, NoModelYet
@@ -233,9 +233,10 @@ def predict() -> Response:
             text = raw.decode()
         except UnicodeDecodeError:
             raise ApiError(400, "invalid_body", "the CSV body is not UTF-8") from None
-        rows = rows_from_csv(text, model.features)
+        fast = numeric_csv_rows(text, model.features)
+        rows = fast if fast is not None else rows_from_csv(text, model.features)
         _check_count(len(rows))
-        plain = False
+        plain = fast is not None
     else:
         instances = _instances_from_json(raw)
         _check_count(len(instances))

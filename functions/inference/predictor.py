@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .instances import FeatureSpec, build_feed
+from .instances import FeatureSpec, FeedBuilder
 from .source import LocatedModel, ModelSourceError, sha256_file
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -61,13 +61,16 @@ class Model:
     sha256: str
     signature: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.feed = FeedBuilder(self.features)
+
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One session.run over every row of the call."""
         return self.session.run(self.output_names, feed)
 
     def predict(self, rows: Sequence[Sequence[Any]], numbers_only: bool = False) -> dict[str, Any]:
         """Response body for rows in signature order (validated by :func:`build_feed`)."""
-        outputs = self.run(build_feed(rows, self.features, numbers_only))
+        outputs = self.run(self.feed(rows, numbers_only))
         if self.task == "classification":
             labels, probabilities = outputs
             return {
@@ -84,7 +87,7 @@ class Model:
             (None if spec.nullable else 0.0) if spec.numeric else ("" if spec.nullable else "x")
             for spec in self.features
         ]
-        self.run(build_feed([row], self.features))
+        self.run(self.feed([row]))
 
 
 def verify_digest(located: LocatedModel, manifest_sha256: str) -> str:

@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,9 @@ from urllib.parse import parse_qs, urlparse
 
 MANIFEST_FILE = "manifest.json"
 SERVING_FILE = "model.onnx"
-DEFAULT_CACHE = Path(tempfile.gettempdir()) / "onnxkit-models"
+# Lambda's writable /tmp. tarfile, tempfile and shutil are imported only when a download or an
+# archive needs them: a local model.onnx should not pay for them at cold start.
+DEFAULT_CACHE = Path(os.environ.get("TMPDIR") or "/tmp") / "onnxkit-models"  # noqa: S108
 
 
 class ModelSourceError(Exception):
@@ -120,6 +119,8 @@ class S3Fetcher:
 
 
 def _safe_extract(archive: Path, target: Path) -> None:
+    import tarfile  # noqa: PLC0415
+
     with tarfile.open(archive, "r:*") as tar:
         tar.extractall(target, filter="data")
 
@@ -138,8 +139,21 @@ def _publish(staging: Path, final: Path) -> Path:
     try:
         staging.rename(final)
     except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
     return final
+
+
+def _remove(directory: Path) -> None:
+    import shutil  # noqa: PLC0415
+
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _staging(cache: Path) -> Path:
+    import tempfile  # noqa: PLC0415
+
+    cache.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=cache, prefix=".staging-"))
 
 
 class ModelLocator:
@@ -194,15 +208,16 @@ class ModelLocator:
         final = _cached_dir(self.cache_dir, f"tar-{archive_digest}")
         if _complete(final):
             return final
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".staging-"))
+        import tarfile  # noqa: PLC0415
+
+        staging = _staging(self.cache_dir)
         try:
             _safe_extract(archive, staging)
         except (tarfile.TarError, OSError) as error:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove(staging)
             raise ModelSourceError(f"cannot extract {archive.name}: {error}") from None
         if not _complete(staging):
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove(staging)
             raise ModelSourceError(f"{archive.name} holds no {SERVING_FILE} and {MANIFEST_FILE}")
         return _publish(staging, final)
 
@@ -220,13 +235,12 @@ class ModelLocator:
             cached = _cached_dir(self.cache_dir, expected)
             if _complete(cached):
                 return LocatedModel(cached / SERVING_FILE, cached / MANIFEST_FILE, expected, uri)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".staging-"))
+        staging = _staging(self.cache_dir)
         try:
             self.s3.download(location, staging / SERVING_FILE)
             self.s3.download(location.sibling(MANIFEST_FILE), staging / MANIFEST_FILE)
         except Exception:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove(staging)
             raise
         # Keyed by the digest of what arrived; the caller still compares it with the expected.
         final = _publish(staging, _cached_dir(self.cache_dir, sha256_file(staging / SERVING_FILE)))
@@ -235,6 +249,8 @@ class ModelLocator:
     def _locate_s3_archive(
         self, location: S3Location, uri: str, expected: str | None
     ) -> LocatedModel:
+        import tempfile  # noqa: PLC0415
+
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(dir=self.cache_dir, prefix=".download-", suffix=".tar.gz")
         os.close(handle)

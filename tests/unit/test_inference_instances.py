@@ -14,6 +14,7 @@ from functions.inference.instances import (
     FLOAT32_MAX,
     FeatureSpec,
     build_feed,
+    numeric_csv_rows,
     rows_from_csv,
     rows_from_instances,
 )
@@ -145,3 +146,20 @@ def test_openapi_instance_schema_follows_the_signature() -> None:
         document["components"]["schemas"]["PredictRequest"]["properties"]["instances"]["maxItems"]
         == 10
     )
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet="0123456789.eE+-, \n", max_size=40))
+def test_numeric_csv_fast_path_agrees_with_the_csv_module(text: str) -> None:
+    fast = numeric_csv_rows(text, NUMERIC)
+    if fast is None:
+        return
+    careful = rows_from_csv(text, NUMERIC)
+    assert [[float(v) for v in row] for row in fast] == [list(row) for row in careful]
+
+
+def test_numeric_csv_fast_path_skips_a_header_and_declines_the_rest() -> None:
+    assert numeric_csv_rows("a b,c\r\n1,2\r\n3e2,-4\r\n", NUMERIC) == [[1, 2], [300.0, -4]]
+    for text in ("1,\n", "+1,2\n", ".5,1\n", "1,2,3\n", "x,1\n", "1e999,1\n", ""):
+        assert numeric_csv_rows(text, NUMERIC) is None, text
+    assert numeric_csv_rows("1,red\n", MIXED) is None
