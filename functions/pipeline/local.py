@@ -8,9 +8,12 @@ keeps every registered version with its metrics and status.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +23,21 @@ from .ports import StepError
 
 FUNCTION_FILE = "serving/function.json"
 REGISTRY_DIR = "registry"
+LOCK_FILE = ".onnxkit.lock"
+
+
+@contextmanager
+def workdir_lock(root: Path) -> Iterator[None]:
+    """Hold the work directory's exclusive lock: one promotion or rollback at a time, as
+    the state machine runs one execution's Promote at a time."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / LOCK_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

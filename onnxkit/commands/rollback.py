@@ -25,7 +25,7 @@ def _pick_model(names: list[str], given: str | None, where: str) -> str:
 
 
 def _local(workdir: Path, name: str | None, to: str | None) -> dict[str, Any]:
-    from functions.pipeline.local import LocalServing, LocalStore  # noqa: PLC0415
+    from functions.pipeline.local import LocalServing, LocalStore, workdir_lock  # noqa: PLC0415
     from functions.pipeline.promote import rollback as rollback_step  # noqa: PLC0415
 
     if not workdir.is_dir():
@@ -33,7 +33,8 @@ def _local(workdir: Path, name: str | None, to: str | None) -> dict[str, Any]:
     models = workdir / "models"
     names = sorted(p.parent.name for p in models.glob("*/production.json"))
     model = _pick_model(names, name, str(workdir))
-    return rollback_step(LocalStore(workdir), LocalServing(workdir), model, to)
+    with workdir_lock(workdir):
+        return rollback_step(LocalStore(workdir), LocalServing(workdir), model, to)
 
 
 def _cloud(

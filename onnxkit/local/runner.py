@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from functions.pipeline.evaluate import evaluate, read_artifact
-from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore
+from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore, workdir_lock
 from functions.pipeline.ports import StepError
 from functions.pipeline.promote import promote
 from onnxkit import workflow
@@ -227,11 +228,23 @@ def run_workflow(request: RunRequest, on_event: EventHandler | None = None) -> R
     emit = on_event or (lambda state, phase, detail: None)
     request.workdir.mkdir(parents=True, exist_ok=True)
     run = _Run(request)
+    with ExitStack() as locked:
+        path = _walk(run, emit, locked)
+    if run.manifest is None and "evaluation" in run.state:
+        run.candidate_manifest()
+    return RunResult(path[-1], path, run.state, run.job, run.manifest)
+
+
+def _walk(run: _Run, emit: EventHandler, locked: ExitStack) -> list[str]:
     path: list[str] = []
     current: str | None = workflow.START_AT
     while current is not None:
         node = workflow.step(current)
         path.append(current)
+        if current == workflow.EVALUATE:
+            # From reading production to writing it, runs on one work directory take turns
+            # (training, the long part, runs in parallel).
+            locked.enter_context(workdir_lock(run.request.workdir))
         if node.kind in ("succeed", "fail"):
             emit(current, "end", {})
             break
@@ -255,6 +268,4 @@ def run_workflow(request: RunRequest, on_event: EventHandler | None = None) -> R
             run.state[_key(node.result_path)] = result
         emit(current, "done", result)
         current = workflow.next_state(current)
-    if run.manifest is None and "evaluation" in run.state:
-        run.candidate_manifest()
-    return RunResult(path[-1], path, run.state, run.job, run.manifest)
+    return path

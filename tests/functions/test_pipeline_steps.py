@@ -405,3 +405,27 @@ def test_evaluate_and_promote_load_neither_scikit_learn_nor_onnxruntime(tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "models/cancer/production.json").is_file()
+
+
+def test_runs_on_one_workdir_take_turns(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from functions.pipeline.local import workdir_lock
+
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def second() -> None:
+        waiting.set()
+        with workdir_lock(tmp_path):
+            order.append("second holds the lock")
+
+    with workdir_lock(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        waiting.wait()
+        time.sleep(0.2)  # gives a broken lock the chance to let the second in early
+        order.append("first releases")
+    thread.join()
+    assert order == ["first releases", "second holds the lock"]
