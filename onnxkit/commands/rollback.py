@@ -6,6 +6,7 @@ pipeline promotes with. ``--to VERSION`` picks an older production version.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,8 @@ from onnxkit.cloud.errors import CloudError, cli_errors
 
 def _pick_model(names: list[str], given: str | None, where: str) -> str:
     if given:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", given):
+            raise CloudError(f"invalid --name {given!r}")
         return given
     if len(names) == 1:
         return names[0]

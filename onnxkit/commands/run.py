@@ -7,6 +7,7 @@ gate, 1 failed (with the readable reason).
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from onnxkit.local.runner import RunResult
 
 DEFAULT_WORKDIR = Path("onnxkit-work")
+# The manifest's model_name pattern (onnxkit.contract.manifest), checked before training.
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 DEFAULT_DATASET = "breast_cancer"
 
 
@@ -215,12 +218,17 @@ def run(
         hyperparameters["target"] = target
         if model:
             hyperparameters["model"] = model
+        model_name = name or model_name_for(source)
+        if not re.fullmatch(MODEL_NAME_PATTERN, model_name):
+            raise CloudError(
+                f"invalid --name {model_name!r}: letters, digits, '.', '_' and '-' (at most 63)"
+            )
         request = RunRequest(
             workdir=workdir,
             train=train,
             validation=validation,
             config=config,
-            model_name=name or model_name_for(source),
+            model_name=model_name,
             hyperparameters=hyperparameters,
         )
         console = Console()

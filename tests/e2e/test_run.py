@@ -141,6 +141,7 @@ def test_regression_and_mixed_categorical_datasets(tmp_path: Path) -> None:
         (["--set", "gate.min_accuracy=2"], "invalid setting gate.min_accuracy"),
         (["--set", "nonsense"], "is not key=value"),
         (["--hp", "model_name=x"], "set by the pipeline"),
+        (["--name", "../escape"], "invalid --name"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
