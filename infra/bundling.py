@@ -325,7 +325,10 @@ def write_source_tarball(destination: Path) -> list[str]:
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             archive.addfile(info, io.BytesIO(data))
             names.append(arcname)
-    with destination.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    with (
+        destination.open("wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+    ):
         gz.write(buffer.getvalue())
     return names
 

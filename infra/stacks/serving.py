@@ -145,14 +145,17 @@ class ServingStack(Stack):
                 "MODEL_NAME": config.model_name,
                 "ORT_DISABLE_TELEMETRY": "1",
                 "POWERTOOLS_SERVICE_NAME": "onnxkit-inference",
-                "POWERTOOLS_METRICS_NAMESPACE": "OnnxKit",
+                "POWERTOOLS_METRICS_NAMESPACE": "onnxkit",
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
         )
         acknowledge_function_role(role)
-        acknowledge(self.function, "Annotation::@aws-cdk/aws-lambda:snapStartRequirePublish",
-                    "The live alias below serves a published version (current_version), and "
-                    "Promote publishes every later one.")
+        acknowledge(
+            self.function,
+            "Annotation::@aws-cdk/aws-lambda:snapStartRequirePublish",
+            "The live alias below serves a published version (current_version), and "
+            "Promote publishes every later one.",
+        )
         self.alias = lambda_.Alias(
             self, "LiveAlias", alias_name=ALIAS_NAME, version=self.function.current_version
         )

@@ -123,7 +123,7 @@ def test_alarms_dashboard_and_outputs(dev: Synthesized) -> None:
         ("Throttles", "Sum"),
         ("Errors", "Sum"),
     }
-    latency = [a for a in alarms if a["Properties"]["MetricName"] == "Latency"][0]
+    latency = next(a for a in alarms if a["Properties"]["MetricName"] == "Latency")
     assert latency["Properties"]["Threshold"] == 1000
     assert all(a["Properties"]["AlarmActions"] for a in alarms)
     assert dev.resources("Serving", "AWS::CloudWatch::Dashboard")
@@ -135,7 +135,7 @@ def test_alarms_dashboard_and_outputs(dev: Synthesized) -> None:
 
 def test_inference_role_reads_only_the_model_store(dev: Synthesized) -> None:
     policies = dev.resources("Serving", "AWS::IAM::Policy")
-    role_policy = [p for name, p in policies.items() if name.startswith("InferenceRole")][0]
+    role_policy = next(p for name, p in policies.items() if name.startswith("InferenceRole"))
     statements = role_policy["Properties"]["PolicyDocument"]["Statement"]
     text = json.dumps(statements)
     assert "s3:PutObject" not in text

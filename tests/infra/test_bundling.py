@@ -1,0 +1,172 @@
+"""Docker-free bundles: contents, platform, size, cache reuse, and the training tarball."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from infra import bundling
+from infra.bundling import FunctionBundle, platform_tags, strip_tree, tree_size
+from tests.infra.conftest import SYNTH_GROUP, Synthesized
+
+LAMBDA_LIMIT = 250 * 1024 * 1024  # unzipped deployment package
+
+
+def asset_dir(kit: Synthesized, part: str, handler: str) -> Path:
+    """The staged (unzipped) asset of the function with ``handler`` in a stack."""
+    for fn in kit.resources(part, "AWS::Lambda::Function").values():
+        if fn["Properties"].get("Handler") == handler:
+            key = fn["Properties"]["Code"]["S3Key"]
+            return kit.outdir / f"asset.{key.removesuffix('.zip')}"
+    raise AssertionError(handler)
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@SYNTH_GROUP
+def test_inference_bundle_fits_lambda(dev: Synthesized) -> None:
+    root = asset_dir(dev, "Serving", "functions.inference.handler.lambda_handler")
+    size = tree_size(root)
+    print(f"\ninference bundle (arm64, unzipped): {size / 1e6:.1f} MB = {size / 2**20:.1f} MiB")
+    assert size < LAMBDA_LIMIT
+    files = _files(root)
+    for required in (
+        "functions/__init__.py",
+        "functions/inference/handler.py",
+        "onnxkit/__init__.py",
+        "onnxkit/contract/manifest.py",
+        "onnxkit/contract/metrics.py",
+        "onnxruntime/__init__.py",
+        "numpy/__init__.py",
+        "aws_lambda_powertools/__init__.py",
+    ):
+        assert required in files, required
+    assert not any("/__pycache__/" in f or f.endswith(".pyc") for f in files)
+    assert not any("/tests/" in f for f in files)
+    assert not any(f.startswith(("botocore/", "boto3/", "functions/pipeline/")) for f in files)
+    # dist-info keeps only what importlib.metadata reads.
+    dist_info = {f.split("/", 1)[1] for f in files if f.split("/")[0].endswith(".dist-info")}
+    assert dist_info <= {"METADATA", "top_level.txt", "entry_points.txt"}
+    native = [f for f in files if f.startswith("onnxruntime/capi/") and f.endswith(".so")]
+    assert native and all("x86_64" not in f for f in native)
+    assert any("aarch64" in f for f in native)
+
+
+@SYNTH_GROUP
+def test_architecture_switches_the_wheels(variant: Synthesized) -> None:
+    root = asset_dir(variant, "Serving", "functions.inference.handler.lambda_handler")
+    native = [f for f in _files(root) if f.startswith("onnxruntime/capi/") and ".cpython-" in f]
+    assert native and all("x86_64" in f for f in native)
+    print(f"\ninference bundle (x86_64, unzipped): {tree_size(root) / 1e6:.1f} MB")
+
+
+@SYNTH_GROUP
+def test_pipeline_bundle_has_only_what_the_steps_import(dev: Synthesized) -> None:
+    root = asset_dir(dev, "Pipeline", "functions.pipeline.handlers.evaluate")
+    files = _files(root)
+    assert "functions/pipeline/handlers.py" in files
+    assert "onnxkit/contract/gate.py" in files
+    assert any(f.startswith("pydantic_core/") and "aarch64" in f for f in files)
+    assert not any(f.startswith(("onnxruntime/", "numpy/", "functions/inference/")) for f in files)
+    assert root == asset_dir(dev, "Pipeline", "functions.pipeline.handlers.promote")
+
+
+@SYNTH_GROUP
+def test_training_source_is_one_script_mode_tarball(dev: Synthesized) -> None:
+    tarballs = [p for p in dev.outdir.glob("asset.*.tar.gz") if p.stat().st_size]
+    assert len(tarballs) == 1
+    with tarfile.open(tarballs[0], "r:gz") as archive:
+        names = set(archive.getnames())
+    assert {
+        "train.py",
+        "onnxkit/__init__.py",
+        "onnxkit/contract/metrics.py",
+        "onnxkit/contract/manifest.py",
+    } <= names
+    if (bundling.REPO_ROOT / "training_jobs/requirements.txt").exists():
+        assert "requirements.txt" in names
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_source_tarball_is_reproducible(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    names = bundling.write_source_tarball(first)
+    bundling.write_source_tarball(second)
+    assert first.read_bytes() == second.read_bytes()
+    with tarfile.open(first) as archive:
+        assert {m.mtime for m in archive.getmembers()} == {0}
+        assert archive.getnames() == names
+
+
+def test_platform_tags() -> None:
+    assert platform_tags("arm64") == ("manylinux2014_aarch64", "manylinux_2_28_aarch64")
+    assert platform_tags("x86_64") == ("manylinux2014_x86_64", "manylinux_2_28_x86_64")
+
+
+def test_cache_key_depends_on_platform_and_python() -> None:
+    keys = {
+        FunctionBundle("pipeline", v, a).dependency_key()
+        for v in ("3.13", "3.14")
+        for a in ("arm64", "x86_64")
+    }
+    assert len(keys) == 4
+
+
+@SYNTH_GROUP
+def test_cached_dependencies_are_reused_without_pip(
+    dev: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pip(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        raise AssertionError("pip ran although the cache is warm")
+
+    monkeypatch.setattr(bundling.subprocess, "run", no_pip)
+    bundle = FunctionBundle("inference", "3.14", "arm64")
+    cached = bundling.ensure_dependencies(bundle)
+    assert (cached / ".complete").read_text().strip() == bundle.dependency_key()
+
+
+def test_strip_tree_removes_what_lambda_never_imports(tmp_path: Path) -> None:
+    for name in (
+        "pkg/mod.py",
+        "pkg/mod.pyi",
+        "pkg/tests/test_mod.py",
+        "pkg/__pycache__/m.pyc",
+        "pkg/ext.c",
+        "bin/tool",
+        "botocore/client.py",
+        "foo-1.0.dist-info/METADATA",
+        "foo-1.0.dist-info/RECORD",
+        "foo-1.0.dist-info/licenses/LICENSE",
+        "botocore-1.0.dist-info/METADATA",
+        "six.py",
+    ):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    strip_tree(tmp_path)
+    assert _files(tmp_path) == {"pkg/mod.py", "foo-1.0.dist-info/METADATA"}
+
+
+def test_asset_hash_follows_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "functions/__init__.py",
+        "functions/demo/requirements.txt",
+        "functions/demo/app.py",
+        "onnxkit/__init__.py",
+        "onnxkit/contract/x.py",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(bundling, "REPO_ROOT", tmp_path)
+    bundle = FunctionBundle("demo", "3.14", "arm64")
+    before = bundle.asset_hash()
+    (tmp_path / "functions/demo/__pycache__").mkdir()
+    (tmp_path / "functions/demo/__pycache__/app.cpython-311.pyc").write_bytes(b"\0")
+    assert bundle.asset_hash() == before  # caches do not change the bundle
+    (tmp_path / "onnxkit/contract/x.py").write_text("changed")
+    assert bundle.asset_hash() != before

@@ -1,0 +1,73 @@
+"""The real CLI: ``npx cdk synth`` from the repository root, as a user runs it.
+
+This is the one synth with CDK's built-in CloudFormation validation left on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CDK = REPO_ROOT / "node_modules" / ".bin" / "cdk"
+pytestmark = pytest.mark.xdist_group("cdk-cli")
+
+
+def _cli(*args: str, outdir: Path) -> subprocess.CompletedProcess[str]:
+    if not CDK.exists():
+        pytest.fail("the pinned CDK CLI is not installed: run `make install` (npm ci)")
+    # A user's shell, not pytest's: no PYTEST_* variables reach the app.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        {
+            "CDK_DISABLE_CLI_TELEMETRY": "true",
+            "DO_NOT_TRACK": "1",
+            "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+            "ORT_DISABLE_TELEMETRY": "1",
+        }
+    )
+    env.pop("CDK_VALIDATION", None)
+    command = ["npx", "--no-install", "cdk", "synth", "--no-notices", "--quiet",
+               "--output", str(outdir), *args]  # fmt: skip
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=600
+    )
+
+
+def test_npx_cdk_synth_builds_the_cloud_assembly(tmp_path: Path) -> None:
+    outdir = tmp_path / "cdk.out"
+    result = _cli("-c", "env=dev", outdir=outdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    stacks = {
+        name
+        for name, artifact in manifest["artifacts"].items()
+        if artifact["type"] == "aws:cloudformation:stack"
+    }
+    assert stacks == {"OnnxKit-dev-Artifacts", "OnnxKit-dev-Serving", "OnnxKit-dev-Pipeline"}
+    for stack in stacks:
+        template = json.loads((outdir / f"{stack}.template.json").read_text())
+        assert template["Resources"]
+        assert manifest["artifacts"][stack]["environment"] == "aws://unknown-account/us-east-1"
+    serving = manifest["artifacts"]["OnnxKit-dev-Serving"]
+    assert "OnnxKit-dev-Artifacts" in serving["dependencies"]
+    report = json.loads((outdir / "validation-report.json").read_text())
+    assert [v for r in report["pluginReports"] for v in r["violations"]] == []
+    # Assets were bundled locally: the inference code is a staged directory, no Docker.
+    assets = json.loads((outdir / "OnnxKit-dev-Serving.assets.json").read_text())
+    packaging = {a["source"]["packaging"] for a in assets["files"].values()}
+    assert "zip" in packaging
+    assert "NOTICES" not in result.stdout + result.stderr
+
+
+def test_npx_cdk_synth_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
+    result = _cli("-c", "env=dev", "-c", "api.auth_mode=cognito", outdir=tmp_path / "bad")
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("onnxkit:")]
+    assert ours == [
+        "onnxkit: invalid setting api.auth_mode='cognito': Input should be 'iam' or 'api_key'"
+    ], result.stderr

@@ -1,0 +1,139 @@
+"""Config: typed settings per environment; a bad value is one line naming the setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from onnxkit.config import (
+    ConfigError,
+    load_config,
+    overrides_from_context,
+    setting_keys,
+)
+from onnxkit.contract.gate import QualityGate
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_environments_differ_where_they_should() -> None:
+    dev, prod, local = load_config("dev"), load_config("prod"), load_config("local")
+    assert (dev.removal_policy, prod.removal_policy) == ("destroy", "retain")
+    assert prod.retained and not dev.retained
+    assert prod.function.memory_mb > dev.function.memory_mb
+    assert not local.training.use_spot
+    assert isinstance(dev.gate, QualityGate)
+    assert dev.stack_name("Serving") == "OnnxKit-dev-Serving"
+
+
+def test_overrides_are_typed_and_validated() -> None:
+    config = load_config("dev", {
+        "lambda.memory_mb": "2048",
+        "training.use_spot": "false",
+        "gate.min_accuracy": "0.9",
+        "training.hyperparameters": '{"n_estimators": "300"}',
+        "lambda.reserved_concurrency": "null",
+    })  # fmt: skip
+    assert config.function.memory_mb == 2048
+    assert config.training.use_spot is False
+    assert config.gate.min_accuracy == 0.9
+    assert config.training.job_hyperparameters("m") == {
+        "model": "random_forest", "n_estimators": "300", "model_name": "m",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "line"),
+    [
+        (
+            {"lambda.memory_mb": "64"},
+            "invalid setting lambda.memory_mb='64': Input should be greater than or equal to 128",
+        ),
+        ({"lambda.architecture": "arm"}, "invalid setting lambda.architecture='arm'"),
+        ({"api.auth_mode": "cognito"}, "invalid setting api.auth_mode='cognito'"),
+        ({"gate.min_accuracy": "1.5"}, "invalid setting gate.min_accuracy='1.5'"),
+        (
+            {"training.instance_typ": "ml.m5.large"},
+            "invalid setting training.instance_typ: unknown setting",
+        ),
+        (
+            {"training.max_wait_minutes": "5"},
+            "invalid setting training.max_wait_minutes='5': "
+            "must be at least max_runtime_minutes (60)",
+        ),
+        (
+            {"retraining_schedule": "daily"},
+            "invalid setting retraining_schedule='daily': "
+            "expected an EventBridge rate(...) or cron(...) expression",
+        ),
+        (
+            {"retraining_schedule": "rate(1 day)"},
+            "invalid setting training.target: a retraining schedule needs the label column",
+        ),
+        (
+            {"api.quota_per_day": "10"},
+            "invalid setting api.quota_per_day='10': needs api.auth_mode=api_key",
+        ),
+        (
+            {"training.hyperparameters": '{"sagemaker_program": "x.py"}'},
+            "invalid setting training.hyperparameters",
+        ),
+        ({"log_retention_days": "10"}, "invalid setting log_retention_days='10'"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_setting(overrides: dict[str, str], line: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_config("dev", overrides)
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(line), message
+
+
+def test_unknown_environment() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid setting env='qa': expected one of"):
+        load_config("qa")
+
+
+def test_context_keys_that_are_settings() -> None:
+    context = {
+        "env": "dev",
+        "lambda.memory_mb": "512",
+        "@aws-cdk/core:flag": True,
+        "aws:cdk:enable-path-metadata": True,
+        "training.bogus": "1",
+    }
+    assert overrides_from_context(context) == {
+        "env": "dev", "lambda.memory_mb": "512", "training.bogus": "1",
+    }  # fmt: skip
+    assert {"lambda.memory_mb", "gate.min_accuracy", "api.auth_mode"} <= setting_keys()
+
+
+def test_the_app_exits_with_one_line_on_a_bad_setting(tmp_path: Path) -> None:
+    """What ``cdk synth -c lambda.memory_mb=64`` runs: the app, with context from the CLI."""
+    env = {
+        **os.environ,
+        "CDK_OUTDIR": str(tmp_path),
+        "CDK_CONTEXT_JSON": json.dumps({"env": "prod", "lambda.memory_mb": "64"}),
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.app"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "onnxkit: invalid setting lambda.memory_mb='64': Input should be greater "
+        "than or equal to 128"
+    ], result.stderr
+    assert not list(tmp_path.iterdir())  # nothing synthesized
