@@ -17,6 +17,7 @@ import base64
 import binascii
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from .errors import ApiError
 from .instances import numbers_only, numeric_csv_rows, rows_from_csv, rows_from_instances
 from .openapi import openapi_document
 from .predictor import Model, load_model
-from .source import ModelLocator, ModelSourceError, NoModelYet
+from .source import FetchFailed, ModelLocator, ModelSourceError, NoModelYet
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -40,7 +41,7 @@ ROUTES: dict[str, str] = {
     "/health": "GET",
     "/openapi.json": "GET",
 }
-# A missing pointer is looked up again at most this often (docs/CONTRACTS.md).
+# A missing pointer (docs/CONTRACTS.md) or an S3 read failure is retried at most this often.
 POINTER_RECHECK_SECONDS = 10.0
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
@@ -88,6 +89,7 @@ class Runtime:
         self.model: Model | None = None
         self.problem: ApiError | None = None
         self._checked_at = 0.0
+        self._retry = False  # a missing pointer or an S3 hiccup, never a refused model
         self._lock = threading.Lock()
         self._load()
 
@@ -99,11 +101,13 @@ class Runtime:
         except NoModelYet as error:
             logger.warning("no model yet: %s", error)
             self.problem = ApiError(503, "no_model", "no model has been promoted yet")
+            self._retry = True
             return
         except ModelSourceError as error:
             # Refuse loudly: never serve a different model than the deployment names.
             logger.error("refusing to serve: %s", error)
             self.problem = ApiError(503, "model_unavailable", f"model not served: {error}")
+            self._retry = isinstance(error, FetchFailed)
             return
         self.problem = None
         self.activate()
@@ -122,7 +126,7 @@ class Runtime:
         """The model, or the 503 that explains why there is none."""
         if self.model is not None:
             return self.model
-        if self.problem is not None and self.problem.code == "no_model":
+        if self._retry:
             with self._lock:
                 if time.monotonic() - self._checked_at >= POINTER_RECHECK_SECONDS:
                     self._load()
@@ -229,14 +233,17 @@ def predict() -> Response:
     media = _media_type()
     raw = _body_bytes()
     if media == CSV:
-        try:
-            text = raw.decode()
-        except UnicodeDecodeError:
-            raise ApiError(400, "invalid_body", "the CSV body is not UTF-8") from None
-        fast = numeric_csv_rows(text, model.features)
-        rows = fast if fast is not None else rows_from_csv(text, model.features)
-        _check_count(len(rows))
+        fast = numeric_csv_rows(raw, model.features)
         plain = fast is not None
+        if fast is None:
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                raise ApiError(400, "invalid_body", "the CSV body is not UTF-8") from None
+            rows: Sequence[Sequence[Any]] = rows_from_csv(text, model.features)
+        else:
+            rows = fast
+        _check_count(len(rows))
     else:
         instances = _instances_from_json(raw)
         _check_count(len(instances))
@@ -349,9 +356,21 @@ def _route(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return response
 
 
+_invocations = 0
+
+
 def _with_request_ids(event: dict[str, Any], context: Any) -> None:
     # What inject_lambda_context(correlation_id_path=API_GATEWAY_REST) adds, without its
     # per-call jmespath search and context model (a third of a one-row request's overhead).
+    global _invocations  # noqa: PLW0603  # per execution environment, as cold_start is
+    _invocations += 1
+    if _invocations <= 2:  # the static keys once, cold_start flips on the second call
+        logger.append_keys(
+            cold_start=_invocations == 1,
+            function_name=getattr(context, "function_name", None),
+            function_memory_size=getattr(context, "memory_limit_in_mb", None),
+            function_arn=getattr(context, "invoked_function_arn", None),
+        )
     request_context = event.get("requestContext") if isinstance(event, dict) else None
     logger.append_keys(
         function_request_id=getattr(context, "aws_request_id", None),

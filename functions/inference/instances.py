@@ -254,20 +254,21 @@ def build_feed(
 _NUMERIC_CSV_BYTES = b"0123456789.eE+-, \t\r\n"
 
 
-def numeric_csv_rows(text: str, features: Sequence[FeatureSpec]) -> list[list[Any]] | None:
-    """Rows of a clean all-numeric CSV body, parsed as JSON arrays (~25x faster than csv +
+def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[Any]] | None:
+    """Rows of a clean all-numeric CSV body, parsed as JSON arrays (~10x faster than csv +
     float()); None when anything needs :func:`rows_from_csv` and its precise errors."""
     if not all(spec.numeric for spec in features):
         return None
-    body = text.strip()
-    first, _, rest = body.partition("\n")
-    if first.strip().split(",") == [spec.name for spec in features]:
+    body = raw.strip()
+    first, _, rest = body.partition(b"\n")
+    if first.strip().split(b",") == [spec.name.encode() for spec in features]:
         body = rest.strip()
-    raw = body.encode()
-    if not raw or raw.translate(None, _NUMERIC_CSV_BYTES):
+    if not body or body.translate(None, _NUMERIC_CSV_BYTES):
         return None
+    if b"\r" in body:
+        body = body.replace(b"\r\n", b"\n")
     try:
-        rows = orjson.loads(b"[[" + raw.replace(b"\r\n", b"\n").replace(b"\n", b"],[") + b"]]")
+        rows = orjson.loads(b"[[" + body.replace(b"\n", b"],[") + b"]]")
     except orjson.JSONDecodeError:  # empty fields, "+1", ".5", "1e999": the careful path
         return None
     if set(map(len, rows)) != {len(features)}:

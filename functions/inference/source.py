@@ -32,6 +32,10 @@ class NoModelYet(ModelSourceError):
     """The production pointer does not exist yet: nothing has been promoted."""
 
 
+class FetchFailed(ModelSourceError):
+    """S3 could not be read (denied, throttled, unreachable): worth trying again later."""
+
+
 @dataclass(frozen=True)
 class LocatedModel:
     """Local files of a model and the digest it must have (if anyone told us)."""
@@ -97,18 +101,19 @@ class S3Fetcher:
 
     def read(self, location: S3Location) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
-        from botocore.exceptions import ClientError  # noqa: PLC0415
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
+        where = f"s3://{location.bucket}/{location.key}"
         try:
             response = self.client.get_object(**self._args(location))
+            return bytes(response["Body"].read())
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404", "NotFound"}:
                 return None
-            raise ModelSourceError(
-                f"cannot read s3://{location.bucket}/{location.key}: {code}"
-            ) from None
-        return bytes(response["Body"].read())
+            raise FetchFailed(f"cannot read {where}: {code}") from None
+        except BotoCoreError as error:  # no credentials, endpoint unreachable, ...
+            raise FetchFailed(f"cannot read {where}: {error}") from None
 
     def download(self, location: S3Location, target: Path) -> None:
         """Write the object to ``target``, failing clearly when it is missing."""

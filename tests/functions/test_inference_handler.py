@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -284,3 +285,19 @@ def test_metrics_are_emitted_as_emf_with_the_model_version(
     assert ok["model_version"] == handler.runtime.model.model_version
     assert ["model_version", "service"] in ok["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
     assert bad["ClientErrors"] == [1.0]
+
+
+def test_error_logs_are_structured_json_with_the_request_id(
+    use_model: UseModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = use_model("breast_cancer")
+    stream = io.StringIO()
+    monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
+    call(handler, load_event("string_for_number"))
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (log,) = [r for r in records if r.get("message") == "request"]
+    assert log["level"] == "INFO" and log["status"] == 400
+    assert log["correlation_id"] == "req-string_for_number"
+    assert log["function_request_id"] == "11111111-2222-3333-4444-555555555555"
+    assert log["function_name"] == "onnxkit-inference-test"
+    assert log["service"] == "onnxkit-inference"

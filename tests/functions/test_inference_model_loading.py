@@ -272,3 +272,49 @@ def test_s3_uri_parsing() -> None:
 def test_empty_uri_is_no_model_yet(tmp_path: Path) -> None:
     with pytest.raises(NoModelYet):
         ModelLocator(cache_dir=tmp_path).locate("  ")
+
+
+def test_an_s3_read_failure_is_retried_later(
+    s3: Any, model_dir: Path, tmp_path: Path, digest: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = "s3://late-bucket/models/cancer/v1/model.onnx"
+    runtime = _runtime(uri, tmp_path, sha256=digest)
+    assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
+    assert "NoSuchBucket" in runtime.problem.message
+    s3.create_bucket(
+        Bucket="late-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    for name in ("model.onnx", "manifest.json"):
+        s3.put_object(
+            Bucket="late-bucket",
+            Key=f"models/cancer/v1/{name}",
+            Body=(model_dir / name).read_bytes(),
+        )
+    monkeypatch.setattr(handler, "POINTER_RECHECK_SECONDS", 0.0)
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 200, body
+
+
+def test_a_refused_model_is_not_retried(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = _runtime(str(model_dir), tmp_path, sha256="0" * 64)
+    monkeypatch.setattr(handler, "POINTER_RECHECK_SECONDS", 0.0)
+    loads = []
+    monkeypatch.setattr(runtime, "_load", lambda: loads.append(1))
+    status, _, _ = call(handler, load_event("predict_list"))
+    assert status == 503 and loads == []
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model"),
+    [("breast_cancer", "mlp"), ("customer_churn", "logistic_regression"), ("diabetes", "ridge")],
+)
+def test_real_manifests_read_like_the_pydantic_model(
+    dataset: str, model: str, train_artifact: Callable[..., Path]
+) -> None:
+    from functions.inference.manifest import public_view, validate_manifest
+    from onnxkit.contract.manifest import parse_manifest
+
+    raw = (train_artifact(dataset, model=model) / "manifest.json").read_bytes()
+    assert public_view(validate_manifest(raw)) == parse_manifest(raw).public()
