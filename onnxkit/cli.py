@@ -42,6 +42,10 @@ from onnxkit.commands.serve import serve as _serve_cmd  # noqa: E402
 
 app.command("serve")(_serve_cmd)
 
+from onnxkit.commands.demo import demo as _demo_cmd  # noqa: E402
+
+app.command("demo")(_demo_cmd)
+
 
 def main() -> None:
     """Console-script entry point."""
