@@ -292,8 +292,7 @@ def load_function(model: str, sha256: str | None = None) -> ModuleType:
 
     runtime = handler.configure(handler.Settings.from_env()) if already else handler.runtime
     if runtime.model is None:
-        problem = runtime.problem
-        raise ServeError(problem.message if problem else f"no model at {model}")
+        raise ServeError(runtime.reason or f"no model at {model}")
     return handler
 
 

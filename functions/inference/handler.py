@@ -90,6 +90,7 @@ class Runtime:
         self.problem: ApiError | None = None
         self._checked_at = 0.0
         self._retry = False  # a missing pointer or an S3 hiccup, never a refused model
+        self.reason = ""  # why there is no model, for logs and the local CLI
         self._lock = threading.Lock()
         self._load()
 
@@ -100,16 +101,25 @@ class Runtime:
             self.model = load_model(located)
         except NoModelYet as error:
             logger.warning("no model yet: %s", error)
+            self.reason = str(error)
             self.problem = ApiError(503, "no_model", "no model has been promoted yet")
             self._retry = True
             return
         except ModelSourceError as error:
-            # Refuse loudly: never serve a different model than the deployment names.
+            # Refuse loudly: never serve a different model than the deployment names. The
+            # details (paths, buckets, digests) go to the log, not to clients.
             logger.error("refusing to serve: %s", error)
-            self.problem = ApiError(503, "model_unavailable", f"model not served: {error}")
+            self.reason = str(error)
+            self.problem = ApiError(
+                503,
+                "model_unavailable",
+                "the configured model is not served (it failed to load or did not match its "
+                "digest); the function's log says why",
+            )
             self._retry = isinstance(error, FetchFailed)
             return
         self.problem = None
+        self.reason = ""
         self.activate()
 
     def activate(self) -> None:

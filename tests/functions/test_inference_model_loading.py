@@ -90,11 +90,12 @@ def test_digest_mismatch_refuses_to_serve(model_dir: Path, tmp_path: Path) -> No
     runtime = _runtime(str(model_dir), tmp_path, sha256="0" * 64)
     assert runtime.model is None
     assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
-    assert "digest mismatch" in runtime.problem.message
+    assert "digest mismatch" in runtime.reason
     for event in ("predict_list", "get_model"):
         status, _, body = call(handler, load_event(event))
         assert status == 503
         assert_error(body, "model_unavailable")
+        assert "0000000000" not in body["error"]["message"]  # details stay in the log
     status, _, body = call(handler, load_event("get_health"))
     assert status == 503 and body["status"] == "unavailable"
 
@@ -107,7 +108,7 @@ def test_a_swapped_model_file_is_refused_against_its_manifest(
     (tampered / "model.onnx").write_bytes((model_dir / "model.fp32.onnx").read_bytes())
     runtime = _runtime(str(tampered), tmp_path)
     assert runtime.model is None and runtime.problem is not None
-    assert "digest mismatch" in runtime.problem.message
+    assert "digest mismatch" in runtime.reason
 
 
 def test_an_expected_digest_the_manifest_does_not_describe_is_refused(
@@ -122,7 +123,7 @@ def test_an_expected_digest_the_manifest_does_not_describe_is_refused(
     (other / "manifest.json").write_text(json.dumps(manifest))
     runtime = _runtime(str(other), tmp_path, sha256=new_digest)
     assert runtime.model is None and runtime.problem is not None
-    assert "describes sha256" in runtime.problem.message
+    assert "describes sha256" in runtime.reason
 
 
 def test_an_invalid_manifest_is_refused(model_dir: Path, tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_an_invalid_manifest_is_refused(model_dir: Path, tmp_path: Path) -> None
     manifest["task"] = "clustering"
     (broken / "manifest.json").write_text(json.dumps(manifest))
     runtime = _runtime(str(broken), tmp_path)
-    assert runtime.problem is not None and "invalid manifest" in runtime.problem.message
+    assert runtime.problem is not None and "invalid manifest" in runtime.reason
 
 
 def test_without_a_model_uri_predict_and_model_are_503_health_and_openapi_200(
@@ -187,7 +188,7 @@ def test_s3_model_with_version_id_is_downloaded_once(
     s3.put_object(Bucket=BUCKET, Key="models/cancer/v1/model.onnx", Body=b"not a model")
     uri = f"s3://{BUCKET}/models/cancer/v1/model.onnx?versionId={version}"
     runtime = _runtime(uri, tmp_path, sha256=digest)
-    assert runtime.problem is None, runtime.problem and runtime.problem.message
+    assert runtime.problem is None, runtime.reason
     assert (tmp_path / "cache" / digest / "model.onnx").is_file()
     # Second cold start: served from the cache without touching S3.
     s3.delete_object(Bucket=BUCKET, Key="models/cancer/v1/manifest.json")
@@ -280,7 +281,7 @@ def test_an_s3_read_failure_is_retried_later(
     uri = "s3://late-bucket/models/cancer/v1/model.onnx"
     runtime = _runtime(uri, tmp_path, sha256=digest)
     assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
-    assert "NoSuchBucket" in runtime.problem.message
+    assert "NoSuchBucket" in runtime.reason
     s3.create_bucket(
         Bucket="late-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
