@@ -22,7 +22,8 @@ import orjson
 
 from .errors import MAX_DETAILS, ApiError, detail
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# float(np.finfo(np.float32).max), written out: finfo costs milliseconds at cold start.
+FLOAT32_MAX = 3.4028234663852886e38
 # What a categorical input receives for a missing value (see FeatureSpec.missing_category).
 MISSING_CATEGORY = ""
 

@@ -163,3 +163,7 @@ def test_numeric_csv_fast_path_skips_a_header_and_declines_the_rest() -> None:
     for text in (b"1,\n", b"+1,2\n", b".5,1\n", b"1,2,3\n", b"x,1\n", b"1e999,1\n", b""):
         assert numeric_csv_rows(text, NUMERIC) is None, text
     assert numeric_csv_rows(b"1,red\n", MIXED) is None
+
+
+def test_float32_max_is_numpys() -> None:
+    assert float(np.finfo(np.float32).max) == FLOAT32_MAX
