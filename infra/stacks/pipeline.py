@@ -64,146 +64,33 @@ def _jsonata(expression: str) -> str:
     return "{% " + expression + " %}"
 
 
-class PipelineStack(Stack):
-    """The Step Functions training pipeline, its Lambdas, roles, topic and schedule."""
+class TrainingJob(Construct):
+    """What a SageMaker training job runs as and with: its role, image and source tarball."""
 
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: OnnxKitConfig,
-        artifacts: Artifacts,
-        inference_function: lambda_.IFunction,
-        **kwargs: object,
+        self, scope: Construct, construct_id: str, *, config: OnnxKitConfig, artifacts: Artifacts
     ) -> None:
-        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        self.config, self.artifacts = config, artifacts
-        self.add_stack_dependency(artifacts.stack)
-        removal = RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY
-        retention = serving_retention(config)
-
-        self.topic = sns.Topic(
-            self,
-            "NotificationTopic",
-            display_name=f"onnxkit {config.env} pipeline",
-            master_key=artifacts.key,
-            enforce_ssl=True,
-        )
-        if config.alarms.email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarms.email))
-
-        self.training_role = self._training_role()
-        self.source = training_source(self, "TrainingSource")
+        super().__init__(scope, construct_id)
+        self.config, self.artifacts, self.stack = config, artifacts, Stack.of(self)
+        self.role = self._training_role()
+        self.source = training_source(self, "Source")
         allow(
-            self.training_role,
+            self.role,
             ["s3:GetObject"],
             [self.source.bucket.arn_for_objects(self.source.s3_object_key)],
         )
 
-        bundle = FunctionBundle("pipeline", PYTHON_VERSION, config.function.architecture)
-        self.evaluate_fn = self._step_function(
-            "Evaluate",
-            wf.EVALUATE_HANDLER,
-            bundle,
-            {"ARTIFACT_BUCKET": artifacts.bucket_name(self)},
-            retention,
-            removal,
-        )
-        artifacts.grant(self.evaluate_fn, read=(TRAINING_PREFIX, MODELS_PREFIX))
-        self.promote_fn = self._step_function(
-            "Promote",
-            wf.PROMOTE_HANDLER,
-            bundle,
-            {
-                "ARTIFACT_BUCKET": artifacts.bucket_name(self),
-                "FUNCTION_NAME": inference_function.function_name,
-                "ALIAS_NAME": wf.ALIAS_NAME,
-            },
-            retention,
-            removal,
-            timeout=Duration.minutes(5),
-        )
-        artifacts.grant(
-            self.promote_fn, read=(TRAINING_PREFIX, MODELS_PREFIX), write=(MODELS_PREFIX,)
-        )
-        served = self.format_arn(
-            service="lambda",
-            resource="function",
-            resource_name=inference_function_name(config),
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        allow(
-            self.promote_fn,
-            [
-                "lambda:GetFunctionConfiguration",
-                "lambda:UpdateFunctionConfiguration",
-                "lambda:PublishVersion",
-                "lambda:ListVersionsByFunction",
-                "lambda:GetAlias",
-                "lambda:UpdateAlias",
-                "lambda:CreateAlias",
-            ],
-            [served, f"{served}:*"],
-            reason="Versions and the live alias of the one inference function are addressed "
-            "as <function-arn>:<qualifier>.",
-        )
-
-        definition = self._definition()
-        log_group = logs.LogGroup(
-            self, "StateMachineLogs", retention=retention, removal_policy=removal
-        )
-        self.state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=f"onnxkit-{config.env}-training",
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            logs=sfn.LogOptions(
-                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
-            ),
-            tracing_enabled=True,
-            timeout=Duration.minutes(config.training.max_wait + 60),
-        )
-        self._grant_training(self.state_machine)
-        artifacts.grant(self.state_machine, read=(TRAINING_PREFIX,))
-        # Publishing to the KMS-encrypted topic.
-        allow(self.state_machine, ["kms:GenerateDataKey", "kms:Decrypt"], [artifacts.key.key_arn])
-        role = self.state_machine.role
-        acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray tracing of the state machine: PutTraceSegments and "
-            "GetSamplingRules accept no resource other than *.",
-        )
-        acknowledge_resources(
-            role,
-            [f"{fn.function_arn}:*" for fn in (self.evaluate_fn, self.promote_fn)],
-            "LambdaInvoke grants the step's function and its versions "
-            "(<arn>:<qualifier>); only these two functions.",
-        )
-        acknowledge_resources(
-            role,
-            [self.model_packages],
-            "Register creates model packages, whose ARNs end in a version "
-            "number, inside this kit's one model package group.",
-        )
-        self._schedule(config)
-
-        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
-        CfnOutput(self, "NotificationTopicArn", value=self.topic.topic_arn)
-
-    # --- roles and functions ---------------------------------------------------------------
     def _training_role(self) -> iam.Role:
         role = iam.Role(
             self,
-            "TrainingRole",
+            "Role",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker training jobs of the onnxkit pipeline",
         )
         self.artifacts.grant(
             role, read=(DATA_PREFIX, CHECKPOINT_PREFIX), write=(TRAINING_PREFIX, CHECKPOINT_PREFIX)
         )
-        log_group = self.format_arn(
+        log_group = self.stack.format_arn(
             service="logs",
             resource="log-group",
             resource_name="/aws/sagemaker/TrainingJobs",
@@ -237,7 +124,7 @@ class PipelineStack(Stack):
             role,
             ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"],
             [
-                f"arn:{self.partition}:ecr:{self.config.region}:{registry_account}:"
+                f"arn:{self.stack.partition}:ecr:{self.config.region}:{registry_account}:"
                 f"repository/{SKLEARN_REPOSITORY}"
             ],
         )
@@ -251,24 +138,33 @@ class PipelineStack(Stack):
         self.image = image
         return role
 
-    def _step_function(
+
+class PipelineStep(Construct):
+    """One Lambda task of the state machine, with its own log group and role."""
+
+    def __init__(
         self,
-        name: str,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OnnxKitConfig,
         handler: str,
-        bundle: FunctionBundle,
         environment: dict[str, str],
-        retention: logs.RetentionDays,
-        removal: RemovalPolicy,
         timeout: Duration | None = None,
-    ) -> lambda_.Function:
-        log_group = logs.LogGroup(self, f"{name}Logs", retention=retention, removal_policy=removal)
-        role = function_role(self, f"{name}Role", log_group)
-        function = lambda_.Function(
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal = RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY
+        log_group = logs.LogGroup(
+            self, "Logs", retention=serving_retention(config), removal_policy=removal
+        )
+        role = function_role(self, "Role", log_group)
+        bundle = FunctionBundle("pipeline", PYTHON_VERSION, config.function.architecture)
+        self.function = lambda_.Function(
             self,
-            f"{name}Function",
-            description=f"onnxkit {self.config.env} pipeline step {name}",
+            "Function",
+            description=f"onnxkit {config.env} pipeline step {construct_id}",
             runtime=RUNTIME,
-            architecture=architecture(self.config),
+            architecture=architecture(config),
             handler=handler,
             code=function_code(self, bundle),
             memory_size=512,
@@ -276,14 +172,81 @@ class PipelineStack(Stack):
             role=role,
             log_group=log_group,
             tracing=lambda_.Tracing.ACTIVE,
-            environment={**environment, "POWERTOOLS_SERVICE_NAME": f"onnxkit-{name.lower()}"},
+            environment={
+                **environment,
+                "POWERTOOLS_SERVICE_NAME": f"onnxkit-{construct_id.lower()}",
+            },
         )
         acknowledge_function_role(role)
-        return function
+
+
+class TrainingWorkflow(Construct):
+    """The state machine of onnxkit.workflow: states, transitions, catches, logs, IAM."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OnnxKitConfig,
+        artifacts: Artifacts,
+        training: TrainingJob,
+        evaluate_fn: lambda_.IFunction,
+        promote_fn: lambda_.IFunction,
+        topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.config, self.artifacts, self.stack = config, artifacts, Stack.of(self)
+        self.training_role, self.source, self.image = (
+            training.role,
+            training.source,
+            (training.image),
+        )
+        self.evaluate_fn, self.promote_fn, self.topic = evaluate_fn, promote_fn, topic
+        removal = RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY
+
+        definition = self._definition()
+        log_group = logs.LogGroup(
+            self, "Logs", retention=serving_retention(config), removal_policy=removal
+        )
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            state_machine_name=f"onnxkit-{config.env}-training",
+            definition_body=sfn.DefinitionBody.from_chainable(definition),
+            logs=sfn.LogOptions(
+                destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            tracing_enabled=True,
+            timeout=Duration.minutes(config.training.max_wait + 60),
+        )
+        self._grant_training(self.state_machine)
+        artifacts.grant(self.state_machine, read=(TRAINING_PREFIX,))
+        # Publishing to the KMS-encrypted topic.
+        allow(self.state_machine, ["kms:GenerateDataKey", "kms:Decrypt"], [artifacts.key.key_arn])
+        role = self.state_machine.role
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing of the state machine: PutTraceSegments and "
+            "GetSamplingRules accept no resource other than *.",
+        )
+        acknowledge_resources(
+            role,
+            [f"{fn.function_arn}:*" for fn in (evaluate_fn, promote_fn)],
+            "LambdaInvoke grants the step's function and its versions "
+            "(<arn>:<qualifier>); only these two functions.",
+        )
+        acknowledge_resources(
+            role,
+            [self.model_packages],
+            "Register creates model packages, whose ARNs end in a version "
+            "number, inside this kit's one model package group.",
+        )
 
     def _grant_training(self, machine: sfn.StateMachine) -> None:
         """What the .sync SageMaker integration needs, scoped to this kit's jobs and role."""
-        jobs = self.format_arn(
+        jobs = self.stack.format_arn(
             service="sagemaker",
             resource="training-job",
             resource_name=f"{self.config.model_name}-*",
@@ -303,7 +266,7 @@ class PipelineStack(Stack):
         allow(
             machine,
             ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            [self.format_arn(service="events", resource="rule", resource_name=SYNC_RULE)],
+            [self.stack.format_arn(service="events", resource="rule", resource_name=SYNC_RULE)],
         )
         allow(
             machine,
@@ -312,7 +275,6 @@ class PipelineStack(Stack):
             conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         )
 
-    # --- the state machine -----------------------------------------------------------------
     def _definition(self) -> sfn.IChainable:
         config = self.config
         states: dict[str, Any] = {}
@@ -563,7 +525,7 @@ class PipelineStack(Stack):
     def _register_state(self) -> tasks.CallAwsService:
         config = self.config
         group = self.artifacts.model_package_group_name
-        self.model_packages = self.format_arn(
+        self.model_packages = self.stack.format_arn(
             service="sagemaker", resource="model-package", resource_name=f"{group}/*"
         )
         candidate = "$states.input.evaluation.candidate"
@@ -585,7 +547,7 @@ class PipelineStack(Stack):
             action="createModelPackage",
             iam_action="sagemaker:CreateModelPackage",
             iam_resources=[
-                self.format_arn(
+                self.stack.format_arn(
                     service="sagemaker", resource="model-package-group", resource_name=group
                 ),
                 self.model_packages,
@@ -633,6 +595,97 @@ class PipelineStack(Stack):
             ),
             result_path=wf.NOTIFICATION_PATH,
         )
+
+
+class PipelineStack(Stack):
+    """The training pipeline: topic, training job setup, Lambda steps, workflow, schedule."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OnnxKitConfig,
+        artifacts: Artifacts,
+        inference_function: lambda_.IFunction,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.config, self.artifacts = config, artifacts
+        self.add_stack_dependency(artifacts.stack)
+
+        self.topic = sns.Topic(
+            self,
+            "NotificationTopic",
+            display_name=f"onnxkit {config.env} pipeline",
+            master_key=artifacts.key,
+            enforce_ssl=True,
+        )
+        if config.alarms.email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarms.email))
+
+        self.training = TrainingJob(self, "Training", config=config, artifacts=artifacts)
+        bucket = artifacts.bucket_name(self)
+        self.evaluate_fn = PipelineStep(
+            self,
+            "Evaluate",
+            config=config,
+            handler=wf.EVALUATE_HANDLER,
+            environment={"ARTIFACT_BUCKET": bucket},
+        ).function
+        artifacts.grant(self.evaluate_fn, read=(TRAINING_PREFIX, MODELS_PREFIX))
+        self.promote_fn = PipelineStep(
+            self,
+            "Promote",
+            config=config,
+            handler=wf.PROMOTE_HANDLER,
+            environment={
+                "ARTIFACT_BUCKET": bucket,
+                "FUNCTION_NAME": inference_function.function_name,
+                "ALIAS_NAME": wf.ALIAS_NAME,
+            },
+            timeout=Duration.minutes(5),
+        ).function
+        artifacts.grant(
+            self.promote_fn, read=(TRAINING_PREFIX, MODELS_PREFIX), write=(MODELS_PREFIX,)
+        )
+        served = self.format_arn(
+            service="lambda",
+            resource="function",
+            resource_name=inference_function_name(config),
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        allow(
+            self.promote_fn,
+            [
+                "lambda:GetFunctionConfiguration",
+                "lambda:UpdateFunctionConfiguration",
+                "lambda:PublishVersion",
+                "lambda:ListVersionsByFunction",
+                "lambda:GetAlias",
+                "lambda:UpdateAlias",
+                "lambda:CreateAlias",
+            ],
+            [served, f"{served}:*"],
+            reason="Versions and the live alias of the one inference function are addressed "
+            "as <function-arn>:<qualifier>.",
+        )
+
+        self.workflow = TrainingWorkflow(
+            self,
+            "Workflow",
+            config=config,
+            artifacts=artifacts,
+            training=self.training,
+            evaluate_fn=self.evaluate_fn,
+            promote_fn=self.promote_fn,
+            topic=self.topic,
+        )
+        self.state_machine = self.workflow.state_machine
+        self._schedule(config)
+
+        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
+        CfnOutput(self, "NotificationTopicArn", value=self.topic.topic_arn)
 
     def _schedule(self, config: OnnxKitConfig) -> None:
         if not config.retraining_schedule:

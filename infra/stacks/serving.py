@@ -9,6 +9,7 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
@@ -94,34 +95,26 @@ def acknowledge_function_role(role: iam.Role) -> None:
     )
 
 
-class ServingStack(Stack):
-    """Inference function, its ``live`` alias, the REST API, alarms and dashboard."""
+class InferenceFunction(Construct):
+    """The inference Lambda (bundled without Docker) and its ``live`` alias."""
 
     def __init__(
-        self,
-        scope: Construct,
-        construct_id: str,
-        *,
-        config: OnnxKitConfig,
-        artifacts: Artifacts,
-        **kwargs: object,
+        self, scope: Construct, construct_id: str, *, config: OnnxKitConfig, artifacts: Artifacts
     ) -> None:
-        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
-        self.add_stack_dependency(artifacts.stack)
-        self.key = artifacts.key
+        super().__init__(scope, construct_id)
         log_removal = RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY
         retention_days = retention(config)
 
         log_group = logs.LogGroup(
-            self, "InferenceLogs", retention=retention_days, removal_policy=log_removal
+            self, "Logs", retention=retention_days, removal_policy=log_removal
         )
-        role = function_role(self, "InferenceRole", log_group)
+        role = function_role(self, "Role", log_group)
         artifacts.grant(role, read=(MODELS_PREFIX,))
         pointer_uri = artifacts.uri(self, f"{MODELS_PREFIX}{config.model_name}/production.json")
         bundle = FunctionBundle("inference", PYTHON_VERSION, config.function.architecture)
         self.function = lambda_.Function(
             self,
-            "Inference",
+            "Function",
             function_name=inference_function_name(config),
             description=f"onnxkit {config.env} inference ({config.model_name})",
             runtime=RUNTIME,
@@ -160,15 +153,14 @@ class ServingStack(Stack):
             self, "LiveAlias", alias_name=ALIAS_NAME, version=self.function.current_version
         )
 
-        self.api = self._api(config)
-        self._alarms_and_dashboard(config)
 
-        CfnOutput(self, "ApiUrl", value=self.api.url)
-        CfnOutput(self, "FunctionName", value=self.function.function_name)
-        CfnOutput(self, "LiveAliasArn", value=self.alias.function_arn)
-        CfnOutput(self, "AuthMode", value=config.api.auth_mode)
+class InferenceApi(Construct):
+    """REST API in front of the alias: auth mode, throttling, body validation, access logs."""
 
-    def _api(self, config: OnnxKitConfig) -> apigw.RestApi:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: OnnxKitConfig, alias: lambda_.IAlias
+    ) -> None:
+        super().__init__(scope, construct_id)
         access_logs = logs.LogGroup(
             self,
             "ApiAccessLogs",
@@ -178,7 +170,7 @@ class ServingStack(Stack):
         iam_auth = config.api.auth_mode == "iam"
         api = apigw.RestApi(
             self,
-            "Api",
+            "RestApi",
             rest_api_name=f"onnxkit-{config.env}",
             description=f"onnxkit {config.env} inference API",
             endpoint_types=[apigw.EndpointType.REGIONAL],
@@ -228,7 +220,7 @@ class ServingStack(Stack):
                 templates=error_template,
             )
 
-        integration = apigw.LambdaIntegration(self.alias)
+        integration = apigw.LambdaIntegration(alias)
         validator = api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
@@ -288,9 +280,23 @@ class ServingStack(Stack):
             "API Gateway's account-level logging role; this AWS managed policy is the "
             "documented way to let API Gateway write execution logs.",
         )
-        return api
+        self.rest_api = api
 
-    def _alarms_and_dashboard(self, config: OnnxKitConfig) -> None:
+
+class ServingMonitoring(Construct):
+    """Alarms on 5xx, p99 latency, throttles and errors (to an SNS topic), and a dashboard."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OnnxKitConfig,
+        function: lambda_.IFunction,
+        api: apigw.RestApi,
+        key: kms.IKey,
+    ) -> None:
+        super().__init__(scope, construct_id)
         settings = config.alarms
         period = Duration.minutes(settings.period_minutes)
         # Encrypted with the kit's key, whose policy lets CloudWatch publish (artifacts stack).
@@ -299,11 +305,11 @@ class ServingStack(Stack):
             "AlarmTopic",
             display_name=f"onnxkit {config.env} alarms",
             enforce_ssl=True,
-            master_key=self.key,
+            master_key=key,
         )
         if settings.email:
             topic.add_subscription(subscriptions.EmailSubscription(settings.email))
-        api_name = self.api.rest_api_name
+        api_name = api.rest_api_name
         stage_dims = {"ApiName": api_name, "Stage": STAGE_NAME}
         api_5xx = cloudwatch.Metric(
             namespace="AWS/ApiGateway",
@@ -319,8 +325,8 @@ class ServingStack(Stack):
             statistic="p99",
             period=period,
         )
-        throttles = self.function.metric_throttles(period=period, statistic="Sum")
-        errors = self.function.metric_errors(period=period, statistic="Sum")
+        throttles = function.metric_throttles(period=period, statistic="Sum")
+        errors = function.metric_errors(period=period, statistic="Sum")
         alarms = [
             ("Api5xx", api_5xx, settings.api_5xx_count, "5xx responses from the API"),
             ("ApiLatencyP99", latency, settings.p99_latency_ms, "p99 API latency (ms)"),
@@ -376,16 +382,48 @@ class ServingStack(Stack):
                         statistic="p50",
                         period=period,
                     ),
-                    self.function.metric_duration(period=period, statistic="p99"),
+                    function.metric_duration(period=period, statistic="p99"),
                 ],
             ),
             cloudwatch.GraphWidget(
                 title="Lambda",
                 left=[
-                    self.function.metric_invocations(period=period, statistic="Sum"),
+                    function.metric_invocations(period=period, statistic="Sum"),
                     errors,
                     throttles,
                 ],
             ),
             cloudwatch.AlarmStatusWidget(title="Alarms", alarms=created),
         )
+
+
+class ServingStack(Stack):
+    """Inference function, its ``live`` alias, the REST API, alarms and dashboard."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OnnxKitConfig,
+        artifacts: Artifacts,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.add_stack_dependency(artifacts.stack)
+        inference = InferenceFunction(self, "Inference", config=config, artifacts=artifacts)
+        self.function, self.alias = inference.function, inference.alias
+        self.api = InferenceApi(self, "Api", config=config, alias=self.alias).rest_api
+        self.monitoring = ServingMonitoring(
+            self,
+            "Monitoring",
+            config=config,
+            function=self.function,
+            api=self.api,
+            key=artifacts.key,
+        )
+
+        CfnOutput(self, "ApiUrl", value=self.api.url)
+        CfnOutput(self, "FunctionName", value=self.function.function_name)
+        CfnOutput(self, "LiveAliasArn", value=self.alias.function_arn)
+        CfnOutput(self, "AuthMode", value=config.api.auth_mode)

@@ -47,7 +47,7 @@ def test_every_acknowledgement_names_one_finding_with_a_reason(
         assert len(reason.split()) >= 5, (path, finding)
     # The API-key acknowledgement exists only where API keys are configured.
     apig4 = [p for (p, f) in seen if f.endswith("AwsSolutions-APIG4")]
-    assert apig4 == ["OnnxKit-dev-Serving/Api"]
+    assert apig4 == ["OnnxKit-dev-Serving/Api/RestApi"]
 
 
 def test_acknowledge_refuses_vague_entries() -> None:

@@ -185,7 +185,7 @@ def test_logging_tracing_and_outputs(dev: Synthesized) -> None:
 
 
 def test_sync_iam_is_complete_and_scoped(dev: Synthesized) -> None:
-    found = statements(dev, "StateMachineRole")
+    found = statements(dev, "WorkflowStateMachineRole")
     by_action = {a: s for s in found for a in _actions(s)}
     for action in ("events:PutTargets", "events:PutRule", "events:DescribeRule"):
         assert flatten(by_action[action]["Resource"]).endswith(
