@@ -204,7 +204,21 @@ def ensure_dependencies(bundle: FunctionBundle) -> Path:
         (staging / ".complete").write_text(bundle.dependency_key() + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+        prune_stale(bundle, CACHE_ROOT)
     return target
+
+
+def prune_stale(bundle: FunctionBundle, cache_root: Path) -> list[str]:
+    """Delete cached dependency sets of the same function and platform under older keys."""
+    current = bundle.dependency_key()
+    family = current.rsplit("-", 1)[0]
+    removed = []
+    for path in sorted(cache_root.glob(f"{family}-*")):
+        if path.is_dir() and path.name != current and not path.name.endswith(".partial"):
+            shutil.rmtree(path, ignore_errors=True)
+            (cache_root / f"{path.name}.lock").unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
 
 
 def _link_or_copy(source: str, destination: str) -> None:

@@ -170,3 +170,23 @@ def test_asset_hash_follows_the_sources(tmp_path: Path, monkeypatch: pytest.Monk
     assert bundle.asset_hash() == before  # caches do not change the bundle
     (tmp_path / "onnxkit/contract/x.py").write_text("changed")
     assert bundle.asset_hash() != before
+
+
+def test_stale_cache_entries_are_pruned(tmp_path: Path) -> None:
+    bundle = FunctionBundle("pipeline", "3.14", "arm64")
+    current = bundle.dependency_key()
+    family = current.rsplit("-", 1)[0]
+    for name in (
+        current,
+        f"{family}-0000000000000000",
+        f"{family}-1111111111111111.partial",
+        "pipeline-x86_64-py3.14-2222222222222222",
+        "inference-arm64-py3.14-3333",
+    ):
+        (tmp_path / name).mkdir()
+    (tmp_path / f"{family}-0000000000000000.lock").write_text("")
+    assert bundling.prune_stale(bundle, tmp_path) == [f"{family}-0000000000000000"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        current, f"{family}-1111111111111111.partial",
+        "pipeline-x86_64-py3.14-2222222222222222", "inference-arm64-py3.14-3333",
+    ])  # fmt: skip
