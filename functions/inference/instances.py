@@ -284,7 +284,10 @@ def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any,
     checks as for JSON apply.
     """
     names = [spec.name for spec in features]
-    records = [record for record in csv.reader(io.StringIO(text)) if record]
+    try:
+        records = [record for record in csv.reader(io.StringIO(text, newline="")) if record]
+    except csv.Error as error:
+        raise ApiError(400, "invalid_body", f"the CSV body is malformed: {error}") from None
     if records and records[0] == names:
         records = records[1:]
     details: list[dict[str, Any]] = []

@@ -153,3 +153,17 @@ def test_numbers_only_is_sound(instances: Any) -> None:
         assert _leaves_are_numbers(instances)
     if _leaves_are_numbers(instances):
         assert numbers_only(raw)
+
+
+@SETTINGS
+@given(
+    body=st.text(alphabet=st.sampled_from(list('0123456789.,-+eE \n"abcx')), max_size=120)
+    | st.text(max_size=60)
+)
+def test_arbitrary_csv_bodies_get_predictions_or_a_4xx(handler: ModuleType, body: str) -> None:
+    event = event_with(
+        body=body,
+        headers={"Content-Type": "text/csv"},
+        multiValueHeaders={"Content-Type": ["text/csv"]},
+    )
+    _check(handler, event)

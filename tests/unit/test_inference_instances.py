@@ -167,3 +167,18 @@ def test_numeric_csv_fast_path_skips_a_header_and_declines_the_rest() -> None:
 
 def test_float32_max_is_numpys() -> None:
     assert float(np.finfo(np.float32).max) == FLOAT32_MAX
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet='0123456789.eE+-, \n\r"a\t\x00', max_size=40) | st.text(max_size=30))
+def test_any_csv_text_gives_rows_or_a_400(text: str) -> None:
+    for features in (NUMERIC, MIXED):
+        fast = numeric_csv_rows(text.encode(), features)
+        try:
+            rows = rows_from_csv(text, features)
+        except ApiError as error:
+            assert error.status == 400
+            assert fast is None
+            continue
+        if fast is not None:
+            assert [[float(v) for v in row] for row in fast] == [list(row) for row in rows]
