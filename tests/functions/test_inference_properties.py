@@ -49,15 +49,34 @@ content_types = st.sampled_from(
 
 
 @pytest.fixture(scope="module")
-def handler(train_artifact: Callable[..., Path]) -> ModuleType:
-    """The handler serving the mixed numeric/categorical churn model."""
+def runtimes(train_artifact: Callable[..., Path]) -> dict[str, Any]:
+    """Loaded runtimes: the mixed numeric/categorical churn model and the all-numeric MLP."""
     from functions.inference import handler as module
 
-    module.configure(
-        module.Settings(
-            model_uri=str(train_artifact("customer_churn", model="logistic_regression"))
+    return {
+        name: module.Runtime(module.Settings(model_uri=str(train_artifact(dataset, model=model))))
+        for name, dataset, model in (
+            ("churn", "customer_churn", "logistic_regression"),
+            ("numeric", "breast_cancer", "mlp"),
         )
-    )
+    }
+
+
+@pytest.fixture
+def handler(runtimes: dict[str, Any]) -> ModuleType:
+    """The handler serving the churn model."""
+    from functions.inference import handler as module
+
+    runtimes["churn"].activate()
+    return module
+
+
+@pytest.fixture
+def numeric_handler(runtimes: dict[str, Any]) -> ModuleType:
+    """The handler serving the all-numeric int8 MLP (the numbers-only fast path)."""
+    from functions.inference import handler as module
+
+    runtimes["numeric"].activate()
     return module
 
 
@@ -167,3 +186,38 @@ def test_arbitrary_csv_bodies_get_predictions_or_a_4xx(handler: ModuleType, body
         multiValueHeaders={"Content-Type": ["text/csv"]},
     )
     _check(handler, event)
+
+
+numeric_json = st.recursive(
+    st.none() | st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70),
+    lambda children: st.lists(children, max_size=32),
+    max_leaves=80,
+)
+
+
+valid_numeric_rows = st.lists(
+    st.lists(st.none() | st.floats(-1e6, 1e6) | st.integers(-1000, 1000), min_size=30, max_size=30),
+    min_size=1,
+    max_size=5,
+)
+
+
+@SETTINGS
+@given(instances=numeric_json | valid_numeric_rows)
+def test_numbers_only_bodies_on_an_all_numeric_model(
+    numeric_handler: ModuleType, instances: Any
+) -> None:
+    status, body = _check(numeric_handler, event_with(body=json.dumps({"instances": instances})))
+    well_formed = (
+        isinstance(instances, list)
+        and 0 < len(instances) <= 1000
+        and all(
+            isinstance(row, list)
+            and len(row) == 30
+            and all(v is None or (not isinstance(v, list) and abs(v) <= 3.4e38) for v in row)
+            for row in instances
+        )
+    )
+    assert (status == 200) == well_formed, body
+    if status == 200:
+        assert len(body["predictions"]) == len(instances)
