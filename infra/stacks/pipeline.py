@@ -60,6 +60,20 @@ def sklearn_image(region: str, version: str, scope: str) -> str:
     return uri
 
 
+class _UngrantedLocation(tasks.S3Location):
+    """A placeholder S3 location whose binding adds no IAM statement (replaced after render)."""
+
+    def bind(
+        self,
+        task: tasks.ISageMakerTask,
+        *,
+        for_reading: bool | None = None,
+        for_writing: bool | None = None,
+    ) -> tasks.S3LocationConfig:
+        """Bind without granting anything."""
+        return tasks.S3LocationConfig(uri="s3://replaced-after-render/")
+
+
 def _jsonata(expression: str) -> str:
     return "{% " + expression + " %}"
 
@@ -228,8 +242,8 @@ class TrainingWorkflow(Construct):
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
-            "X-Ray tracing of the state machine: PutTraceSegments and "
-            "GetSamplingRules accept no resource other than *.",
+            "Tracing and execution logging of the state machine: the X-Ray actions and the "
+            "CloudWatch Logs delivery actions accept no resource other than *.",
         )
         acknowledge_resources(
             role,
@@ -464,21 +478,10 @@ class TrainingWorkflow(Construct):
                     for m in metric_definitions()
                 ],
             ),
-            input_data_config=[
-                tasks.Channel(
-                    channel_name="train",
-                    data_source=tasks.DataSource(
-                        s3_data_source=tasks.S3DataSource(
-                            s3_location=tasks.S3Location.from_json_expression("$.train_s3_uri")
-                        )
-                    ),
-                ),
-            ],
-            # Replaced below: a bucket location or key here would make the construct add
-            # wildcard grants to the training role.
-            output_data_config=tasks.OutputDataConfig(
-                s3_output_location=tasks.S3Location.from_json_expression("$.unused")
-            ),
+            # The channels come from Prepare ("InputDataConfig.$" below); the output location
+            # is replaced below too. The construct's own S3 locations would grant the training
+            # role s3:GetObject/ListBucket/PutObject on "*", hence a location that grants nothing.
+            output_data_config=tasks.OutputDataConfig(s3_output_location=_UngrantedLocation()),
             resource_config=tasks.ResourceConfig(
                 instance_count=training.instance_count,
                 instance_type=ec2.InstanceType(training.instance_type.removeprefix("ml.")),
@@ -498,7 +501,6 @@ class TrainingWorkflow(Construct):
             rendered.pop(key, None)
         parameters = dict(rendered["Parameters"])
         parameters.pop("HyperParameters")
-        parameters.pop("InputDataConfig")
         parameters["OutputDataConfig"] = {
             "S3OutputPath": self.artifacts.uri(self, TRAINING_PREFIX),
             "KmsKeyId": self.artifacts.key.key_arn,

@@ -13,6 +13,14 @@ from infra.nag import acknowledge, flatten
 from tests.infra.conftest import SYNTH_GROUP, Synthesized, cdk_json_context
 
 ACKNOWLEDGED = "aws:cdk:acknowledged-rules"
+# Actions that take no resource (or only "*"): the only ones allowed on Resource "*".
+RESOURCELESS = {
+    "xray:PutTraceSegments", "xray:PutTelemetryRecords", "xray:GetSamplingRules",
+    "xray:GetSamplingTargets", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
+    "logs:CreateLogDelivery", "logs:DeleteLogDelivery", "logs:DescribeLogGroups",
+    "logs:DescribeResourcePolicies", "logs:GetLogDelivery", "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy", "logs:UpdateLogDelivery",
+}  # fmt: skip
 
 
 @SYNTH_GROUP
@@ -110,3 +118,30 @@ def test_cfn_lint_finds_no_errors(
     errors = [line for line in result.stdout.splitlines() if ":E" in line]
     assert result.returncode & 2 == 0 and not errors, result.stdout + result.stderr
     assert result.returncode in (0, 4, 8, 12), result.stderr
+
+
+@SYNTH_GROUP
+def test_resource_star_only_for_actions_without_resources(
+    dev: Synthesized, variant: Synthesized
+) -> None:
+    """An ``IAM5[Resource::*]`` acknowledgement covers a whole policy; this pins what is in it."""
+    checked = 0
+    for kit in (dev, variant):
+        for template in kit.templates.values():
+            for name, resource in template["Resources"].items():
+                documents = []
+                if resource["Type"] == "AWS::IAM::Policy":
+                    documents.append(resource["Properties"]["PolicyDocument"])
+                if resource["Type"] == "AWS::IAM::Role":
+                    documents += [
+                        p["PolicyDocument"] for p in resource["Properties"].get("Policies", [])
+                    ]
+                for document in documents:
+                    for statement in document["Statement"]:
+                        resources = statement["Resource"]
+                        if resources == "*" or "*" in list(resources):
+                            actions = statement["Action"]
+                            actions = {actions} if isinstance(actions, str) else set(actions)
+                            assert actions <= RESOURCELESS, (name, actions - RESOURCELESS)
+                            checked += 1
+    assert checked >= 5
