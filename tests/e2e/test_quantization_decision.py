@@ -20,8 +20,9 @@ def test_static_qdq_quantization_with_calibration_rows(train_artifact: ArtifactF
 
 def test_int8_outside_tolerance_keeps_fp32_and_says_why(train_artifact: ArtifactFactory) -> None:
     # No drift at all is allowed: any int8 graph fails, dynamic and QDQ alike.
-    model_dir = train_artifact("breast_cancer", model="mlp", max_probability_drift=0,
-                               max_metric_drop=0)
+    model_dir = train_artifact(
+        "breast_cancer", model="mlp", max_probability_drift=0, max_metric_drop=0
+    )
     manifest = load_manifest(model_dir)
     assert manifest.serving.variant == manifest.quantization.decision == "fp32"
     reason = manifest.quantization.reason
