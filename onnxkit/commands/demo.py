@@ -97,7 +97,7 @@ def demo(
             rows = [row for _, row in zip(range(2), csv.DictReader(handle), strict=False)]
         console.rule("2. onnxkit serve: the Lambda handler on 127.0.0.1")
         with serving(str(model_dir), sha256=result.manifest.serving.sha256) as url:
-            console.print(f"serving {model_dir} at {url}", highlight=False)
+            console.print(f"serving {model_dir} at {url}", highlight=False, soft_wrap=True)
             for title, body in sample_requests(result.manifest, rows):
                 response = httpx.post(f"{url}/predict", json=body, timeout=10)
                 console.print(f"\n[bold]{title}[/]: POST {url}/predict", highlight=False)
@@ -105,4 +105,6 @@ def demo(
                 console.print(f"-> HTTP {response.status_code}", highlight=False)
                 console.print(json.dumps(response.json()), soft_wrap=True)
         console.rule("3. stopped the server")
-        console.print(f"Serve it again: onnxkit serve --model {model_dir}", highlight=False)
+        console.print(
+            f"Serve it again: onnxkit serve --model {model_dir}", highlight=False, soft_wrap=True
+        )
