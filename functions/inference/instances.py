@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -186,20 +187,20 @@ class FeedBuilder:
         self.all_nullable = all(spec.nullable for spec in self.features)
         self.allowed = _NULLABLE_NUMBER_TYPES if self.all_nullable else _NUMBER_TYPES
         self.required = np.array([not spec.nullable for spec in self.features])
+        self._local = threading.local()  # per-thread one-row buffers (see _one_row)
 
     def __call__(
         self, rows: Sequence[Sequence[Any]], numbers_only: bool = False
     ) -> dict[str, np.ndarray]:
         """The feed, or an ApiError naming every bad value (up to MAX_DETAILS)."""
         if self.all_numeric:
-            feed = self._numeric(rows, numbers_only)
+            matrix = self._matrix(rows, numbers_only)
+            feed = None if matrix is None else self.from_matrix(matrix)
             if feed is not None:
                 return feed
         return self._by_column(rows)
 
-    def _numeric(
-        self, rows: Sequence[Sequence[Any]], numbers_only: bool
-    ) -> dict[str, np.ndarray] | None:
+    def _matrix(self, rows: Sequence[Sequence[Any]], numbers_only: bool) -> np.ndarray | None:
         """One type check and one conversion for the whole matrix; None -> the careful path."""
         if not numbers_only and not set(map(type, chain.from_iterable(rows))) <= self.allowed:
             return None
@@ -209,15 +210,57 @@ class FeedBuilder:
             return None
         if matrix.ndim != 2 or matrix.shape[1] != len(self.features):
             return None
+        return matrix
+
+    def from_matrix(self, matrix: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The feed of a float64 ``[N, F]`` matrix (NaN = null) whose values all pass, or None
+        (the careful path then names each bad value)."""
         # Elementwise: NaN (a null) compares False, where max() would turn NaN and hide the rest.
         if (np.abs(matrix) > FLOAT32_MAX).any():
             return None
         if not self.all_nullable and np.isnan(matrix[:, self.required]).any():
             return None
-        # Transposed and C-ordered, so every input is a contiguous [N, 1] view: no copies.
         n_rows, n_features = matrix.shape
+        if n_rows == 1:
+            return self._one_row(matrix[0])
+        # Transposed and C-ordered, so every input is a contiguous [N, 1] view: no copies.
         columns = matrix.T.astype(np.float32, order="C").reshape(n_features, n_rows, 1)
         return dict(zip(self.inputs, columns, strict=True))
+
+    def _one_row(self, row: np.ndarray) -> dict[str, np.ndarray]:
+        """A one-row feed in this thread's buffer, whose [1, 1] views are made once: making F
+        views costs more than a one-row request's checks. Valid until the thread's next one."""
+        try:
+            buffer, feed = self._local.one_row
+        except AttributeError:
+            buffer = np.empty((len(self.inputs), 1, 1), dtype=np.float32)
+            feed = dict(zip(self.inputs, buffer, strict=True))
+            self._local.one_row = (buffer, feed)
+        buffer[:, 0, 0] = row  # float64 -> float32, rounding as astype does
+        return feed
+
+    def json_matrix(self, raw: bytes) -> np.ndarray | None:
+        """The float64 ``[N, F]`` matrix of a body ``{"instances": [[numbers], ...]}`` of list
+        instances with F numbers each, parsed by simdjson straight into a buffer (no Python
+        float per value); None for anything else, which the orjson path then parses and
+        explains. Only for all-numeric signatures."""
+        if not self.all_numeric or raw.startswith(_UTF8_BOM):  # simdjson skips it, orjson not
+            return None
+        matrix = _simd_matrix(raw, len(self.features), "instances")
+        # Each "[" opens the instances or a row: nothing nested (as_buffer would flatten it).
+        if matrix is None or raw.count(b"[") != len(matrix) + 1:
+            return None
+        return matrix
+
+    def csv_matrix(self, raw: bytes) -> np.ndarray | None:
+        """The float64 ``[N, F]`` matrix of a clean all-numeric CSV body (an optional header of
+        feature names is skipped), or None when anything needs :func:`rows_from_csv`."""
+        if not self.all_numeric:
+            return None
+        body = _numeric_csv_body(raw, self.features)
+        if body is None:
+            return None
+        return _simd_matrix(b"[[" + body.replace(b"\n", b"],[") + b"]]", len(self.features), None)
 
     def _by_column(self, rows: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
         features = self.features
@@ -255,9 +298,8 @@ def build_feed(
 _NUMERIC_CSV_BYTES = b"0123456789.eE+-, \t\r\n"
 
 
-def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[Any]] | None:
-    """Rows of a clean all-numeric CSV body, parsed as JSON arrays (~10x faster than csv +
-    float()); None when anything needs :func:`rows_from_csv` and its precise errors."""
+def _numeric_csv_body(raw: bytes, features: Sequence[FeatureSpec]) -> bytes | None:
+    """The rows of a CSV body made of numbers only, header stripped, lines ending in ``\\n``."""
     if not all(spec.numeric for spec in features):
         return None
     body = raw.strip()
@@ -268,6 +310,15 @@ def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[A
         return None
     if b"\r" in body:
         body = body.replace(b"\r\n", b"\n")
+    return body
+
+
+def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[Any]] | None:
+    """Rows of a clean all-numeric CSV body, parsed as JSON arrays (~10x faster than csv +
+    float()); None when anything needs :func:`rows_from_csv` and its precise errors."""
+    body = _numeric_csv_body(raw, features)
+    if body is None:
+        return None
     try:
         rows = orjson.loads(b"[[" + body.replace(b"\n", b"],[") + b"]]")
     except orjson.JSONDecodeError:  # empty fields, "+1", ".5", "1e999": the careful path
@@ -275,6 +326,47 @@ def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[A
     if set(map(len, rows)) != {len(features)}:
         return None
     return rows
+
+
+# Bodies below this size parse faster with orjson than with a simdjson document.
+SIMDJSON_MIN_BYTES = 4096
+_UTF8_BOM = b"\xef\xbb\xbf"
+_parsers = threading.local()  # a simdjson parser is reusable, but not across threads
+
+
+def _simd_matrix(document: bytes, n_features: int, key: str | None) -> np.ndarray | None:
+    """float64 ``[N, F]`` from a JSON document whose array (the value of its only key ``key``,
+    else the root) holds N >= 1 rows of F numbers; None for anything else, simdjson's refusals
+    included (invalid JSON, a null, a number beyond double range, an integer beyond 64 bits).
+    Rows holding arrays are the caller's to rule out: as_buffer flattens them."""
+    try:
+        buffer, n_rows = _simd_buffer(document, n_features, key)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError):
+        return None
+    if not n_rows:
+        return None
+    matrix = np.frombuffer(buffer, dtype=np.float64)
+    if matrix.size != n_rows * n_features:
+        return None
+    return matrix.reshape(n_rows, n_features)
+
+
+def _simd_buffer(document: bytes, n_features: int, key: str | None) -> tuple[Any, int]:
+    """The rows' numbers as a flat buffer of doubles and the number of rows (0: not rows of
+    ``n_features``). The document's proxies die here, so the thread's parser is free again."""
+    import simdjson  # noqa: PLC0415  # only large bodies need it: no cold-start cost
+
+    parser = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    parsed: Any = parser.parse(document)
+    if key is not None:
+        if not isinstance(parsed, simdjson.Object) or len(parsed) != 1:
+            return b"", 0
+        parsed = parsed.get(key)
+    if not isinstance(parsed, simdjson.Array) or set(map(len, cast(Any, parsed))) != {n_features}:
+        return b"", 0  # also an empty list: set() is not {n_features}
+    return parsed.as_buffer(of_type="d"), len(parsed)
 
 
 def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any, ...]]:

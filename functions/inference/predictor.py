@@ -70,7 +70,11 @@ class Model:
 
     def predict(self, rows: Sequence[Sequence[Any]], numbers_only: bool = False) -> dict[str, Any]:
         """Response body for rows in signature order (validated by :func:`build_feed`)."""
-        outputs = self.run(self.feed(rows, numbers_only))
+        return self.predict_feed(self.feed(rows, numbers_only))
+
+    def predict_feed(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Response body for a validated feed (from :class:`FeedBuilder`)."""
+        outputs = self.run(feed)
         if self.task == "classification":
             labels, probabilities = outputs
             return {

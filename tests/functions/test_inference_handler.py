@@ -301,3 +301,88 @@ def test_error_logs_are_structured_json_with_the_request_id(
     assert log["function_request_id"] == "11111111-2222-3333-4444-555555555555"
     assert log["function_name"] == "onnxkit-inference-test"
     assert log["service"] == "onnxkit-inference"
+
+
+def _large_bodies(rows: list[list[float]], names: list[str]) -> dict[str, tuple[str, str]]:
+    """Bodies over SIMDJSON_MIN_BYTES: clean ones for the simdjson path, and ones it must
+    leave to the careful path (name -> (content type, body))."""
+    csv = "\n".join(",".join(repr(v) for v in row) for row in rows)
+    bad_value: list[list[Any]] = [list(row) for row in rows]
+    bad_value[7][3] = 1e39
+    with_null: list[list[Any]] = [list(row) for row in rows]
+    with_null[5][2] = None
+    with_string: list[list[Any]] = [list(row) for row in rows]
+    with_string[9][0] = "1.5"
+    nested: list[list[Any]] = [list(row) for row in rows]
+    nested[4][1] = [nested[4][1]]
+    ragged = [list(row) for row in rows]
+    ragged[3] = ragged[3][:-1]
+    ints = [[int(v) for v in row] for row in rows]
+    json_ = "application/json"
+    return {
+        "json": (json_, json.dumps({"instances": rows})),
+        "json_compact": (json_, json.dumps({"instances": rows}, separators=(",", ":"))),
+        "json_pretty": (json_, json.dumps({"instances": rows}, indent=2)),
+        "json_ints": (json_, json.dumps({"instances": ints})),
+        "csv": ("text/csv", csv),
+        "csv_header_crlf": ("text/csv", ",".join(names) + "\r\n" + csv.replace("\n", "\r\n")),
+        "out_of_range": (json_, json.dumps({"instances": bad_value})),
+        "null": (json_, json.dumps({"instances": with_null})),
+        "string": (json_, json.dumps({"instances": with_string})),
+        "nested": (json_, json.dumps({"instances": nested})),
+        "ragged": (json_, json.dumps({"instances": ragged})),
+        "csv_out_of_range": ("text/csv", csv.replace(",", ",1e39,", 1)),
+        "csv_empty_field": ("text/csv", csv.replace(",", ",,", 1)),
+    }
+
+
+def test_large_bodies_answer_exactly_as_the_careful_path(
+    use_model: UseModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.inference import instances
+
+    handler = use_model("breast_cancer")
+    names = [spec.name for spec in handler.runtime.model.features]
+    data = [json.loads(load_event("predict_list")["body"])["instances"][0]]
+    rows = [[round(v * (1 + i / 997), 6) for v in data[0]] for i in range(300)]
+    bodies = _large_bodies(rows, names)
+    fast_feed, fast = handler._fast_feed, []
+
+    def spy(*args: Any) -> Any:
+        feed = fast_feed(*args)
+        fast.append(feed is not None)
+        return feed
+
+    monkeypatch.setattr(handler, "_fast_feed", spy)
+    outcomes, took_fast_path = {}, {}
+    for name, (media, body) in bodies.items():
+        assert len(body) >= instances.SIMDJSON_MIN_BYTES, name
+        event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
+        outcomes[name] = call(handler, event)
+        took_fast_path[name] = fast.pop()
+    clean = {"json", "json_compact", "json_pretty", "json_ints", "csv", "csv_header_crlf"}
+    assert {name for name, taken in took_fast_path.items() if taken} == clean
+    monkeypatch.setattr(handler, "SIMDJSON_MIN_BYTES", 10**9)  # the orjson/csv path only
+    for name, (media, body) in bodies.items():
+        event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
+        assert call(handler, event) == outcomes[name], name
+    status, _, ok = outcomes["json"]
+    assert status == 200 and len(ok["predictions"]) == 300
+    for name in ("json_compact", "json_pretty", "csv", "csv_header_crlf"):
+        assert outcomes[name] == outcomes["json"], name
+    assert outcomes["out_of_range"][0] == 400
+    assert outcomes["out_of_range"][2]["error"]["details"][0]["instance"] == 7
+    assert outcomes["string"][0] == outcomes["nested"][0] == outcomes["ragged"][0] == 400
+
+
+def test_large_bodies_over_the_instance_limit_are_a_413(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer", max_instances=2)
+    row = json.loads(load_event("predict_list")["body"])["instances"][0]
+    for media, body in (
+        ("application/json", json.dumps({"instances": [row] * 200})),
+        ("text/csv", "\n".join(",".join(map(str, row)) for _ in range(200))),
+    ):
+        event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
+        status, _, error = call(handler, event)
+        assert status == 413, media
+        assert error["error"]["message"] == "200 instances; at most 2 per call"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +16,7 @@ from functions.inference.errors import ApiError
 from functions.inference.instances import (
     FLOAT32_MAX,
     FeatureSpec,
+    FeedBuilder,
     build_feed,
     numeric_csv_rows,
     rows_from_csv,
@@ -182,3 +186,123 @@ def test_any_csv_text_gives_rows_or_a_400(text: str) -> None:
             continue
         if fast is not None:
             assert [[float(v) for v in row] for row in fast] == [list(row) for row in rows]
+
+
+# --- simdjson matrices (large bodies) and the one-row buffer --------------------------------
+
+THREE = [FeatureSpec(name, name, True, True) for name in ("p", "q", "r")]
+
+
+def _careful_matrix(raw: bytes, features: list[FeatureSpec]) -> np.ndarray | None:
+    """What the orjson path makes of a body: the float64 matrix, or None if it is not one of
+    list instances of len(features) numbers (no booleans, strings, nesting or nulls)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict) or set(body) != {"instances"}:
+        return None
+    rows = body["instances"]
+    if not isinstance(rows, list) or not rows:
+        return None
+    if not all(isinstance(row, list) and len(row) == len(features) for row in rows):
+        return None
+    if not all(type(v) in (int, float) for row in rows for v in row):
+        return None
+    return np.array(rows, dtype=np.float64)
+
+
+json_numbers = (
+    st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([0, -0.0, 1e308, 5e-324, 2**53 + 1, 2**64, -(2**63) - 1])
+)
+json_values = st.recursive(
+    json_numbers | st.none() | st.booleans() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    rows=st.lists(st.lists(json_numbers, min_size=3, max_size=3), min_size=1, max_size=6)
+    | st.lists(st.lists(json_values, max_size=4), max_size=4)
+    | json_values,
+    spacing=st.sampled_from([None, (", ", ": "), (",", ":")]),
+    extra=st.sampled_from([{}, {"x": 1}]),
+)
+def test_simdjson_matrix_is_exactly_the_orjson_matrix_or_declines(
+    rows: Any, spacing: tuple[str, str] | None, extra: dict[str, Any]
+) -> None:
+    raw = json.dumps({"instances": rows, **extra}, separators=spacing).encode()
+    fast = FeedBuilder(THREE).json_matrix(raw)
+    careful = _careful_matrix(raw, THREE)
+    if fast is None:
+        # Declining is always safe; it must not decline the plain case it exists for.
+        in_int64 = (
+            all(-(2**63) <= v < 2**64 for row in rows for v in row) if careful is not None else True
+        )
+        assert careful is None or not in_int64
+        return
+    assert careful is not None
+    np.testing.assert_array_equal(fast, careful)
+    assert fast.dtype == np.float64 and fast.shape == careful.shape
+
+
+def test_simdjson_matrix_declines_what_the_careful_path_must_explain() -> None:
+    builder = FeedBuilder(THREE)
+    matrix = builder.json_matrix(b'{"instances": [[1, 2.5, -3e2], [0, 0, 0]]}')
+    assert matrix is not None
+    assert matrix.tolist() == [
+        [1, 2.5, -300],
+        [0, 0, 0],
+    ]
+    for raw in (
+        b'{"instances": [[1, [2], 3]]}',  # as_buffer would flatten the nesting
+        b'{"instances": [[1, [], 2, 3]]}',
+        b'{"instances": [[1, 2, 3], [4, 5]]}',
+        b'{"instances": [[1, 2, null]]}',
+        b'{"instances": [[1, 2, true]]}',
+        b'{"instances": [[1, 2, "3"]]}',
+        b'{"instances": ["abc"]}',
+        b'{"instances": [{"p": 1, "q": 2, "r": 3}]}',
+        b'{"instances": []}',
+        b'{"instances": [[1, 2, 1e400]]}',
+        b'{"instances": [[1, 2, 123456789012345678901234567890]]}',
+        b'{"instances": [[1, 2, 3]], "instances": [[4, 5, 6]]}',
+        b'{"instances": [[1, 2, 3]], "x": 1}',
+        b'{"other": [[1, 2, 3]]}',
+        b"[[1, 2, 3]]",
+        b'\xef\xbb\xbf{"instances": [[1, 2, 3]]}',  # simdjson skips a BOM, orjson refuses it
+        b'{"instances": [[1, 2, 3]]} x',
+        b'{"instances": [[01, 2, 3]]}',
+    ):
+        assert builder.json_matrix(raw) is None, raw
+    assert FeedBuilder(MIXED).json_matrix(b'{"instances": [[1, 2]]}') is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="0123456789.eE+-, \n\r", max_size=60))
+def test_simdjson_csv_matrix_agrees_with_the_orjson_csv_rows(text: str) -> None:
+    fast = FeedBuilder(NUMERIC).csv_matrix(text.encode())
+    if fast is None:
+        return
+    rows = numeric_csv_rows(text.encode(), NUMERIC)
+    assert rows is not None
+    np.testing.assert_array_equal(fast, np.array(rows, dtype=np.float64))
+
+
+def test_one_row_feeds_reuse_a_buffer_per_thread_with_fresh_values() -> None:
+    builder = FeedBuilder(NUMERIC)
+    first = builder([[1.5, None]], numbers_only=True)
+    assert first["a_b"].shape == (1, 1) and first["a_b"].dtype == np.float32
+    assert first["a_b"][0, 0] == 1.5 and np.isnan(first["c"][0, 0])
+    second = builder([[FLOAT32_MAX, -2]], numbers_only=True)
+    assert second["a_b"][0, 0] == np.float32(FLOAT32_MAX) and second["c"][0, 0] == -2
+    seen: list[dict[str, np.ndarray]] = []
+    worker = threading.Thread(target=lambda: seen.append(builder([[7, 8]], numbers_only=True)))
+    worker.start()
+    worker.join()
+    assert seen[0]["a_b"][0, 0] == 7 and second["a_b"][0, 0] == np.float32(FLOAT32_MAX)
+    assert seen[0]["a_b"] is not second["a_b"]
