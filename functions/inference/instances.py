@@ -239,6 +239,11 @@ class FeedBuilder:
         buffer[:, 0, 0] = row  # float64 -> float32, rounding as astype does
         return feed
 
+    def is_one_row_feed(self, feed: dict[str, np.ndarray]) -> bool:
+        """Whether ``feed`` is this thread's one-row buffer (which a session may bind once)."""
+        cached = getattr(self._local, "one_row", None)
+        return cached is not None and feed is cached[1]
+
     def json_matrix(self, raw: bytes) -> np.ndarray | None:
         """The float64 ``[N, F]`` matrix of a body ``{"instances": [[numbers], ...]}`` of list
         instances with F numbers each, parsed by simdjson straight into a buffer (no Python

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,10 +64,36 @@ class Model:
 
     def __post_init__(self) -> None:
         self.feed = FeedBuilder(self.features)
+        self._local = threading.local()  # per-thread IOBinding of the one-row buffer
+        outputs = {node.name: node.type for node in self.session.get_outputs()}
+        # copy_outputs_to_cpu returns numeric tensors; string labels take session.run.
+        self._bindable = all(
+            outputs.get(name, "").startswith("tensor(") and outputs[name] != "tensor(string)"
+            for name in self.output_names
+        )
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One session.run over every row of the call."""
+        """One session.run over every row of the call.
+
+        A one-row numeric feed lives in a per-thread buffer (``FeedBuilder``); its inputs are
+        bound once to an IOBinding (OrtValues over the buffer's memory, no copy on CPU), which
+        saves session.run converting and checking F inputs on every call: a third of a one-row
+        run. Everything else goes through session.run."""
+        if self._bindable and self.feed.is_one_row_feed(feed):
+            binding = getattr(self._local, "binding", None)
+            if binding is None:
+                binding = self._local.binding = self._bind(feed)
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()
         return self.session.run(self.output_names, feed)
+
+    def _bind(self, feed: dict[str, np.ndarray]) -> ort.IOBinding:
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        return binding
 
     def predict(self, rows: Sequence[Sequence[Any]], numbers_only: bool = False) -> dict[str, Any]:
         """Response body for rows in signature order (validated by :func:`build_feed`)."""

@@ -386,3 +386,47 @@ def test_large_bodies_over_the_instance_limit_are_a_413(use_model: UseModel) -> 
         status, _, error = call(handler, event)
         assert status == 413, media
         assert error["error"]["message"] == "200 instances; at most 2 per call"
+
+
+def test_one_row_requests_in_turn_and_in_threads_match_session_run(use_model: UseModel) -> None:
+    # One-row feeds reuse a per-thread buffer bound once to an IOBinding: every request must
+    # still see its own values, on every thread.
+    import threading
+
+    import orjson
+
+    NUMPY = orjson.OPT_SERIALIZE_NUMPY
+    handler = use_model("breast_cancer")
+    model = handler.runtime.model
+    base = json.loads(load_event("predict_list")["body"])["instances"][0]
+    rows = [[v * (1 + 0.37 * i) for v in base] for i in range(12)]
+
+    def expected(row: list[float]) -> tuple[list[Any], list[Any]]:
+        feed = {
+            spec.onnx_input: np.array([[value]], dtype=np.float32)
+            for spec, value in zip(model.features, row, strict=True)
+        }
+        labels, probabilities = model.session.run(None, feed)
+        # float32 written as the API writes it (shortest float32 repr)
+        return labels.tolist(), orjson.loads(orjson.dumps(probabilities, option=NUMPY))
+
+    def answer(row: list[float]) -> tuple[list[Any], list[Any]]:
+        status, _, body = call(handler, event_with(body=json.dumps({"instances": [row]})))
+        assert status == 200
+        return body["predictions"], body["probabilities"]
+
+    wanted = [expected(row) for row in rows]
+    assert len({str(p) for _, p in wanted}) > 1  # the rows really differ
+    assert [answer(row) for row in rows] == wanted
+    results: dict[int, list[Any]] = {}
+
+    def worker(index: int) -> None:
+        results[index] = [answer(row) for row in rows[index::3]]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(3):
+        assert results[index] == wanted[index::3]
