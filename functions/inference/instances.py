@@ -262,7 +262,7 @@ class FeedBuilder:
         feature names is skipped), or None when anything needs :func:`rows_from_csv`."""
         if not self.all_numeric:
             return None
-        body = _numeric_csv_body(raw, self.features)
+        body = _numeric_csv_body(raw, self.features, strict_parser=True)
         if body is None:
             return None
         return _simd_matrix(b"[[" + body.replace(b"\n", b"],[") + b"]]", len(self.features), None)
@@ -303,15 +303,26 @@ def build_feed(
 _NUMERIC_CSV_BYTES = b"0123456789.eE+-, \t\r\n"
 
 
-def _numeric_csv_body(raw: bytes, features: Sequence[FeatureSpec]) -> bytes | None:
-    """The rows of a CSV body made of numbers only, header stripped, lines ending in ``\\n``."""
+def _numeric_csv_body(
+    raw: bytes, features: Sequence[FeatureSpec], strict_parser: bool = False
+) -> bytes | None:
+    """The rows of a CSV body made of numbers only, header stripped, lines ending in ``\\n``.
+
+    With ``strict_parser`` (simdjson's as_buffer, which refuses anything but numbers) only
+    brackets need ruling out, as nesting would flatten; a byte-by-byte alphabet check costs
+    as much as the parse's own validation of a large body."""
     if not all(spec.numeric for spec in features):
         return None
     body = raw.strip()
     first, _, rest = body.partition(b"\n")
     if first.strip().split(b",") == [spec.name.encode() for spec in features]:
         body = rest.strip()
-    if not body or body.translate(None, _NUMERIC_CSV_BYTES):
+    if not body:
+        return None
+    if strict_parser:
+        if b"[" in body or b"]" in body:
+            return None
+    elif body.translate(None, _NUMERIC_CSV_BYTES):
         return None
     if b"\r" in body:
         body = body.replace(b"\r\n", b"\n")
