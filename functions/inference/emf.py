@@ -58,6 +58,13 @@ class FastEMFProvider(AmazonCloudWatchEMFProvider):
             "Value": [float(value)],
         }
 
+    def add_dimension(self, name: str, value: str) -> None:
+        """Powertools' ``add_dimension``, after dropping a service dimension kept from the last
+        flush: Powertools' reset would have dropped it, and serialize re-adds it last."""
+        if self._service_added and self.dimension_set == self._steady:
+            del self.dimension_set["service"]
+        super().add_dimension(name=name, value=value)
+
     def flush_metrics(self, raise_on_empty_metrics: bool = False) -> None:
         """Print the EMF blob, as Powertools does, then drop the metrics (dimensions stay)."""
         environ = os.environ  # either switch set (to anything): Powertools' flush decides
@@ -73,11 +80,9 @@ class FastEMFProvider(AmazonCloudWatchEMFProvider):
             return
         print(orjson.dumps(self.serialize_metric_set()).decode())
         if self._steady is not None and self.dimension_set == self._steady:
-            # What clear_metrics leaves: the defaults (serialize re-adds service, last, as it
-            # does after Powertools' own reset).
+            # What clear_metrics leaves: the defaults. A service dimension that serialize added
+            # stays until a dimension is added (see add_dimension), sparing its re-adding.
             self.metric_set.clear()
-            if self._service_added:
-                del self.dimension_set["service"]
             return
         self.clear_metrics()
         self._steady = dict(self.dimension_set)

@@ -101,10 +101,10 @@ def rows_from_instances(
 ) -> list[tuple[Any, ...]]:
     """Each instance as a tuple in signature order; list and object instances may be mixed."""
     n_features = len(features)
-    names = [spec.name for spec in features]
     kinds = set(map(type, instances))
     if kinds == {list} and set(map(len, instances)) == {n_features}:
         return instances  # type: ignore[return-value]  # lists index like tuples
+    names = [spec.name for spec in features]
     name_set = set(names)
     if kinds == {dict} and all(instance.keys() == name_set for instance in instances):
         getter = itemgetter(*names)

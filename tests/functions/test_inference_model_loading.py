@@ -319,3 +319,11 @@ def test_real_manifests_read_like_the_pydantic_model(
 
     raw = (train_artifact(dataset, model=model) / "manifest.json").read_bytes()
     assert public_view(validate_manifest(raw)) == parse_manifest(raw).public()
+
+
+def test_session_threads_do_not_spin_between_requests() -> None:
+    from functions.inference.predictor import session_options
+
+    options = session_options(2)
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
