@@ -65,27 +65,45 @@ def watch(kit: Any, arn: str, *, follow: bool, interval: float) -> str:
     sfn = kit.client("stepfunctions")
     console = Console(soft_wrap=True)  # links stay whole in logs
     run = describe_run(sfn, arn)
-    if not follow or run.outcome != "running":
-        console.print(render(kit, run))
-        return run.outcome
-    with Live(render(kit, run), console=console, refresh_per_second=2, transient=False) as live:
-        while run.outcome == "running":
-            time.sleep(max(interval, 0.0))
-            run = describe_run(sfn, arn)
-            live.update(render(kit, run))
+    view = render(kit, run)
+    if follow and run.outcome == "running":
+        # Live crops every line at the console width (80 columns when piped), console links
+        # included, so it only shows progress and is cleared; the last view is printed whole
+        # below, also when the wait ends with Ctrl-C or an AWS error.
+        try:
+            with Live(view, console=console, refresh_per_second=2, transient=True) as live:
+                while run.outcome == "running":
+                    time.sleep(max(interval, 0.0))
+                    run = describe_run(sfn, arn)
+                    view = render(kit, run)
+                    live.update(view)
+        finally:
+            console.print(view)
+    else:
+        console.print(view)
     return run.outcome
 
 
 def _training(kit: Any, name: str) -> Any:
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    """The job's TrainingView, or one line saying why it could not be read."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
 
+    from onnxkit.cloud.errors import CloudError, describe_aws_error  # noqa: PLC0415
     from onnxkit.cloud.executions import training_job  # noqa: PLC0415
 
     try:
         return training_job(kit.session, kit.region, name)
-    except ClientError as error:
-        # The job name is known a moment before the job exists; show the run regardless.
-        return " ".join(str(error).split())
+    except Exception as error:  # noqa: BLE001
+        # The job is one section of the run view: its name is known a moment before the job
+        # exists, and the SDK can fail to reach, sign or parse DescribeTrainingJob. Whatever
+        # happened, the steps, gate and promotion still show, with this note in the job's place.
+        if isinstance(error, CloudError):
+            note = error.format_message()
+        elif isinstance(error, BotoCoreError | ClientError):
+            note = describe_aws_error(error)
+        else:
+            note = f"{type(error).__name__}: {error}"
+        return "not readable: " + " ".join(note.split())[:300]
 
 
 def _seconds(value: float | None) -> str:

@@ -8,7 +8,9 @@ ones the CLI meets in AWS.
 
 from __future__ import annotations
 
+import io
 import json
+import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,6 +233,114 @@ def test_train_wait_follows_a_promoted_run(tmp_path, runner, kit):
     assert "promoted v7 -> Lambda version 3 (was 2)" in out
     assert f"sagemaker/home?region={REGION}#/jobs/{JOB}" in out
     assert "states/home" in out and "executions/details/arn:aws:states" in out
+
+
+class FirstLookRunning:
+    """A Step Functions client whose first DescribeExecution answer predates the run's end.
+
+    On AWS the first poll of ``train --wait`` finds the run running; moto's Pass states often
+    finish before it, which hid the live-view path from the test above except on a busy machine.
+    """
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.looks = 0
+
+    def describe_execution(self, **kwargs: Any) -> dict[str, Any]:
+        answer = dict(self.real.describe_execution(**kwargs))
+        self.looks += 1
+        if self.looks == 1:
+            answer["status"] = "RUNNING"
+            answer.pop("stopDate", None)
+            answer.pop("output", None)
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class LateSession(boto3.Session):
+    """A boto3 session handing out :class:`FirstLookRunning` for Step Functions."""
+
+    def __init__(self) -> None:
+        super().__init__(region_name=REGION)
+        self.sfn: FirstLookRunning | None = None
+
+    def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        client = super().client(service_name, *args, **kwargs)
+        if service_name != "stepfunctions":
+            return client
+        self.sfn = FirstLookRunning(client)
+        return self.sfn
+
+
+def test_following_a_running_run_prints_the_final_view_with_whole_links(kit, capsys, monkeypatch):
+    from onnxkit.cloud.discovery import discover
+    from onnxkit.commands.status import watch
+
+    monkeypatch.setenv("COLUMNS", "80")  # what rich assumes for a pipe; the links are longer
+    machine = pipeline(mirror_definition(passed=True))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arn = sfn.start_execution(stateMachineArn=machine, name="run-live")["executionArn"]
+    session = LateSession()
+    found = discover("dev", ("Pipeline",), session=session)
+    assert watch(found, arn, follow=True, interval=0) == "promoted"
+    assert session.sfn is not None and session.sfn.looks >= 2  # the live view did run
+    out = capsys.readouterr().out
+    assert f"training job {JOB}  Completed" in out
+    assert f"sagemaker/home?region={REGION}#/jobs/{JOB}" in out
+    assert f"executions/details/{arn}" in out
+    assert out.count("quality gate passed") == 1  # the live frames are not left in the log
+
+
+def test_status_notes_an_unreadable_training_job_and_shows_the_rest(runner, kit, monkeypatch):
+    # SageMaker unreachable while Step Functions answers: a closed port on this machine.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retry backoff against the closed port
+    machine = pipeline(mirror_definition(passed=True))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-3")
+    result = invoke(runner, "status", "run-3", "--env", "dev", "--follow", "--interval", 0)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stdout.splitlines() if line.startswith("training job ")]
+    assert len(notes) == 1, result.stdout
+    assert notes[0].startswith(f"training job {JOB}: not readable: cannot reach AWS: ")
+    assert f"sagemaker/home?region={REGION}#/jobs/{JOB}" in result.stdout
+    assert "quality gate passed" in result.stdout
+    assert "promoted v7 -> Lambda version 3 (was 2)" in result.stdout
+
+
+def test_status_notes_a_training_job_read_that_fails_for_any_reason(kit):
+    from rich.console import Console
+
+    from onnxkit.cloud.discovery import discover
+    from onnxkit.cloud.executions import summarize
+    from onnxkit.commands.status import render
+
+    class NoSageMakerSession(LateSession):
+        """Credentials whose SageMaker client cannot be built (say, a crashing helper)."""
+
+        def client(self, service_name: str, *args: Any, **kwargs: Any) -> Any:
+            if service_name.startswith("sagemaker"):
+                raise RuntimeError("credential helper exited with status 1")
+            return super().client(service_name, *args, **kwargs)
+
+    found = discover("dev", ("Artifacts",), session=NoSageMakerSession())
+    run = summarize(
+        {"executionArn": "arn:aws:states:eu-west-1:1:execution:m:r", "status": "RUNNING"},
+        [],
+    )
+    run.training_job_name = JOB
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(render(found, run))
+    text = console.export_text()
+    assert (
+        f"training job {JOB}: not readable: RuntimeError: credential helper exited with status 1"
+    ) in text
+    assert f"#/jobs/{JOB}" in text
 
 
 def test_status_shows_a_rejected_run_and_exits_3_when_following(runner, kit):
