@@ -4,6 +4,10 @@ Instances are rows: a list of values in signature order, or an object keyed by f
 The fast path checks whole columns with C-level builtins (``set(map(type, column))``) and
 converts each column with one ``numpy.array`` call; only a column that fails the check is
 walked value by value, to say exactly which instance and feature are wrong.
+
+Large all-numeric bodies (JSON list instances, or CSV) skip Python objects altogether: simdjson
+parses them straight into a float64 buffer (``FeedBuilder.json_matrix`` / ``csv_matrix``). It
+declines anything but rows of numbers, and those bodies take the path above, unchanged.
 """
 
 from __future__ import annotations
