@@ -165,6 +165,16 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
     def bound() -> Any:
         return model.run(one_row_feed)
 
+    from functions.inference import instances
+
+    def without_simdjson(event: dict[str, Any]) -> Any:
+        # The deployed runtime (CPython 3.14 on arm64) has no pysimdjson wheel: orjson path.
+        found, instances._simdjson_module = instances._simdjson_module, None
+        try:
+            return lambda_handler(event, context)
+        finally:
+            instances._simdjson_module = found
+
     def core() -> str:
         # The handler's own work without Powertools' router, logger and EMF flush.
         rows = rows_from_instances(orjson.loads(raw1)["instances"], model.features)
@@ -184,6 +194,8 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
                 "bare_1000": (lambda: session.run(names, feed1000), 20),
                 "handler_1000_json": (lambda: lambda_handler(events[1000], context), 20),
                 "handler_1000_csv": (lambda: lambda_handler(events["csv"], context), 10),
+                "handler_1000_json_orjson": (lambda: without_simdjson(events[1000]), 10),
+                "handler_1000_csv_orjson": (lambda: without_simdjson(events["csv"]), 10),
                 "sklearn_1": (lambda: pipeline.predict_proba(frame1), 30),
                 "sklearn_1000": (lambda: pipeline.predict_proba(frame1000), 5),
             },
@@ -409,11 +421,13 @@ def report(
                 one <= 2,
             )
         )
-        for body in ("json", "csv"):
+        for body in ("json", "csv", "json_orjson", "csv_orjson"):
             many = r[f"handler_1000_{body}"] / r["bare_1000"]
+            kind, _, parser = body.partition("_")
             rows.append(
                 (
-                    f"{name}: 1000 rows, {body.upper()} body, handler vs bare",
+                    f"{name}: 1000 rows, {kind.upper()} body, handler vs bare"
+                    + (" (no pysimdjson: the py3.14 arm64 Lambda)" if parser else ""),
                     f"{us(r[f'handler_1000_{body}'])} vs {us(r['bare_1000'])}",
                     f"{many:.2f}x",
                     "<= 5x",

@@ -317,10 +317,15 @@ def _numeric_csv_body(
     as much as the parse's own validation of a large body."""
     if not all(spec.numeric for spec in features):
         return None
-    body = raw.strip()
+    if b"\r" in raw:
+        if b"\r" in raw.replace(b"\r\n", b""):  # a bare CR: the csv module's own 400
+            return None
+        raw = raw.replace(b"\r\n", b"\n")
+    # Only line breaks are trimmed: csv reads a line of spaces as a record (and refuses it).
+    body = raw.strip(b"\n")
     first, _, rest = body.partition(b"\n")
-    if first.strip().split(b",") == [spec.name.encode() for spec in features]:
-        body = rest.strip()
+    if first.split(b",") == [spec.name.encode() for spec in features]:
+        body = rest.strip(b"\n")
     if not body:
         return None
     if strict_parser:
@@ -328,8 +333,6 @@ def _numeric_csv_body(
             return None
     elif body.translate(None, _NUMERIC_CSV_BYTES):
         return None
-    if b"\r" in body:
-        body = body.replace(b"\r\n", b"\n")
     return body
 
 
@@ -371,11 +374,29 @@ def _simd_matrix(document: bytes, n_features: int, key: str | None) -> np.ndarra
     return matrix.reshape(n_rows, n_features)
 
 
+def _simdjson() -> Any:
+    """The simdjson module, or None where pysimdjson has no wheel (CPython 3.14 on arm64, the
+    function's runtime, has none yet): large bodies then take the orjson path."""
+    global _simdjson_module  # noqa: PLW0603  # imported once, on the first large body
+    if _simdjson_module is False:
+        try:
+            import simdjson  # noqa: PLC0415  # only large bodies need it: no cold-start cost
+        except ImportError:
+            _simdjson_module = None
+        else:
+            _simdjson_module = simdjson
+    return _simdjson_module
+
+
+_simdjson_module: Any = False  # not looked for yet
+
+
 def _simd_buffer(document: bytes, n_features: int, key: str | None) -> tuple[Any, int]:
     """The rows' numbers as a flat buffer of doubles and the number of rows (0: not rows of
     ``n_features``). The document's proxies die here, so the thread's parser is free again."""
-    import simdjson  # noqa: PLC0415  # only large bodies need it: no cold-start cost
-
+    simdjson = _simdjson()
+    if simdjson is None:
+        return b"", 0
     parser = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = simdjson.Parser()

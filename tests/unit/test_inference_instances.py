@@ -310,3 +310,14 @@ def test_one_row_feeds_reuse_a_buffer_per_thread_with_fresh_values() -> None:
     worker.join()
     assert seen[0]["a_b"][0, 0] == 7 and second["a_b"][0, 0] == np.float32(FLOAT32_MAX)
     assert seen[0]["a_b"] is not second["a_b"]
+
+
+def test_without_simdjson_large_bodies_are_left_to_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Lambda runtime (CPython 3.14, arm64) has no pysimdjson wheel.
+    from functions.inference import instances
+
+    body = b'{"instances": [[1, 2, 3]]}'
+    assert FeedBuilder(THREE).json_matrix(body) is not None
+    monkeypatch.setattr(instances, "_simdjson_module", None)
+    assert FeedBuilder(THREE).json_matrix(body) is None
+    assert FeedBuilder(THREE).csv_matrix(b"1,2,3\n") is None
