@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -291,9 +292,20 @@ def test_error_logs_are_structured_json_with_the_request_id(
     use_model: UseModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler = use_model("breast_cancer")
+    # A fresh execution environment: the handler appends the context's static keys
+    # (function name, ARN, memory) on its first calls only, and an earlier test in this
+    # process may have invoked it with another context (onnxkit serve's).
+    monkeypatch.setattr(handler, "_invocations", 0)
+    # The logger's level is fixed at import; `onnxkit serve` in this process imports it at
+    # WARNING (it logs requests itself), the function's default is INFO.
+    previous_level = handler.logger.log_level
+    handler.logger.setLevel(logging.INFO)
     stream = io.StringIO()
     monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
-    call(handler, load_event("string_for_number"))
+    try:
+        call(handler, load_event("string_for_number"))
+    finally:
+        handler.logger.setLevel(previous_level)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     (log,) = [r for r in records if r.get("message") == "request"]
     assert log["level"] == "INFO" and log["status"] == 400
