@@ -37,7 +37,7 @@ def main() -> None:
     """Train every case and print the table."""
     header = (
         "| dataset | estimator | served | fp32 B | int8 B | metric | sklearn | fp32 | int8 "
-        "| agreement / max drift (served) | sklearn µs | fp32 µs | int8 µs | sklearn ÷ served |"
+        "| agreement / max drift (served) | sklearn µs | fp32 µs | int8 µs | sklearn / served |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
