@@ -26,7 +26,7 @@ from functions.pipeline.local import LocalServing, LocalStore  # noqa: E402
 from functions.pipeline.promote import promote  # noqa: E402
 from onnxkit.contract.gate import QualityGate  # noqa: E402
 from onnxkit.datasets import bundled  # noqa: E402
-from onnxkit.local.training import pack  # noqa: E402
+from onnxkit.local.training import arguments, pack  # noqa: E402
 from training_jobs import train  # noqa: E402
 
 CASES = [
@@ -73,20 +73,16 @@ def main() -> None:
             start = time.perf_counter()
             try:
                 code = train.main(
-                    [
-                        "--target",
-                        data.target,
-                        "--model",
-                        model,
-                        "--train",
-                        str(data.path),
-                        "--model-dir",
-                        str(scratch / "model"),
-                        "--latency-runs",
-                        "0",
-                        "--model-name",
-                        "bench",
-                    ]
+                    arguments(
+                        {
+                            "target": data.target,
+                            "model": model,
+                            "train": str(data.path),
+                            "model-dir": str(scratch / "model"),
+                            "latency-runs": "0",
+                            "model-name": "bench",
+                        }
+                    )
                 )
             finally:
                 sys.stdout = stdout

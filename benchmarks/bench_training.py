@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from onnxkit.contract.manifest import Manifest, load_manifest
 from onnxkit.datasets import bundled
+from onnxkit.local.training import arguments
 from training_jobs import train
 
 CASES = [
@@ -47,18 +48,15 @@ def main() -> None:
             stdout, sys.stdout = sys.stdout, quiet
             try:
                 code = train.main(
-                    [
-                        "--target",
-                        data.target,
-                        "--model",
-                        model,
-                        "--train",
-                        str(data.path),
-                        "--model-dir",
-                        scratch,
-                        "--latency-runs",
-                        "500",
-                    ]
+                    arguments(
+                        {
+                            "target": data.target,
+                            "model": model,
+                            "train": str(data.path),
+                            "model-dir": scratch,
+                            "latency-runs": "500",
+                        }
+                    )
                 )
             finally:
                 sys.stdout = stdout

@@ -23,6 +23,7 @@ def train_artifact(tmp_path_factory: pytest.TempPathFactory) -> ArtifactFactory:
     training_jobs/train.py's ``main`` in-process on a bundled dataset with SM_* style paths;
     the directory holds ``model.onnx`` and ``manifest.json``.
     """
+    from onnxkit.local.training import arguments
     from training_jobs import train
 
     cache: dict[tuple[object, ...], Path] = {}
@@ -33,22 +34,17 @@ def train_artifact(tmp_path_factory: pytest.TempPathFactory) -> ArtifactFactory:
             return cache[key]
         data = bundled(dataset)
         root = tmp_path_factory.mktemp(f"artifact-{dataset}-{model}")
-        argv = [
-            "--target",
-            data.target,
-            "--model",
-            model,
-            "--train",
-            str(data.path),
-            "--model-dir",
-            str(root / "model"),
-            "--output-dir",
-            str(root / "output"),
-            "--latency-runs",
-            "0",
-        ]
-        for name, value in hyperparameters.items():
-            argv += [f"--{name}", str(value)]
+        argv = arguments(
+            {
+                "target": data.target,
+                "model": model,
+                "train": str(data.path),
+                "model-dir": str(root / "model"),
+                "output-dir": str(root / "output"),
+                "latency-runs": "0",
+                **{name: str(value) for name, value in hyperparameters.items()},
+            }
+        )
         code = train.main(argv)
         if code != 0:
             failure = (root / "output" / "failure").read_text()
