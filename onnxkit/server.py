@@ -30,6 +30,9 @@ STAGE = "local"
 FUNCTION_NAME = "onnxkit-local"
 # Header and body bytes the server reads before the handler sees the request.
 MAX_HEADER_COUNT = 100
+# The REST API's binaryMediaTypes (infra/stacks/serving.py): API Gateway hands these bodies to
+# the function base64-encoded, whatever their bytes.
+BINARY_MEDIA_TYPES = frozenset({"application/x-npy"})
 
 
 class ServeError(Exception):
@@ -76,11 +79,17 @@ def proxy_event(
     for name, value in parse_qsl(split.query, keep_blank_values=True):
         query_single[name] = value
         query_multi.setdefault(name, []).append(value)
-    try:
-        text: str | None = body.decode() if body else None
-        encoded = False
-    except UnicodeDecodeError:
+    media = single.get("Content-Type") or next(
+        (value for name, value in single.items() if name.lower() == "content-type"), ""
+    )
+    text: str | None
+    if body and media.split(";", 1)[0].strip().lower() in BINARY_MEDIA_TYPES:
         text, encoded = base64.b64encode(body).decode(), True
+    else:
+        try:
+            text, encoded = (body.decode() if body else None), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(body).decode(), True
     now = datetime.now(UTC)
     return {
         "resource": "/{proxy+}",

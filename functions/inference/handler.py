@@ -33,6 +33,8 @@ from .emf import FastEMFProvider
 from .errors import ApiError
 from .instances import (
     SIMDJSON_MIN_BYTES,
+    npy_matrix,
+    npy_problems,
     numbers_only,
     numeric_csv_rows,
     rows_from_csv,
@@ -44,6 +46,7 @@ from .source import FetchFailed, ModelLocator, ModelSourceError, NoModelYet
 
 JSON = "application/json"
 CSV = "text/csv"
+NPY = "application/x-npy"  # binary: API Gateway passes it base64-encoded (binaryMediaTypes)
 ROUTES: dict[str, str] = {
     "/predict": "POST",
     "/model": "GET",
@@ -205,12 +208,14 @@ def _media_type() -> str:
     if content_type is None:
         return JSON  # curl and many clients omit it for JSON; anything explicit must match
     media = content_type.split(";", 1)[0].strip().lower()
-    if media in (JSON, CSV) or (media.startswith("application/") and media.endswith("+json")):
-        return CSV if media == CSV else JSON
+    if media in (JSON, CSV, NPY):
+        return media
+    if media.startswith("application/") and media.endswith("+json"):
+        return JSON
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"unsupported content type {media!r}; send application/json or text/csv",
+        f"unsupported content type {media!r}; send application/json, text/csv or {NPY}",
     )
 
 
@@ -251,7 +256,10 @@ def predict() -> Response:
     model = runtime.require()
     media = _media_type()
     raw = _body_bytes()
-    feed = _fast_feed(model, media, raw) if len(raw) >= SIMDJSON_MIN_BYTES else None
+    if media == NPY:
+        feed: dict[str, np.ndarray] | None = _npy_feed(model, raw)
+    else:
+        feed = _fast_feed(model, media, raw) if len(raw) >= SIMDJSON_MIN_BYTES else None
     if feed is not None:
         result = model.predict_feed(feed)
         count = len(next(iter(feed.values())))
@@ -272,6 +280,30 @@ def _fast_feed(model: Model, media: str, raw: bytes) -> dict[str, np.ndarray] | 
         return None
     _check_count(len(matrix))  # the same 413 the careful path gives
     return builder.from_matrix(matrix)
+
+
+def _npy_feed(model: Model, raw: bytes) -> dict[str, np.ndarray]:
+    """The feed of an ``application/x-npy`` body: a header parse and a buffer view, then the
+    same limits and value checks as a numeric JSON body."""
+    builder = model.feed
+    if not builder.all_numeric:
+        categorical = [spec.name for spec in model.features if not spec.numeric]
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"{NPY} needs an all-numeric model; this one has categorical features "
+            f"({', '.join(categorical)}): send application/json or text/csv",
+        )
+    encoded = bool(app.current_event.raw_event.get("isBase64Encoded"))
+    matrix = npy_matrix(raw, len(model.features), base64_hint=not encoded)
+    if matrix.dtype not in (np.float32, np.float64):  # a tuple: dtypes compare by ==
+        # Integers, float16 (whose own range would hide a too-large value), other byte orders.
+        matrix = matrix.astype(np.float64)
+    _check_count(len(matrix))
+    feed = builder.from_matrix(matrix)
+    if feed is None:
+        raise npy_problems(matrix, model.features)
+    return feed
 
 
 def _rows(model: Model, media: str, raw: bytes) -> tuple[Sequence[Sequence[Any]], bool]:

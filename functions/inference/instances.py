@@ -454,3 +454,105 @@ def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any,
     if details:
         raise _invalid(details)
     return rows
+
+
+# A .npy header is a short Python literal; numpy's own default limit is 10000 bytes.
+_NPY_MAX_HEADER = 10000
+_NPY_KINDS = "fiu"  # floats as sent; integers cast (exact up to 2**53, then range-checked)
+
+
+def _npy_refused(message: str, base64_hint: bool) -> ApiError:
+    if base64_hint:
+        # An API without application/x-npy among its binary media types hands over text.
+        message += (
+            " (the body did not arrive base64-encoded: is application/x-npy among the API's "
+            "binary media types?)"
+        )
+    return ApiError(400, "invalid_npy", message)
+
+
+def npy_matrix(raw: bytes, n_features: int, base64_hint: bool = False) -> np.ndarray:
+    """The ``[N, F]`` matrix of an ``application/x-npy`` body (a NumPy .npy file holding a 2-D
+    float array in signature order, NaN = missing), or a 400 ``invalid_npy``.
+
+    Only the header is parsed in Python (numpy's own reader, a literal, never a pickle); the
+    data is a zero-copy ``np.frombuffer`` view whose length must match the header exactly.
+    Values are not checked here (see :meth:`FeedBuilder.npy_feed`).
+    """
+    stream = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, max_header_size=_NPY_MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(stream, max_header_size=_NPY_MAX_HEADER)
+        else:  # 3.0 only adds UTF-8 field names, which a plain float array never has
+            raise _npy_refused(f"unsupported .npy format version {version}", base64_hint)
+    except ApiError:
+        raise
+    except Exception as error:  # noqa: BLE001  # numpy's reader raises several kinds
+        reason = " ".join(str(error).split())[:200]  # numpy quotes the padded header
+        raise _npy_refused(f"the body is not a valid .npy file: {reason}", base64_hint) from None
+    shape, fortran_order, dtype = header
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise ApiError(
+            400,
+            "invalid_npy",
+            f"unsupported .npy dtype {dtype.str!r}: send a plain float32 or float64 array "
+            "(object, structured and pickled arrays are refused)",
+        )
+    if dtype.kind not in _NPY_KINDS:
+        raise ApiError(
+            400,
+            "invalid_npy",
+            f"unsupported .npy dtype {dtype.name!r}: send float32 or float64 (NaN = missing)",
+        )
+    if len(shape) != 2 or min(shape) < 0:
+        raise ApiError(
+            400,
+            "invalid_npy",
+            f"the .npy array must be 2-D [rows, {n_features}], got shape {tuple(shape)}",
+        )
+    n_rows, n_columns = shape
+    if n_columns != n_features:
+        raise ApiError(
+            400,
+            "invalid_npy",
+            f"the .npy array has {n_columns} columns; the model takes {n_features} features "
+            "(in signature order)",
+        )
+    offset = stream.tell()
+    expected = n_rows * n_columns * dtype.itemsize  # Python ints: a lying shape cannot overflow
+    if len(raw) - offset != expected:
+        raise _npy_refused(
+            f"the .npy data is {len(raw) - offset} bytes; its header promises {expected} "
+            f"(shape {tuple(shape)}, {dtype.name}): truncated or padded",
+            base64_hint,
+        )
+    flat = np.frombuffer(raw, dtype=dtype, count=n_rows * n_columns, offset=offset)
+    if fortran_order:
+        return flat.reshape(n_columns, n_rows).T
+    return flat.reshape(n_rows, n_columns)
+
+
+def npy_problems(matrix: np.ndarray, features: Sequence[FeatureSpec]) -> ApiError:
+    """The 400 naming each value of a .npy matrix that :meth:`FeedBuilder.from_matrix` refused
+    (infinite, beyond float32, or NaN where the model does not impute), up to MAX_DETAILS."""
+    with np.errstate(invalid="ignore"):
+        infinite = np.isinf(matrix)
+        too_big = ~infinite & (np.abs(matrix) > FLOAT32_MAX)
+    required = np.array([not spec.nullable for spec in features])
+    missing = np.isnan(matrix) & required
+    details: list[dict[str, Any]] = []
+    # Row-major, so details come in instance order, as for JSON bodies.
+    for index, column in np.argwhere(infinite | too_big | missing)[:MAX_DETAILS].tolist():
+        if infinite[index, column]:
+            problem = "number must be finite"
+        elif too_big[index, column]:
+            problem = f"number out of range (|x| <= {FLOAT32_MAX:.4g})"
+        else:
+            problem = "missing value (NaN), and the model does not impute this feature"
+        details.append(detail(index, features[column].name, problem))
+    if not details:  # from_matrix refuses nothing else; never a silent 200 if that changes
+        raise AssertionError("a refused .npy matrix without a problem")
+    return _invalid(details)

@@ -154,6 +154,11 @@ class InferenceFunction(Construct):
         )
 
 
+# The .npy body (functions/inference/handler.py NPY); onnxkit serve mirrors this list. Only the
+# application/json request model validates bodies: other content types reach the function.
+BINARY_MEDIA_TYPES = ("application/x-npy",)
+
+
 class InferenceApi(Construct):
     """REST API in front of the alias: auth mode, throttling, body validation, access logs."""
 
@@ -174,6 +179,8 @@ class InferenceApi(Construct):
             rest_api_name=f"onnxkit-{config.env}",
             description=f"onnxkit {config.env} inference API",
             endpoint_types=[apigw.EndpointType.REGIONAL],
+            # Passed to the function base64-encoded (isBase64Encoded), bytes intact.
+            binary_media_types=list(BINARY_MEDIA_TYPES),
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
             deploy_options=apigw.StageOptions(

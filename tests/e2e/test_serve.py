@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -197,3 +198,66 @@ def test_serving_context_manager(churn_model: Path) -> None:
         assert response.status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health", timeout=2)
+
+
+def _npy(array: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_npy_bodies_over_http(train_artifact: Callable[..., Path], client: httpx.Client) -> None:
+    import numpy as np
+
+    from onnxkit.server import proxy_event
+
+    # A binary media type arrives base64-encoded, as from API Gateway, even when its bytes are
+    # UTF-8 (a .npy file never is: its magic starts with 0x93).
+    event = proxy_event(
+        "POST", "/predict", [("content-type", "application/x-npy")], b"npy?", "127.0.0.1", "r"
+    )
+    assert event["isBase64Encoded"] is True and event["body"] == "bnB5Pw=="
+
+    npy = {"content-type": "application/x-npy"}
+    # The churn server's model has categorical features: .npy is refused with a clear 415.
+    refused = client.post("/predict", content=_npy(np.zeros((1, 7))), headers=npy)
+    assert refused.status_code == 415
+    assert "all-numeric model" in refused.json()["error"]["message"]
+
+    served = _start(["--model", str(train_artifact("breast_cancer", model="mlp"))])
+    try:
+        with httpx.Client(base_url=served.url, timeout=10) as http:
+            rows = np.linspace(0.0, 2.0, 4 * 30).reshape(4, 30) * 100
+            rows[1, 3] = np.nan
+            expected = http.post(
+                "/predict",
+                json={
+                    "instances": [
+                        [None if np.isnan(v) else v for v in row] for row in rows.tolist()
+                    ]
+                },
+            )
+            assert expected.status_code == 200, expected.text
+            for dtype in (np.float64, np.float32):
+                array = rows.astype(dtype)
+                response = http.post("/predict", content=_npy(array), headers=npy)
+                assert response.status_code == 200, response.text
+                if dtype == np.float64:  # the model reads float32: same input, same answer
+                    assert response.json() == expected.json()
+                assert len(response.json()["predictions"]) == 4
+            rows[2, 5] = np.inf
+            bad = http.post("/predict", content=_npy(rows), headers=npy)
+            assert bad.status_code == 400
+            assert bad.json()["error"]["details"][0]["instance"] == 2
+            for garbage in (b"\x93NUMPY\x01\x00garbage", b"plain text"):
+                refused = http.post("/predict", content=garbage, headers=npy)
+                assert refused.status_code == 400
+                error = refused.json()["error"]
+                assert error["code"] == "invalid_npy"
+                assert "base64" not in error["message"]  # it did arrive base64-encoded
+    finally:
+        assert served.stop() == 0

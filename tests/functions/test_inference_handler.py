@@ -58,6 +58,7 @@ CASES: dict[str, tuple[str, dict[str, Any], int, str | None]] = {
     "predict_csv_header": ("breast_cancer", {}, 200, None),
     "predict_base64": ("breast_cancer", {}, 200, None),
     "predict_charset": ("breast_cancer", {}, 200, None),
+    "predict_npy": ("breast_cancer", {}, 200, None),
     "get_model": ("breast_cancer", {}, 200, None),
     "get_health": ("breast_cancer", {}, 200, None),
     "get_openapi": ("breast_cancer", {}, 200, None),
@@ -442,3 +443,163 @@ def test_one_row_requests_in_turn_and_in_threads_match_session_run(use_model: Us
         thread.join()
     for index in range(3):
         assert results[index] == wanted[index::3]
+
+
+# --- application/x-npy bodies (binary: API Gateway passes them base64-encoded) ---------------
+
+
+def _npy_bytes(array: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _npy_event(raw: bytes, encoded: bool = True) -> dict[str, Any]:
+    import base64
+
+    body = base64.b64encode(raw).decode() if encoded else raw.decode("latin-1")
+    return event_with(
+        body=body,
+        isBase64Encoded=encoded,
+        headers={"Content-Type": "application/x-npy"},
+        multiValueHeaders={"Content-Type": ["application/x-npy"]},
+    )
+
+
+def _npy_rows(n: int) -> list[list[float]]:
+    row = json.loads(load_event("predict_list")["body"])["instances"][0]
+    return [[round(v * (1 + i / 997), 6) for v in row] for i in range(n)]
+
+
+def test_npy_fixture_is_a_base64_float32_npy_body(use_model: UseModel) -> None:
+    import base64
+
+    event = load_event("predict_npy")
+    assert event["isBase64Encoded"] is True
+    array = np.load(io.BytesIO(base64.b64decode(event["body"])), allow_pickle=False)
+    assert array.dtype == np.float32 and array.ndim == 2
+    json_event = event_with(body=json.dumps({"instances": array.tolist()}))
+    assert call(use_model("breast_cancer"), event) == call(use_model("breast_cancer"), json_event)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", ">f8", "int64", "float16"])
+@pytest.mark.parametrize("n_rows", [1, 300])
+def test_npy_bodies_predict_exactly_as_json(use_model: UseModel, dtype: str, n_rows: int) -> None:
+    handler = use_model("breast_cancer")
+    array = np.array(_npy_rows(n_rows)).astype(dtype)
+    # The JSON body carries the very numbers the .npy holds (float32 rounding included).
+    json_event = event_with(body=json.dumps({"instances": array.astype(np.float64).tolist()}))
+    expected = call(handler, json_event)
+    assert expected[0] == 200
+    assert call(handler, _npy_event(_npy_bytes(array))) == expected
+    fortran = _npy_bytes(np.asfortranarray(array))
+    assert call(handler, _npy_event(fortran)) == expected
+
+
+def test_npy_nan_is_a_missing_value(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    rows: list[list[Any]] = _npy_rows(3)
+    rows[1][4] = None
+    array = np.array(rows, dtype=np.float64)  # None -> NaN
+    assert np.isnan(array[1, 4])
+    expected = call(handler, event_with(body=json.dumps({"instances": rows})))
+    assert expected[0] == 200
+    assert call(handler, _npy_event(_npy_bytes(array))) == expected
+    assert call(handler, _npy_event(_npy_bytes(array.astype(np.float32)))) == expected
+
+
+def test_npy_infinite_and_out_of_range_values_are_named(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    names = [spec.name for spec in handler.runtime.model.features]
+    array = np.array(_npy_rows(10), dtype=np.float64)
+    array[2, 1] = np.inf
+    array[7, 3] = -1e39
+    array[8, 0] = np.nan  # missing: fine for this model
+    status, _, body = call(handler, _npy_event(_npy_bytes(array)))
+    assert status == 400, body
+    assert_error(body, "invalid_instances")
+    assert body["error"]["details"] == [
+        {"instance": 2, "feature": names[1], "problem": "number must be finite"},
+        {"instance": 7, "feature": names[3], "problem": "number out of range (|x| <= 3.403e+38)"},
+    ]
+    float32 = np.array(_npy_rows(4), dtype=np.float32)
+    float32[3, 5] = -np.inf
+    status, _, body = call(handler, _npy_event(_npy_bytes(float32)))
+    assert status == 400
+    assert body["error"]["details"] == [
+        {"instance": 3, "feature": names[5], "problem": "number must be finite"}
+    ]
+
+
+def test_npy_limits_are_the_same_as_json(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer", max_instances=2)
+    status, _, body = call(handler, _npy_event(_npy_bytes(np.array(_npy_rows(200)))))
+    assert status == 413
+    assert body["error"] == {
+        "code": "too_many_instances",
+        "message": "200 instances; at most 2 per call",
+    }
+    handler = use_model("breast_cancer", max_body_bytes=1000)
+    status, _, body = call(handler, _npy_event(_npy_bytes(np.array(_npy_rows(10)))))
+    assert status == 413
+    assert_error(body, "body_too_large")
+    handler = use_model("breast_cancer")
+    empty = np.zeros((0, len(handler.runtime.model.features)))
+    status, _, body = call(handler, _npy_event(_npy_bytes(empty)))
+    assert status == 400
+    assert_error(body, "invalid_body")
+
+
+def _bad_npy_bodies(n_features: int) -> dict[str, bytes]:
+    good = _npy_bytes(np.zeros((3, n_features)))
+    header_end = good.index(b"\n") + 1
+    return {
+        "wrong_columns": _npy_bytes(np.zeros((3, n_features - 1))),
+        "one_dimensional": _npy_bytes(np.zeros(n_features)),
+        "three_dimensional": _npy_bytes(np.zeros((2, 3, n_features))),
+        "object_dtype": _npy_bytes(np.array([[1.5] * n_features], dtype=object)),
+        "structured": _npy_bytes(np.zeros(3, dtype=[("a", "f8"), ("b", "f8")])),
+        "complex": _npy_bytes(np.zeros((3, n_features), dtype=complex)),
+        "bool": _npy_bytes(np.zeros((3, n_features), dtype=bool)),
+        "strings": _npy_bytes(np.full((3, n_features), "1.5")),
+        "truncated": good[:-5],
+        "padded": good + b"\0" * 8,
+        "header_only": good[:header_end],
+        "not_npy": b"this is not an npy file at all",
+        "empty": b"",
+        "code_in_header": good.replace(b"'<f8'", b"f(1)!", 1),  # a literal, never evaluated
+        "lying_shape": good.replace(b"(3, ", b"(99999999999999999999, ", 1),
+        "negative_shape": good.replace(b"(3, ", b"(-3, ", 1),
+        "version_9": good[:6] + b"\x09\x00" + good[8:],
+    }
+
+
+def test_npy_malformed_bodies_are_a_clear_400(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    n_features = len(handler.runtime.model.features)
+    for name, raw in _bad_npy_bodies(n_features).items():
+        status, _, body = call(handler, _npy_event(raw))
+        assert status == 400, (name, body)
+        assert_error(body, "invalid_npy")
+    status, _, body = call(handler, _npy_event(_bad_npy_bodies(n_features)["object_dtype"]))
+    assert "object" in body["error"]["message"]
+    status, _, body = call(handler, _npy_event(_bad_npy_bodies(n_features)["wrong_columns"]))
+    assert body["error"]["message"].startswith(f"the .npy array has {n_features - 1} columns")
+
+
+def test_npy_sent_without_base64_says_what_to_configure(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    raw = _npy_bytes(np.zeros((3, len(handler.runtime.model.features))) + 0.5)
+    status, _, body = call(handler, _npy_event(raw, encoded=False))
+    assert status == 400
+    assert_error(body, "invalid_npy")
+    assert "binary media types" in body["error"]["message"]
+
+
+def test_npy_needs_an_all_numeric_model(use_model: UseModel) -> None:
+    handler = use_model("churn")
+    n_features = len(handler.runtime.model.features)
+    status, _, body = call(handler, _npy_event(_npy_bytes(np.zeros((2, n_features)))))
+    assert status == 415
+    assert_error(body, "unsupported_media_type")
+    assert "all-numeric model" in body["error"]["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -221,3 +222,73 @@ def test_numbers_only_bodies_on_an_all_numeric_model(
     assert (status == 200) == well_formed, body
     if status == 200:
         assert len(body["predictions"]) == len(instances)
+
+
+def _npy(array: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _valid_npy() -> bytes:
+    import numpy as np
+
+    return _npy(np.linspace(-5, 5, 90).reshape(3, 30))
+
+
+def _filled(shape: tuple[int, ...], dtype: str, fill: float) -> bytes:
+    import numpy as np
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NaN or 2**40 into an int8: garbage is the point
+        return _npy(np.full(shape, fill).astype(dtype))
+
+
+def _mutated(raw: bytes, position: int, replacement: bytes, cut: int) -> bytes:
+    """``raw`` with bytes spliced in at ``position`` (header or data) and maybe cut short."""
+    position %= len(raw) + 1
+    mutated = raw[:position] + replacement + raw[position + len(replacement) :]
+    return mutated[: len(mutated) - cut]
+
+
+npy_bodies = (
+    st.binary(max_size=300)
+    | st.binary(max_size=200).map(lambda tail: b"\x93NUMPY\x01\x00" + tail)
+    | st.builds(
+        _mutated,
+        st.just(_valid_npy()),
+        st.integers(0, 800),
+        st.binary(min_size=1, max_size=12),
+        st.integers(0, 3),
+    )
+    | st.builds(
+        _filled,
+        st.lists(st.integers(0, 31), min_size=0, max_size=3).map(tuple),
+        st.sampled_from(["f2", "f4", ">f4", "f8", "i1", "u8", "i8", "c8", "?", "O", "S3", "U2"]),
+        st.floats() | st.integers(-(2**40), 2**40),
+    )
+)
+
+
+@SETTINGS
+@given(raw=npy_bodies, encoded=st.booleans(), numeric=st.booleans())
+def test_arbitrary_npy_bodies_get_predictions_or_a_4xx(
+    runtimes: dict[str, Any], raw: bytes, encoded: bool, numeric: bool
+) -> None:
+    from functions.inference import handler as module
+
+    runtimes["numeric" if numeric else "churn"].activate()
+    event = event_with(
+        body=base64.b64encode(raw).decode() if encoded else raw.decode("latin-1"),
+        isBase64Encoded=encoded,
+        headers={"Content-Type": "application/x-npy"},
+        multiValueHeaders={"Content-Type": ["application/x-npy"]},
+    )
+    status, body = _check(module, event)
+    if status == 200:
+        assert numeric and encoded
+        assert len(body["predictions"]) >= 1

@@ -99,6 +99,24 @@ def test_predict_body_is_validated_against_a_schema(dev: Synthesized) -> None:
     assert "application/json" in post[0]["RequestModels"]
 
 
+def test_npy_bodies_are_binary_and_not_held_to_the_json_schema(dev: Synthesized) -> None:
+    from onnxkit.server import BINARY_MEDIA_TYPES
+
+    api = dev.one("Serving", "AWS::ApiGateway::RestApi")["Properties"]
+    assert "application/x-npy" in api["BinaryMediaTypes"]
+    assert set(api["BinaryMediaTypes"]) == BINARY_MEDIA_TYPES  # onnxkit serve does the same
+    (post,) = [
+        m["Properties"]
+        for m in dev.resources("Serving", "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] == "POST"
+    ]
+    # The schema model is mapped to application/json only (no $default): API Gateway skips
+    # body validation for a content type without a model, so .npy and CSV reach the function.
+    assert set(post["RequestModels"]) == {"application/json"}
+    (model,) = dev.resources("Serving", "AWS::ApiGateway::Model").values()
+    assert model["Properties"]["ContentType"] == "application/json"
+
+
 def test_gateway_errors_keep_the_api_error_shape(dev: Synthesized) -> None:
     responses = dev.resources("Serving", "AWS::ApiGateway::GatewayResponse")
     kinds = {r["Properties"]["ResponseType"] for r in responses.values()}
