@@ -76,6 +76,22 @@ def instance_schema(signature: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def npy_content(signature: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``application/x-npy`` request body, or None for a model with categorical features
+    (which the API refuses in that format with a 415)."""
+    features = (signature or {}).get("features") or []
+    if any(feature["kind"] != "numeric" for feature in features):
+        return None
+    order = ", ".join(feature["name"] for feature in features) or "signature order"
+    return {
+        "schema": {"type": "string", "format": "binary"},
+        "description": "A NumPy .npy file (np.save, no pickle): a 2-D float32 or float64 array "
+        f"[instances, features] with columns in signature order ({order}); NaN is a missing "
+        "value. Integer arrays are accepted and cast; object, structured and other dtypes are "
+        "refused (400). All-numeric models only.",
+    }
+
+
 def _error_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -101,6 +117,8 @@ def openapi_document(
     }
     if task == "classification":
         prediction["required"] += ["probabilities", "classes"]
+    npy_body = npy_content((public or {}).get("signature"))
+    npy = {"application/x-npy": npy_body} if npy_body else {}
     title = "onnxkit inference API"
     if public:
         title += f": {public['model_name']} {public['model_version']}"
@@ -122,6 +140,7 @@ def openapi_document(
                                 "description": "Headerless rows in signature order; an empty "
                                 "field is a missing value.",
                             },
+                            **npy,
                         },
                     },
                     "responses": {
@@ -136,7 +155,10 @@ def openapi_document(
                         "400": _error_response("Invalid body or instances."),
                         "403": _error_response("Missing or wrong API key."),
                         "413": _error_response("Too many instances or body too large."),
-                        "415": _error_response("Unsupported content type."),
+                        "415": _error_response(
+                            "Unsupported content type (or .npy for a model with categorical "
+                            "features)."
+                        ),
                         "503": _error_response("No model is loaded."),
                     },
                 }

@@ -603,3 +603,13 @@ def test_npy_needs_an_all_numeric_model(use_model: UseModel) -> None:
     assert status == 415
     assert_error(body, "unsupported_media_type")
     assert "all-numeric model" in body["error"]["message"]
+
+
+def test_openapi_documents_npy_for_all_numeric_models_only(use_model: UseModel) -> None:
+    _, _, document = call(use_model("breast_cancer"), load_event("get_openapi"))
+    content = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert content["application/x-npy"]["schema"] == {"type": "string", "format": "binary"}
+    assert "NaN is a missing value" in content["application/x-npy"]["description"]
+    _, _, document = call(use_model("churn"), load_event("get_openapi"))
+    content = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "text/csv"}
