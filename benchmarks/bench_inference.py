@@ -4,7 +4,7 @@ Trains an int8 MLP and an fp32 random forest on the bundled breast-cancer data w
 training job, plus the same scikit-learn pipelines for comparison, then measures:
 
 * warm requests through the whole Lambda handler (event in, response out) against a bare
-  ``session.run`` on the same rows, for 1 and 1000 rows (JSON and CSV bodies);
+  ``session.run`` on the same rows, for 1 and 1000 rows (JSON, CSV and .npy bodies);
 * for context, the one-row path without Powertools, and the handler against its own one-row
   model call (``run_with_iobinding`` on a buffer bound once, which skips session.run's per-call
   input conversion; the goals stay against the bare ``session.run``);
@@ -106,6 +106,18 @@ def feature_names() -> list[str]:
 # --- warm ---------------------------------------------------------------------------------
 
 
+def npy_body(rows: list[list[float]], dtype: str) -> str:
+    """An application/x-npy body as API Gateway hands it over: the .npy file, base64."""
+    import base64
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(rows, dtype=dtype), allow_pickle=False)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
 def best_per_call(
     candidates: dict[str, tuple[Callable[[], Any], int]], rounds: int
 ) -> dict[str, float]:
@@ -147,6 +159,13 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
         1: event(json.dumps({"instances": one})),
         1000: event(json.dumps({"instances": thousand})),
         "csv": event(csv_body, "text/csv"),
+        # Binary bodies reach the function base64-encoded (the API's binaryMediaTypes).
+        "npy": dict(
+            event(npy_body(thousand, "float32"), "application/x-npy"), isBase64Encoded=True
+        ),
+        "npy64": dict(
+            event(npy_body(thousand, "float64"), "application/x-npy"), isBase64Encoded=True
+        ),
     }
     feed1, feed1000 = build_feed(one, model.features), build_feed(thousand, model.features)
     session, names = model.session, model.output_names
@@ -196,6 +215,8 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
                 "handler_1000_csv": (lambda: lambda_handler(events["csv"], context), 10),
                 "handler_1000_json_orjson": (lambda: without_simdjson(events[1000]), 10),
                 "handler_1000_csv_orjson": (lambda: without_simdjson(events["csv"]), 10),
+                "handler_1000_npy": (lambda: lambda_handler(events["npy"], context), 20),
+                "handler_1000_npy64": (lambda: lambda_handler(events["npy64"], context), 20),
                 "sklearn_1": (lambda: pipeline.predict_proba(frame1), 30),
                 "sklearn_1000": (lambda: pipeline.predict_proba(frame1000), 5),
             },
@@ -428,6 +449,17 @@ def report(
                 (
                     f"{name}: 1000 rows, {kind.upper()} body, handler vs bare"
                     + (" (no pysimdjson: the py3.14 arm64 Lambda)" if parser else ""),
+                    f"{us(r[f'handler_1000_{body}'])} vs {us(r['bare_1000'])}",
+                    f"{many:.2f}x",
+                    "<= 5x",
+                    many <= 5,
+                )
+            )
+        for body, dtype in (("npy", "float32"), ("npy64", "float64")):
+            many = r[f"handler_1000_{body}"] / r["bare_1000"]
+            rows.append(
+                (
+                    f"{name}: 1000 rows, .npy {dtype} body (base64), handler vs bare",
                     f"{us(r[f'handler_1000_{body}'])} vs {us(r['bare_1000'])}",
                     f"{many:.2f}x",
                     "<= 5x",
