@@ -2,77 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from infra.nag import acknowledge, allow
+from infra.constructs.artifact_store import DATA_PREFIX, artifact_store
 from onnxkit.config import OnnxKitConfig
-
-DATA_PREFIX = "data/"
-TRAINING_PREFIX = "training/"
-CHECKPOINT_PREFIX = "checkpoints/"
-MODELS_PREFIX = "models/"
-
-
-def artifact_bucket_name(config: OnnxKitConfig, stack: Stack) -> str:
-    """Deterministic, so other stacks derive ARNs without cross-stack references."""
-    return f"onnxkit-{config.env}-artifacts-{stack.account}-{config.region}"
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    """What the other stacks use of the artifacts stack."""
-
-    config: OnnxKitConfig
-    key: kms.IKey
-    model_package_group_name: str
-    stack: Stack
-
-    def bucket_name(self, scope: Construct) -> str:
-        """The artifact bucket's name, rendered in ``scope``'s stack."""
-        return artifact_bucket_name(self.config, Stack.of(scope))
-
-    def uri(self, scope: Construct, key: str = "") -> str:
-        """``s3://<bucket>/<key>``."""
-        return f"s3://{self.bucket_name(scope)}/{key}"
-
-    def arn(self, scope: Construct, key: str | None = None) -> str:
-        """The bucket's ARN, or of the objects under a key prefix (``prefix*``)."""
-        stack = Stack.of(scope)
-        base = f"arn:{stack.partition}:s3:::{self.bucket_name(scope)}"
-        return base if key is None else f"{base}/{key}*"
-
-    def grant(
-        self, principal: iam.IGrantable, *, read: tuple[str, ...] = (), write: tuple[str, ...] = ()
-    ) -> None:
-        """Exact S3 and KMS actions on key prefixes (no ``s3:Get*``-style action wildcards).
-
-        ListBucket comes with any read so that a missing key answers 404, not 403.
-        """
-        scope = principal.grant_principal
-        assert isinstance(scope, Construct)
-        why = (
-            "Objects under one key prefix of the kit's artifact bucket; their names are "
-            "model versions and training job names only known at run time."
-        )
-        if read:
-            allow(
-                principal,
-                ["s3:GetObject", "s3:GetObjectVersion"],
-                [self.arn(scope, p) for p in read],
-                reason=why,
-            )
-            allow(principal, ["s3:ListBucket"], [self.arn(scope)])
-            allow(principal, ["kms:Decrypt"], [self.key.key_arn])
-        if write:
-            allow(principal, ["s3:PutObject"], [self.arn(scope, p) for p in write], reason=why)
-            allow(principal, ["kms:Encrypt", "kms:GenerateDataKey"], [self.key.key_arn])
 
 
 class ArtifactsStack(Stack):
@@ -82,95 +16,15 @@ class ArtifactsStack(Stack):
         self, scope: Construct, construct_id: str, *, config: OnnxKitConfig, **kwargs: object
     ) -> None:
         super().__init__(scope, construct_id, termination_protection=config.retained, **kwargs)  # type: ignore[arg-type]
-        removal = RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY
-
-        key = kms.Key(
-            self,
-            "Key",
-            alias=f"alias/onnxkit-{config.env}",
-            description=f"onnxkit {config.env}: artifacts, training output, notifications",
-            enable_key_rotation=True,
-            removal_policy=removal,
-        )
-        # CloudWatch alarms publish to the KMS-encrypted alarm topic, which needs the key.
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
-            )
-        )
-
-        access_logs = s3.Bucket(
-            self,
-            "AccessLogs",
-            # S3 server access logging only delivers to SSE-S3 buckets.
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=False,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="expire-logs", expiration=Duration.days(config.log_retention_days)
-                )
-            ],
-            removal_policy=removal,
-            auto_delete_objects=not config.retained,
-        )
-        acknowledge(
-            access_logs,
-            "AwsSolutions-S1",
-            "This is the access-log bucket itself; logging it to itself would loop.",
-        )
-
-        bucket = s3.Bucket(
-            self,
-            "ArtifactBucket",
-            bucket_name=artifact_bucket_name(config, self),
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix="artifacts/",
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="old-versions",
-                    noncurrent_version_expiration=Duration.days(config.noncurrent_version_days),
-                    abort_incomplete_multipart_upload_after=Duration.days(7),
-                ),
-                s3.LifecycleRule(
-                    id="checkpoints", prefix=CHECKPOINT_PREFIX, expiration=Duration.days(14)
-                ),
-            ],
-            removal_policy=removal,
-            auto_delete_objects=not config.retained,
-        )
-
-        group_name = f"onnxkit-{config.env}-{config.model_name}"
-        group = sagemaker.CfnModelPackageGroup(
-            self,
-            "ModelPackageGroup",
-            model_package_group_name=group_name,
-            model_package_group_description=f"onnxkit {config.env}: {config.model_name} versions "
-            "that passed the quality gate",
-        )
-        group.apply_removal_policy(removal)
-
-        self.artifacts = Artifacts(
-            config=config, key=key, model_package_group_name=group_name, stack=self
-        )
-        CfnOutput(self, "ArtifactBucketName", value=bucket.bucket_name)
+        # Built in this stack's own scope so the retained resources keep their logical ids.
+        store = artifact_store(self, config)
+        self.artifacts = store.artifacts
+        CfnOutput(self, "ArtifactBucketName", value=store.bucket.bucket_name)
         CfnOutput(
             self,
             "DataUri",
             value=self.artifacts.uri(self, DATA_PREFIX),
             description="S3 prefix for training data",
         )
-        CfnOutput(self, "ModelPackageGroupName", value=group_name)
-        CfnOutput(self, "KmsKeyArn", value=key.key_arn)
+        CfnOutput(self, "ModelPackageGroupName", value=self.artifacts.model_package_group_name)
+        CfnOutput(self, "KmsKeyArn", value=store.key.key_arn)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.stacks.serving import INFERENCE_HANDLER, STAGE_NAME
+from infra.constructs.inference_api import STAGE_NAME
+from infra.constructs.inference_function import INFERENCE_HANDLER
 from tests.infra.conftest import SYNTH_GROUP, Synthesized
 
 pytestmark = SYNTH_GROUP
