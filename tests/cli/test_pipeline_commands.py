@@ -380,7 +380,7 @@ def test_models_lists_versions_and_marks_the_live_one(runner, kit):
         sagemaker.create_model_package(
             ModelPackageGroupName=GROUP,
             ModelApprovalStatus="Approved",
-            # What the Register state writes (infra/stacks/pipeline.py).
+            # What the Register state writes (infra/constructs/training_workflow.py).
             CustomerMetadataProperties={
                 "model_version": version,
                 "sha256": "0" * 64,
