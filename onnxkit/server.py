@@ -30,8 +30,8 @@ STAGE = "local"
 FUNCTION_NAME = "onnxkit-local"
 # Header and body bytes the server reads before the handler sees the request.
 MAX_HEADER_COUNT = 100
-# The REST API's binaryMediaTypes (infra/constructs/inference_api.py): API Gateway hands these bodies to
-# the function base64-encoded, whatever their bytes.
+# The REST API's binaryMediaTypes (infra/constructs/inference_api.py): API Gateway hands
+# these bodies to the function base64-encoded, whatever their bytes.
 BINARY_MEDIA_TYPES = frozenset({"application/x-npy"})
 
 
