@@ -4,8 +4,8 @@ Each model package in the environment's ``ModelPackageGroupName`` is one registe
 Its ``CustomerMetadataProperties`` carry ``model_version``, ``sha256``, ``primary_metric``,
 ``serving_variant``, ``execution`` and one ``metric.<name>`` per metric
 (infra/constructs/training_workflow.py writes them); ``model_name`` is optional (the group
-holds one model). Which version is live comes from the production pointers ``s3://<bucket>/models/<model_name>/production.json``
-(docs/CONTRACTS.md).
+holds one model). Which version is live comes from the production pointers
+``s3://<bucket>/models/<model_name>/production.json`` (docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
