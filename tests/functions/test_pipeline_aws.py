@@ -8,16 +8,14 @@ still serves the previous model and the production pointer still names it.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Iterator
 from typing import Any, cast
 
 import boto3
 import pytest
 from moto import mock_aws
-from pipeline_artifacts import artifact, manifest_dict, tarball
+from pipeline_artifacts import artifact, manifest_dict, moto_serving, tarball
 
 from functions.pipeline import handlers
 from functions.pipeline.aws import LambdaServing, S3Store, SageMakerRegistry, split_s3_uri
@@ -74,32 +72,16 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        role = boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")[
-            "Role"
-        ]["Arn"]
-        code = io.BytesIO()
-        with zipfile.ZipFile(code, "w") as archive:
-            archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
-        lam = boto3.client("lambda", region_name=REGION)
-        lam.create_function(
-            FunctionName=FUNCTION,
-            Runtime="python3.12",
-            Role=role,
-            Handler="app.handler",
-            Code={"ZipFile": code.getvalue()},
-            Environment={
-                "Variables": {
-                    "MODEL_URI": f"s3://{BUCKET}/models/cancer/production.json",
-                    "MODEL_SHA256": "",
-                    "POWERTOOLS_SERVICE_NAME": "onnxkit",
-                }
+        s3, lam, cdk_version = moto_serving(
+            REGION,
+            BUCKET,
+            FUNCTION,
+            {
+                "MODEL_URI": f"s3://{BUCKET}/models/cancer/production.json",
+                "MODEL_SHA256": "",
+                "POWERTOOLS_SERVICE_NAME": "onnxkit",
             },
         )
-        cdk_version = lam.publish_version(FunctionName=FUNCTION)["Version"]
-        lam.create_alias(FunctionName=FUNCTION, Name="live", FunctionVersion=cdk_version)
         yield {"s3": s3, "lambda": lam, "cdk_version": cdk_version}
 
 

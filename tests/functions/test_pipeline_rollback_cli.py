@@ -3,16 +3,14 @@ against moto (CloudFormation stacks carrying the outputs docs/CONTRACTS.md names
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Iterator
 from typing import Any, cast
 
 import boto3
 import pytest
 from moto import mock_aws
-from pipeline_artifacts import artifact
+from pipeline_artifacts import artifact, moto_serving
 from typer.testing import CliRunner
 
 from functions.pipeline import handlers
@@ -52,28 +50,7 @@ def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        role = boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")[
-            "Role"
-        ]["Arn"]
-        code = io.BytesIO()
-        with zipfile.ZipFile(code, "w") as archive:
-            archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
-        lam = boto3.client("lambda", region_name=REGION)
-        lam.create_function(
-            FunctionName=FUNCTION,
-            Runtime="python3.12",
-            Role=role,
-            Handler="app.handler",
-            Code={"ZipFile": code.getvalue()},
-        )
-        lam.create_alias(
-            FunctionName=FUNCTION,
-            Name="live",
-            FunctionVersion=lam.publish_version(FunctionName=FUNCTION)["Version"],
-        )
+        s3, lam, _ = moto_serving(REGION, BUCKET, FUNCTION)
         cfn = boto3.client("cloudformation", region_name=REGION)
         _stack(
             cfn,
