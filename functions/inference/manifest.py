@@ -221,7 +221,11 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
         "created_at": created.isoformat(),
         "task": doc["task"],
         "estimator": doc["estimator"],
-        "signature": {"features": features, "target": doc["signature"]["target"]},
+        "signature": {
+            "features": features,
+            "target": doc["signature"]["target"],
+            "missing_values": doc["signature"].get("missing_values"),
+        },
         "classes": doc.get("classes"),
         "serving": doc["serving"],
         "metrics": {name: report["metrics"] for name, report in doc["variants"].items()},

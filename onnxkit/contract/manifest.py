@@ -14,7 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION: Final = "1.0"
+SCHEMA_VERSION: Final = "1.1"
 MANIFEST_FILE: Final = "manifest.json"
 SERVING_FILE: Final = "model.onnx"
 FP32_FILE: Final = "model.fp32.onnx"
@@ -56,6 +56,11 @@ class Signature(_Strict):
 
     features: list[Feature] = Field(min_length=1)
     target: str
+    missing_values: list[str] | None = Field(
+        default=None,
+        description="Cell texts read as missing besides empty cells (onnxkit.contract.values); "
+        "absent in manifests before 1.1, which read the default tokens.",
+    )
 
     @field_validator("features")
     @classmethod
