@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import orjson
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
@@ -76,6 +77,10 @@ class FastEMFProvider(AmazonCloudWatchEMFProvider):
             or "POWERTOOLS_DEV" in environ
         ):
             super().flush_metrics(raise_on_empty_metrics=raise_on_empty_metrics)
+            if self.metric_set and is_metrics_disabled():
+                # Powertools' switched-off flush keeps the metrics, and add_metric prints the
+                # set anyway once a metric holds 100 values (then the next flush warns of none).
+                self.clear_metrics()
             self._steady = None
             return
         print(orjson.dumps(self.serialize_metric_set()).decode())

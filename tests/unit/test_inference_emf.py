@@ -82,6 +82,15 @@ def test_metrics_can_still_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> N
     assert _blobs(_make(FastEMFProvider), [_request(1.0, 1), _request(2.0, 2)]) == []
 
 
+def test_switched_off_metrics_stay_off_past_a_hundred_requests(
+    monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    # Powertools' own switched-off flush keeps the values: the 100th printed a blob anyway.
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    assert _blobs(_make(FastEMFProvider), [_request(float(i), 1) for i in range(250)]) == []
+    assert not [w for w in recwarn if "No application metrics" in str(w.message)]
+
+
 def test_bad_metrics_are_refused_even_once_a_name_is_known() -> None:
     provider = _make(FastEMFProvider)
     provider.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=1.0)
