@@ -1,10 +1,17 @@
 """Batch scoring of a CSV/JSONL file through the inference API, resumable and row-accurate.
 
 Output contract (CSV or, for a ``.jsonl`` output name, JSON lines): one record per input row,
-in input order, with ``row`` (0-based index of the input data row; blank JSONL lines are not
-rows), ``prediction``, one ``proba_<class>`` column per class (classification),
-``model_version`` and ``error`` (empty when scored; ``feature: problem; ...`` when the API
-rejected the row). Every batch is appended and flushed before the next one is sent.
+in input order, with ``row`` (0-based index of the input data row; blank lines are not rows),
+``prediction``, one ``proba_<class>`` column per class (classification), ``model_version`` and
+``error`` (empty when scored; ``line N: feature: problem; ...`` when the row was rejected).
+Every batch is appended and flushed before the next one is sent.
+
+Every row is accounted for: scored, or rejected with its line and reason, locally or by the
+API. Cells are read with the contract's rule (:mod:`onnxkit.contract.values`) and the served
+model's missing tokens, as the API reads a CSV body: a row with the wrong number of fields,
+or a numeric cell that is not a plain finite number, is rejected here with the API's reason.
+A file whose structure breaks (a quote that never closes) stops the run at that line with
+:class:`BrokenInput`, after the rows before it are scored and written.
 
 Resume: the output is always a contiguous prefix of the input. Running the same command
 again reads the complete records already there, drops a torn trailing line left by a kill,
@@ -31,10 +38,31 @@ import orjson
 
 from onnxkit.cloud.api import ApiClient, ApiError
 from onnxkit.cloud.errors import CloudError
+from onnxkit.contract.values import ValueProblem, ValueRule
 
 API_LIMIT = 1000  # the API's MAX_INSTANCES default (docs/CONTRACTS.md)
 ROW_REJECT_STATUSES = frozenset({400, 422})
-Row = tuple[int, Any]  # (row index, instance) - an instance is None when unreadable locally
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A row refused before sending, and why (what the API would answer for it)."""
+
+    reason: str
+
+
+# (row index, line number in the file, instance or Rejected)
+Row = tuple[int, int, Any]
+
+
+class BrokenInput(CloudError):
+    """The input's structure breaks at ``line``: nothing after it can be read as rows."""
+
+    def __init__(self, path: Path, line: int, reason: str, rows_before: int) -> None:
+        super().__init__(f"{path} line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+        self.rows_before = rows_before
 
 
 @dataclass
@@ -46,6 +74,7 @@ class Outcome:
     probabilities: list[float] | None = None
     model_version: str = ""
     error: str = ""
+    line: int = 0  # where the row starts in the input file (1-based; 0: unknown)
 
 
 @dataclass
@@ -54,6 +83,7 @@ class Report:
 
     total: int = 0
     skipped: int = 0  # already in the output when the run started
+    read: int = 0  # rows read from the input by this run (each is scored or rejected)
     scored: int = 0
     rejected: list[Outcome] = field(default_factory=list)
     retries: int = 0
@@ -61,21 +91,34 @@ class Report:
 
 
 # --- input -----------------------------------------------------------------------------------
-def _coerce(value: str | None, kind: str | None) -> Any:
-    if value is None or value == "":
-        return None
+def _cell(cell: str, kind: str | None, rule: ValueRule) -> Any:
+    """A CSV cell as the API reads it (ValueProblem when it would refuse it)."""
     if kind == "categorical":
-        return value
+        return rule.category(cell)
+    if kind == "numeric":
+        return rule.number(cell)
+    try:  # no signature from GET /model: a number if it is one, else the text as is
+        return rule.number(cell)
+    except ValueProblem:
+        return cell
+
+
+def _unclosed_quote(error: csv.Error) -> str:
+    reason = str(error)
+    if reason == "unexpected end of data":
+        return "a quoted field opened here never closes (unexpected end of data)"
+    return f"malformed CSV ({reason})"
+
+
+def _csv_rows(
+    handle: IO[str], signature: dict[str, str] | None, rule: ValueRule, path: Path
+) -> Iterator[Row]:
+    # strict: a quote that never closes is an error at the end of the file, not one huge field.
+    reader = csv.reader(handle, strict=True)
     try:
-        return float(value)
-    except ValueError:
-        # Not a number: send it as is and let the API say which feature is wrong.
-        return value
-
-
-def _csv_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row]:
-    reader = csv.reader(handle)
-    header = next(reader, None) or []
+        header = next(reader, None) or []
+    except csv.Error as error:
+        raise BrokenInput(path, 1, _unclosed_quote(error), 0) from None
     if signature is not None:
         missing = [name for name in signature if name not in header]
         if missing:
@@ -87,29 +130,54 @@ def _csv_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row
     columns = [(name, header.index(name), (signature or {}).get(name)) for name in names]
     width = len(header)
     index = 0
-    for record in reader:
+    end = reader.line_num  # the line the previous record ended on
+    while True:
+        start = end + 1
+        try:
+            record = next(reader, None)
+        except csv.Error as error:
+            raise BrokenInput(path, start, _unclosed_quote(error), index) from None
+        if record is None:
+            return
+        end = reader.line_num
         if not record:
             continue  # a blank line is not a row (as csv.DictReader treats it)
-        cells = record if len(record) >= width else record + [""] * (width - len(record))
-        yield index, {name: _coerce(cells[pos], kind) for name, pos, kind in columns}
+        if len(record) != width:
+            yield (
+                index,
+                start,
+                Rejected(f"expected {width} fields (the header's), got {len(record)}"),
+            )
+        else:
+            instance: dict[str, Any] = {}
+            problems = []
+            for name, position, kind in columns:
+                try:
+                    instance[name] = _cell(record[position], kind, rule)
+                except ValueProblem as problem:
+                    problems.append(f"{name}: {problem}")
+            yield index, start, Rejected("; ".join(problems)) if problems else instance
         index += 1
 
 
 def _jsonl_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[Row]:
     index = 0
-    for line in handle:
+    for line_number, line in enumerate(handle, start=1):
         if not line.strip():
             continue
+        instance: Any
         try:
             instance = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            instance = None
-        if isinstance(instance, dict) and signature is not None:
-            # Drop extra keys (a target column, ids) the API would refuse as unknown features.
-            instance = {k: v for k, v in instance.items() if k in signature}
-        if not isinstance(instance, dict | list):
-            instance = None
-        yield index, instance
+        except orjson.JSONDecodeError as error:
+            # orjson refuses NaN, Infinity and numbers beyond double range, as the API does.
+            instance = Rejected(f"not valid JSON ({str(error).split(':', 1)[0]})")
+        else:
+            if isinstance(instance, dict) and signature is not None:
+                # Drop extra keys (a target column, ids) the API would refuse as unknown.
+                instance = {k: v for k, v in instance.items() if k in signature}
+            if not isinstance(instance, dict | list):
+                instance = Rejected("not a JSON object or array")
+        yield index, line_number, instance
         index += 1
 
 
@@ -123,9 +191,14 @@ def input_format(path: Path) -> str:
     raise CloudError(f"{path}: unsupported input format {suffix or '(none)'}; use .csv or .jsonl")
 
 
-def read_rows(path: Path, signature: dict[str, str] | None) -> Iterator[Row]:
-    """Rows of a CSV (header row of feature names) or JSONL (objects or arrays) file."""
+def read_rows(
+    path: Path, signature: dict[str, str] | None, missing_values: list[str] | None = None
+) -> Iterator[Row]:
+    """Rows of a CSV (header row of feature names) or JSONL (objects or arrays) file.
+
+    ``missing_values``: the served model's tokens (None: the contract's default ones)."""
     fmt = input_format(path)
+    rule = ValueRule.of(missing_values)
     try:
         # utf-8-sig: spreadsheets save CSV with a byte-order mark that would corrupt the header.
         handle = path.open(newline="" if fmt == "csv" else None, encoding="utf-8-sig")
@@ -133,20 +206,29 @@ def read_rows(path: Path, signature: dict[str, str] | None) -> Iterator[Row]:
         raise CloudError(f"cannot read {path}: {error.strerror}") from None
     with handle:
         try:
-            yield from (_csv_rows if fmt == "csv" else _jsonl_rows)(handle, signature)
+            if fmt == "csv":
+                yield from _csv_rows(handle, signature, rule, path)
+            else:
+                yield from _jsonl_rows(handle, signature)
         except (UnicodeDecodeError, csv.Error) as error:
             raise CloudError(f"{path}: not a readable UTF-8 {fmt} file ({error})") from None
 
 
 def count_rows(path: Path) -> int:
     """How many data rows a file has (for the progress bar), counted the way read_rows
-    numbers them."""
+    numbers them: up to where its structure breaks, if it does."""
     fmt = input_format(path)
     try:
         with path.open(newline="" if fmt == "csv" else None, encoding="utf-8-sig") as handle:
-            if fmt == "csv":
-                return max(0, sum(1 for record in csv.reader(handle) if record) - 1)
-            return sum(1 for line in handle if line.strip())
+            if fmt == "jsonl":
+                return sum(1 for line in handle if line.strip())
+            records = 0
+            try:
+                for record in csv.reader(handle, strict=True):
+                    records += bool(record)
+            except csv.Error:
+                pass  # read_rows stops there and names the line
+            return max(0, records - 1)
     except OSError as error:
         raise CloudError(f"cannot read {path}: {error.strerror}") from None
     except (UnicodeDecodeError, csv.Error) as error:
@@ -197,6 +279,13 @@ def _written_rows(path: Path, text: str, expected: list[str]) -> list[int]:
     return [int(record[0]) for record in reader if record]
 
 
+def _error_text(outcome: Outcome) -> str:
+    """The error column: where the row is in the input, then why it was rejected."""
+    if not outcome.error:
+        return ""
+    return f"line {outcome.line}: {outcome.error}" if outcome.line else outcome.error
+
+
 class Writer:
     """Appends records to the output and flushes them, batch by batch."""
 
@@ -221,7 +310,7 @@ class Writer:
                         zip(map(str, self._classes), o.probabilities, strict=False)
                     )
                 record["model_version"] = o.model_version
-                record["error"] = o.error or None
+                record["error"] = _error_text(o) or None
                 self._handle.write(orjson.dumps(record).decode() + "\n")
             else:
                 blank: list[Any] = [""] * len(self._classes or [])
@@ -232,7 +321,7 @@ class Writer:
                         "" if o.prediction is None else o.prediction,
                         *probas,
                         o.model_version,
-                        o.error,
+                        _error_text(o),
                     ]
                 )
         self.flush()
@@ -273,20 +362,20 @@ def score_batch(client: ApiClient, rows: list[Row]) -> list[Outcome]:
     """Score rows, isolating the ones the API rejects; outcomes come back in row order."""
     outcomes: dict[int, Outcome] = {}
     sendable = []
-    for index, instance in rows:
-        if instance is None:
-            outcomes[index] = Outcome(index, error="not a JSON object or array")
+    for index, line, instance in rows:
+        if isinstance(instance, Rejected):
+            outcomes[index] = Outcome(index, error=instance.reason, line=line)
         else:
-            sendable.append((index, instance))
+            sendable.append((index, line, instance))
     _score(client, sendable, outcomes)
-    return [outcomes[index] for index, _ in rows]
+    return [outcomes[index] for index, _, _ in rows]
 
 
 def _score(client: ApiClient, rows: list[Row], out: dict[int, Outcome]) -> None:
     if not rows:
         return
     try:
-        response = client.predict([instance for _, instance in rows])
+        response = client.predict([instance for _, _, instance in rows])
     except ApiError as error:
         if error.status == 413 and len(rows) > 1:
             half = len(rows) // 2
@@ -298,14 +387,16 @@ def _score(client: ApiClient, rows: list[Row], out: dict[int, Outcome]) -> None:
         problems = _problems(error.body, len(rows))
         if problems:
             for position, problem in problems.items():
-                out[rows[position][0]] = Outcome(rows[position][0], error=problem)
+                index, line, _ = rows[position]
+                out[index] = Outcome(index, error=problem, line=line)
             _score(client, [r for i, r in enumerate(rows) if i not in problems], out)
         elif len(rows) > 1:
             half = len(rows) // 2
             _score(client, rows[:half], out)
             _score(client, rows[half:], out)
         else:
-            out[rows[0][0]] = Outcome(rows[0][0], error=_message(error))
+            index, line, _ = rows[0]
+            out[index] = Outcome(index, error=_message(error), line=line)
         return
     predictions = response.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != len(rows):
@@ -314,18 +405,24 @@ def _score(client: ApiClient, rows: list[Row], out: dict[int, Outcome]) -> None:
         )
     probabilities = response.get("probabilities") or [None] * len(rows)
     version = str(response.get("model_version", ""))
-    for (index, _), prediction, probas in zip(rows, predictions, probabilities, strict=False):
-        out[index] = Outcome(index, prediction, probas, version)
+    for (index, line, _), prediction, probas in zip(rows, predictions, probabilities, strict=False):
+        out[index] = Outcome(index, prediction, probas, version, line=line)
 
 
 def batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
-    """Consecutive chunks of at most ``size`` rows."""
+    """Consecutive chunks of at most ``size`` rows; the rows read before a BrokenInput are
+    a last chunk, then it is raised."""
     chunk: list[Row] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    except BrokenInput:
+        if chunk:
             yield chunk
-            chunk = []
+        raise
     if chunk:
         yield chunk
 
@@ -343,6 +440,7 @@ def run(
     for chunk in batches(rows, batch_size):
         outcomes = score_batch(client, chunk)
         writer.write(outcomes)
+        report.read += len(chunk)
         report.batches += 1
         for outcome in outcomes:
             if outcome.error:

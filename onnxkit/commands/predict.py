@@ -74,8 +74,10 @@ def predict(
 ) -> None:
     """Score rows over HTTPS: batched, retried with backoff, written batch by batch, resumable.
 
-    Rows the API rejects are written with their reasons in the ``error`` column and listed at
-    the end; the exit code is then 2.
+    Every row is scored or rejected: rejected rows (cells the model's API would refuse, read
+    with its missing tokens, or rows it refused) are written with their line and reason in the
+    ``error`` column and listed at the end; the exit code is then 2. A file whose structure
+    breaks (a quote that never closes) stops at that line, exit 1, keeping what was written.
     """
     with cli_errors():
         code = _predict(
@@ -147,6 +149,7 @@ def _predict(
         model = client.get_model()
         classes = model.get("classes") if model.get("task") == "classification" else None
         signature = _signature(model)
+        missing_values = _missing_values(model)
         expected = scoring.columns(classes)
         total = scoring.count_rows(input_path)
         done = 0
@@ -164,7 +167,9 @@ def _predict(
             + (f", resuming after {done} already in {output}" if done else ""),
             highlight=False,
         )
-        rows = itertools.islice(scoring.read_rows(input_path, signature), done, None)
+        rows = itertools.islice(
+            scoring.read_rows(input_path, signature, missing_values), done, None
+        )
         handle: Any = sys.stdout
         if output is not None:
             fresh = overwrite or not output.exists() or output.stat().st_size == 0
@@ -174,6 +179,7 @@ def _predict(
                 raise CloudError(f"cannot write {output}: {error.strerror}") from None
         else:
             fresh = True
+        broken: scoring.BrokenInput | None = None
         try:
             fmt = "jsonl" if output is not None and output.suffix.lower() == ".jsonl" else "csv"
             writer = scoring.Writer(handle, fmt, classes, write_header=fresh)
@@ -186,6 +192,8 @@ def _predict(
                     batch_size=batch_size,
                     report=report,
                 )
+            except scoring.BrokenInput as error:
+                broken = error
             except KeyboardInterrupt:
                 written = done + report.scored + len(report.rejected)
                 console.print(
@@ -198,6 +206,12 @@ def _predict(
             if handle is not sys.stdout:
                 handle.close()
     _summary(console, report, output)
+    if broken is not None:
+        kept = done + report.read
+        raise CloudError(
+            f"{broken}; stopped there: the {kept} rows before it are in {output or 'stdout'}"
+            " (fix the file and run the same command again to resume)"
+        )
     return 2 if report.rejected else 0
 
 
@@ -293,20 +307,36 @@ def _signature(model: dict[str, Any]) -> dict[str, str] | None:
     }
 
 
+def _missing_values(model: dict[str, Any]) -> list[str] | None:
+    """The served model's missing tokens from ``GET /model`` (None: the contract's default)."""
+    tokens = (model.get("signature") or {}).get("missing_values")
+    if isinstance(tokens, list) and all(isinstance(token, str) for token in tokens):
+        return tokens
+    return None
+
+
 def _summary(console: Any, report: Any, output: Path | None) -> None:
     from rich.table import Table  # noqa: PLC0415
 
     where = f" -> {output}" if output else ""
+    rejected = len(report.rejected)
     console.print(
-        f"scored {report.scored} rows, rejected {len(report.rejected)}, skipped "
+        f"rows in {report.read} = {report.scored} scored + {rejected} rejected; skipped "
         f"{report.skipped} already written, {report.retries} retries, "
         f"{report.batches} batches{where}",
         highlight=False,
     )
+    if report.read != report.scored + rejected:  # never expected: say so rather than hide it
+        raise CloudError(
+            f"internal error: {report.read} rows read but {report.scored} scored and "
+            f"{rejected} rejected"
+        )
     if report.rejected:
-        table = Table("row", "why the API rejected it", title="rejected rows", title_justify="left")
+        table = Table(
+            "row", "line", "why it was rejected", title="rejected rows", title_justify="left"
+        )
         for outcome in report.rejected[:_MAX_SHOWN]:
-            table.add_row(str(outcome.row), outcome.error)
+            table.add_row(str(outcome.row), str(outcome.line or ""), outcome.error)
         console.print(table)
         more = len(report.rejected) - _MAX_SHOWN
         if more > 0:

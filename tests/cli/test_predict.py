@@ -66,7 +66,8 @@ def test_scores_good_rows_and_reports_rejected_ones(tmp_path, runner, fake_api):
     assert [r["row"] for r in records] == [str(i) for i in range(25)]
     for i, record in enumerate(records):
         if i in BAD:
-            assert record["error"] == "x: expected a number"
+            # Read with the contract's rule, as the API reads it: rejected with its line.
+            assert record["error"] == f"line {i + 2}: x: expected a number, got 'abc'"
             assert record["prediction"] == ""
         else:
             assert record == expected_record(i, rows[i])
@@ -75,8 +76,8 @@ def test_scores_good_rows_and_reports_rejected_ones(tmp_path, runner, fake_api):
     # The target column is not sent: only the model's signature is.
     assert all(set(inst) == {"x", "colour"} for inst in api.scored_rows)
     assert api.scored_rows[2]["colour"] is None  # empty cell -> missing
-    assert "rejected 2" in result.stderr
-    assert "x: expected a number" in result.stderr
+    assert "rows in 25 = 23 scored + 2 rejected" in result.stderr
+    assert "x: expected a number, got 'abc'" in result.stderr
 
 
 def test_retries_429_and_5xx_then_succeeds(tmp_path, runner, fake_api):
@@ -207,6 +208,9 @@ def test_jsonl_in_and_out_with_unreadable_line(tmp_path, runner, fake_api):
         "{not json",
         "",
         json.dumps({"x": -2, "colour": "blue"}),
+        json.dumps({"x": "abc", "colour": "blue"}),  # the API names it: isolated, not retried
+        '{"x": NaN, "colour": "red"}',
+        '{"x": 1e400, "colour": "red"}',
     ]
     (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "preds.jsonl"
@@ -215,11 +219,17 @@ def test_jsonl_in_and_out_with_unreadable_line(tmp_path, runner, fake_api):
     )
     assert result.exit_code == 2, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["row"] for r in records] == [0, 1, 2]
+    assert [r["row"] for r in records] == [0, 1, 2, 3, 4, 5]
     assert records[0]["prediction"] == "yes" and records[0]["probabilities"]["yes"] == 0.9
-    assert records[1]["error"] == "not a JSON object or array"
+    assert records[1]["error"].startswith("line 2: not valid JSON (")
     assert records[2]["prediction"] == "no"
+    assert records[3]["error"] == "line 5: x: expected a number"
+    assert records[4]["error"].startswith("line 6: not valid JSON (")
+    assert (
+        records[5]["error"] == "line 7: not valid JSON (number is infinity when parsed as double)"
+    )
     assert api.scored_rows == [{"x": 1, "colour": "red"}, {"x": -2, "colour": "blue"}]
+    assert "rows in 6 = 2 scored + 4 rejected" in result.stderr
 
 
 def test_env_signs_with_sigv4_verified_by_the_server(tmp_path, runner, fake_api, moto):
@@ -436,3 +446,117 @@ def test_sigv4_with_temporary_credentials_signs_the_session_token(
     assert result.exit_code == 0, result.output
     # Sent and covered by the signature, on GET /model and the one POST /predict.
     assert api.auth_failures == [] and seen == [("token-from-sso", True)] * 2
+
+
+# --- every row accounted for (issue 10) ------------------------------------------------------
+@pytest.fixture
+def imputing_api(fake_api, monkeypatch):
+    """The fake API, imputing a missing x as 0 as the real one imputes it; ``received`` are
+    the instances as the CLI sent them."""
+    api, url = fake_api
+    real_predict, received = api.predict, []
+
+    def predict(body):
+        instances = json.loads(body)["instances"]
+        received.extend(instances)
+        imputed = [{**i, "x": 0 if i.get("x", 1) is None else i.get("x")} for i in instances]
+        return real_predict(json.dumps({"instances": imputed}).encode())
+
+    monkeypatch.setattr(api, "predict", predict)
+    return api, url, received
+
+
+def test_every_row_is_scored_or_rejected_with_its_line(tmp_path, runner, imputing_api):
+    _, url, received = imputing_api
+    lines = [
+        "x,colour,y",
+        "1,red,yes",  # row 0, line 2
+        "nan,NA,no",  # a missing token in both columns: sent as null, scored
+        "inf,red,no",  # not a number the API takes
+        "1e400,red,no",  # beyond double range
+        "1_000,red,no",  # float() would take it; the API does not
+        "2,blue",  # short
+        "",  # blank: not a row
+        "3,red,yes,extra",  # long
+        '"4","multi',
+        'line",yes',  # a quoted newline: one row, starting at line 10
+        "١٢,red,no",  # Arabic-Indic digits
+        "1e39,red,no",  # beyond float32
+        "-5,,no",
+    ]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", out
+    )
+    assert result.exit_code == 2, result.output
+    errors = {int(r["row"]): r["error"] for r in read_output(out)}
+    assert list(errors) == list(range(11))
+    assert errors == {
+        0: "",
+        1: "",
+        2: "line 4: x: expected a number, got 'inf'",
+        3: "line 5: x: number must be finite",
+        4: "line 6: x: expected a number, got '1_000'",
+        5: "line 7: expected 3 fields (the header's), got 2",
+        6: "line 9: expected 3 fields (the header's), got 4",
+        7: "",
+        8: "line 12: x: expected a number, got '١٢'",
+        9: "line 13: x: number out of range (|x| <= 3.403e+38)",
+        10: "",
+    }
+    assert received == [
+        {"x": 1.0, "colour": "red"},
+        {"x": None, "colour": None},
+        {"x": 4.0, "colour": "multi\nline"},
+        {"x": -5.0, "colour": None},
+    ]
+    assert "rows in 11 = 4 scored + 7 rejected" in result.stderr
+    assert "│ 5   │ 7    │ expected 3 fields" in result.stderr  # row, line, reason
+
+
+def test_unterminated_quote_stops_at_its_line_and_keeps_the_rows_before(tmp_path, runner, fake_api):
+    api, url = fake_api
+    rows = write_rows(tmp_path / "rows.csv", 21)
+    lines = (tmp_path / "rows.csv").read_text().splitlines()
+    broken = list(lines)
+    broken[11] = broken[11].replace(",", ',"', 1)  # data row 11 (line 12): a quote never closed
+    (tmp_path / "rows.csv").write_text("\n".join(broken) + "\n")
+    out = tmp_path / "preds.csv"
+    args = ["predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", out]
+    first = invoke(runner, *args, "--batch-size", 4)
+    assert first.exit_code == 1, first.output
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'rows.csv'} line 12: a quoted field opened here")
+    assert "the 10 rows before it are in" in last
+    assert "Traceback" not in first.output
+    assert "rows in 10 = 10 scored + 0 rejected" in first.stderr
+    assert read_output(out) == [expected_record(i, row) for i, row in enumerate(rows[:10])]
+    assert len(api.scored_rows) == 10  # the partial last batch (rows 8, 9) was sent and kept
+    # Fixed, the same command resumes after the rows already written.
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    second = invoke(runner, *args)
+    assert second.exit_code == 0, second.output
+    assert "rows in 11 = 11 scored + 0 rejected" in second.stderr
+    assert read_output(out) == [expected_record(i, row) for i, row in enumerate(rows)]
+
+
+def test_cells_follow_the_served_models_missing_tokens(tmp_path):
+    from onnxkit.cloud import scoring
+    from onnxkit.commands.predict import _missing_values
+
+    (tmp_path / "rows.csv").write_text("x,colour\nNA,NA\n1,N/A\n")
+    signature = {"x": "numeric", "colour": "categorical"}
+    default = list(scoring.read_rows(tmp_path / "rows.csv", signature, None))
+    assert default == [
+        (0, 2, {"x": None, "colour": None}),
+        (1, 3, {"x": 1.0, "colour": None}),
+    ]
+    none = list(scoring.read_rows(tmp_path / "rows.csv", signature, []))
+    assert none == [
+        (0, 2, scoring.Rejected("x: expected a number, got 'NA'")),
+        (1, 3, {"x": 1.0, "colour": "N/A"}),
+    ]
+    assert _missing_values({"signature": {"missing_values": []}}) == []
+    assert _missing_values({"signature": {"missing_values": ["?"]}}) == ["?"]
+    assert _missing_values({"signature": {}}) is None  # a model from before 1.1
