@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from botocore.exceptions import ClientError
 
-from .ports import StepError
+from .ports import POINTER_FILE, StepError
 
 ALIAS_NAME = "live"
 
@@ -102,7 +102,8 @@ class _Raw(io.RawIOBase):
 
 
 class LambdaServing:
-    """The inference function: ``MODEL_URI``/``MODEL_SHA256`` per published version."""
+    """The inference function: ``MODEL_URI``/``MODEL_SHA256``/``MODEL_MANIFEST_SHA256`` per
+    published version."""
 
     def __init__(
         self, lambda_client: Any, function_name: str, alias_name: str = ALIAS_NAME
@@ -115,19 +116,24 @@ class LambdaServing:
         )
         return [v for page in pages for v in page["Versions"] if v["Version"] != "$LATEST"]
 
-    def find_version(self, model_uri: str, sha256: str) -> str | None:
+    def find_version(self, model_uri: str, sha256: str, manifest_sha256: str) -> str | None:
         """The newest published version that already serves this model."""
+        wanted = {
+            "MODEL_URI": model_uri,
+            "MODEL_SHA256": sha256,
+            "MODEL_MANIFEST_SHA256": manifest_sha256,
+        }
         for version in sorted(self._versions(), key=lambda v: int(v["Version"]), reverse=True):
             env = version.get("Environment", {}).get("Variables", {})
-            if env.get("MODEL_URI") == model_uri and env.get("MODEL_SHA256") == sha256:
+            if all(env.get(key) == value for key, value in wanted.items()):
                 return str(version["Version"])
         return None
 
-    def publish(self, model_uri: str, sha256: str, description: str) -> str:
+    def publish(self, model_uri: str, sha256: str, manifest_sha256: str, description: str) -> str:
         """Set the model on $LATEST (other variables kept) and publish that configuration."""
         config = self.client.get_function_configuration(FunctionName=self.function)
         env = dict(config.get("Environment", {}).get("Variables", {}))
-        env.update(MODEL_URI=model_uri, MODEL_SHA256=sha256)
+        env.update(MODEL_URI=model_uri, MODEL_SHA256=sha256, MODEL_MANIFEST_SHA256=manifest_sha256)
         updated = self.client.update_function_configuration(
             FunctionName=self.function, Environment={"Variables": env}
         )
@@ -139,7 +145,10 @@ class LambdaServing:
         )
         version = str(published["Version"])
         served = published.get("Environment", {}).get("Variables", {})
-        if served.get("MODEL_SHA256") != sha256:
+        if (served.get("MODEL_SHA256"), served.get("MODEL_MANIFEST_SHA256")) != (
+            sha256,
+            manifest_sha256,
+        ):
             raise StepError(f"published version {version} does not carry the new model")
         return version
 
@@ -180,6 +189,12 @@ class LambdaServing:
         )
         env = config.get("Environment", {}).get("Variables", {})
         return env.get("MODEL_URI", ""), env.get("MODEL_SHA256", "")
+
+    def follows_pointer(self, version: str) -> bool:
+        """True for a version with no model of its own: the CDK-managed one, whose
+        ``MODEL_URI`` is the production pointer (or empty)."""
+        uri = self.model_of(version)[0].split("?")[0]
+        return not uri or uri.endswith("/" + POINTER_FILE)
 
 
 class SageMakerRegistry:

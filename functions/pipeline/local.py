@@ -1,9 +1,11 @@
 """The ports on a laptop: a work directory laid out like the artifact bucket.
 
-``models/<name>/<version>/`` and ``models/<name>/production.json`` as in S3;
-``serving/function.json`` plays the inference function (numbered versions, each with its
-``MODEL_URI``/``MODEL_SHA256``, and the ``live`` alias); ``registry/<name>/<version>.json``
-keeps every registered version with its metrics and status.
+``models/<name>/<version>/``, ``models/<name>/production.json`` and
+``models/<name>/promotion.json`` as in S3; ``serving/function.json`` plays the inference
+function (numbered versions, each with its ``MODEL_URI``/``MODEL_SHA256``/
+``MODEL_MANIFEST_SHA256``, and the ``live`` alias); ``registry/<name>/<version>.json`` keeps
+every registered version with its metrics and status. Uris of the store are paths relative to
+the work directory, so a copied or moved work directory serves its own files.
 """
 
 from __future__ import annotations
@@ -13,37 +15,72 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from .ports import StepError
+from .ports import POINTER_FILE, StepError
 
 FUNCTION_FILE = "serving/function.json"
 REGISTRY_DIR = "registry"
 LOCK_FILE = ".onnxkit.lock"
+TEMP_SUFFIX = ".partial"
+# The folders the store and the local function write into (what a crash can leave behind in).
+_WRITTEN = ("models", "serving", REGISTRY_DIR)
 
 
 @contextmanager
 def workdir_lock(root: Path) -> Iterator[None]:
     """Hold the work directory's exclusive lock: one promotion or rollback at a time, as
-    the state machine runs one execution's Promote at a time."""
+    the state machine runs one execution's Promote at a time. Holding it, the leftovers of a
+    crashed writer are removed (see :func:`clean_leftovers`)."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / LOCK_FILE).open("a") as handle:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = (root / LOCK_FILE).open("a")
+    except OSError as error:
+        raise StepError(f"cannot lock the work directory {root}: {error.strerror}") from None
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            clean_leftovers(root)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def clean_leftovers(root: Path) -> list[Path]:
+    """Remove what a writer killed mid-way leaves: temporary files, and a version folder with
+    a model.onnx but no manifest.json that no function version serves (promotion copies the
+    manifest last, so such a folder never held a complete version). Call with the lock held."""
+    root = Path(root)
+    removed = [
+        path
+        for folder in _WRITTEN
+        for path in (root / folder).rglob(f".*{TEMP_SUFFIX}")
+        if path.is_file()
+    ]
+    served = " ".join(env.get("MODEL_URI", "") for env in LocalServing(root).all_versions())
+    for model in (root / "models").glob("*/*/model.onnx"):
+        folder = model.parent
+        relative = folder.relative_to(root).as_posix()
+        if not (folder / "manifest.json").is_file() and f"{relative}/" not in served:
+            removed += [p for p in folder.iterdir() if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    for path in {p.parent for p in removed}:
+        with suppress(OSError):  # only empties
+            if path.name != "models" and path.parent.parent.name == "models":
+                path.rmdir()
+    return removed
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -53,14 +90,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def uri_to_path(uri: str) -> Path:
-    """The local path of a ``file://`` uri (a plain path is accepted too)."""
+def uri_to_path(uri: str, root: Path | None = None) -> Path:
+    """The local path of a ``file://`` uri or a plain path; a relative one is relative to
+    ``root`` (the work directory) when given."""
     parts = urlsplit(uri)
     if parts.scheme == "file":
         return Path(unquote(parts.path))
     if parts.scheme:
         raise StepError(f"not a local uri: {uri}")
-    return Path(uri)
+    path = Path(uri)
+    return path if root is None or path.is_absolute() else Path(root) / path
 
 
 class LocalStore:
@@ -70,12 +109,16 @@ class LocalStore:
         self.root = Path(root).resolve()
 
     def uri(self, key: str, version_id: str | None = None) -> str:
-        """``file://`` uri of a key."""
-        return (self.root / key).as_uri()
+        """The key itself: a path relative to the work directory."""
+        return key
+
+    def path(self, uri: str) -> Path:
+        """The file a uri of this store (or an absolute ``file://`` uri) names."""
+        return uri_to_path(uri, self.root)
 
     def open_uri(self, uri: str) -> IO[bytes]:
         """Open a local file by uri."""
-        path = uri_to_path(uri)
+        path = self.path(uri)
         try:
             return path.open("rb")
         except OSError as error:
@@ -105,26 +148,36 @@ class LocalServing:
     def _load(self) -> dict[str, Any]:
         if not self.path.is_file():
             return {"versions": {}, "alias": None}
-        state: dict[str, Any] = json.loads(self.path.read_text())
+        try:
+            state: dict[str, Any] = json.loads(self.path.read_text())
+        except (OSError, ValueError) as error:
+            raise StepError(f"unreadable {self.path}: {error}") from None
         return state
+
+    def all_versions(self) -> list[dict[str, str]]:
+        """Every published version's environment."""
+        return list(self._load()["versions"].values())
 
     def _save(self, state: dict[str, Any]) -> None:
         _atomic_write(self.path, json.dumps(state, indent=2, sort_keys=True).encode())
 
-    def find_version(self, model_uri: str, sha256: str) -> str | None:
+    def find_version(self, model_uri: str, sha256: str, manifest_sha256: str) -> str | None:
         """A version already published with this model."""
+        wanted = {"MODEL_URI": model_uri, "MODEL_SHA256": sha256}
+        wanted["MODEL_MANIFEST_SHA256"] = manifest_sha256
         for number, env in sorted(self._load()["versions"].items(), key=lambda v: -int(v[0])):
-            if env["MODEL_URI"] == model_uri and env["MODEL_SHA256"] == sha256:
+            if all(env.get(key) == value for key, value in wanted.items()):
                 return str(number)
         return None
 
-    def publish(self, model_uri: str, sha256: str, description: str) -> str:
+    def publish(self, model_uri: str, sha256: str, manifest_sha256: str, description: str) -> str:
         """Record a new numbered version serving this model."""
         state = self._load()
         number = str(len(state["versions"]) + 1)
         state["versions"][number] = {
             "MODEL_URI": model_uri,
             "MODEL_SHA256": sha256,
+            "MODEL_MANIFEST_SHA256": manifest_sha256,
             "description": description,
         }
         self._save(state)
@@ -151,6 +204,11 @@ class LocalServing:
         if env is None:
             raise StepError(f"version {version} is not published")
         return env["MODEL_URI"], env["MODEL_SHA256"]
+
+    def follows_pointer(self, version: str) -> bool:
+        """True for a version whose ``MODEL_URI`` is a production pointer (or empty)."""
+        uri = self.model_of(version)[0]
+        return not uri or uri.endswith(POINTER_FILE)
 
 
 class LocalRegistry:

@@ -13,6 +13,8 @@ from typing import IO, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 POINTER_FILE = "production.json"
+# The write-ahead record of the last promotion or rollback (docs/CONTRACTS.md).
+INTENT_FILE = "promotion.json"
 
 
 class StepError(RuntimeError):
@@ -50,12 +52,13 @@ class ObjectStore(Protocol):
 class ServingTarget(Protocol):
     """The inference function: published versions with a model each, and a ``live`` alias."""
 
-    def find_version(self, model_uri: str, sha256: str) -> str | None:
+    def find_version(self, model_uri: str, sha256: str, manifest_sha256: str) -> str | None:
         """A published version already configured with this model, if any."""
         ...
 
-    def publish(self, model_uri: str, sha256: str, description: str) -> str:
-        """Configure the function with a model and publish an immutable version."""
+    def publish(self, model_uri: str, sha256: str, manifest_sha256: str, description: str) -> str:
+        """Configure the function with a model (and its manifest's digest) and publish an
+        immutable version."""
         ...
 
     def live(self) -> tuple[str | None, dict[str, float]]:
@@ -68,6 +71,11 @@ class ServingTarget(Protocol):
 
     def model_of(self, version: str) -> tuple[str, str]:
         """(MODEL_URI, MODEL_SHA256) a published version serves."""
+        ...
+
+    def follows_pointer(self, version: str) -> bool:
+        """True for a version with no model of its own, serving whatever the production pointer
+        names (the CDK-managed one, whose ``MODEL_URI`` is the pointer itself, or empty)."""
         ...
 
 
@@ -89,6 +97,8 @@ class Pointer(BaseModel):
     model_uri: str
     manifest_uri: str
     sha256: str
+    # The manifest's digest; None in pointers written before it was pinned.
+    manifest_sha256: str | None = None
     lambda_version: str
     promoted_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     history: list[dict[str, Any]] = Field(default_factory=list)
@@ -106,6 +116,40 @@ def model_prefix(model_name: str) -> str:
 def pointer_key(model_name: str) -> str:
     """Key of a model's production pointer."""
     return f"{model_prefix(model_name)}{POINTER_FILE}"
+
+
+def intent_key(model_name: str) -> str:
+    """Key of a model's write-ahead promotion record."""
+    return f"{model_prefix(model_name)}{INTENT_FILE}"
+
+
+class Intent(BaseModel):
+    """The write-ahead record of a promotion or rollback, written before ``live`` moves: the
+    pointer that holds once the alias serves ``target.lambda_version``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    action: str  # "promote" or "rollback"
+    from_lambda_version: str | None
+    target: Pointer
+    started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+
+def read_intent(store: ObjectStore, model_name: str) -> Intent | None:
+    """The last promotion's or rollback's record, or None before the first."""
+    raw = store.get(intent_key(model_name))
+    if raw is None:
+        return None
+    try:
+        return Intent.model_validate(json.loads(raw))
+    except ValueError as error:
+        raise StepError(f"unreadable promotion record for {model_name}: {error}") from None
+
+
+def write_intent(store: ObjectStore, intent: Intent) -> None:
+    """Record what is about to happen, before the alias moves."""
+    body = json.dumps(intent.model_dump(), indent=2, sort_keys=True).encode()
+    store.put(intent_key(intent.target.model_name), body, "application/json")
 
 
 def read_pointer(store: ObjectStore, model_name: str) -> Pointer | None:

@@ -1,33 +1,45 @@
 """Promote and roll back: move the ``live`` alias to a model, and back.
 
-Promotion runs in this order, each step idempotent, so a failure (or a retry) at any point
-leaves ``live`` serving the previous model:
+The ``live`` alias is the single commit point: whatever it serves is the live model. The
+production pointer records it, and a write-ahead record (``promotion.json``, an
+:class:`~.ports.Intent`) written just before the alias moves says which pointer holds once it
+has. A crash between any two writes therefore leaves a state :func:`resolve` reads as one live
+model, and :func:`reconcile` (run first by every promotion and rollback) rewrites a pointer
+that fell behind. Promotion runs in this order, each step idempotent:
 
-1. ``verify``  - re-read the artifact and check every digest against the manifest and the
+1. ``verify``    - re-read the artifact and check every digest against the manifest and the
    evaluated candidate (a tampered artifact is refused);
-2. ``store``   - copy model.onnx, then manifest.json, to the immutable
+2. ``store``     - copy model.onnx, then manifest.json, to the immutable
    ``models/<name>/<version>/`` (an existing copy is reused only when its digest matches);
-3. ``publish`` - configure the function's ``MODEL_URI``/``MODEL_SHA256`` and publish a
-   version (an already published version with that model is reused);
-4. ``approve`` - approve the registered version (the local registry; in the cloud the
+3. ``reconcile`` - finish the record of an interrupted promotion or rollback;
+4. ``publish``   - configure the function's ``MODEL_URI``/``MODEL_SHA256``/
+   ``MODEL_MANIFEST_SHA256`` and publish a version (one already published is reused);
+5. ``approve``   - approve the registered version (the local registry; in the cloud the
    Register state creates the model package already approved);
-5. ``shift``   - optional: send a share of traffic to the new version and watch the alarm,
+6. ``shift``     - optional: send a share of traffic to the new version and watch the alarm,
    moving everything back on alarm;
-6. ``alias``   - point ``live`` at the new version (the only step clients can see);
-7. ``pointer`` - record the production pointer; if that fails, ``live`` is moved back.
+7. ``intent``    - write the promotion record (the pointer to come);
+8. ``alias``     - point ``live`` at the new version: the commit;
+9. ``pointer``   - record the production pointer; if that fails, ``live`` is moved back.
+
+The states a crash can leave, and how they resolve, are in docs/CONTRACTS.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from onnxkit.contract.manifest import MANIFEST_FILE, SERVING_FILE
 
 from .evaluate import digest_problems, read_artifact
 from .ports import (
+    Intent,
     ObjectStore,
     Pointer,
     Registry,
@@ -35,11 +47,23 @@ from .ports import (
     StepError,
     TamperedArtifactError,
     model_prefix,
+    read_intent,
     read_pointer,
+    write_intent,
     write_pointer,
 )
 
-PROMOTION_STEPS = ("verify", "store", "publish", "approve", "shift", "alias", "pointer")
+PROMOTION_STEPS = (
+    "verify",
+    "store",
+    "reconcile",
+    "publish",
+    "approve",
+    "shift",
+    "intent",
+    "alias",
+    "pointer",
+)
 
 
 class RolledBackError(StepError):
@@ -65,6 +89,131 @@ def _store_immutable(store: ObjectStore, key: str, data: bytes, content_type: st
         version_id = store.head(key)
         return store.uri(key, version_id or None)
     return store.uri(key, store.put(key, data, content_type) or None)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What ``live`` serves, as a production pointer, and how the stored records relate to it.
+
+    ``state``: ``none`` (nothing promoted), ``consistent``, ``abandoned`` (a promotion or
+    rollback stopped before the alias moved: the pointer is right), ``committed`` (the alias
+    moved but the pointer was not written: it is behind) or ``drift`` (the alias was moved
+    outside onnxkit; the pointer is rebuilt from it)."""
+
+    pointer: Pointer | None
+    stored: Pointer | None
+    alias: str | None
+    weights: dict[str, float] = field(default_factory=dict)
+    state: str = "consistent"
+
+    @property
+    def stale(self) -> bool:
+        """True when the stored pointer does not record the live model."""
+        return self.state in {"committed", "drift"}
+
+    def note(self) -> str:
+        """One line on an interrupted promotion or rollback, or ""."""
+        if not self.stale or self.pointer is None:
+            return ""
+        was = self.stored.model_version if self.stored else "nothing"
+        why = "an interrupted promotion or rollback" if self.state == "committed" else "drift"
+        return (
+            f"live served {self.pointer.model_version} while the production pointer named "
+            f"{was} ({why}); the pointer now records {self.pointer.model_version}"
+        )
+
+
+def _same(pointer: Pointer | None, other: Pointer) -> bool:
+    return pointer is not None and (pointer.lambda_version, pointer.model_version) == (
+        other.lambda_version,
+        other.model_version,
+    )
+
+
+def _version_of(uri: str, model_name: str) -> str | None:
+    """The model version in a ``.../models/<name>/<version>/model.onnx`` uri."""
+    parts = urlsplit(uri).path.split("/")
+    for index in range(len(parts) - 3):
+        if parts[index : index + 2] == ["models", model_name] and parts[index + 3] == SERVING_FILE:
+            return parts[index + 2]
+    return None
+
+
+def _derive(
+    store: ObjectStore, serving: ServingTarget, name: str, alias: str, stored: Pointer | None
+) -> Pointer:
+    """The pointer of what ``alias`` serves: popped to it when it is in the history (a rollback),
+    pushed on top otherwise (a promotion)."""
+    uri, sha = serving.model_of(alias)
+    version = _version_of(uri, name)
+    if version is None:
+        raise StepError(
+            f"live serves function version {alias} with {uri}, which is not a promoted model "
+            f"of {name}; point live at a promoted version (onnxkit rollback --to)"
+        )
+    key = f"{model_prefix(name)}{version}/{MANIFEST_FILE}"
+    manifest = store.get(key)
+    history = stored.history if stored else []
+    below = [entry.get("lambda_version") for entry in history]
+    if alias in below:
+        history = history[below.index(alias) + 1 :]
+    elif stored is not None:
+        history = [stored.entry(), *history]
+    return Pointer(
+        model_name=name,
+        model_version=version,
+        model_uri=uri,
+        manifest_uri=store.uri(key, store.head(key) or None),
+        sha256=sha,
+        manifest_sha256=hashlib.sha256(manifest).hexdigest() if manifest is not None else None,
+        lambda_version=alias,
+        history=history,
+    )
+
+
+def resolve(store: ObjectStore, serving: ServingTarget, model_name: str) -> Live:
+    """The one live model of ``model_name`` and the state of its records; reads only."""
+    stored = read_pointer(store, model_name)
+    intent = read_intent(store, model_name)
+    alias, weights = serving.live()
+    state = "consistent"
+    if intent is not None and not _same(stored, intent.target):
+        if alias == intent.target.lambda_version:
+            return Live(intent.target, stored, alias, weights, "committed")
+        state = "abandoned"
+    if alias is None or serving.follows_pointer(alias):
+        return Live(stored, stored, alias, weights, state if stored else "none")
+    if stored is not None and alias == stored.lambda_version:
+        return Live(stored, stored, alias, weights, state)
+    return Live(_derive(store, serving, model_name, alias, stored), stored, alias, weights, "drift")
+
+
+def reconcile(store: ObjectStore, serving: ServingTarget, model_name: str) -> Live:
+    """:func:`resolve`, then make the records say so: rewrite a pointer that fell behind and
+    end a traffic split an interrupted shift left. Run it where one writer at a time runs."""
+    live = resolve(store, serving, model_name)
+    if live.stale and live.pointer is not None:
+        write_pointer(store, live.pointer)
+    if live.weights and live.alias is not None:
+        serving.route(live.alias)
+    return live
+
+
+def _commit(
+    store: ObjectStore, serving: ServingTarget, live: Live, target: Pointer, action: str
+) -> None:
+    """Intent, alias, pointer; a failed pointer write moves ``live`` back."""
+    write_intent(store, Intent(action=action, from_lambda_version=live.alias, target=target))
+    serving.route(target.lambda_version)
+    try:
+        write_pointer(store, target)
+    except Exception:
+        # The alias moved but the record did not: put the previous model back. Should that fail
+        # too, the intent makes the next reader see the new model as live, as it is.
+        if live.alias is not None:
+            with suppress(Exception):
+                serving.route(live.alias)
+        raise
 
 
 def promote(
@@ -94,6 +243,7 @@ def promote(
         raise TamperedArtifactError("refusing to promote: " + "; ".join(problems))
     model_bytes = artifact.files[manifest.serving.file]
     name, version, sha = manifest.model_name, manifest.model_version, manifest.serving.sha256
+    manifest_sha = hashlib.sha256(artifact.manifest_bytes).hexdigest()
 
     # 2. store: the model first, the manifest last, so a manifest means a complete version.
     prefix = f"{model_prefix(name)}{version}/"
@@ -104,59 +254,52 @@ def promote(
         store, prefix + MANIFEST_FILE, artifact.manifest_bytes, "application/json"
     )
 
-    # 3. publish
-    pointer = read_pointer(store, name)
-    current, _ = serving.live()
-    if pointer is None:
-        previous = current
-    elif pointer.model_version != version:
-        previous = pointer.lambda_version
-    else:  # a retry after the pointer was written: report what it replaced
-        previous = pointer.history[0]["lambda_version"] if pointer.history else None
-    lambda_version = serving.find_version(model_uri, sha) or serving.publish(
-        model_uri, sha, f"{name} {version}"
+    # 3. reconcile, 4. publish
+    live = reconcile(store, serving, name)
+    current = live.pointer
+    done = current is not None and current.model_version == version
+    if current is None:
+        previous = live.alias
+    elif not done:
+        previous = current.lambda_version
+    else:  # a retry after the promotion committed: report what it replaced
+        previous = current.history[0]["lambda_version"] if current.history else None
+    lambda_version = serving.find_version(model_uri, sha, manifest_sha) or serving.publish(
+        model_uri, sha, manifest_sha, f"{name} {version}"
     )
 
-    # 4. approve (in the cloud, Register already created the package approved)
+    # 5. approve (in the cloud, Register already created the package approved)
     if registry is not None:
         registry.approve(model_package_id)
 
-    # 5. shift
-    if shift is not None and previous is not None and previous != lambda_version:
-        try:
-            for weight in shift.weights:
-                serving.route(previous, {lambda_version: weight})
-                shift.sleep(shift.wait_seconds)
-                if shift.alarm():
-                    raise RolledBackError(
-                        f"alarm during the shift to {version} at {weight:.0%}; "
-                        f"live stays on version {previous}"
-                    )
-        except Exception:
-            # Whatever stopped the shift, the previous version takes all traffic again.
-            serving.route(previous)
-            raise
-
-    # 6. alias, 7. pointer
-    serving.route(lambda_version)
-    if pointer is None or pointer.model_version != version:
-        history = [pointer.entry(), *pointer.history] if pointer else []
-        new = Pointer(
+    if not done:
+        # 6. shift
+        if shift is not None and previous is not None and previous != lambda_version:
+            try:
+                for weight in shift.weights:
+                    serving.route(previous, {lambda_version: weight})
+                    shift.sleep(shift.wait_seconds)
+                    if shift.alarm():
+                        raise RolledBackError(
+                            f"alarm during the shift to {version} at {weight:.0%}; "
+                            f"live stays on version {previous}"
+                        )
+            except Exception:
+                # Whatever stopped the shift, the previous version takes all traffic again.
+                serving.route(live.alias or previous)
+                raise
+        # 7. intent, 8. alias, 9. pointer
+        target = Pointer(
             model_name=name,
             model_version=version,
             model_uri=model_uri,
             manifest_uri=manifest_uri,
             sha256=sha,
+            manifest_sha256=manifest_sha,
             lambda_version=lambda_version,
-            history=history,
+            history=[current.entry(), *current.history] if current else [],
         )
-        try:
-            write_pointer(store, new)
-        except Exception:
-            # The alias moved but the record did not: put the previous model back.
-            if previous is not None:
-                serving.route(previous)
-            raise
+        _commit(store, serving, live, target, "promote")
     return {
         "model_version": version,
         "lambda_version": lambda_version,
@@ -169,9 +312,10 @@ def promote(
 def rollback(
     store: ObjectStore, serving: ServingTarget, model_name: str, to_version: str | None = None
 ) -> dict[str, Any]:
-    """Move ``live`` back to the previous production version (or ``to_version``) and
-    its pointer. Returns ``{"from", "to", "lambda_version"}``."""
-    pointer = read_pointer(store, model_name)
+    """Move ``live`` back to the model live before the current one (or ``to_version``) and
+    its pointer. Returns ``{"from", "to", "lambda_version", "model_uri", "note"}``."""
+    live = reconcile(store, serving, model_name)
+    pointer = live.pointer
     if pointer is None:
         raise StepError(f"{model_name} has no production model to roll back")
     if not pointer.history:
@@ -194,15 +338,11 @@ def rollback(
             f"function version {target.lambda_version} serves sha256 {sha[:12]}, "
             f"not {target.model_version}'s {target.sha256[:12]}"
         )
-    serving.route(target.lambda_version)
-    try:
-        write_pointer(store, target)
-    except Exception:
-        serving.route(pointer.lambda_version)
-        raise
+    _commit(store, serving, live, target, "rollback")
     return {
         "from": pointer.model_version,
         "to": target.model_version,
         "lambda_version": target.lambda_version,
         "model_uri": uri,
+        "note": live.note(),
     }

@@ -34,7 +34,9 @@ def _local(workdir: Path, name: str | None, to: str | None) -> dict[str, Any]:
     if not workdir.is_dir():
         raise CloudError(f"{workdir} is not a work directory")
     models = workdir / "models"
-    names = sorted(p.parent.name for p in models.glob("*/production.json"))
+    # promotion.json too: a first promotion killed before its pointer was written is live.
+    records = [*models.glob("*/production.json"), *models.glob("*/promotion.json")]
+    names = sorted({p.parent.name for p in records})
     model = _pick_model(names, name, str(workdir))
     with workdir_lock(workdir):
         return rollback_step(LocalStore(workdir), LocalServing(workdir), model, to)
@@ -86,7 +88,10 @@ def rollback(
                 result = _cloud(env, name, to, region, profile)
         except StepError as error:
             raise CloudError(str(error)) from None
-        Console().print(
+        console = Console()
+        if result.get("note"):
+            console.print(f"note: {result['note']}", highlight=False)
+        console.print(
             f"[green]rolled back[/] {result['from']} -> {result['to']} "
             f"(live = version {result['lambda_version']})",
             highlight=False,

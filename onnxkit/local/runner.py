@@ -26,7 +26,7 @@ from typing import Any, cast
 from functions.pipeline.evaluate import evaluate, read_artifact
 from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore, workdir_lock
 from functions.pipeline.ports import StepError
-from functions.pipeline.promote import promote
+from functions.pipeline.promote import promote, reconcile
 from onnxkit import workflow
 from onnxkit.config import OnnxKitConfig, load_config
 from onnxkit.contract.manifest import Manifest, ManifestError, load_manifest
@@ -135,6 +135,9 @@ class _Run:
         }
 
     def evaluate(self) -> dict[str, Any]:
+        # The work directory's lock is held from here on: first make the production pointer
+        # record what live serves (an earlier run may have been killed mid-promotion).
+        reconcile(self.store, self.serving, self.request.model_name)
         event = workflow.evaluate_event(
             self.request.model_name,
             self.state["training"]["ModelArtifacts"]["S3ModelArtifacts"],

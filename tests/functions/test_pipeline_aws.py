@@ -8,6 +8,7 @@ still serves the previous model and the production pointer still names it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any, cast
@@ -20,7 +21,7 @@ from pipeline_artifacts import artifact, manifest_dict, moto_serving, tarball
 from functions.pipeline import handlers
 from functions.pipeline.aws import LambdaServing, S3Store, SageMakerRegistry, split_s3_uri
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
-from functions.pipeline.promote import rollback
+from functions.pipeline.promote import reconcile, resolve, rollback
 from onnxkit import workflow
 from onnxkit.contract.gate import QualityGate
 
@@ -142,11 +143,18 @@ def test_first_promotion_then_a_better_one(aws: dict[str, Any]) -> None:
         "model_uri",
         "manifest_uri",
         "sha256",
+        "manifest_sha256",
         "lambda_version",
         "promoted_at",
         "history",
     }
     assert pointer["model_version"] == "v2"
+    manifest = s3.get_object(Bucket=BUCKET, Key="models/cancer/v2/manifest.json")["Body"].read()
+    assert pointer["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+    config = lam.get_function_configuration(
+        FunctionName=FUNCTION, Qualifier=second["lambda_version"]
+    )
+    assert config["Environment"]["Variables"]["MODEL_MANIFEST_SHA256"] == pointer["manifest_sha256"]
     assert [h["model_version"] for h in pointer["history"]] == ["v1"]
     assert "history" not in pointer["history"][0]
 
@@ -157,7 +165,7 @@ def test_a_worse_candidate_is_rejected_and_production_is_unchanged(aws: dict[str
     decision, promoted = _run(s3, "v2", accuracy=0.85)
     assert promoted is None and decision["passed"] is False
     assert decision["reasons"] == [
-        "accuracy 0.8500 is worse than production v1 (0.9700) by more than 0.0100"
+        "balanced_accuracy 0.8500 is worse than production v1 (0.9700) by more than 0.0100"
     ]
     assert first is not None and _served(lam)[1] == first["sha256"]
 
@@ -203,6 +211,8 @@ def test_a_fault_at_any_aws_call_of_promote_leaves_the_previous_model_live(
             assert _served(lam) == (first["lambda_version"], first["sha256"]), counter["names"]
             pointer = read_pointer(S3Store(s3, BUCKET), "cancer")
             assert pointer is not None and pointer.model_version == "v1"
+            live = resolve(S3Store(s3, BUCKET), LambdaServing(lam, FUNCTION), "cancer")
+            assert live.pointer is not None and live.pointer.model_version == "v1"
             continue
         break
     # The loop reached a run with no fault: every call of a promotion was faulted once.
@@ -215,6 +225,120 @@ def test_a_fault_at_any_aws_call_of_promote_leaves_the_previous_model_live(
     versions = lam.list_versions_by_function(FunctionName=FUNCTION)["Versions"]
     shas = [v["Environment"]["Variables"]["MODEL_SHA256"] for v in versions[1:]]
     assert len(shas) == len(set(shas))
+
+
+class InjectedCrash(BaseException):
+    """A crash: no ``except Exception`` clean-up runs (as when the process is killed)."""
+
+
+class CrashAfter:
+    """A boto3 client whose process "dies" right after the Nth call succeeded (a Lambda timeout
+    or a killed CLI): the call's effect is kept, nothing after it runs."""
+
+    def __init__(self, inner: Any, counter: dict[str, Any]) -> None:
+        self._inner, self._counter = inner, counter
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute) or name.startswith(("get_paginator", "get_waiter", "meta")):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attribute(*args, **kwargs)
+            self._counter["calls"] += 1
+            self._counter["names"].append(name)
+            if self._counter["calls"] == self._counter["crash_at"]:
+                raise InjectedCrash(f"crashed after call {self._counter['calls']}: {name}")
+            return result
+
+        return call
+
+
+def _live_everywhere(s3: Any, lam: Any) -> str:
+    """The live model's version, after checking the alias, resolve and (once reconciled, as the
+    next promotion or rollback does) the stored pointer agree on it."""
+    store, serving = S3Store(s3, BUCKET), LambdaServing(lam, FUNCTION)
+    live = resolve(store, serving, "cancer")
+    assert live.pointer is not None
+    version, sha = _served(lam)
+    if not serving.follows_pointer(version):
+        assert sha == live.pointer.sha256
+    reconcile(store, serving, "cancer")
+    pointer = read_pointer(store, "cancer")
+    assert pointer is not None and pointer.model_version == live.pointer.model_version
+    return live.pointer.model_version
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback"])
+def test_a_crash_after_any_aws_call_leaves_one_live_model(
+    monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """Unlike a fault (the call fails and the step's clean-up runs), a crash keeps the call's
+    effect and runs nothing after it. After each, the next promotion and a rollback land on the
+    designed state: the model ``live`` served is the live one."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "ARTIFACT_BUCKET": BUCKET,
+        "FUNCTION_NAME": FUNCTION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    real = boto3.client
+    n = 0
+    while True:
+        n += 1
+        with mock_aws():
+            s3, lam, _ = moto_serving(
+                REGION,
+                BUCKET,
+                FUNCTION,
+                {"MODEL_URI": f"s3://{BUCKET}/models/cancer/production.json", "MODEL_SHA256": ""},
+            )
+            _run(s3, "v1")
+            if action == "rollback":
+                _run(s3, "v2")
+                step: Any = lambda: rollback(  # noqa: E731
+                    S3Store(boto3.client("s3"), BUCKET),
+                    LambdaServing(boto3.client("lambda"), FUNCTION),
+                    "cancer",
+                )
+            else:
+                _, data = artifact("v2")
+                uri = _upload(s3, "v2", data)
+                decision = handlers.evaluate(dict(workflow.evaluate_event("cancer", uri, GATE)))
+                event = workflow.promote_event(cast("workflow.EvaluateResult", decision), "arn:p")
+                step = lambda e=event: handlers.promote(dict(e))  # noqa: E731
+            before = _live_everywhere(s3, lam)
+            counter: dict[str, Any] = {"calls": 0, "crash_at": n, "names": []}
+            monkeypatch.setattr(
+                boto3, "client", lambda *a, c=counter, **k: CrashAfter(real(*a, **k), c)
+            )
+            try:
+                step()
+            except InjectedCrash:
+                crashed = True
+            else:
+                crashed = False
+            finally:
+                monkeypatch.setattr(boto3, "client", real)
+            names = counter["names"]
+            moved = "update_alias" in names or "create_alias" in names
+            live = _live_everywhere(s3, lam)
+            if action == "promote":
+                assert live == ("v2" if moved else before), names
+            else:
+                assert live == ("v1" if moved else before), names
+            # The next run: v3 on top of whatever is live; a rollback returns to it.
+            _, third = _run(s3, "v3", accuracy=0.96)
+            assert third is not None and _live_everywhere(s3, lam) == "v3"
+            back = rollback(S3Store(s3, BUCKET), LambdaServing(lam, FUNCTION), "cancer")
+            assert (back["from"], back["to"]) == ("v3", live), names
+            assert _live_everywhere(s3, lam) == live
+        if not crashed:
+            break
+    assert n > 8, names
 
 
 def test_rollback_moves_live_and_the_pointer_back(aws: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from functions.pipeline.evaluate import (
 )
 from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
-from functions.pipeline.promote import RolledBackError, Shift, promote, rollback
+from functions.pipeline.promote import RolledBackError, Shift, promote, resolve, rollback
 from onnxkit.contract.gate import QualityGate
 from onnxkit.contract.manifest import Manifest
 
@@ -131,6 +131,7 @@ def test_the_gate_reports_every_reason_not_just_the_first() -> None:
             sklearn_accuracy=0.90,
             label_agreement=0.90,
             classes=["0", "1", "2"],
+            baseline=0.60,
             features=[
                 {
                     "name": "radius",
@@ -149,17 +150,19 @@ def test_the_gate_reports_every_reason_not_just_the_first() -> None:
             ],
         )
     )
-    reasons = gate_reasons(candidate, live, GATE)
+    reasons = gate_reasons(candidate, live, GATE.model_copy(update={"min_accuracy": 0.8}))
     text = "\n".join(reasons)
+    assert "balanced_accuracy 0.7000 (int8) lifts 0.1000 over the naive baseline (prior)" in text
     assert "below the gate's minimum 0.8000" in text
     assert "parity: accuracy drops 0.2000 from scikit-learn to int8" in text
+    assert "parity: balanced_accuracy drops 0.2000 from scikit-learn to int8" in text
     assert "agrees with scikit-learn on 0.9000 of labels" in text
-    assert "worse than production v1 (0.9700)" in text
+    assert "balanced_accuracy 0.7000 is worse than production v1 (0.9700)" in text
     assert "feature 'texture' removed or renamed" in text
     assert "feature 'radius' changed type" in text
     assert "feature 'area' added and required" in text
     assert "classes changed" in text
-    assert len(reasons) == 8
+    assert len(reasons) == 10
 
 
 def test_a_good_candidate_passes_and_a_small_drop_is_allowed() -> None:
@@ -203,7 +206,7 @@ def test_evaluate_compares_with_production(tmp_path: Path) -> None:
     assert decision["passed"] is False
     assert decision["production"]["model_version"] == "v1"
     assert decision["production"]["lambda_version"] == "1"
-    assert decision["candidate"]["metrics"] == {"accuracy": 0.90}
+    assert decision["candidate"]["metrics"] == {"accuracy": 0.90, "balanced_accuracy": 0.90}
     assert set(decision["candidate"]) == {
         "model_name",
         "model_version",
@@ -306,8 +309,13 @@ def test_an_existing_version_with_other_content_is_immutable(tmp_path: Path) -> 
     assert LocalServing(tmp_path).live()[0] == "1"
 
 
-# Mutating calls of a promotion: put x3 (model, manifest, pointer), publish, approve, route.
-@pytest.mark.parametrize("fail_at", range(1, 14))
+# Every call of a promotion on the ports: get/head/put of the model, the manifest, the pointer
+# and the promotion record, and the function's live/model_of/publish/route; approve.
+SERVING_CALLS = {"publish", "route", "find_version", "live", "model_of", "follows_pointer"}
+PROMOTION_CALLS = 15
+
+
+@pytest.mark.parametrize("fail_at", range(1, PROMOTION_CALLS + 2))
 def test_a_fault_at_any_call_leaves_the_previous_model_live(tmp_path: Path, fail_at: int) -> None:
     first = _promote(tmp_path, "v1")
     uri, _ = _stage(tmp_path, "v2")
@@ -318,7 +326,7 @@ def test_a_fault_at_any_call_leaves_the_previous_model_live(tmp_path: Path, fail
     )
     counter = {"calls": 0, "fail_at": fail_at}
     store = Faulty(LocalStore(tmp_path), counter, {"put", "get", "head", "open_uri"})
-    serving = Faulty(LocalServing(tmp_path), counter, {"publish", "route", "find_version", "live"})
+    serving = Faulty(LocalServing(tmp_path), counter, SERVING_CALLS)
     faulty_registry = Faulty(registry, counter, {"approve"})
     try:
         result = promote(store, serving, faulty_registry, decision["candidate"], package)
@@ -326,6 +334,9 @@ def test_a_fault_at_any_call_leaves_the_previous_model_live(tmp_path: Path, fail
         assert _served_sha(tmp_path) == first["sha256"]
         pointer = read_pointer(LocalStore(tmp_path), "cancer")
         assert pointer is not None and pointer.model_version == "v1"
+        live = resolve(LocalStore(tmp_path), LocalServing(tmp_path), "cancer")
+        assert live.pointer is not None and live.pointer.model_version == "v1"
+        assert not live.stale
         # The retry (the state machine's, or the operator's) completes the promotion.
         result = promote(
             LocalStore(tmp_path), LocalServing(tmp_path), registry, decision["candidate"], package
@@ -371,10 +382,10 @@ def test_the_fault_range_covers_every_call_of_a_promotion(tmp_path: Path) -> Non
     )
     counter = {"calls": 0, "fail_at": -1}
     store = Faulty(LocalStore(tmp_path), counter, {"put", "get", "head", "open_uri"})
-    serving = Faulty(LocalServing(tmp_path), counter, {"publish", "route", "find_version", "live"})
+    serving = Faulty(LocalServing(tmp_path), counter, SERVING_CALLS)
     promote(store, serving, Faulty(registry, counter, {"approve"}), decision["candidate"], package)
-    # The parametrized fault test injects at calls 1..13; the last run there must be fault-free.
-    assert counter["calls"] == 12
+    # The parametrized fault test injects at every call and one more, a fault-free run.
+    assert counter["calls"] == PROMOTION_CALLS
 
 
 def test_evaluate_and_promote_load_neither_scikit_learn_nor_onnxruntime(tmp_path: Path) -> None:
