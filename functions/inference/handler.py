@@ -77,6 +77,7 @@ class Settings:
 
     model_uri: str = ""
     model_sha256: str = ""
+    model_manifest_sha256: str = ""  # pins manifest.json as MODEL_SHA256 pins model.onnx
     max_instances: int = 1000
     max_body_bytes: int = 5 * 1024 * 1024
 
@@ -87,6 +88,7 @@ class Settings:
         return cls(
             model_uri=env.get("MODEL_URI", ""),
             model_sha256=env.get("MODEL_SHA256", ""),
+            model_manifest_sha256=env.get("MODEL_MANIFEST_SHA256", ""),
             max_instances=int(env.get("MAX_INSTANCES") or cls.max_instances),
             max_body_bytes=int(env.get("MAX_BODY_BYTES") or cls.max_body_bytes),
         )
@@ -109,7 +111,11 @@ class Runtime:
     def _load(self) -> None:
         self._checked_at = time.monotonic()
         try:
-            located = self.locator.locate(self.settings.model_uri, self.settings.model_sha256)
+            located = self.locator.locate(
+                self.settings.model_uri,
+                self.settings.model_sha256,
+                self.settings.model_manifest_sha256,
+            )
             self.model = load_model(located)
         except NoModelYet as error:
             logger.warning("no model yet: %s", error)

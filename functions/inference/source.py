@@ -2,9 +2,12 @@
 
 Accepted forms: ``s3://bucket/key[?versionId=...]`` or a local path, naming a ``.onnx`` file
 (its ``manifest.json`` sits beside it), a directory holding both, a ``model.tar.gz`` as the
-training job writes it, or a production pointer ``.json`` (``{"model_uri", "sha256", ...}``,
-docs/CONTRACTS.md). Downloads and extractions are cached under a directory keyed by digest,
-so a warm or restored environment never fetches the same model twice.
+training job writes it, or a production pointer ``.json`` (``{"model_uri", "sha256",
+"manifest_sha256", ...}``, docs/CONTRACTS.md; a relative ``model_uri`` in a local pointer is
+relative to the work directory holding ``models/``). A manifest digest, given with the model's
+(``MODEL_MANIFEST_SHA256``) or in the pointer, pins the manifest: any other is refused.
+Downloads and extractions are cached under a directory keyed by digest, so a warm or restored
+environment never fetches the same model twice.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ class ModelSourceError(Exception):
 
 class NoModelYet(ModelSourceError):
     """The production pointer does not exist yet: nothing has been promoted."""
+
+
+class ManifestMismatch(ModelSourceError):
+    """The manifest is not the one the deployment pinned: refuse to serve the model."""
 
 
 class FetchFailed(ModelSourceError):
@@ -124,10 +131,27 @@ class S3Fetcher:
 
 
 def _safe_extract(archive: Path, target: Path) -> None:
+    """Extract the regular files of an archive, refusing links, devices and paths that leave
+    ``target``. Done by hand: ``extractall(filter=...)`` needs Python 3.11.4 or later."""
+    import shutil  # noqa: PLC0415
     import tarfile  # noqa: PLC0415
 
     with tarfile.open(archive, "r:*") as tar:
-        tar.extractall(target, filter="data")
+        for member in tar:
+            parts = Path(member.name).parts
+            if member.name.startswith(("/", "\\")) or ".." in parts or not parts:
+                raise tarfile.TarError(f"{member.name!r} is outside the archive's root")
+            if member.isdir():
+                continue
+            if not member.isfile():
+                raise tarfile.TarError(f"{member.name!r} is not a regular file")
+            destination = target.joinpath(*parts)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            if source is None:  # pragma: no cover - isfile() members always have data
+                raise tarfile.TarError(f"{member.name!r} has no data")
+            with source, destination.open("wb") as handle:
+                shutil.copyfileobj(source, handle)
 
 
 def _cached_dir(cache: Path, digest: str) -> Path:
@@ -168,8 +192,14 @@ class ModelLocator:
         self.cache_dir = cache_dir or DEFAULT_CACHE
         self.s3 = s3 or S3Fetcher()
 
-    def locate(self, uri: str, expected_sha256: str | None = None) -> LocatedModel:
-        """Local model + manifest for a uri; a pointer is followed once."""
+    def locate(
+        self,
+        uri: str,
+        expected_sha256: str | None = None,
+        expected_manifest_sha256: str | None = None,
+    ) -> LocatedModel:
+        """Local model + manifest for a uri; a pointer is followed once. A pinned manifest
+        digest is checked here (the model's digest when the model is loaded)."""
         uri = uri.strip()
         expected = (expected_sha256 or "").strip().lower() or None
         if not uri:
@@ -177,27 +207,51 @@ class ModelLocator:
         if uri.startswith("file://"):
             uri = urlparse(uri).path
         if uri.startswith("s3://"):
-            return self._locate_s3(uri, expected)
-        return self._locate_local(Path(uri), uri, expected)
+            located = self._locate_s3(uri, expected)
+        else:
+            located = self._locate_local(Path(uri), uri, expected)
+        pinned = (expected_manifest_sha256 or "").strip().lower()
+        if pinned and located.manifest_path.is_file():
+            actual = sha256_file(located.manifest_path)
+            if actual != pinned:
+                raise ManifestMismatch(
+                    f"manifest digest mismatch for {uri}: {MANIFEST_FILE} has sha256 {actual}, "
+                    f"expected {pinned}; refusing to serve it"
+                )
+        return located
 
     # --- pointers -----------------------------------------------------------------------
-    def _follow_pointer(self, raw: bytes | None, uri: str) -> LocatedModel:
+    def _follow_pointer(
+        self, raw: bytes | None, uri: str, base: Path | None = None
+    ) -> LocatedModel:
         if raw is None:
             raise NoModelYet(f"no model has been promoted yet ({uri} does not exist)")
         try:
             pointer = json.loads(raw)
             target, digest = pointer["model_uri"], pointer.get("sha256")
-        except (ValueError, KeyError, TypeError) as error:
+            manifest_digest = pointer.get("manifest_sha256")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ModelSourceError(f"invalid production pointer {uri}: {error}") from None
         if not isinstance(target, str) or target.endswith(".json"):
             raise ModelSourceError(f"production pointer {uri} names no model file")
-        located = self.locate(target, digest if isinstance(digest, str) else None)
-        return located
+        if "://" not in target and not Path(target).is_absolute():
+            if base is None:
+                raise ModelSourceError(f"production pointer {uri} names a relative {target}")
+            target = str(base / target)
+        return self.locate(
+            target,
+            digest if isinstance(digest, str) else None,
+            manifest_digest if isinstance(manifest_digest, str) else None,
+        )
 
     # --- local --------------------------------------------------------------------------
     def _locate_local(self, path: Path, uri: str, expected: str | None) -> LocatedModel:
         if path.suffix == ".json" and path.name != MANIFEST_FILE:
-            return self._follow_pointer(path.read_bytes() if path.is_file() else None, uri)
+            # A work directory's pointer, models/<name>/production.json: its paths are relative
+            # to the work directory, so a copied or moved one serves its own files.
+            base = path.parent.parent.parent if path.parent.parent.name == "models" else path.parent
+            raw = path.read_bytes() if path.is_file() else None
+            return self._follow_pointer(raw, uri, base)
         if path.name == MANIFEST_FILE:
             path = path.parent
         if path.is_dir():
@@ -214,11 +268,13 @@ class ModelLocator:
         if _complete(final):
             return final
         import tarfile  # noqa: PLC0415
+        import zlib  # noqa: PLC0415
 
         staging = _staging(self.cache_dir)
         try:
             _safe_extract(archive, staging)
-        except (tarfile.TarError, OSError) as error:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as error:
+            # A truncated or corrupt archive: gzip raises EOFError or zlib.error, not TarError.
             _remove(staging)
             raise ModelSourceError(f"cannot extract {archive.name}: {error}") from None
         if not _complete(staging):

@@ -327,3 +327,154 @@ def test_session_threads_do_not_spin_between_requests() -> None:
     options = session_options(2)
     assert options.intra_op_num_threads == 2
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+# --- the manifest is pinned with the model (issue 9 §7) --------------------------------------
+def _reversed_classes(model_dir: Path, target: Path) -> Path:
+    """A copy whose manifest lists the classes in reverse: still a valid manifest, the same
+    model.onnx, but every probability attributed to the wrong class."""
+    shutil.copytree(model_dir, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["classes"] = list(reversed(manifest["classes"]))
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_a_manifest_with_reversed_classes_is_refused_when_pinned(
+    model_dir: Path, tmp_path: Path, digest: str
+) -> None:
+    pinned = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
+    tampered = _reversed_classes(model_dir, tmp_path / "tampered")
+    # Unpinned, the reversed manifest is a valid one and would be served:
+    unpinned = _runtime(str(tampered), tmp_path, sha256=digest)
+    assert unpinned.problem is None
+    settings = handler.Settings(
+        model_uri=str(tampered), model_sha256=digest, model_manifest_sha256=pinned
+    )
+    runtime = handler.configure(settings, ModelLocator(cache_dir=tmp_path / "cache"))
+    assert runtime.model is None and runtime.problem is not None
+    assert "manifest digest mismatch" in runtime.reason
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 503
+    assert_error(body, "model_unavailable")
+    # The genuine manifest with the same pin is served.
+    good = handler.Settings(
+        model_uri=str(model_dir), model_sha256=digest, model_manifest_sha256=pinned
+    )
+    assert handler.configure(good, ModelLocator(cache_dir=tmp_path / "c2")).problem is None
+
+
+def test_the_settings_read_the_manifest_pin_from_the_environment() -> None:
+    settings = handler.Settings.from_env({"MODEL_URI": "x", "MODEL_MANIFEST_SHA256": "ab" * 32})
+    assert settings.model_manifest_sha256 == "ab" * 32
+
+
+def test_a_pointer_pins_the_manifest_too(model_dir: Path, tmp_path: Path, digest: str) -> None:
+    """A work directory's pointer with relative paths, as promotion writes it."""
+    workdir = tmp_path / "work"
+    version = workdir / "models" / "cancer" / "v1"
+    _reversed_classes(model_dir, version)
+    pinned = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
+    pointer = workdir / "models" / "cancer" / "production.json"
+    body = {"model_uri": "models/cancer/v1/model.onnx", "sha256": digest, "manifest_sha256": pinned}
+    pointer.write_text(json.dumps(body))
+    runtime = _runtime(str(pointer), tmp_path)
+    assert runtime.problem is not None and "manifest digest mismatch" in runtime.reason
+    (version / "manifest.json").write_bytes((model_dir / "manifest.json").read_bytes())
+    runtime = _runtime(str(pointer), tmp_path)
+    assert runtime.problem is None and runtime.model is not None
+
+
+def test_serve_exits_1_on_a_pointer_whose_manifest_was_changed(
+    model_dir: Path, tmp_path: Path, digest: str
+) -> None:
+    import subprocess
+    import sys
+
+    workdir = tmp_path / "work"
+    _reversed_classes(model_dir, workdir / "models" / "cancer" / "v1")
+    pinned = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
+    pointer = workdir / "models" / "cancer" / "production.json"
+    body = {"model_uri": "models/cancer/v1/model.onnx", "sha256": digest, "manifest_sha256": pinned}
+    pointer.write_text(json.dumps(body))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from onnxkit.cli import main; main()",
+            "serve",
+            "--model",
+            str(pointer),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 1, done.stderr
+    assert "manifest digest mismatch" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# --- archives on any Python 3.11 (issue 9 §8) ------------------------------------------------
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "garbage", "empty", "not_gzip_tar"],
+)
+def test_a_malformed_tarball_is_a_503_not_a_crash(
+    damage: str, tarball: Path, tmp_path: Path
+) -> None:
+    data = tarball.read_bytes()
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "garbage": data[:20] + b"\x00garbage" * 100,
+            "empty": b"",
+            "not_gzip_tar": b"\x1f\x8b\x08\x00" + b"\xff" * 64,
+        }[damage]
+    )
+    runtime = _runtime(str(broken), tmp_path)
+    assert runtime.model is None and runtime.problem is not None
+    assert runtime.problem.status == 503
+    status, _, body = call(handler, load_event("predict_list"))
+    assert status == 503
+    assert_error(body, "model_unavailable")
+
+
+def test_extraction_does_not_need_the_tarfile_filter_argument(
+    tarball: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11.0-3.11.3 have no ``filter`` argument: extraction must not use it."""
+
+    def old_extractall(self: tarfile.TarFile, path: Any = ".", members: Any = None) -> None:
+        raise AssertionError("extractall is not used")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", old_extractall)
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    located = ModelLocator(cache_dir=tmp_path / "cache").locate(str(tarball))
+    assert located.model_path.is_file() and located.manifest_path.is_file()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "absolute", "device"])
+def test_an_archive_with_a_link_or_an_absolute_path_is_refused(kind: str, tmp_path: Path) -> None:
+    import io
+
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo({"absolute": "/tmp/onnxkit-escape"}.get(kind, "model.onnx"))
+        if kind == "symlink":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        elif kind == "device":
+            info.type = tarfile.CHRTYPE
+            tar.addfile(info)
+        else:
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ModelSourceError):
+        ModelLocator(cache_dir=tmp_path / "cache").locate(str(evil))
+    assert not Path("/tmp/onnxkit-escape").exists()
