@@ -199,7 +199,7 @@ class EvaluateEvent(TypedDict):
 
     model_name: str
     candidate_artifact_uri: str  # the training job's ModelArtifacts.S3ModelArtifacts
-    gate: dict[str, float]  # QualityGate.model_dump(), a literal from the environment's config
+    gate: dict[str, float | None]  # QualityGate.model_dump(), a literal from the config
 
 
 class CandidateSummary(TypedDict):

@@ -47,6 +47,7 @@ from onnxruntime.quantization import (
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -57,6 +58,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     f1_score,
     log_loss,
     mean_absolute_error,
@@ -75,6 +77,7 @@ from onnxkit.contract.manifest import (
     FP32_FILE,
     SCHEMA_VERSION,
     SERVING_FILE,
+    Baseline,
     DataFingerprint,
     Feature,
     FileInfo,
@@ -88,7 +91,7 @@ from onnxkit.contract.manifest import (
     sha256_file,
     write_manifest,
 )
-from onnxkit.contract.metrics import metric_line
+from onnxkit.contract.metrics import BASELINE, metric_line
 
 MODELS = ("logistic_regression", "ridge", "mlp", "random_forest", "hist_gradient_boosting")
 TASKS = ("auto", "classification", "regression")
@@ -463,8 +466,13 @@ def compute_metrics(
             "mae": float(mean_absolute_error(y_true, predicted)),
             "r2": float(r2_score(y_true, predicted)),
         }
+    with warnings.catch_warnings():
+        # Predicted classes absent from the held-out rows do not count; that is the intent.
+        warnings.simplefilter("ignore", category=UserWarning)
+        balanced = float(balanced_accuracy_score(y_true, predicted))
     scores = {
         "accuracy": float(accuracy_score(y_true, predicted)),
+        "balanced_accuracy": balanced,
         "f1_macro": float(f1_score(y_true, predicted, average="macro", zero_division=0)),
         "precision_macro": float(
             precision_score(y_true, predicted, average="macro", zero_division=0)
@@ -478,6 +486,40 @@ def compute_metrics(
         if len(classes) == 2 and len(set(y_true.tolist())) == 2:
             scores["roc_auc"] = float(roc_auc_score(y_true == classes[1], clipped[:, 1]))
     return scores
+
+
+def measure_baseline(
+    task: str,
+    X_train: pd.DataFrame,
+    y_train: np.ndarray,
+    X_valid: pd.DataFrame,
+    y_valid: np.ndarray,
+) -> Baseline:
+    """The naive model the quality gate measures lift from, on the same rows: the training
+    class prior (it answers the majority class) or the training mean."""
+    if task == "regression":
+        regressor = DummyRegressor(strategy="mean").fit(X_train, y_train)
+        predicted = regressor.predict(X_valid)
+        return Baseline(
+            strategy="mean", metrics=compute_metrics(task, y_valid, predicted, None, [])
+        )
+    classifier = DummyClassifier(strategy="prior").fit(X_train, y_train)
+    labels, counts = np.unique(y_valid, return_counts=True)
+    return Baseline(
+        strategy="prior",
+        metrics=compute_metrics(
+            task,
+            y_valid,
+            classifier.predict(X_valid),
+            classifier.predict_proba(X_valid),
+            list(classifier.classes_),
+        ),
+        class_support={str(_plain(label)): int(n) for label, n in zip(labels, counts, strict=True)},
+    )
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -826,6 +868,7 @@ def run(args: argparse.Namespace) -> Manifest:
     primary = "accuracy" if schema.task == "classification" else "r2"
 
     reference = predict_sklearn(pipeline, X_valid, schema.task)
+    baseline = measure_baseline(schema.task, X_train, y_train, X_valid, y_valid)
     reports: dict[Any, dict[str, Any]] = {
         "sklearn": {
             "metrics": compute_metrics(
@@ -936,6 +979,7 @@ def run(args: argparse.Namespace) -> Manifest:
         ),
         files=files,
         variants={name: VariantReport(**report) for name, report in reports.items()},
+        baseline=baseline,
         quantization=quantization,
         hyperparameters=hyperparameters_of(args),
         library_versions=library_versions(),
@@ -1021,6 +1065,9 @@ def _report(manifest: Manifest, output_data_dir: str | None) -> None:
     for variant, report in manifest.variants.items():
         for name, value in report.metrics.items():
             print(metric_line(variant, name, value), flush=True)
+    if manifest.baseline is not None:
+        for name, value in manifest.baseline.metrics.items():
+            print(metric_line(BASELINE, name, value), flush=True)
     print(
         f"serving={manifest.serving.variant} size={manifest.serving.size_bytes} "
         f"sha256={manifest.serving.sha256} reason={manifest.quantization.reason}",
@@ -1029,11 +1076,12 @@ def _report(manifest: Manifest, output_data_dir: str | None) -> None:
     if output_data_dir:
         out = Path(output_data_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(
-            json.dumps(
-                {name: r.model_dump(mode="json") for name, r in manifest.variants.items()}, indent=2
-            )
-        )
+        evaluation: dict[str, Any] = {
+            name: r.model_dump(mode="json") for name, r in manifest.variants.items()
+        }
+        if manifest.baseline is not None:
+            evaluation["baseline"] = manifest.baseline.model_dump(mode="json")
+        (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
 
 
 def _fail(message: str, output_dir: str | None) -> int:

@@ -1,20 +1,21 @@
 """Evaluate: read a candidate's manifest out of model.tar.gz and decide whether it may ship.
 
 The artifact is streamed (no scikit-learn, no extraction to disk): every file's digest is
-checked against the manifest, then the quality gate compares the candidate with its own
-thresholds, with the production model, and with the live API's signature. Every reason is
-reported, not only the first.
+checked against the manifest, then the quality gate (:func:`gate_reasons`, the one
+implementation: the local workflow calls this module too) compares the candidate with its
+naive baseline, the optional absolute bars, its own scikit-learn metrics, the production model
+and the live API's signature. Every reason is reported, not only the first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from onnxkit.contract.gate import QualityGate
+from onnxkit.contract.gate import GATE_METRIC, QualityGate, required_lift
 from onnxkit.contract.manifest import (
     MANIFEST_FILE,
     Manifest,
@@ -110,30 +111,98 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+def _metric(metrics: Mapping[str, float], name: str) -> float | None:
+    """A metric; balanced accuracy is read from recall_macro (the same quantity: the mean of
+    per-class recall) in manifests written before it was recorded."""
+    value = metrics.get(name)
+    if value is None and name == "balanced_accuracy":
+        value = metrics.get("recall_macro")
+    return value
+
+
+def _baseline(candidate: Manifest) -> tuple[float, Mapping[str, float] | None, str]:
+    """The baseline's gate metric, the held-out class counts, and what the baseline is.
+
+    A manifest without a measured baseline (written before onnxkit recorded one) is judged
+    against the value a naive baseline has by construction: balanced accuracy 1/n_classes
+    (any constant answer recalls one class fully and no other), with the held-out rows taken
+    as evenly split across the classes for the chance allowance; R² 0 (the mean).
+    """
+    metric = GATE_METRIC[candidate.task]
+    if candidate.baseline is not None:
+        value = _metric(candidate.baseline.metrics, metric)
+        if value is not None:
+            return (
+                value,
+                candidate.baseline.class_support,
+                (f"naive baseline ({candidate.baseline.strategy})"),
+            )
+    if candidate.task == "classification" and candidate.classes:
+        k = len(candidate.classes)
+        rows = candidate.data.validation_rows
+        support = {str(label): rows / k for label in candidate.classes}
+        return 1 / k, support, f"chance level 1/{k} (the manifest records no baseline)"
+    return 0.0, None, "chance level (the manifest records no baseline)"
+
+
+def _baseline_reasons(candidate: Manifest, gate: QualityGate) -> list[str]:
+    metric = GATE_METRIC[candidate.task]
+    variant = candidate.serving.variant
+    served = _metric(candidate.serving_metrics, metric)
+    if served is None:
+        return [f"the {variant} variant reports no {metric}"]
+    base, support, source = _baseline(candidate)
+    needed = required_lift(gate, support)
+    if served - base >= needed:
+        return []
+    if support and needed > gate.min_lift_over_baseline:
+        rows = round(sum(support.values()))
+        why = f"{gate.chance_sigmas:g} standard deviations of chance on {rows} held-out rows"
+    else:
+        why = "min_lift_over_baseline"
+    return [
+        f"{metric} {_fmt(served)} ({variant}) lifts {_fmt(served - base)} over the {source} "
+        f"at {_fmt(base)}; the gate needs {_fmt(needed)} ({why})"
+    ]
+
+
 def gate_reasons(
     candidate: Manifest,
     production: Manifest | None,
     gate: QualityGate,
 ) -> list[str]:
-    """Every reason the candidate fails the gate; empty when it passes."""
+    """Every reason the candidate fails the gate; empty when it passes.
+
+    The lift over the naive baseline; the absolute bars when set; parity of accuracy and
+    balanced accuracy (or R²) from scikit-learn to the served variant; no drop of the gate
+    metric against production beyond the margin; a compatible signature.
+    """
     reasons: list[str] = []
     metric = candidate.primary_metric
     served = candidate.serving_metrics.get(metric)
     variant = candidate.serving.variant
     if served is None:
         return [f"the {variant} variant reports no {metric}"]
+    reasons.extend(_baseline_reasons(candidate, gate))
     floor = gate.min_accuracy if candidate.task == "classification" else gate.min_r2
-    if served < floor:
+    if floor is not None and served < floor:
         reasons.append(
             f"{metric} {_fmt(served)} ({variant}) is below the gate's minimum {_fmt(floor)}"
         )
+    gate_metric = GATE_METRIC[candidate.task]
     sklearn = candidate.variants.get("sklearn")
-    sk_value = sklearn.metrics.get(metric) if sklearn else None
-    if sk_value is not None and sk_value - served > gate.max_parity_metric_drop:
-        reasons.append(
-            f"parity: {metric} drops {_fmt(sk_value - served)} from scikit-learn to "
-            f"{variant} (allowed {_fmt(gate.max_parity_metric_drop)})"
-        )
+    for name in dict.fromkeys((metric, gate_metric)):
+        sk_value = _metric(sklearn.metrics, name) if sklearn else None
+        value = _metric(candidate.serving_metrics, name)
+        if (
+            sk_value is not None
+            and value is not None
+            and sk_value - value > (gate.max_parity_metric_drop)
+        ):
+            reasons.append(
+                f"parity: {name} drops {_fmt(sk_value - value)} from scikit-learn to "
+                f"{variant} (allowed {_fmt(gate.max_parity_metric_drop)})"
+            )
     parity = candidate.variants[variant].parity
     if (
         candidate.task == "classification"
@@ -147,14 +216,16 @@ def gate_reasons(
             f"{_fmt(gate.min_label_agreement)})"
         )
     if production is not None:
-        live = production.serving_metrics.get(production.primary_metric)
+        live = _metric(production.serving_metrics, gate_metric)
+        now = _metric(candidate.serving_metrics, gate_metric)
         if (
             live is not None
-            and production.primary_metric == metric
-            and live - served > gate.max_regression_vs_production
+            and now is not None
+            and production.task == candidate.task
+            and live - now > gate.max_regression_vs_production
         ):
             reasons.append(
-                f"{metric} {_fmt(served)} is worse than production "
+                f"{gate_metric} {_fmt(now)} is worse than production "
                 f"{production.model_version} ({_fmt(live)}) by more than "
                 f"{_fmt(gate.max_regression_vs_production)}"
             )

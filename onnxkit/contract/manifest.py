@@ -118,6 +118,20 @@ class VariantReport(_Strict):
     single_row_latency_us: float | None = None
 
 
+class Baseline(_Strict):
+    """A naive model (scikit-learn's DummyClassifier / DummyRegressor) fitted on the same
+    training rows and scored on the same held-out rows: what the quality gate's lift is
+    measured from."""
+
+    strategy: Literal["prior", "most_frequent", "mean", "median"]
+    metrics: dict[str, float]
+    class_support: dict[str, int] | None = Field(
+        default=None,
+        description="Held-out rows per class (classification), keyed by str(class): sets the "
+        "gate's allowance for chance.",
+    )
+
+
 class Quantization(_Strict):
     """Whether the serving graph is int8, and why."""
 
@@ -155,6 +169,9 @@ class Manifest(_Strict):
     serving: Serving
     files: dict[str, FileInfo]
     variants: dict[Literal["sklearn", "fp32", "int8"], VariantReport]
+    baseline: Baseline | None = Field(
+        default=None, description="Absent in manifests written before the baseline was measured."
+    )
     quantization: Quantization
     hyperparameters: dict[str, Scalar]
     library_versions: dict[str, str]

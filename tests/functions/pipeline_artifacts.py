@@ -29,8 +29,16 @@ def manifest_dict(
     classes: list[str] | None = None,
     model_bytes: bytes = b"onnx-graph-v1",
     task: str = "classification",
+    balanced_accuracy: float | None = None,
+    baseline: float | None = None,
+    with_baseline: bool = True,
 ) -> dict[str, Any]:
-    """A valid manifest; serving variant int8 with the given metrics."""
+    """A valid manifest; serving variant int8 with the given metrics.
+
+    ``accuracy`` is the primary metric (R² for regression); balanced accuracy defaults to it.
+    The naive baseline's gate metric defaults to its value by construction (1/n_classes, or
+    R² 0) on 50 held-out rows; ``with_baseline=False`` writes a manifest from before it.
+    """
     features = features or [
         {
             "name": "radius",
@@ -51,6 +59,19 @@ def manifest_dict(
     metric = "accuracy" if task == "classification" else "r2"
     served = {metric: accuracy}
     sk = {metric: accuracy if sklearn_accuracy is None else sklearn_accuracy}
+    labels = (classes or ["0", "1"]) if task == "classification" else []
+    if task == "classification":
+        served["balanced_accuracy"] = accuracy if balanced_accuracy is None else balanced_accuracy
+        sk["balanced_accuracy"] = sk[metric] - accuracy + served["balanced_accuracy"]
+    gate_metric = "balanced_accuracy" if task == "classification" else "r2"
+    naive: dict[str, Any] = {
+        "strategy": "prior" if task == "classification" else "mean",
+        "metrics": {
+            gate_metric: (1 / len(labels) if labels else 0.0) if baseline is None else baseline
+        },
+    }
+    if labels:
+        naive["class_support"] = {label: 50 // len(labels) for label in labels}
     parity = {
         "rows": 50,
         "max_abs_diff": 0.001,
@@ -80,6 +101,7 @@ def manifest_dict(
             "fp32": {"metrics": served, "parity": parity},
             "int8": {"metrics": served, "parity": parity, "size_bytes": len(model_bytes)},
         },
+        **({"baseline": naive} if with_baseline else {}),
         "quantization": {
             "method": "dynamic",
             "decision": "int8",

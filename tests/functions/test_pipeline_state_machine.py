@@ -359,7 +359,10 @@ def test_the_synthesized_gate_is_the_configured_gate(
 ) -> None:
     asl = definition(template, {})
     gate = asl["States"][workflow.EVALUATE]["Parameters"]["gate"]
-    assert gate == config.gate.model_dump()
+    # The CDK leaves unset (None) thresholds out of the payload; the Evaluate Lambda reads
+    # them back as their defaults (off).
+    assert gate == config.gate.model_dump(exclude_none=True)
+    assert type(config.gate).model_validate(gate) == config.gate
     assert gate["min_accuracy"] == 0.9
     assert asl["States"][workflow.EVALUATE]["Parameters"]["model_name"] == NAME
 
@@ -383,7 +386,7 @@ def test_pass_then_reject(cloud: dict[str, Any]) -> None:
     assert second["path"] == _expected_path(passed=False)
     assert second["path"][-1] == workflow.REJECTED
     assert second["output"]["evaluation"]["reasons"] == [
-        "accuracy 0.9300 is worse than production v1 (0.9700) by more than 0.0100"
+        "balanced_accuracy 0.9300 is worse than production v1 (0.9700) by more than 0.0100"
     ]
     assert _live_sha(cloud) == promotion["sha256"]
     (note,) = _messages(cloud)

@@ -47,9 +47,21 @@ def test_overrides_are_typed_and_validated() -> None:
     }  # fmt: skip
 
 
+def test_the_gate_defaults_to_a_margin_over_the_baseline_in_every_environment() -> None:
+    for env in ("local", "dev", "prod"):
+        gate = load_config(env).gate
+        assert (gate.min_accuracy, gate.min_r2) == (None, None)
+        assert gate.min_lift_over_baseline == 0.05 and gate.chance_sigmas == 2
+    set_then_off = load_config("local", {"gate.min_r2": "0.4", "gate.min_accuracy": "null"})
+    assert (set_then_off.gate.min_r2, set_then_off.gate.min_accuracy) == (0.4, None)
+    lift = load_config("dev", {"gate.min_lift_over_baseline": "0.1", "gate.chance_sigmas": "0"})
+    assert (lift.gate.min_lift_over_baseline, lift.gate.chance_sigmas) == (0.1, 0)
+
+
 @pytest.mark.parametrize(
     ("overrides", "line"),
     [
+        ({"gate.chance_sigmas": "-1"}, "invalid setting gate.chance_sigmas='-1'"),
         (
             {"lambda.memory_mb": "64"},
             "invalid setting lambda.memory_mb='64': Input should be greater than or equal to 128",

@@ -156,7 +156,9 @@ def test_on_demand_training_has_no_spot_settings(variant: Synthesized) -> None:
 def test_evaluate_gets_the_configured_gate(dev: Synthesized) -> None:
     evaluate = definition(dev)["States"][wf.EVALUATE]
     payload = evaluate["Parameters"]  # payload_response_only: the event itself
-    assert payload["gate"] == dev.kit.config.gate.model_dump()
+    # Unset (None) thresholds are left out; the Evaluate Lambda reads them back as off.
+    assert payload["gate"] == dev.kit.config.gate.model_dump(exclude_none=True)
+    assert type(dev.kit.config.gate).model_validate(payload["gate"]) == dev.kit.config.gate
     assert payload["model_name"] == "onnxkit-model"
     assert payload["candidate_artifact_uri.$"] == wf.TRAINED_ARTIFACT_PATH
     assert evaluate["ResultPath"] == wf.EVALUATION_PATH
