@@ -49,4 +49,11 @@ app.command("demo")(_demo_cmd)
 
 def main() -> None:
     """Console-script entry point."""
+    from onnxkit import stopping  # noqa: PLC0415
+
+    stopping.install()
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -139,6 +139,11 @@ def _version_of(uri: str, model_name: str) -> str | None:
     return None
 
 
+def _serves(serving: ServingTarget, version: str, model_name: str) -> bool:
+    """True when a function version serves a promoted model of ``model_name``."""
+    return _version_of(serving.model_of(version)[0], model_name) is not None
+
+
 def _derive(
     store: ObjectStore, serving: ServingTarget, name: str, alias: str, stored: Pointer | None
 ) -> Pointer:
@@ -181,7 +186,10 @@ def resolve(store: ObjectStore, serving: ServingTarget, model_name: str) -> Live
         if alias == intent.target.lambda_version:
             return Live(intent.target, stored, alias, weights, "committed")
         state = "abandoned"
-    if alias is None or serving.follows_pointer(alias):
+    # A version with no model of its own serves the pointer's; one serving another model's
+    # file (the local work directory's one function serves every model name) says nothing about
+    # this model: in both cases the pointer is the record.
+    if alias is None or serving.follows_pointer(alias) or not _serves(serving, alias, model_name):
         return Live(stored, stored, alias, weights, state if stored else "none")
     if stored is not None and alias == stored.lambda_version:
         return Live(stored, stored, alias, weights, state)

@@ -73,8 +73,10 @@ def cli_errors() -> Iterator[None]:
         _fail(describe_aws_error(error), 1)
     except Boto3Error as error:  # e.g. S3UploadFailedError wraps the ClientError as text
         _fail(str(error), 1)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except KeyboardInterrupt as error:
+        from onnxkit import stopping  # noqa: PLC0415
+
+        _fail(*stopping.outcome(error))  # 130 for SIGINT, 143 for SIGTERM
 
 
 def _fail(message: str, code: int) -> None:

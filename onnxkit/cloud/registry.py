@@ -5,7 +5,9 @@ Its ``CustomerMetadataProperties`` carry ``model_version``, ``sha256``, ``primar
 ``serving_variant``, ``execution`` and one ``metric.<name>`` per metric
 (infra/constructs/training_workflow.py writes them); ``model_name`` is optional (the group
 holds one model). Which version is live comes from the production pointers
-``s3://<bucket>/models/<model_name>/production.json`` (docs/CONTRACTS.md).
+``s3://<bucket>/models/<model_name>/production.json``, checked against what the function's
+``live`` alias serves when the Serving stack is known (:func:`live_pointers`, the promotion
+states of docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
@@ -104,6 +106,37 @@ def production_pointers(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
             if isinstance(pointer, dict) and "model_version" in pointer:
                 pointers[str(pointer.get("model_name", prefix["Prefix"].split("/")[1]))] = pointer
     return pointers
+
+
+def live_pointers(
+    s3: Any, bucket: str, lambda_client: Any, function_name: str
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """model_name -> the live model as a pointer, resolved from the ``live`` alias, the pointer
+    and the promotion record (reads only), and one note per model whose records fell behind."""
+    from functions.pipeline.aws import LambdaServing, S3Store  # noqa: PLC0415
+    from functions.pipeline.ports import StepError, intent_key  # noqa: PLC0415
+    from functions.pipeline.promote import resolve  # noqa: PLC0415
+
+    store, serving = S3Store(s3, bucket), LambdaServing(lambda_client, function_name)
+    pointers, notes = {}, []
+    recorded = set(production_pointers(s3, bucket))
+    paginator = s3.get_paginator("list_objects_v2")
+    names = set(recorded)
+    for page in paginator.paginate(Bucket=bucket, Prefix="models/", Delimiter="/"):
+        names |= {p["Prefix"].split("/")[1] for p in page.get("CommonPrefixes", [])}
+    for name in sorted(names):
+        if name not in recorded and store.get(intent_key(name)) is None:
+            continue  # never promoted (a first promotion killed early leaves its record)
+        try:
+            live = resolve(store, serving, name)
+        except StepError as error:
+            notes.append(f"{name}: {error}")
+            continue
+        if live.pointer is not None:
+            pointers[name] = live.pointer.model_dump()
+            if live.note():
+                notes.append(f"{name}: {live.note().replace('now records', 'will record')}")
+    return pointers, notes
 
 
 def mark_live(versions: list[Version], pointers: dict[str, dict[str, Any]]) -> None:

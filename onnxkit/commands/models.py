@@ -28,11 +28,23 @@ def models(
         from rich.table import Table  # noqa: PLC0415
 
         from onnxkit.cloud import registry  # noqa: PLC0415
-        from onnxkit.cloud.discovery import discover  # noqa: PLC0415
+        from onnxkit.cloud.discovery import DiscoveryError, discover  # noqa: PLC0415
 
         kit = discover(env, ("Artifacts",), region=region, profile=profile)
         versions = registry.list_versions(kit.client("sagemaker"), kit.model_package_group)
-        pointers = registry.production_pointers(kit.client("s3"), kit.bucket)
+        notes: list[str] = []
+        try:
+            serving = discover(env, ("Serving",), session=kit.session)
+            function = serving.get("FunctionName")
+        except DiscoveryError:
+            # Without the Serving stack, the pointers alone say what is live.
+            pointers = registry.production_pointers(kit.client("s3"), kit.bucket)
+        else:
+            # The live alias is the commit point: what it serves is live, whatever a pointer
+            # left behind by an interrupted promotion says.
+            pointers, notes = registry.live_pointers(
+                kit.client("s3"), kit.bucket, serving.client("lambda"), function
+            )
         registry.mark_live(versions, pointers)
         shown = versions[: max(limit, 0)]
         if as_json:
@@ -64,6 +76,8 @@ def models(
         console.print(table)
         if not any(v.live for v in versions):
             console.print("no version is live yet (no production pointer)", highlight=False)
+        for note in notes:
+            console.print(f"note: {note}", highlight=False)
         for name, pointer in sorted(pointers.items()):
             console.print(
                 f"live {name}: {pointer.get('model_version')} (Lambda version "

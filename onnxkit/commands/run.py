@@ -45,6 +45,12 @@ class _Progress:
         self.status: Any = None
         self.started = 0.0
 
+    def close(self) -> None:
+        """Stop the spinner, if one runs."""
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
     def __call__(self, state: str, phase: str, detail: dict[str, Any]) -> None:
         if phase == "start":
             self.started = time.perf_counter()
@@ -60,7 +66,9 @@ class _Progress:
                 f"[green]✓[/] {state:<15}{took}  {_detail(state, detail)}", highlight=False
             )
         elif phase == "error":
-            self.console.print(f"[red]✗[/] {state:<15}{took}  {detail['cause']}", highlight=False)
+            self.console.print(
+                f"[red]✗[/] {state:<15}{took}  {detail['cause']}", highlight=False, soft_wrap=True
+            )
         elif phase == "end":
             colour = {"Promoted": "green", "Rejected": "yellow"}.get(state, "red")
             self.console.print(f"[bold {colour}]● {state}[/]", highlight=False)
@@ -155,7 +163,8 @@ def print_summary(console: Console, result: RunResult, workdir: Path) -> None:
         production = evaluation["production"]
         console.print(f"production unchanged: {production['model_version']}", highlight=False)
     if result.error:
-        console.print(f"[red]failed:[/] {result.error}", highlight=False)
+        # One line however long (a path, a reason): scripts grep it.
+        console.print(f"[red]failed:[/] {result.error}", highlight=False, soft_wrap=True)
     console.print(f"workdir: {workdir}", highlight=False)
 
 
@@ -232,7 +241,11 @@ def run(
             hyperparameters=hyperparameters,
         )
         console = Console()
-        result = run_workflow(request, on_event=_Progress(console))
+        progress = _Progress(console)
+        try:
+            result = run_workflow(request, on_event=progress)
+        finally:  # Ctrl-C or SIGTERM: the spinner's thread must not outlive the command
+            progress.close()
         console.print()
         print_summary(console, result, workdir)
         if result.exit_code != 0:

@@ -73,6 +73,9 @@ class RunResult:
     state: dict[str, Any]
     job: training.TrainingJob | None = None
     manifest: Manifest | None = None
+    # Every task failure's cause in order; a failing failure notification comes after the
+    # failure it was reporting (the state's $.error holds the last, as in Step Functions).
+    causes: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -81,7 +84,9 @@ class RunResult:
 
     @property
     def error(self) -> str | None:
-        """The failure's readable cause, when the run failed."""
+        """The first failure's readable cause, when the run failed."""
+        if self.causes:
+            return self.causes[0]
         error = self.state.get("error")
         return str(error["Cause"]) if error else None
 
@@ -98,6 +103,7 @@ class _Run:
         self.state: dict[str, Any] = {"input": {"train": str(request.train)}}
         self.job: training.TrainingJob | None = None
         self.manifest: Manifest | None = None
+        self.causes: list[str] = []
 
     def prepare(self) -> dict[str, Any]:
         config = self.request.config
@@ -235,7 +241,7 @@ def run_workflow(request: RunRequest, on_event: EventHandler | None = None) -> R
         path = _walk(run, emit, locked)
     if run.manifest is None and "evaluation" in run.state:
         run.candidate_manifest()
-    return RunResult(path[-1], path, run.state, run.job, run.manifest)
+    return RunResult(path[-1], path, run.state, run.job, run.manifest, run.causes)
 
 
 def _walk(run: _Run, emit: EventHandler, locked: ExitStack) -> list[str]:
@@ -244,10 +250,6 @@ def _walk(run: _Run, emit: EventHandler, locked: ExitStack) -> list[str]:
     while current is not None:
         node = workflow.step(current)
         path.append(current)
-        if current == workflow.EVALUATE:
-            # From reading production to writing it, runs on one work directory take turns
-            # (training, the long part, runs in parallel).
-            locked.enter_context(workdir_lock(run.request.workdir))
         if node.kind in ("succeed", "fail"):
             emit(current, "end", {})
             break
@@ -258,11 +260,16 @@ def _walk(run: _Run, emit: EventHandler, locked: ExitStack) -> list[str]:
             emit(node.name, "done", {"next": current})
             continue
         try:
+            if current == workflow.EVALUATE:
+                # From reading production to writing it, runs on one work directory take turns
+                # (training, the long part, runs in parallel).
+                locked.enter_context(workdir_lock(run.request.workdir))
             result = run.task(current)()
         except (StepError, training.TrainingFailed, OSError, ValueError) as error:
             if node.on_error is None:
                 raise
             cause = str(error) or type(error).__name__
+            run.causes.append(cause)
             run.state[_key(workflow.ERROR_PATH)] = {"Error": type(error).__name__, "Cause": cause}
             emit(current, "error", {"cause": cause})
             current = workflow.next_state(current, error=True)

@@ -445,3 +445,70 @@ def test_train_without_a_pipeline_stack(runner, moto, tmp_path: Path):
     result = invoke(runner, "train", "--env", "dev", "--data", "s3://b/x/")
     assert result.exit_code == 1
     assert "stack OnnxKit-dev-Pipeline not found in region" in result.stderr
+
+
+def test_models_marks_what_live_serves_when_the_pointer_fell_behind(runner, kit):
+    """A promotion killed after moving ``live`` to v2 but before the pointer: v2 is live."""
+    import io
+    import zipfile
+
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    for version in ("v1", "v2"):
+        sagemaker.create_model_package(
+            ModelPackageGroupName=GROUP,
+            ModelApprovalStatus="Approved",
+            CustomerMetadataProperties={"model_version": version, "metric.accuracy": "0.9"},
+            InferenceSpecification={
+                "Containers": [{"Image": "onnx"}],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )
+    s3 = boto3.client("s3", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="inference", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
+    lam = boto3.client("lambda", region_name=REGION)
+    function = "onnxkit-dev-inference"
+    lam.create_function(
+        FunctionName=function,
+        Runtime="python3.12",
+        Role=role,
+        Handler="app.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    published = {}
+    for version in ("v1", "v2"):
+        lam.update_function_configuration(
+            FunctionName=function,
+            Environment={
+                "Variables": {
+                    "MODEL_URI": f"s3://{BUCKET}/models/churn/{version}/model.onnx",
+                    "MODEL_SHA256": version * 32,
+                }
+            },
+        )
+        published[version] = lam.publish_version(FunctionName=function)["Version"]
+        s3.put_object(Bucket=BUCKET, Key=f"models/churn/{version}/manifest.json", Body=b"{}")
+    lam.create_alias(FunctionName=function, Name="live", FunctionVersion=published["v2"])
+    pointer = {
+        "model_name": "churn",
+        "model_version": "v1",
+        "model_uri": f"s3://{BUCKET}/models/churn/v1/model.onnx",
+        "manifest_uri": f"s3://{BUCKET}/models/churn/v1/manifest.json",
+        "sha256": "v1" * 32,
+        "lambda_version": published["v1"],
+        "history": [],
+    }
+    s3.put_object(Bucket=BUCKET, Key="models/churn/production.json", Body=json.dumps(pointer))
+    deploy_stack("OnnxKit-dev-Serving", {"FunctionName": function})
+
+    table = invoke(runner, "models", "--env", "dev")
+    assert table.exit_code == 0, table.output
+    assert f"live churn: v2 (Lambda version {published['v2']}" in table.stdout
+    assert "note: churn: live served v2 while the production pointer named v1" in table.stdout
+    listed = json.loads(invoke(runner, "models", "--env", "dev", "--json").stdout)
+    assert [(v["model_version"], v["live"]) for v in listed] == [("v2", True), ("v1", False)]

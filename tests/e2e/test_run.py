@@ -4,6 +4,14 @@ the pipeline's step code over a work directory, exit codes a CI script relies on
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +54,9 @@ def test_promote_reject_promote_and_roll_back(tmp_path: Path) -> None:
     assert "Promoted" in first.output and "gate: passed" in first.output
     v1 = _pointer(workdir)
     assert v1["lambda_version"] == "1" and v1["history"] == []
-    assert Path(v1["model_uri"].removeprefix("file://")).is_file()
+    # Paths relative to the work directory, so a copied one serves its own files.
+    assert v1["model_uri"] == f"models/{NAME}/{v1['model_version']}/model.onnx"
+    assert (workdir / v1["model_uri"]).is_file()
     assert _live(workdir) == ("1", v1["sha256"])
 
     worse = _invoke("run", "--workdir", str(workdir), *WORSE)
@@ -150,3 +160,197 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], mess
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (tmp_path / "jobs").exists()
+
+
+# --- processes, signals and the work directory (issue 10 §3) ---------------------------------
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-c", "from onnxkit.cli import main; main()"]
+# Long enough that the run is still training when it is stopped, whatever the machine's load.
+SLOW = ["--model", "random_forest", "--hp", "n_estimators=20000", *FAST]
+
+
+def _wait_for(predicate: Callable[[], Any], what: str, limit: float = 180.0) -> Any:
+    """Poll until ``predicate`` is truthy (a liveness wait, not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def _trainers(workdir: Path) -> list[int]:
+    """Live train.py processes working in ``workdir`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(entry / "cwd")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        trains = any(part.endswith(b"train.py") for part in command)
+        if trains and state != "Z" and cwd.startswith(str(workdir.resolve())):
+            found.append(int(entry.name))
+    return found
+
+
+def _start(args: list[str], tmp_path: Path, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    def setup() -> None:
+        if ignore_sigint:  # what a non-interactive shell does to a background job
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return subprocess.Popen(
+        [*CLI, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=setup,  # noqa: PLW1509 - one signal() call
+        env={**os.environ, "COLUMNS": "120", "ORT_DISABLE_TELEMETRY": "1"},
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    ("sig", "code", "line", "ignore_sigint"),
+    [
+        (signal.SIGTERM, 143, "error: terminated", False),
+        (signal.SIGINT, 130, "error: interrupted", True),
+        (signal.SIGKILL, -signal.SIGKILL, None, False),
+    ],
+    ids=["sigterm", "sigint-from-a-non-interactive-shell", "sigkill"],
+)
+def test_a_stopped_run_leaves_no_training_behind(
+    tmp_path: Path, sig: int, code: int, line: str | None, ignore_sigint: bool
+) -> None:
+    workdir = tmp_path / "work"
+    run = _start(["run", "--workdir", str(workdir), *SLOW], tmp_path, ignore_sigint)
+    try:
+        trainer = _wait_for(lambda: _trainers(workdir), "train.py to start")[0]
+        run.send_signal(sig)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == code, stderr
+        if line is not None:
+            assert stderr.strip().splitlines() == [line], stderr
+        _wait_for(lambda: trainer not in _trainers(workdir), "train.py to end", 60)
+    finally:
+        run.kill()
+        for pid in _trainers(workdir):
+            os.kill(pid, signal.SIGKILL)
+    assert not list(workdir.glob("jobs/*/output/model.tar.gz"))
+
+
+def test_predict_ends_on_sigterm_with_one_line(tmp_path: Path) -> None:
+    """A predict waiting on an API that never answers, stopped by SIGTERM then by SIGINT."""
+    data = tmp_path / "rows.csv"
+    data.write_text("a,b\n1,2\n")
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        silent.settimeout(120)  # a predict that never connects fails the test, not hangs it
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        for sig, code, line in (
+            (signal.SIGTERM, 143, "error: terminated"),
+            (signal.SIGINT, 130, "error: interrupted"),
+        ):
+            args = ["predict", "--input", str(data), "--url", url]
+            predict = _start(args, tmp_path, ignore_sigint=True)
+            try:
+                connection, _ = silent.accept()  # the request arrived; no answer will come
+                predict.send_signal(sig)
+                _, stderr = predict.communicate(timeout=60)
+                connection.close()
+            finally:
+                predict.kill()
+            assert predict.returncode == code, stderr
+            assert line in stderr and "Traceback" not in stderr, stderr
+
+
+def test_a_copied_work_directory_serves_its_own_files(tmp_path: Path) -> None:
+    original = tmp_path / "original"
+    assert _invoke("run", "--workdir", str(original), *GOOD).exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    # Make the original's model unusable: the copy must not be reading it.
+    for model in original.glob("models/*/*/model.onnx"):
+        model.write_bytes(b"not the model")
+    from onnxkit.local.serving import production_model_dir
+
+    folder = production_model_dir(copy, NAME)
+    assert folder.is_relative_to(copy.resolve())
+    state = json.loads((copy / "serving" / "function.json").read_text())
+    assert all(not Path(v["MODEL_URI"]).is_absolute() for v in state["versions"].values())
+    # The copy's pointer loads, with both digests checked, from the copy.
+    from functions.inference.source import ModelLocator
+
+    pointer = copy / "models" / NAME / "production.json"
+    located = ModelLocator(cache_dir=tmp_path / "cache").locate(str(pointer))
+    assert located.model_path.resolve().is_relative_to(copy.resolve())
+    # And a second run in the copy promotes on top of the copy's model.
+    second = _invoke("run", "--workdir", str(copy), "--hp", "c=0.5", *GOOD)
+    assert second.exit_code == 0, second.output
+    assert len(_pointer(copy)["history"]) == 1
+
+
+def _as_nobody() -> Callable[[], None] | None:
+    """When the tests run as root (who may write anywhere), a child without the capabilities
+    that bypass file permissions: it is refused writes to a read-only folder like anyone."""
+    if os.geteuid() != 0:
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+
+    def drop() -> None:
+        # Dropped from the bounding set, the capabilities are gone after exec.
+        for cap in (cap_dac_override, cap_dac_read_search):
+            if prctl(pr_capbset_drop, cap) != 0:
+                os._exit(99)
+
+    return drop
+
+
+def test_a_read_only_work_directory_gives_one_line(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    assert _invoke("run", "--workdir", str(workdir), *GOOD).exit_code == 0
+    assert _invoke("run", "--workdir", str(workdir), "--hp", "c=0.5", *GOOD).exit_code == 0
+    tmp_path.chmod(0o755)
+    for path in [workdir, *workdir.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    env = {**os.environ, "COLUMNS": "120", "HOME": str(tmp_path), "ORT_DISABLE_TELEMETRY": "1"}
+    try:
+        back = subprocess.run(
+            [*CLI, "rollback", "--workdir", str(workdir)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            preexec_fn=_as_nobody(),
+        )
+        assert back.returncode == 1, back.stderr
+        assert "Traceback" not in back.stderr
+        assert back.stderr.strip().splitlines() == [
+            f"error: cannot lock the work directory {workdir}: Permission denied"
+        ]
+        run = subprocess.run(
+            [*CLI, "run", "--workdir", str(workdir), *GOOD],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+            preexec_fn=_as_nobody(),
+        )
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "Traceback" not in run.stdout + run.stderr
+        failed = [ln for ln in run.stdout.splitlines() if ln.startswith("failed:")]
+        # The first failure (the training job's folder), not the notification written after it.
+        assert len(failed) == 1 and "Permission denied" in failed[0], run.stdout
+        assert "jobs" in failed[0] and "notifications" not in failed[0], run.stdout
+    finally:
+        for path in [workdir, *workdir.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)

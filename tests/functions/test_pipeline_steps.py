@@ -312,7 +312,7 @@ def test_an_existing_version_with_other_content_is_immutable(tmp_path: Path) -> 
 # Every call of a promotion on the ports: get/head/put of the model, the manifest, the pointer
 # and the promotion record, and the function's live/model_of/publish/route; approve.
 SERVING_CALLS = {"publish", "route", "find_version", "live", "model_of", "follows_pointer"}
-PROMOTION_CALLS = 15
+PROMOTION_CALLS = 16
 
 
 @pytest.mark.parametrize("fail_at", range(1, PROMOTION_CALLS + 2))
