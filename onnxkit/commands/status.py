@@ -51,8 +51,50 @@ def status(
             else latest_execution(sfn, kit.state_machine_arn)
         )
         outcome = watch(kit, arn, follow=follow, interval=interval)
+        for line in live_lines(env, kit, arn):
+            typer.echo(line)
     if follow and EXIT_CODES[outcome]:
         raise typer.Exit(EXIT_CODES[outcome])
+
+
+def live_lines(env: str, kit: Any, arn: str) -> list[str]:
+    """What ``live`` serves now for the run's model (the execution shows what the run did),
+    resolved as every reader resolves it (docs/CONTRACTS.md, promotion states); nothing when
+    the Artifacts or Serving stack cannot be read."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+    from functions.pipeline.aws import LambdaServing, S3Store  # noqa: PLC0415
+    from functions.pipeline.ports import StepError  # noqa: PLC0415
+    from functions.pipeline.promote import resolve  # noqa: PLC0415
+    from onnxkit.cloud.discovery import DiscoveryError, discover  # noqa: PLC0415
+    from onnxkit.cloud.errors import describe_aws_error  # noqa: PLC0415
+    from onnxkit.cloud.executions import describe_run  # noqa: PLC0415
+
+    try:
+        run = describe_run(kit.client("stepfunctions"), arn)
+        name = ((run.evaluation or {}).get("candidate") or {}).get("model_name")
+        if not name:
+            return []
+        found = discover(env, ("Artifacts", "Serving"), session=kit.session)
+        live = resolve(
+            S3Store(found.client("s3"), found.bucket),
+            LambdaServing(found.client("lambda"), found.get("FunctionName")),
+            str(name),
+        )
+    except DiscoveryError:
+        return []
+    except (BotoCoreError, ClientError) as error:
+        return [f"live: not readable: {describe_aws_error(error)}"]
+    except StepError as error:
+        return [f"live: {error}"]
+    if live.pointer is None:
+        return [f"live {name}: none (nothing promoted yet)"]
+    lines = [
+        f"live {name}: {live.pointer.model_version} (Lambda version {live.pointer.lambda_version})"
+    ]
+    if live.note():
+        lines.append(f"note: {live.note().replace('now records', 'will record')}")
+    return lines
 
 
 def watch(kit: Any, arn: str, *, follow: bool, interval: float) -> str:

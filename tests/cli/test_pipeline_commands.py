@@ -447,8 +447,8 @@ def test_train_without_a_pipeline_stack(runner, moto, tmp_path: Path):
     assert "stack OnnxKit-dev-Pipeline not found in region" in result.stderr
 
 
-def test_models_marks_what_live_serves_when_the_pointer_fell_behind(runner, kit):
-    """A promotion killed after moving ``live`` to v2 but before the pointer: v2 is live."""
+def _pointer_behind_live() -> dict[str, str]:
+    """A promotion killed after moving ``live`` to v2 but before the pointer (still v1)."""
     import io
     import zipfile
 
@@ -505,10 +505,25 @@ def test_models_marks_what_live_serves_when_the_pointer_fell_behind(runner, kit)
     }
     s3.put_object(Bucket=BUCKET, Key="models/churn/production.json", Body=json.dumps(pointer))
     deploy_stack("OnnxKit-dev-Serving", {"FunctionName": function})
+    return published
 
+
+def test_models_marks_what_live_serves_when_the_pointer_fell_behind(runner, kit):
+    published = _pointer_behind_live()
     table = invoke(runner, "models", "--env", "dev")
     assert table.exit_code == 0, table.output
     assert f"live churn: v2 (Lambda version {published['v2']}" in table.stdout
     assert "note: churn: live served v2 while the production pointer named v1" in table.stdout
     listed = json.loads(invoke(runner, "models", "--env", "dev", "--json").stdout)
     assert [(v["model_version"], v["live"]) for v in listed] == [("v2", True), ("v1", False)]
+
+
+def test_status_says_what_live_serves_for_the_runs_model(runner, kit):
+    published = _pointer_behind_live()
+    machine = pipeline(mirror_definition(passed=False))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-9", input='{"train_s3_uri": "s3://b/"}')
+    shown = invoke(runner, "status", "run-9", "--env", "dev", "--follow", "--interval", 0)
+    assert shown.exit_code == 3, shown.output
+    assert f"live churn: v2 (Lambda version {published['v2']})" in shown.stdout
+    assert "note: live served v2 while the production pointer named v1" in shown.stdout
