@@ -47,6 +47,7 @@ from .source import FetchFailed, ModelLocator, ModelSourceError, NoModelYet
 JSON = "application/json"
 CSV = "text/csv"
 NPY = "application/x-npy"  # binary: API Gateway passes it base64-encoded (binaryMediaTypes)
+UTF8_BOM = b"\xef\xbb\xbf"
 ROUTES: dict[str, str] = {
     "/predict": "POST",
     "/model": "GET",
@@ -262,6 +263,9 @@ def predict() -> Response:
     model = runtime.require()
     media = _media_type()
     raw = _body_bytes()
+    if media == CSV:
+        # Spreadsheets save CSV with a byte-order mark; every CSV reader drops it (pandas too).
+        raw = raw.removeprefix(UTF8_BOM)
     if media == NPY:
         feed: dict[str, np.ndarray] | None = _npy_feed(model, raw)
     else:

@@ -8,13 +8,18 @@ walked value by value, to say exactly which instance and feature are wrong.
 Large all-numeric bodies (JSON list instances, or CSV) skip Python objects altogether: simdjson
 parses them straight into a float64 buffer (``FeedBuilder.json_matrix`` / ``csv_matrix``). It
 declines anything but rows of numbers, and those bodies take the path above, unchanged.
+
+What is missing and what is a number is the contract's rule (:mod:`onnxkit.contract.values`),
+with the missing tokens of the served model's manifest: a CSV field or a JSON string that is
+blank or a missing token is a missing value, in numeric and categorical features alike; a CSV
+number follows the contract's grammar (not ``float()``, which takes ``1_000`` and non-ASCII
+digits). The fast paths only ever see plain numbers, which both rules read alike.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,13 +30,14 @@ from typing import Any, cast
 import numpy as np
 import orjson
 
+from onnxkit.contract.values import FLOAT32_MAX, ValueProblem, ValueRule, number_problem
+
 from .errors import MAX_DETAILS, ApiError, detail
 
-# float(np.finfo(np.float32).max), written out: finfo costs milliseconds at cold start.
-FLOAT32_MAX = 3.4028234663852886e38
 # What a categorical input receives for a missing value (see FeatureSpec.missing_category).
 MISSING_CATEGORY = ""
 
+DEFAULT_RULE = ValueRule()  # the contract's default tokens (a manifest before 1.1)
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float})
 _NULLABLE_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _STRING_TYPES: frozenset[type] = frozenset({str})
@@ -46,6 +52,8 @@ class FeatureSpec:
     onnx_input: str
     numeric: bool
     nullable: bool
+    # How this feature's text is read: the manifest's missing tokens (default: the contract's).
+    rule: ValueRule = DEFAULT_RULE
 
     @property
     def allowed_types(self) -> frozenset[type]:
@@ -74,17 +82,34 @@ def _describe(value: Any) -> str:
 def _value_problem(spec: FeatureSpec, value: Any) -> str | None:
     """Why one value cannot feed this feature, or None when it can."""
     kind = type(value)
+    if kind is str and spec.rule.is_missing(value):
+        if spec.nullable:
+            return None
+        return f"missing value ({value!r}), and the model does not impute this feature"
     if kind in spec.allowed_types:
-        if spec.numeric and value is not None and not math.isfinite(value):
-            return "number must be finite"
-        if spec.numeric and value is not None and abs(value) > FLOAT32_MAX:
-            return f"number out of range (|x| <= {FLOAT32_MAX:.4g})"
+        if spec.numeric and value is not None:
+            return number_problem(value)
         return None
     if value is None:
         return "missing value (null), and the model does not impute this feature"
     if spec.numeric:
         return f"expected a number, got {_describe(value)}"
     return f"expected a category (string), got {_describe(value)}"
+
+
+def _read_missing(spec: FeatureSpec, values: Sequence[Any]) -> Sequence[Any]:
+    """``values`` with every string the rule reads as missing (blank, a token) made None."""
+    kinds = set(map(type, values))
+    if str not in kinds:
+        return values
+    is_missing = spec.rule.is_missing
+    if kinds <= _NULLABLE_STRING_TYPES:
+        # Per distinct value: a categorical column holds few, and set() runs in C.
+        missing = {value for value in set(values) if value is not None and is_missing(value)}
+        if not missing:
+            return values
+        return [None if value in missing else value for value in values]
+    return [None if type(value) is str and is_missing(value) else value for value in values]
 
 
 def _too_many(details: list[dict[str, Any]]) -> bool:
@@ -276,7 +301,8 @@ class FeedBuilder:
         columns = list(zip(*rows, strict=True)) if len(features) > 1 else [[r[0] for r in rows]]
         feed = {}
         details: list[dict[str, Any]] = []
-        for spec, values in zip(features, columns, strict=True):
+        for spec, sent in zip(features, columns, strict=True):
+            values = _read_missing(spec, sent)
             if set(map(type, values)) <= spec.allowed_types:
                 if not spec.numeric:
                     feed[spec.onnx_input] = _string_column(values)
@@ -285,7 +311,7 @@ class FeedBuilder:
                 if not np.isinf(array).any():
                     feed[spec.onnx_input] = array
                     continue
-            for index, value in enumerate(values):
+            for index, value in enumerate(sent):
                 problem = _value_problem(spec, value)
                 if problem:
                     details.append(detail(index, spec.name, problem))
@@ -411,49 +437,83 @@ def _simd_buffer(document: bytes, n_features: int, key: str | None) -> tuple[Any
 
 
 def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any, ...]]:
-    """Rows from a headerless ``text/csv`` body (an optional header of feature names is skipped).
+    """Rows from a ``text/csv`` body (an optional header of feature names is skipped).
 
-    An empty field is a missing value; numeric fields are parsed here so that the same column
-    checks as for JSON apply.
+    Fields are read with the contract's rule (:mod:`onnxkit.contract.values`): blank or a
+    missing token is a missing value (None); a numeric field must be a plain number. A quote
+    that never closes, or text after a closing quote, is a malformed body, not one long field.
     """
     names = [spec.name for spec in features]
     try:
-        records = [record for record in csv.reader(io.StringIO(text, newline="")) if record]
+        records = [
+            record for record in csv.reader(io.StringIO(text, newline=""), strict=True) if record
+        ]
     except csv.Error as error:
         raise ApiError(400, "invalid_body", f"the CSV body is malformed: {error}") from None
     if records and records[0] == names:
         records = records[1:]
     details: list[dict[str, Any]] = []
-    rows: list[tuple[Any, ...]] = []
     n_features = len(features)
+    indices = []
     for index, record in enumerate(records):
         if len(record) != n_features:
             details.append(detail(index, None, f"expected {n_features} values, got {len(record)}"))
             if _too_many(details):
-                break
-            continue
-        row: list[Any] = []
-        for spec, field in zip(features, record, strict=True):
-            if field == "":
-                row.append(None)
-            elif spec.numeric:
-                try:
-                    number = float(field)
-                except ValueError:
-                    details.append(detail(index, spec.name, "expected a number, got a string"))
-                    row.append(None)
-                    continue
-                if not math.isfinite(number):
-                    details.append(detail(index, spec.name, "number must be finite"))
-                row.append(number)
-            else:
-                row.append(field)
-        rows.append(tuple(row))
-        if _too_many(details):
-            break
+                raise _invalid(details)
+        else:
+            indices.append(index)
+    if details:  # the rows of the right length are still checked, for a complete answer
+        records = [records[index] for index in indices]
+    if not records:
+        if details:
+            raise _invalid(details)
+        return []
+    columns = list(zip(*records, strict=True))
+    values = [
+        _csv_numbers(spec, column, indices, details)
+        if spec.numeric
+        else _read_missing(spec, column)
+        for spec, column in zip(features, columns, strict=True)
+    ]
     if details:
+        details.sort(key=lambda entry: entry["instance"])
         raise _invalid(details)
-    return rows
+    return list(zip(*values, strict=True))
+
+
+# A column made of these characters only holds plain numbers and empty fields, where float()
+# and the contract's number grammar agree exactly (no "_", "inf", "nan", non-ASCII digits).
+_PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
+
+
+def _csv_numbers(
+    spec: FeatureSpec,
+    fields: Sequence[str],
+    indices: Sequence[int],
+    details: list[dict[str, Any]],
+) -> list[float | None]:
+    """A numeric CSV column read with the feature's rule; problems go to ``details``."""
+    rule = spec.rule
+    text = "".join(fields)
+    if text.isascii() and not text.encode().translate(None, _PLAIN_NUMBER_BYTES):
+        # Tokens that look like numbers ("-999") are the rule's, and checked first.
+        tokens = rule.missing_tokens
+        try:
+            numbers = [None if not f or f in tokens else float(f) for f in fields]
+        except ValueError:  # "1e", "--1": the careful loop below names them
+            pass
+        else:
+            if max((abs(n) for n in numbers if n is not None), default=0.0) <= FLOAT32_MAX:
+                return numbers
+    parsed: list[float | None] = []
+    for position, field in enumerate(fields):
+        try:
+            parsed.append(rule.number(field))
+        except ValueProblem as problem:
+            if len(details) < MAX_DETAILS:
+                details.append(detail(indices[position], spec.name, str(problem)))
+            parsed.append(None)
+    return parsed
 
 
 # A .npy header is a short Python literal; numpy's own default limit is 10000 bytes.

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from onnxkit.contract.values import ValueRule
+
 from .instances import FeatureSpec
 from .source import ModelSourceError
 
@@ -248,12 +250,18 @@ class ServingManifest:
     output_names: list[str]
     serving_sha256: str
     public: dict[str, Any]
+    # The tokens read as missing (signature.missing_values); None: a pre-1.1 manifest, which
+    # means the contract's default tokens. Each FeatureSpec's rule applies them.
+    missing_values: tuple[str, ...] | None = None
 
 
 def serving_manifest(doc: dict[str, Any]) -> ServingManifest:
     """Serving facts from a validated document."""
+    tokens = doc["signature"].get("missing_values")
+    missing_values = None if tokens is None else tuple(tokens)
+    rule = ValueRule.of(missing_values)  # one rule object, shared by every feature
     features = tuple(
-        FeatureSpec(f["name"], f["onnx_input"], f["kind"] == "numeric", f["nullable"])
+        FeatureSpec(f["name"], f["onnx_input"], f["kind"] == "numeric", f["nullable"], rule)
         for f in doc["signature"]["features"]
     )
     outputs = doc["outputs"]
@@ -270,6 +278,7 @@ def serving_manifest(doc: dict[str, Any]) -> ServingManifest:
         output_names=names,
         serving_sha256=doc["serving"]["sha256"],
         public=public_view(doc),
+        missing_values=missing_values,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
+
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
@@ -33,7 +35,18 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _feature_schema(feature: dict[str, Any]) -> dict[str, Any]:
+def missing_pattern(tokens: list[str] | None) -> str:
+    """The strings the API reads as missing: blank, or a token with blanks around it (None:
+    a signature from before manifest 1.1, the contract's default tokens)."""
+    tokens = list(DEFAULT_MISSING_TOKENS if tokens is None else tokens)
+    # Escapes valid in ECMA 262 and Python regexes alike (re.escape also escapes "#").
+    alternatives = "|".join(
+        "".join(f"\\{c}" if c in r"\^$.|?*+()[]{}" else c for c in token) for token in tokens
+    )
+    return f"^[ \\t]*(?:{alternatives})?[ \\t]*$" if alternatives else "^[ \\t]*$"
+
+
+def _feature_schema(feature: dict[str, Any], missing: str) -> dict[str, Any]:
     numeric = feature["kind"] == "numeric"
     base = "number" if numeric else "string"
     schema: dict[str, Any] = {
@@ -46,6 +59,20 @@ def _feature_schema(feature: dict[str, Any]) -> dict[str, Any]:
     elif feature.get("categories"):
         # Not an enum: an unseen category is accepted and encoded as all zeros.
         schema["examples"] = feature["categories"]
+    if not feature["nullable"]:
+        if not numeric:
+            schema["not"] = {"pattern": missing}  # blank or a token is a missing value
+        return schema
+    if numeric:
+        # A string that is blank or a missing token is a missing value too (the contract's
+        # rule, which CSV bodies follow); any other string is refused.
+        description = schema.pop("description")
+        missing_text = {
+            "type": "string",
+            "pattern": missing,
+            "description": "a missing value written as text: blank or a missing token",
+        }
+        return {"anyOf": [schema, missing_text], "description": description}
     return schema
 
 
@@ -54,7 +81,8 @@ def instance_schema(signature: dict[str, Any] | None) -> dict[str, Any]:
     if not signature:
         return {"oneOf": [{"type": "array"}, {"type": "object"}]}
     features = signature["features"]
-    items = [_feature_schema(feature) for feature in features]
+    missing = missing_pattern(signature.get("missing_values"))
+    items = [_feature_schema(feature, missing) for feature in features]
     return {
         "oneOf": [
             {
@@ -137,8 +165,10 @@ def openapi_document(
                             },
                             "text/csv": {
                                 "schema": {"type": "string"},
-                                "description": "Headerless rows in signature order; an empty "
-                                "field is a missing value.",
+                                "description": "Rows in signature order, optionally after a "
+                                "header line of the feature names; an empty field or a missing "
+                                "token (signature.missing_values) is a missing value. A leading "
+                                "UTF-8 byte-order mark is dropped.",
                             },
                             **npy,
                         },

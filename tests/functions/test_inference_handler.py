@@ -91,6 +91,12 @@ CASES: dict[str, tuple[str, dict[str, Any], int, str | None]] = {
     "churn_null_category": ("churn", {}, 200, None),
     "churn_number_for_category": ("churn", {}, 400, "invalid_instances"),
     "churn_csv_missing": ("churn", {}, 200, None),
+    "churn_csv_tokens": ("churn", {}, 200, None),
+    "churn_json_tokens": ("churn", {}, 200, None),
+    "churn_json_number_string": ("churn", {}, 400, "invalid_instances"),
+    "csv_bom": ("breast_cancer", {}, 200, None),
+    "csv_unterminated_quote": ("churn", {}, 400, "invalid_body"),
+    "csv_number_with_underscore": ("churn", {}, 400, "invalid_instances"),
     "diabetes_regression": ("diabetes", {}, 200, None),
 }
 
@@ -236,9 +242,10 @@ def test_model_health_and_openapi(use_model: UseModel) -> None:
     request = document["components"]["schemas"]["PredictRequest"]
     assert request["properties"]["instances"]["maxItems"] == 1000
     positional, keyed = request["properties"]["instances"]["items"]["oneOf"]
-    assert [item["type"] for item in positional["prefixItems"]][2] == ["string", "null"]
+    assert positional["prefixItems"][2]["type"] == ["string", "null"]
     assert keyed["required"] == [f["name"] for f in model["signature"]["features"]]
-    assert keyed["properties"]["tenure_months"]["type"] == ["number", "null"]
+    number, missing_text = keyed["properties"]["tenure_months"]["anyOf"]
+    assert number["type"] == ["number", "null"] and missing_text["type"] == "string"
 
 
 def test_openapi_request_schema_accepts_what_the_api_accepts(use_model: UseModel) -> None:
@@ -249,6 +256,9 @@ def test_openapi_request_schema_accepts_what_the_api_accepts(use_model: UseModel
     validator = jsonschema.Draft202012Validator(schema)
     assert validator.is_valid(json.loads(load_event("churn_mixed")["body"]))
     assert not validator.is_valid(json.loads(load_event("churn_number_for_category")["body"]))
+    # Missing tokens as JSON strings are accepted (200), other strings for numbers are not.
+    assert validator.is_valid(json.loads(load_event("churn_json_tokens")["body"]))
+    assert not validator.is_valid(json.loads(load_event("churn_json_number_string")["body"]))
 
 
 def test_method_not_allowed_names_the_allowed_method(use_model: UseModel) -> None:
@@ -613,3 +623,156 @@ def test_openapi_documents_npy_for_all_numeric_models_only(use_model: UseModel) 
     _, _, document = call(use_model("churn"), load_event("get_openapi"))
     content = document["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert set(content) == {"application/json", "text/csv"}
+
+
+# --- the contract's missing-value rule, through every body format ---------------------------
+def _body_of(handler: ModuleType, media: str, body: str) -> dict[str, Any]:
+    event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
+    status, _, answer = call(handler, event)
+    assert status == 200, answer
+    return answer
+
+
+def test_missing_tokens_score_exactly_as_missing_values_in_every_body_format(
+    use_model: UseModel,
+) -> None:
+    from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
+
+    handler = use_model("churn")
+    assert handler.runtime.model.public["signature"].get("missing_values") in (
+        None,
+        list(DEFAULT_MISSING_TOKENS),
+    )
+    # The fixtures: tokens where churn_csv_missing has empty fields (csv) and nulls (json).
+    tokens = _predict(handler, "churn_csv_tokens")
+    assert tokens == _body_of(handler, "text/csv", "25,,,east,1,,55\n")
+    nulls = _body_of(
+        handler,
+        "application/json",
+        json.dumps(
+            {
+                "instances": [
+                    [25, None, None, "east", 1, None, 55],
+                    [25, None, None, "east", None, None, 55],
+                ]
+            }
+        ),
+    )
+    assert _predict(handler, "churn_json_tokens") == nulls
+    assert nulls["probabilities"][0] == tokens["probabilities"][0]
+    for token in DEFAULT_MISSING_TOKENS:
+        row = [25, token, token, "east", 1, token, 55]
+        objects = dict(zip([s.name for s in handler.runtime.model.features], row, strict=True))
+        csv_row = ",".join(f'"{v}"' if isinstance(v, str) else str(v) for v in row)
+        assert (
+            _body_of(handler, "text/csv", csv_row + "\n")["probabilities"]
+            == tokens["probabilities"]
+        )
+        as_json = _body_of(handler, "application/json", json.dumps({"instances": [row, objects]}))
+        assert as_json["probabilities"] == tokens["probabilities"] * 2, token
+
+
+def test_missing_tokens_in_large_numeric_bodies_and_npy_nan(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    names = [spec.name for spec in handler.runtime.model.features]
+    first = json.loads(load_event("predict_list")["body"])["instances"][0]
+    rows: list[list[Any]] = [[round(v * (1 + i / 997), 6) for v in first] for i in range(200)]
+    with_null = [list(row) for row in rows]
+    with_null[7][3] = None
+    with_token = [list(row) for row in rows]
+    with_token[7][3] = "NA"
+    objects = [dict(zip(names, row, strict=True)) for row in with_token]
+    csv_rows = [",".join("" if v is None else repr(v) for v in row) for row in with_null]
+    csv_tokens = list(csv_rows)
+    csv_tokens[7] = ",".join("NA" if v is None else repr(v) for v in with_null[7])
+    expected = _body_of(handler, "application/json", json.dumps({"instances": with_null}))
+    assert len(json.dumps({"instances": with_token})) > 4096  # past the simdjson threshold
+    for media, body in [
+        ("application/json", json.dumps({"instances": with_token})),
+        ("application/json", json.dumps({"instances": objects})),
+        ("text/csv", "\n".join(csv_tokens)),
+        ("text/csv", "\ufeff" + ",".join(names) + "\n" + "\n".join(csv_tokens)),
+    ]:
+        assert _body_of(handler, media, body) == expected, (media, body[:80])
+    matrix = np.array([[np.nan if v is None else v for v in row] for row in with_null])
+    status, _, npy = call(handler, _npy_event(_npy_bytes(matrix)))
+    assert status == 200 and npy == expected
+
+
+def test_csv_bom_is_dropped_as_csv_readers_do(use_model: UseModel) -> None:
+    handler = use_model("breast_cancer")
+    plain = _predict(handler, "predict_csv_header")
+    assert _predict(handler, "csv_bom") == plain
+    body = load_event("predict_csv")["body"]
+    assert _body_of(handler, "text/csv", "\ufeff" + body) == _predict(handler, "predict_csv")
+
+
+def test_csv_numbers_have_the_json_paths_grammar(use_model: UseModel) -> None:
+    handler = use_model("churn")
+    _, _, body = call(handler, load_event("csv_number_with_underscore"))
+    assert body["error"]["details"] == [
+        {"instance": 0, "feature": "monthly_charges", "problem": "expected a number, got '1_000'"}
+    ]
+    for field in ("١٢", "inf", "0x10", "1e400"):
+        event = event_with("churn_csv_missing", body=f"25,{field},standard,east,1,bank,55\n")
+        status, _, body = call(handler, event)
+        assert status == 400 and body["error"]["details"][0]["feature"] == "monthly_charges", field
+    _, _, body = call(handler, load_event("csv_unterminated_quote"))
+    assert "unexpected end of data" in body["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def region_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model whose region column has a real category ``NA`` (North America), trained with
+    ``missing_values=""``; and a copy whose manifest says the default tokens (written here)."""
+    from onnxkit.local.training import arguments
+    from training_jobs import train
+
+    root = tmp_path_factory.mktemp("region-model")
+    rng = np.random.default_rng(7)
+    regions = rng.choice(["NA", "EU", "APAC"], size=400)
+    x = rng.normal(size=400).round(3)
+    label = np.where((regions == "NA") ^ (x > 1.5), "yes", "no")
+    lines = ["x,region,label"] + [f"{a},{b},{c}" for a, b, c in zip(x, regions, label, strict=True)]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    argv = arguments(
+        {
+            "target": "label",
+            "model": "logistic_regression",
+            "missing_values": "",
+            "train": str(root / "train.csv"),
+            "model-dir": str(root / "model"),
+            "output-dir": str(root / "output"),
+            "latency-runs": "0",
+        }
+    )
+    assert train.main(argv) == 0, (root / "output" / "failure").read_text()
+    trained = json.loads((root / "model" / "manifest.json").read_text())
+    assert trained["signature"]["missing_values"] == []
+    default = root / "default-tokens"
+    default.mkdir()
+    (default / "model.onnx").write_bytes((root / "model" / "model.onnx").read_bytes())
+    del trained["signature"]["missing_values"]  # a manifest before 1.1: the default tokens
+    trained["schema_version"] = "1.0"
+    (default / "manifest.json").write_text(json.dumps(trained))
+    return {"empty": root / "model", "default": default}
+
+
+def test_without_missing_tokens_a_category_named_na_is_scored_as_itself(
+    region_model: dict[str, Path],
+) -> None:
+    from functions.inference import handler
+
+    def scores(model: str, media: str, body: str) -> list[list[float]]:
+        handler.Runtime(handler.Settings(model_uri=str(region_model[model]))).activate()
+        return _body_of(handler, media, body)["probabilities"]
+
+    json_rows = json.dumps({"instances": [[0.1, "NA"], {"x": 0.1, "region": "NA"}, [0.1, None]]})
+    empty = scores("empty", "application/json", json_rows)
+    assert empty[0] == empty[1] != empty[2]  # NA is the learned category, not missing
+    assert empty[0][1] > 0.8 > empty[2][1]  # and the model learned that NA means yes
+    assert scores("empty", "text/csv", "0.1,NA\n0.1,\n") == [empty[0], empty[2]]
+    # The same graph with the default tokens reads NA as missing, as its manifest says.
+    default = scores("default", "application/json", json_rows)
+    assert default[0] == default[1] == default[2] == empty[2]
+    assert scores("default", "text/csv", "0.1,NA\n") == [empty[2]]

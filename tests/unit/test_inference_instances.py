@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from functions.inference.instances import (
     rows_from_instances,
 )
 from functions.inference.openapi import instance_schema, openapi_document
+from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, ValueRule
 
 NUMERIC = [FeatureSpec("a b", "a_b", True, True), FeatureSpec("c", "c", True, True)]
 MIXED = [FeatureSpec("x", "x", True, True), FeatureSpec("color", "color", False, True)]
@@ -91,11 +93,89 @@ def test_csv_rows() -> None:
     assert rows_from_csv("1,2\n\n,3\n", NUMERIC) == [(1.0, 2.0), (None, 3.0)]
     assert rows_from_csv("a b,c\n1,2\n", NUMERIC) == [(1.0, 2.0)]
     assert rows_from_csv('1,"red, dark"\n', MIXED) == [(1.0, "red, dark")]
-    assert _problems(lambda: rows_from_csv("x,2\nnan,1\n1\n", NUMERIC)) == [
-        (0, "a b", "expected a number, got a string"),
+    assert _problems(lambda: rows_from_csv("x,2\n1e400,1\n1\n", NUMERIC)) == [
+        (0, "a b", "expected a number, got 'x'"),
         (1, "a b", "number must be finite"),
         (2, None, "expected 2 values, got 1"),
     ]
+
+
+# --- the contract's missing-value and number rule (onnxkit.contract.values) -----------------
+NO_TOKENS = ValueRule.of([])
+MIXED_NO_TOKENS = [replace(spec, rule=NO_TOKENS) for spec in MIXED]
+
+
+@pytest.mark.parametrize("token", [*DEFAULT_MISSING_TOKENS, "", " ", "\t", " NA "])
+def test_csv_missing_tokens_are_missing_in_numeric_and_categorical_fields(token: str) -> None:
+    body = f'"{token}","{token}"\n2,red\n'
+    assert rows_from_csv(body, MIXED) == [(None, None), (2.0, "red")]
+    assert rows_from_csv(body, MIXED) == rows_from_csv(",\n2,red\n", MIXED)
+
+
+@pytest.mark.parametrize("token", DEFAULT_MISSING_TOKENS)
+def test_json_string_tokens_are_missing_in_numeric_and_categorical_features(token: str) -> None:
+    with_token = build_feed([[token, token], [2.0, "red"]], MIXED)
+    with_null = build_feed([[None, None], [2.0, "red"]], MIXED)
+    for name in with_token:
+        np.testing.assert_array_equal(with_token[name], with_null[name])
+    assert with_token["color"].ravel().tolist() == ["", "red"]
+
+
+def test_without_tokens_na_is_a_category_and_not_a_number() -> None:
+    assert rows_from_csv("1,NA\n", MIXED_NO_TOKENS) == [(1.0, "NA")]
+    assert build_feed([[1.0, "NA"]], MIXED_NO_TOKENS)["color"].ravel().tolist() == ["NA"]
+    assert _problems(lambda: rows_from_csv("NA,red\n", MIXED_NO_TOKENS)) == [
+        (0, "x", "expected a number, got 'NA'")
+    ]
+    assert _problems(lambda: build_feed([["NA", "red"]], MIXED_NO_TOKENS)) == [
+        (0, "x", "expected a number, got a string")
+    ]
+    # Blank stays missing whatever the tokens.
+    assert rows_from_csv(" ,\n", MIXED_NO_TOKENS) == [(None, None)]
+
+
+def test_manifest_tokens_that_look_like_numbers_are_missing() -> None:
+    sentinel = [replace(spec, rule=ValueRule.of(["-999"])) for spec in NUMERIC]
+    assert rows_from_csv("-999,1\n2,-999\n", sentinel) == [(None, 1.0), (2.0, None)]
+    feed = build_feed([["-999", 1]], sentinel)
+    assert np.isnan(feed["a_b"][0, 0])
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["1_000", "١٢", "12,345", "0x10", "inf", "-Infinity", "1e", "--1", "1 2", "\n1", "\xa01"],
+)
+def test_csv_numbers_follow_the_contract_grammar_not_float(field: str) -> None:
+    text = f'"{field}",1\n'
+    problems = _problems(lambda: rows_from_csv(text, NUMERIC))
+    assert problems == [(0, "a b", f"expected a number, got {field!r}")]
+
+
+def test_csv_numbers_the_grammar_accepts() -> None:
+    body = "+1,.5\n1.,-0\n 3e2\t,1E-3\n"
+    assert rows_from_csv(body, NUMERIC) == [(1.0, 0.5), (1.0, -0.0), (300.0, 0.001)]
+
+
+def test_tokens_for_a_feature_the_model_does_not_impute_are_refused() -> None:
+    strict = [FeatureSpec("x", "x", True, False), FeatureSpec("color", "color", False, False)]
+    assert _problems(lambda: build_feed([["NA", "n/a"]], strict)) == [
+        (0, "x", "missing value ('NA'), and the model does not impute this feature"),
+        (0, "color", "missing value ('n/a'), and the model does not impute this feature"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('1,"red\n2,blue\n3,green\n', "unexpected end of data"),
+        ('1,"red"dish\n', "',' expected after '\"'"),
+    ],
+)
+def test_csv_quotes_that_break_the_structure_are_a_400(text: str, message: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        rows_from_csv(text, MIXED)
+    assert raised.value.status == 400 and raised.value.code == "invalid_body"
+    assert message in raised.value.message
 
 
 numbers = (
