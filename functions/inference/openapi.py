@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
+from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, FLOAT32_MAX
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -55,7 +56,8 @@ def _feature_schema(feature: dict[str, Any], missing: str) -> dict[str, Any]:
         + ("; null when missing (the model imputes it)" if feature["nullable"] else ""),
     }
     if numeric:
-        schema["format"] = "float"
+        # float32, as the model reads it: a larger magnitude is refused, not rounded to inf.
+        schema.update(format="float", minimum=-FLOAT32_MAX, maximum=FLOAT32_MAX)
     elif feature.get("categories"):
         # Not an enum: an unseen category is accepted and encoded as all zeros.
         schema["examples"] = feature["categories"]
@@ -104,6 +106,31 @@ def instance_schema(signature: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+# A plain decimal: what any CSV writer emits. The API reads more (exponents, spaces, the
+# missing tokens); the pattern describes a body that is surely valid, not every one.
+_CSV_NUMBER = r"-?(?:0|[1-9][0-9]{0,6})(?:\.[0-9]{1,6})?"
+
+
+def csv_schema(signature: dict[str, Any] | None, max_instances: int) -> dict[str, Any]:
+    """The ``text/csv`` body: 1 to max_instances rows of the signature's cells."""
+    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+    features = (signature or {}).get("features") or []
+    if not features:
+        return schema
+    cells = []
+    for feature in features:
+        if feature["kind"] == "numeric":
+            cell = _CSV_NUMBER
+        else:
+            # Seen categories (an unseen one is accepted too); a comma or quote needs quoting.
+            names = [c for c in feature.get("categories") or [] if not set(c) & set(',"\r\n')]
+            cell = "|".join(re.escape(name) for name in names) or "[A-Za-z0-9_]*[0-9_][A-Za-z0-9_]*"
+        cells.append(f"(?:{cell})?" if feature["nullable"] else f"(?:{cell})")
+    row = ",".join(cells)
+    schema["pattern"] = f"^{row}(?:\\r?\\n{row}){{0,{max_instances - 1}}}(?:\\r?\\n)?$"
+    return schema
+
+
 def npy_content(signature: dict[str, Any] | None) -> dict[str, Any] | None:
     """The ``application/x-npy`` request body, or None for a model with categorical features
     (which the API refuses in that format with a 415)."""
@@ -138,8 +165,11 @@ def openapi_document(
         "predictions": {"type": "array", "items": {"type": ["string", "number", "integer"]}},
         "probabilities": {
             "type": "array",
-            "items": {"type": "array", "items": {"type": "number"}},
-            "description": "Classification only: one row per instance, in `classes` order.",
+            # null where the model's output is not a finite number (inputs far outside the
+            # training data can overflow a network): JSON has no NaN.
+            "items": {"type": "array", "items": {"type": ["number", "null"]}},
+            "description": "Classification only: one row per instance, in `classes` order; "
+            "null where the model's output is not finite.",
         },
         "classes": {"type": "array", "items": {"type": ["string", "integer"]}},
     }
@@ -164,7 +194,9 @@ def openapi_document(
                                 "schema": {"$ref": "#/components/schemas/PredictRequest"}
                             },
                             "text/csv": {
-                                "schema": {"type": "string"},
+                                "schema": csv_schema(
+                                    (public or {}).get("signature"), max_instances
+                                ),
                                 "description": "Rows in signature order, optionally after a "
                                 "header line of the feature names; an empty field or a missing "
                                 "token (signature.missing_values) is a missing value. A leading "

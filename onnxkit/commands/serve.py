@@ -52,19 +52,21 @@ def serve(
     except ServeError as error:
         err.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(1) from None
-    info = server.function.runtime.model
+    info = server.model
     err.print(
         f"serving {info.model_name} {info.model_version} at [bold]{server.url}[/bold] "
         f"({'x-api-key required' if api_key else 'no auth'}); Ctrl-C stops",
         soft_wrap=True,
     )
+    # uvicorn catches SIGINT and SIGTERM while serving (a shell's background job inherits
+    # SIGINT ignored: it still stops), finishes the requests in flight, then raises the
+    # signal again: these handlers turn that into a clean exit.
     signal.signal(signal.SIGTERM, _stop)
-    # A shell's background job inherits SIGINT ignored; Ctrl-C and kill -INT must still stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.serve_forever()
     except KeyboardInterrupt:
-        err.print("stopping")
+        pass
     finally:
-        server.drain()  # let a request inside the handler finish
-        server.server_close()
+        server.close()
+    err.print("stopping")
