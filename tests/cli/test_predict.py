@@ -560,3 +560,52 @@ def test_cells_follow_the_served_models_missing_tokens(tmp_path):
     assert _missing_values({"signature": {"missing_values": []}}) == []
     assert _missing_values({"signature": {"missing_values": ["?"]}}) == ["?"]
     assert _missing_values({"signature": {}}) is None  # a model from before 1.1
+
+
+@pytest.mark.xdist_group("trained-churn")
+def test_tokens_score_exactly_as_missing_cells_through_onnxkit_serve(
+    tmp_path, runner, train_artifact
+):
+    from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
+    from onnxkit.server import serving
+
+    model_dir = train_artifact("customer_churn", model="logistic_regression")
+    with Path("datasets/customer_churn.csv").open(newline="") as handle:
+        source = list(csv.DictReader(handle))[:20]
+    rows = []
+    for i, token in enumerate(DEFAULT_MISSING_TOKENS):
+        row = dict(source[i])
+        for column in ("monthly_charges", "plan", "age"):  # numeric and categorical
+            rows.append({**row, column: ""})
+            rows.append({**row, column: token})
+    data = tmp_path / "rows.csv"
+    with data.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    jsonl = tmp_path / "rows.jsonl"
+    text_columns = {"plan", "region", "payment_method", "churned"}
+
+    def as_json(column: str, cell: str) -> object:
+        # The same row as JSON: null for an empty cell, the token as a string, else a number.
+        if cell == "":
+            return None
+        return cell if column in text_columns or cell in DEFAULT_MISSING_TOKENS else float(cell)
+
+    jsonl.write_text(
+        "".join(json.dumps({k: as_json(k, v) for k, v in row.items()}) + "\n" for row in rows)
+    )
+    outputs = {}
+    with serving(str(model_dir)) as url:
+        for name, path in (("csv", data), ("jsonl", jsonl)):
+            out = tmp_path / f"preds-{name}.csv"
+            result = invoke(runner, "predict", "--url", url, "--input", path, "--output", out)
+            assert result.exit_code == 0, result.output
+            assert f"rows in {len(rows)} = {len(rows)} scored + 0 rejected" in result.stderr
+            outputs[name] = read_output(out)
+    for records in outputs.values():
+        for empty, token in zip(records[::2], records[1::2], strict=True):
+            assert {k: v for k, v in empty.items() if k != "row"} == {
+                k: v for k, v in token.items() if k != "row"
+            }
+    assert outputs["csv"] == outputs["jsonl"]
