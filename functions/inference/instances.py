@@ -97,19 +97,29 @@ def _value_problem(spec: FeatureSpec, value: Any) -> str | None:
     return f"expected a category (string), got {_describe(value)}"
 
 
-def _read_missing(spec: FeatureSpec, values: Sequence[Any]) -> Sequence[Any]:
-    """``values`` with every string the rule reads as missing (blank, a token) made None."""
-    kinds = set(map(type, values))
+def _read_missing(
+    spec: FeatureSpec, values: Sequence[Any], kinds: set[type] | None = None
+) -> tuple[Sequence[Any], set[type]]:
+    """``values`` with every string the rule reads as missing (blank, a token) made None, or
+    MISSING_CATEGORY for a categorical feature the model imputes; and their types."""
+    if kinds is None:
+        kinds = set(map(type, values))
     if str not in kinds:
-        return values
+        return values, kinds
     is_missing = spec.rule.is_missing
     if kinds <= _NULLABLE_STRING_TYPES:
         # Per distinct value: a categorical column holds few, and set() runs in C.
-        missing = {value for value in set(values) if value is not None and is_missing(value)}
+        imputed = not spec.numeric and spec.nullable
+        # "" already is what such a feature receives for a missing value: no copy for it.
+        missing = {v for v in set(values) if (v or not imputed) and v is not None and is_missing(v)}
         if not missing:
-            return values
-        return [None if value in missing else value for value in values]
-    return [None if type(value) is str and is_missing(value) else value for value in values]
+            return values, kinds
+        if imputed:
+            return [MISSING_CATEGORY if v in missing else v for v in values], kinds
+        values = [None if v in missing else v for v in values]
+        return values, set(map(type, values))
+    values = [None if type(v) is str and is_missing(v) else v for v in values]
+    return values, set(map(type, values))
 
 
 def _too_many(details: list[dict[str, Any]]) -> bool:
@@ -302,8 +312,8 @@ class FeedBuilder:
         feed = {}
         details: list[dict[str, Any]] = []
         for spec, sent in zip(features, columns, strict=True):
-            values = _read_missing(spec, sent)
-            if set(map(type, values)) <= spec.allowed_types:
+            values, kinds = _read_missing(spec, sent)
+            if kinds <= spec.allowed_types:
                 if not spec.numeric:
                     feed[spec.onnx_input] = _string_column(values)
                     continue
@@ -472,7 +482,7 @@ def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any,
     values = [
         _csv_numbers(spec, column, indices, details)
         if spec.numeric
-        else _read_missing(spec, column)
+        else _read_missing(spec, column)[0]
         for spec, column in zip(features, columns, strict=True)
     ]
     if details:
@@ -498,12 +508,17 @@ def _csv_numbers(
     if text.isascii() and not text.encode().translate(None, _PLAIN_NUMBER_BYTES):
         # Tokens that look like numbers ("-999") are the rule's, and checked first.
         tokens = rule.missing_tokens
+        numbers: list[float | None]
         try:
-            numbers = [None if not f or f in tokens else float(f) for f in fields]
+            if any(not token.encode().translate(None, _PLAIN_NUMBER_BYTES) for token in tokens):
+                numbers = [None if not f or f in tokens else float(f) for f in fields]
+            else:
+                numbers = [float(f) if f else None for f in fields]
         except ValueError:  # "1e", "--1": the careful loop below names them
             pass
         else:
-            if max((abs(n) for n in numbers if n is not None), default=0.0) <= FLOAT32_MAX:
+            # filter(None, ...) drops the None (and zeros, which cannot exceed the bound).
+            if max(map(abs, filter(None, numbers)), default=0.0) <= FLOAT32_MAX:
                 return numbers
     parsed: list[float | None] = []
     for position, field in enumerate(fields):
