@@ -621,13 +621,14 @@ def serving(
     port: int = 0,
     api_key: str | None = None,
     sha256: str | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[str]:
     """Serve a model in a background thread for the ``with`` block; yields the base URL.
 
     >>> with serving("model/") as url:  # doctest: +SKIP
     ...     httpx.post(f"{url}/predict", json={"instances": [[1.0, 2.0]]})
     """
-    server = create_server(model, host, port, api_key, sha256)
+    server = create_server(model, host, port, api_key, sha256, limits)
     thread = threading.Thread(target=server.serve_forever, name="onnxkit-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

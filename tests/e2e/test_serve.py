@@ -261,3 +261,80 @@ def test_npy_bodies_over_http(train_artifact: Callable[..., Path], client: httpx
                 assert "base64" not in error["message"]  # it did arrive base64-encoded
     finally:
         assert served.stop() == 0
+
+
+def test_no_emf_blobs_or_powertools_warnings_from_serve(churn_model: Path) -> None:
+    # Switched-off metrics used to print an EMF blob every 100 requests, then warn.
+    process = subprocess.Popen(
+        [ONNXKIT, "serve", "--port", "0", "--model", str(churn_model)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert process.stderr is not None and process.stdout is not None
+    url = None
+    while url is None:
+        line = process.stderr.readline()
+        assert line, "server did not start"
+        match = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        url = match.group(1) if match else None
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for _ in range(250):
+            assert http.post("/predict", json={"instances": [CHURN_ROW]}).status_code == 200
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert stdout == ""
+    assert "Warning" not in stderr and "Traceback" not in stderr
+
+
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "estimator", "npy_features"),
+    [("customer_churn", "logistic_regression", 0), ("breast_cancer", "mlp", 30)],
+)
+def test_schemathesis_finds_nothing(
+    train_artifact: Callable[..., Path],
+    tmp_path: Path,
+    dataset: str,
+    estimator: str,
+    npy_features: int,
+) -> None:
+    """Every operation of the served /openapi.json, positive and negative data, all checks."""
+    served = _start(["--model", str(train_artifact(dataset, model=estimator))])
+    try:
+        env = _env(
+            PYTHONPATH=str(HOOKS.parent),
+            SCHEMATHESIS_HOOKS=HOOKS.stem,
+            ONNXKIT_NPY_FEATURES=str(npy_features),
+        )
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("schemathesis")),
+                "--config-file",
+                str(HOOKS.with_name("schemathesis.toml")),
+                "run",
+                f"{served.url}/openapi.json",
+                "--checks=all",
+                "--mode=all",
+                "--max-examples=150",
+                "--workers=1",
+                "--seed=1",
+                "--generation-database=none",
+                "--continue-on-failure",
+            ],
+            cwd=tmp_path,  # its report folder stays out of the repository
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
+            check=False,
+        )
+        summary = result.stdout[-3000:]
+        assert result.returncode == 0, summary
+        assert re.search(r"\d+ generated, \d+ passed", result.stdout), summary
+    finally:
+        assert served.stop() == 0
