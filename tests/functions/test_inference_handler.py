@@ -776,3 +776,14 @@ def test_without_missing_tokens_a_category_named_na_is_scored_as_itself(
     default = scores("default", "application/json", json_rows)
     assert default[0] == default[1] == default[2] == empty[2]
     assert scores("default", "text/csv", "0.1,NA\n") == [empty[2]]
+
+
+def test_openapi_csv_body_excludes_the_empty_body_the_api_refuses(use_model: UseModel) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    handler = use_model("churn")
+    _, _, document = call(handler, load_event("get_openapi"))
+    content = document["paths"]["/predict"]["post"]["requestBody"]["content"]["text/csv"]
+    validator = jsonschema.Draft202012Validator(content["schema"])
+    status, _, _ = call(handler, event_with("churn_csv_missing", body=""))
+    assert status == 400 and not validator.is_valid("")
+    assert "missing token" in content["description"] and "byte-order mark" in content["description"]
