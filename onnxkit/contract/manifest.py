@@ -109,6 +109,23 @@ class Parity(_Strict):
     max_abs_diff: float = Field(ge=0, description="Of probabilities, or of predicted values.")
 
 
+class RowIndependence(_Strict):
+    """The training job's probe: are a row's outputs the same whatever else is in the call?
+
+    Held-out rows are scored one by one and as one batch, and the batch again with extreme
+    rows appended (each numeric feature at +/-100x its largest training magnitude, clipped to
+    float32; categoricals their most frequent category). A variant that fails is never served.
+    """
+
+    rows: int = Field(ge=0, description="Held-out rows probed.")
+    extreme_rows: int = Field(ge=0)
+    max_abs_diff_alone: float = Field(ge=0, description="One row per call vs all in one call.")
+    max_abs_diff_extreme: float = Field(ge=0, description="The batch vs the batch plus extremes.")
+    labels_changed: int = Field(ge=0, description="Labels that differ in either comparison.")
+    bound: float = Field(ge=0, description="Largest difference allowed (relative to max(1, |y|)).")
+    passed: bool
+
+
 class VariantReport(_Strict):
     """Metrics, size and parity of one model variant."""
 
@@ -116,6 +133,9 @@ class VariantReport(_Strict):
     size_bytes: int | None = None
     parity: Parity | None = None
     single_row_latency_us: float | None = None
+    row_independence: RowIndependence | None = Field(
+        default=None, description="Absent for scikit-learn and in manifests before the probe."
+    )
 
 
 class Baseline(_Strict):
@@ -135,7 +155,9 @@ class Baseline(_Strict):
 class Quantization(_Strict):
     """Whether the serving graph is int8, and why."""
 
-    method: Literal["dynamic", "qdq", "none"]
+    # "dynamic" is no longer written (its per-call activation scale made rows depend on each
+    # other) but stays readable in older manifests.
+    method: Literal["weight", "qdq", "dynamic", "none"]
     quantized_operators: dict[str, int] = Field(default_factory=dict)
     decision: Variant
     reason: str

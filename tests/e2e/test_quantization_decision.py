@@ -19,14 +19,14 @@ def test_static_qdq_quantization_with_calibration_rows(train_artifact: ArtifactF
 
 
 def test_int8_outside_tolerance_keeps_fp32_and_says_why(train_artifact: ArtifactFactory) -> None:
-    # No drift at all is allowed: any int8 graph fails, dynamic and QDQ alike.
+    # No drift at all is allowed: any int8 graph fails, weight-only and QDQ alike.
     model_dir = train_artifact(
         "breast_cancer", model="mlp", max_probability_drift=0, max_metric_drop=0
     )
     manifest = load_manifest(model_dir)
     assert manifest.serving.variant == manifest.quantization.decision == "fp32"
     reason = manifest.quantization.reason
-    assert reason.startswith("kept fp32:") and "dynamic:" in reason and "qdq:" in reason
+    assert reason.startswith("kept fp32:") and "weight:" in reason and "qdq:" in reason
     assert "probabilities drift" in reason
     # The rejected int8 graph is still measured, so the choice is informed.
     assert manifest.variants["int8"].parity is not None
@@ -40,3 +40,17 @@ def test_quantization_none_is_recorded(train_artifact: ArtifactFactory) -> None:
     manifest = load_manifest(train_artifact("iris", model="mlp", quantization="none"))
     assert (manifest.serving.variant, manifest.quantization.method) == ("fp32", "none")
     assert "int8" not in manifest.variants
+
+
+def test_default_int8_is_weight_only_and_passes_the_row_independence_probe(
+    train_artifact: ArtifactFactory,
+) -> None:
+    model_dir = train_artifact("breast_cancer", model="mlp", hidden_layer_sizes="256,256")
+    manifest = load_manifest(model_dir)
+    assert (manifest.serving.variant, manifest.quantization.method) == ("int8", "weight")
+    for variant in ("fp32", "int8"):
+        probe = manifest.variants[variant].row_independence
+        assert probe is not None and probe.passed and probe.extreme_rows == 2, probe
+    # The goal for MLPs with >= 256 hidden units: at most 0.3x the fp32 file.
+    assert manifest.serving.size_bytes <= 0.3 * (model_dir / FP32_FILE).stat().st_size
+    assert (manifest.variants["int8"].parity.label_agreement or 0) >= 0.995

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ def test_duplicate_default_opset_breaks_quantization_until_deduplicated(tmp_path
     fixed = train.dedupe_opsets(broken)
     assert [(o.domain, o.version) for o in fixed.opset_import] == [("", 17)]
     onnx.save(fixed, tmp_path / "fixed.onnx")
-    operators = train.quantize(tmp_path / "fixed.onnx", tmp_path / "int8.onnx", "dynamic")
+    operators = train.quantize(tmp_path / "fixed.onnx", tmp_path / "int8.onnx", "weight")
     assert operators == {"MatMul": 1}
 
 
@@ -142,7 +143,7 @@ def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) ->
     path = tmp_path / "int8.onnx"
     path.write_bytes(b"x" * 100)
     candidate = train.Candidate(
-        "dynamic",
+        "weight",
         path,
         {"MatMul": 2},
         metrics={"accuracy": 0.90},
@@ -154,5 +155,62 @@ def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) ->
     )
     assert len(problems) == 4, problems
     assert train.judge(
-        train.Candidate("dynamic", path, {}), {}, 100, "accuracy", tolerance, "classification"
+        train.Candidate("weight", path, {}), {}, 100, "accuracy", tolerance, "classification"
     ) == ["no quantizable operators in the graph"]
+
+
+def test_dynamic_quantization_is_refused_with_the_reason() -> None:
+    with pytest.raises(train.TrainingError, match="depend on the other rows"):
+        train.parse_args(["--target", "y", "--quantization", "dynamic"])
+
+
+def _breast_cancer_feeds(model_dir: Path) -> dict[str, np.ndarray]:
+    from onnxkit.contract.manifest import load_manifest
+    from onnxkit.datasets import bundled
+
+    frame = pd.read_csv(bundled("breast_cancer").path)
+    return {
+        feature.onnx_input: frame[[feature.name]].to_numpy(np.float32)
+        for feature in load_manifest(model_dir).signature.features
+    }
+
+
+def test_probe_rejects_dynamic_int8_next_to_an_extreme_row_and_passes_weight_int8(
+    train_artifact: Callable[..., Path], tmp_path: Path
+) -> None:
+    model_dir = train_artifact("breast_cancer", model="mlp", quantization="none")
+    fp32 = model_dir / "model.onnx"
+    feeds = _breast_cancer_feeds(model_dir)
+    # A copy of the first row with a valid but extreme "mean area".
+    extreme = {name: values[:1].copy() for name, values in feeds.items()}
+    extreme["mean_area"][0, 0] = 1e6
+    quantize_dynamic(fp32, tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
+    dynamic = train.row_independence(tmp_path / "dynamic.onnx", feeds, extreme, "classification")
+    assert not dynamic.passed
+    assert dynamic.labels_changed > 0 and dynamic.max_abs_diff_extreme > 0.1
+    assert "depend on the other rows" in (train.probe_problem(dynamic) or "")
+    assert train.quantize(fp32, tmp_path / "weight.onnx", "weight") == {"MatMul": 2}
+    weight = train.row_independence(tmp_path / "weight.onnx", feeds, extreme, "classification")
+    assert weight.passed, weight
+    assert weight.max_abs_diff_alone == weight.max_abs_diff_extreme == 0.0
+    assert train.row_independence(fp32, feeds, extreme, "classification").passed
+
+
+def test_weight_int8_is_folded_to_the_fp32_graph_at_load(
+    train_artifact: Callable[..., Path], tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    fp32 = train_artifact("breast_cancer", model="mlp", quantization="none") / "model.onnx"
+    train.quantize(fp32, tmp_path / "weight.onnx", "weight")
+    stored = {i.name: i.data_type for i in onnx.load(tmp_path / "weight.onnx").graph.initializer}
+    assert sum(kind == TensorProto.INT8 for kind in stored.values()) == 2
+    assert (tmp_path / "weight.onnx").stat().st_size < 0.5 * fp32.stat().st_size
+    optimized = {}
+    for name, path in (("fp32", fp32), ("weight", tmp_path / "weight.onnx")):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{name}.optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        optimized[name] = train.op_counts(onnx.load(tmp_path / f"{name}.optimized.onnx"))
+    # The Cast and Mul that restore the weights are constant-folded: the fp32 kernels run.
+    assert optimized["weight"] == optimized["fp32"]
