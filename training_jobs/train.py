@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -92,8 +93,37 @@ from onnxkit.contract.manifest import (
     write_manifest,
 )
 from onnxkit.contract.metrics import BASELINE, metric_line
+from onnxkit.contract.values import (
+    DEFAULT_MISSING_TOKENS,
+    FLOAT32_MAX,
+    NUMBER_PATTERN,
+    ValueRule,
+    number_problem,
+    parse_missing_tokens,
+)
 
 MODELS = ("logistic_regression", "ridge", "mlp", "random_forest", "hist_gradient_boosting")
+# The estimator settings each model takes (make_estimator maps them to scikit-learn's names).
+ESTIMATOR_SETTINGS: dict[str, frozenset[str]] = {
+    "logistic_regression": frozenset({"c", "max_iter"}),
+    "ridge": frozenset({"alpha"}),
+    "mlp": frozenset({"hidden_layer_sizes", "max_iter", "learning_rate", "alpha"}),
+    "random_forest": frozenset({"n_estimators", "max_depth"}),
+    "hist_gradient_boosting": frozenset({"max_iter", "learning_rate", "max_depth"}),
+}
+ALL_ESTIMATOR_SETTINGS = (
+    "n_estimators",
+    "max_depth",
+    "max_iter",
+    "learning_rate",
+    "hidden_layer_sizes",
+    "alpha",
+    "c",
+)
+# One-hot columns per categorical feature: the most frequent categories get their own, the
+# rest share the all-zero "other" encoding that unseen categories get too. It bounds the
+# graph, the manifest and the OpenAPI document for id-like columns.
+DEFAULT_MAX_CATEGORIES = 100
 TASKS = ("auto", "classification", "regression")
 # "weight": int8 weights, fp32 activations (see quantize_weights); "qdq": static QDQ with
 # activation ranges fixed by calibration rows. Both keep rows independent. "dynamic" (one
@@ -164,9 +194,32 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _at_least_two(value: str) -> int:
+    number = int(value)
+    if number < 2:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 2, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return number
+
+
 def _layers(value: str) -> tuple[int, ...]:
+    # SageMaker's toolkit JSON-decodes values: a list hyperparameter arrives as "[64, 32]".
+    text = value.replace(" ", "").removeprefix("[").removesuffix("]")
     try:
-        sizes = tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        sizes = tuple(int(part) for part in text.split(",") if part)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {value!r}") from None
     if not sizes or min(sizes) < 1:
@@ -194,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     def option(name: str, **kwargs: Any) -> None:
         # SageMaker users write snake_case keys, CLI users kebab-case: accept both.
         flags = {f"--{name}", f"--{name.replace('_', '-')}"}
+        if len(name) == 1:
+            flags.add(f"-{name}")  # SageMaker's toolkit passes a one-letter name as -c
         parser.add_argument(*sorted(flags), dest=name, **kwargs)
 
     option("target", required=True, help="Label column.")
@@ -203,13 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     option("seed", type=int, default=42)
     option("validation_fraction", type=_fraction, default=0.2)
     option("categorical", default="", help="Comma-separated columns to treat as categorical.")
-    option("n_estimators", type=_positive_int, default=100)
+    option(
+        "missing_values",
+        default=None,
+        help="Comma-separated cell texts read as missing (empty: only empty cells); "
+        "absent: onnxkit.contract.values.DEFAULT_MISSING_TOKENS.",
+    )
+    option(
+        "max_categories",
+        type=_at_least_two,
+        default=DEFAULT_MAX_CATEGORIES,
+        help="One-hot columns per categorical feature; rarer categories share the 'other' one.",
+    )
+    # Estimator settings default to None ("not given"): each applies to some estimators only,
+    # and one given to an estimator that does not take it is refused (see ESTIMATOR_SETTINGS).
+    option("n_estimators", type=_positive_int, default=None)
     option("max_depth", type=_positive_int, default=None)
-    option("max_iter", type=_positive_int, default=300)
-    option("learning_rate", type=float, default=0.1)
-    option("hidden_layer_sizes", type=_layers, default=(64, 32))
-    option("alpha", type=float, default=1.0, help="Ridge regularization.")
-    option("c", type=float, default=1.0, help="Inverse regularization of logistic regression.")
+    option("max_iter", type=_positive_int, default=None)
+    option("learning_rate", type=_positive_float, default=None)
+    option("hidden_layer_sizes", type=_layers, default=None)
+    option("alpha", type=_non_negative_float, default=None, help="L2 regularization.")
+    option("c", type=_positive_float, default=None, help="Inverse regularization (logistic).")
     option("quantization", type=_quantization, default="auto")
     option("calibration_rows", type=_positive_int, default=256)
     option("min_label_agreement", type=_fraction, default=0.995)
@@ -228,13 +297,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse hyperparameters; unknown ones (``sagemaker_*`` and others) are reported, not fatal."""
     args, unknown = build_parser().parse_known_args(argv)
     stray = [
-        item for item in unknown if item.startswith("--") and not item.startswith("--sagemaker_")
+        item
+        for item in unknown
+        if re.match(r"-{1,2}[A-Za-z]", item) and not item.startswith("--sagemaker_")
     ]
     if stray:
         print(f"ignoring unknown hyperparameters: {' '.join(stray)}", file=sys.stderr)
     if args.max_metric_drop < 0 or args.max_probability_drift < 0:
         raise TrainingError("bad hyperparameter: tolerances cannot be negative")
+    _refuse_foreign_settings(args)
     return args
+
+
+def _refuse_foreign_settings(args: argparse.Namespace) -> None:
+    """An estimator setting the chosen estimator does not take is an error, never ignored."""
+    accepted = ESTIMATOR_SETTINGS[args.model]
+    given = [name for name in ALL_ESTIMATOR_SETTINGS if getattr(args, name) is not None]
+    foreign = [name for name in given if name not in accepted]
+    if foreign:
+        raise TrainingError(
+            f"bad hyperparameter: {args.model} does not take {', '.join(foreign)} "
+            f"(it takes {', '.join(sorted(accepted))})"
+        )
 
 
 def hyperparameters_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,13 +334,51 @@ def hyperparameters_of(args: argparse.Namespace) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- data
 
+# What a categorical ONNX input is fed for a missing value: the inference function feeds the
+# same (functions/inference/instances.py MISSING_CATEGORY), so "" is one category of its own.
+MISSING_CATEGORY = ""
+# A categorical column with at least this many values, all different, is likely an identifier.
+ID_LIKE_MIN_ROWS = 20
+_BLANK = " \t"
+# "12,345" or "1,234,567.89": a number written with thousands separators.
+_THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"
+
 
 @dataclass
 class Dataset:
-    """A table read from a channel, with the fingerprint of its files."""
+    """A table read from a channel: every cell as its text, verbatim, and the file digests."""
 
     frame: pd.DataFrame
     files: dict[str, str]  # relative file name -> sha256
+
+
+def _read_csv_text(path: Path, name: str, label: str) -> pd.DataFrame:
+    """One CSV file, header and cells as text; the header row is read here, not by pandas.
+
+    No NA handling by pandas (the contract's rule decides what is missing), no stripping
+    (a category is its text verbatim), and no renaming of duplicate names to ``x.1``.
+    """
+    try:
+        raw = pd.read_csv(
+            path, dtype=str, header=None, keep_default_na=False, na_filter=False, encoding="utf-8"
+        )
+    except pd.errors.EmptyDataError:
+        raise TrainingError(f"{name} file {label} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        reason = str(error).strip().splitlines()[-1]
+        raise TrainingError(f"{name} file {label} is not a readable CSV: {reason}") from None
+    header = [str(cell) for cell in raw.iloc[0]]
+    for column, count in Counter(header).items():
+        if count > 1:
+            raise TrainingError(
+                f"{name} file {label}: column name {column!r} appears {count} times in the "
+                "header; column names must be unique"
+            )
+    if any(not column.strip(_BLANK) for column in header):
+        raise TrainingError(f"{name} file {label} needs a header row with non-empty names")
+    frame = raw.iloc[1:].reset_index(drop=True)
+    frame.columns = pd.Index(header, dtype=object)
+    return frame.fillna("")
 
 
 def read_channel(channel: str | None, name: str) -> Dataset:
@@ -277,16 +399,13 @@ def read_channel(channel: str | None, name: str) -> Dataset:
     )
     if not paths:
         raise TrainingError(f"{name} channel {root} has no CSV files")
-    frames, files, header = [], {}, None
+    frames: list[pd.DataFrame] = []
+    files: dict[str, str] = {}
+    header: list[str] | None = None
+    sources: list[tuple[str, int, int]] = []
     for path in paths:
         label = path.name if root.is_file() else str(path.relative_to(root))
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=True, skipinitialspace=True)
-        except pd.errors.EmptyDataError:
-            raise TrainingError(f"{name} file {label} is empty") from None
-        except (pd.errors.ParserError, UnicodeDecodeError) as error:
-            reason = str(error).strip().splitlines()[-1]
-            raise TrainingError(f"{name} file {label} is not a readable CSV: {reason}") from None
+        frame = _read_csv_text(path, name, label)
         if header is None:
             header = list(frame.columns)
         elif list(frame.columns) != header:
@@ -294,15 +413,24 @@ def read_channel(channel: str | None, name: str) -> Dataset:
                 f"{name} file {label} has columns {list(frame.columns)}, "
                 f"expected {header} as in the first file"
             )
+        sources.append((label, sum(len(f) for f in frames), len(frame)))
         frames.append(frame)
         files[label] = sha256_file(path)
     data = pd.concat(frames, ignore_index=True)
     if data.empty:
         raise TrainingError(f"{name} channel {root} has a header but no rows")
-    duplicates = [c for c, n in Counter(data.columns).items() if n > 1]
-    if duplicates or any(str(c).startswith("Unnamed: ") for c in data.columns):
-        raise TrainingError(f"{name} data needs a header row with unique, non-empty names")
+    # Where each file's rows start, so that errors name the file and its line.
+    data.attrs["sources"] = sources if len(sources) > 1 else []
     return Dataset(data, files)
+
+
+def _where(frame: pd.DataFrame, index: Any) -> str:
+    """``row N`` (the file's line, header = 1), with the file's name when there are several."""
+    position = int(index)
+    for label, start, rows in frame.attrs.get("sources", []):
+        if start <= position < start + rows:
+            return f"{label} row {position - start + 2}"
+    return f"row {position + 2}"
 
 
 @dataclass
@@ -313,55 +441,185 @@ class Schema:
     categorical: list[str]
     features: list[str]  # CSV order, target removed
     task: str
+    rule: ValueRule = field(default_factory=ValueRule)
+    # Categories that get a one-hot column, per categorical feature (empty: all, learned).
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
-def _as_numbers(column: pd.Series) -> pd.Series:
-    return pd.to_numeric(column.str.strip(), errors="coerce")
+def _texts(column: pd.Series) -> pd.Series:
+    # Frames built in code may hold NaN/None for missing; a CSV read here never does.
+    return column.fillna("").astype(str)
 
 
-def infer_schema(frame: pd.DataFrame, target: str, task: str, categorical: Sequence[str]) -> Schema:
+def missing_mask(column: pd.Series, rule: ValueRule) -> pd.Series:
+    """Cells the contract reads as missing (``ValueRule.is_missing``, vectorized)."""
+    stripped = _texts(column).str.strip(_BLANK)
+    return (stripped == "") | stripped.isin(rule.missing_tokens)
+
+
+def number_mask(column: pd.Series) -> pd.Series:
+    """Cells whose text is a number in the contract's grammar (range not checked)."""
+    return _texts(column).str.strip(_BLANK).str.fullmatch(NUMBER_PATTERN).fillna(False)
+
+
+def parse_numbers(column: pd.Series, rule: ValueRule, name: str, frame: pd.DataFrame) -> pd.Series:
+    """A numeric column as ``ValueRule.number`` reads it (NaN for missing), vectorized.
+
+    Raises TrainingError naming the first invalid cell's row, column and text.
+    """
+    texts = _texts(column)
+    readable = ~missing_mask(texts, rule) & number_mask(texts)
+    values = pd.Series(np.nan, index=texts.index, dtype=np.float64)
+    # float() per cell, as ValueRule.number does (numpy's str -> float64 cast calls it).
+    values[readable] = texts[readable].str.strip(_BLANK).to_numpy(dtype=object).astype(np.float64)
+    bad = ~missing_mask(texts, rule) & ~readable
+    out_of_range = readable & ~(values.abs() <= FLOAT32_MAX)
+    problems = bad | out_of_range
+    if problems.any():
+        index = problems.idxmax()
+        where, text = _where(frame, index), texts[index]
+        if bad[index]:
+            hint = _not_a_number_hint(text, rule)
+            raise TrainingError(f"column {name!r} {where}: {text!r} is not a number{hint}")
+        problem = number_problem(float(values[index]))
+        raise TrainingError(f"column {name!r} {where}: {text!r}: {problem}")
+    return values
+
+
+def _not_a_number_hint(text: str, rule: ValueRule) -> str:
+    stripped = text.strip(_BLANK)
+    if re.fullmatch(_THOUSANDS, stripped):
+        return " (remove the thousands separators, or pass categorical=... if it is a category)"
+    if stripped in DEFAULT_MISSING_TOKENS and stripped not in rule.missing_tokens:
+        return f" (add {stripped!r} to missing_values to read it as missing)"
+    return " (pass categorical=... if it is a category)"
+
+
+def _toolkit_spelling(column: str) -> str:
+    """How SageMaker's training toolkit passes a hyperparameter whose value is ``column``."""
+    try:
+        decoded = json.loads(column)
+    except ValueError:
+        return column
+    return "" if decoded is None else str(decoded)
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    categorical: Sequence[str],
+    rule: ValueRule | None = None,
+) -> Schema:
     """Decide numeric vs categorical for each column and classification vs regression."""
+    rule = rule or ValueRule()
     if target not in frame.columns:
-        raise TrainingError(
+        message = (
             f"target column {target!r} not found; columns are {', '.join(map(str, frame.columns))}"
         )
+        decoded = [c for c in frame.columns if c != target and _toolkit_spelling(c) == target]
+        if decoded:
+            message += (
+                f" (SageMaker JSON-decodes hyperparameters: {decoded[0]!r} arrives as "
+                f"{target!r}; write it as {json.dumps(decoded[0])!r} to keep it)"
+            )
+        raise TrainingError(message)
     unknown = sorted(set(categorical) - set(frame.columns))
     if unknown:
         raise TrainingError(f"categorical columns not found: {', '.join(unknown)}")
     features = [c for c in frame.columns if c != target]
     if not features:
         raise TrainingError("the data has no feature columns besides the target")
-    numeric, strings = [], []
+    numeric, strings, notes = [], [], []
     for column in features:
-        present = frame[column].dropna()
-        parsed = _as_numbers(present)
+        texts = _texts(frame[column])
+        present = texts[~missing_mask(texts, rule)]
+        parsed = number_mask(present)
         if column in categorical:
             strings.append(column)
-        elif present.empty or parsed.notna().all():
+        elif present.empty or parsed.all():
             numeric.append(column)
-        elif parsed.notna().mean() >= NUMERIC_SHARE:
-            bad = present[parsed.isna()].index[0]
-            raise TrainingError(
-                f"column {column!r} row {bad + 2}: {frame.at[bad, column]!r} "
-                "is not a number (pass categorical=... if it is a category)"
-            )
+        elif parsed.mean() >= NUMERIC_SHARE:
+            parse_numbers(texts, rule, column, frame)  # raises, naming the first bad cell
         else:
             strings.append(column)
-    labels = frame[target]
-    if labels.isna().any():
-        row = int(labels.index[labels.isna()][0]) + 2
-        raise TrainingError(f"target column {target!r} has missing values (first at row {row})")
+            thousands = present.str.strip(_BLANK).str.fullmatch(_THOUSANDS)
+            if thousands.any() and (parsed | thousands).mean() >= NUMERIC_SHARE:
+                example = present[thousands].iloc[0]
+                notes.append(
+                    f"{column}: numbers with thousands separators (like {example!r}) read as "
+                    "categories; remove the separators to read them as numbers"
+                )
+    for column in strings:
+        notes.extend(_category_notes(column, _texts(frame[column]), rule))
+    labels = _texts(frame[target])
+    missing = missing_mask(labels, rule)
+    if missing.any():
+        index = missing.idxmax()
+        token = labels[index].strip(_BLANK)
+        hint = (
+            f" ({token!r} is a missing-value token; set missing_values to change that)"
+            if token
+            else ""
+        )
+        raise TrainingError(
+            f"target column {target!r} has missing values (first at {_where(frame, index)})" + hint
+        )
+    numbers = number_mask(labels)
     if task == "auto":
-        parsed = _as_numbers(labels)
-        integral = parsed.notna().all() and (parsed == parsed.round()).all()
-        if parsed.isna().any() or (integral and parsed.nunique() <= MAX_AUTO_CLASSES):
+        if not numbers.all():
             task = "classification"
         else:
-            task = "regression"
-    if task == "regression" and _as_numbers(labels).isna().any():
-        bad = labels[_as_numbers(labels).isna()].iloc[0]
+            values = labels.str.strip(_BLANK).to_numpy(dtype=object).astype(np.float64)
+            integral = bool(np.all(values == np.round(values)))
+            few = len(np.unique(values)) <= MAX_AUTO_CLASSES
+            task = "classification" if integral and few else "regression"
+    if task == "regression" and not numbers.all():
+        bad = labels[~numbers].iloc[0]
         raise TrainingError(f"regression target {target!r} has a non-numeric value {bad!r}")
-    return Schema(numeric, strings, features, task)
+    for note in notes:
+        print(f"warning: {note}", flush=True)
+    return Schema(numeric, strings, features, task, rule=rule, warnings=notes)
+
+
+def _category_notes(column: str, texts: pd.Series, rule: ValueRule) -> list[str]:
+    """What the log and manifest say about a categorical column: tokens read as missing."""
+    stripped = texts.str.strip(_BLANK)
+    tokens = stripped[stripped.isin(rule.missing_tokens)]
+    return [
+        f"{column}: {count} cells {token!r} read as missing"
+        for token, count in sorted(Counter(tokens.tolist()).items())
+    ]
+
+
+def choose_categories(X: pd.DataFrame, schema: Schema, max_categories: int) -> None:
+    """Pick each categorical feature's one-hot categories (the most frequent ones).
+
+    skl2onnx cannot convert OneHotEncoder's own infrequent-category bucket, so the bucket is
+    made here: categories beyond ``max_categories`` get no column and encode as all zeros,
+    as an unseen category does. Warnings go to the log and the manifest.
+    """
+    for column in schema.categorical:
+        counts = X[column].value_counts(sort=False)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        present = int(counts.drop(MISSING_CATEGORY, errors="ignore").sum())
+        distinct = len(counts.drop(MISSING_CATEGORY, errors="ignore"))
+        notes = []
+        if distinct == present >= ID_LIKE_MIN_ROWS:
+            notes.append(f"{column}: every one of its {present} values is different (an id?)")
+        kept = ranked[:max_categories]
+        if len(ranked) > max_categories:
+            rest = sum(n for _, n in ranked[max_categories:])
+            notes.append(
+                f"{column}: {len(ranked)} categories; the {max_categories} most frequent are "
+                f"one-hot encoded and the other {len(ranked) - max_categories} ({rest} rows) "
+                "share the 'other' encoding (max_categories)"
+            )
+        for note in notes:
+            print(f"warning: {note}", flush=True)
+        schema.warnings.extend(notes)
+        schema.categories[column] = sorted(str(value) for value, _ in kept)
 
 
 def prepare(frame: pd.DataFrame, schema: Schema, target: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -369,48 +627,66 @@ def prepare(frame: pd.DataFrame, schema: Schema, target: str) -> tuple[pd.DataFr
     X = pd.DataFrame(index=frame.index)
     for column in schema.features:
         if column in schema.numeric:
-            X[column] = _as_numbers(frame[column]).astype(np.float32)
+            X[column] = parse_numbers(frame[column], schema.rule, column, frame).astype(np.float32)
         else:
-            X[column] = frame[column].fillna("").astype(str)
-    y_raw = frame[target]
+            texts = _texts(frame[column])
+            X[column] = texts.where(~missing_mask(texts, schema.rule), MISSING_CATEGORY)
+    labels = _texts(frame[target]).str.strip(_BLANK)
     if schema.task == "regression":
-        return X, _as_numbers(y_raw).to_numpy(dtype=np.float64)
-    numbers = _as_numbers(y_raw)
-    if numbers.notna().all() and (numbers == numbers.round()).all():
-        return X, numbers.to_numpy().astype(np.int64)
-    return X, y_raw.astype(str).to_numpy()
+        return X, parse_numbers(labels, schema.rule, target, frame).to_numpy(dtype=np.float64)
+    if number_mask(labels).all():
+        values = labels.to_numpy(dtype=object).astype(np.float64)
+        if np.all(values == np.round(values)):
+            return X, values.astype(np.int64)
+    return X, labels.to_numpy(dtype=object).astype(str)
 
 
 # --------------------------------------------------------------------------- model
 
 
 def make_estimator(task: str, model: str, args: argparse.Namespace) -> Any:
-    """The estimator a hyperparameter names, as classifier or regressor by task."""
+    """The estimator a hyperparameter names, as classifier or regressor by task.
+
+    Only the settings in ``ESTIMATOR_SETTINGS[model]`` are read (parse_args refuses others);
+    a setting not given takes scikit-learn's default, except where noted.
+    """
     seed = args.seed
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(args, name)
+        return default if value is None else value
+
     if model == "logistic_regression":
         if task != "classification":
             raise TrainingError("logistic_regression is for classification; use ridge")
-        return LogisticRegression(C=args.c, max_iter=max(args.max_iter, 1000))
+        # 1000 iterations rather than 100: lbfgs rarely converges in 100 on unscaled one-hots.
+        return LogisticRegression(C=given("c", 1.0), max_iter=given("max_iter", 1000))
     if model == "ridge":
         if task != "regression":
             raise TrainingError("ridge is for regression; use logistic_regression")
-        return Ridge(alpha=args.alpha)
+        return Ridge(alpha=given("alpha", 1.0))
     classify = task == "classification"
     if model == "mlp":
         kind = MLPClassifier if classify else MLPRegressor
         return kind(
-            hidden_layer_sizes=args.hidden_layer_sizes,
-            max_iter=args.max_iter,
+            hidden_layer_sizes=given("hidden_layer_sizes", (64, 32)),
+            max_iter=given("max_iter", 300),
+            learning_rate_init=given("learning_rate", 0.001),
+            alpha=given("alpha", 0.0001),
             early_stopping=True,
             random_state=seed,
         )
     if model == "random_forest":
         forest = RandomForestClassifier if classify else RandomForestRegressor
-        return forest(n_estimators=args.n_estimators, max_depth=args.max_depth, random_state=seed)
+        return forest(
+            n_estimators=given("n_estimators", 100),
+            max_depth=args.max_depth,
+            random_state=seed,
+        )
     boosting = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
     return boosting(
-        max_iter=args.n_estimators,
-        learning_rate=args.learning_rate,
+        max_iter=given("max_iter", 100),
+        learning_rate=given("learning_rate", 0.1),
         max_depth=args.max_depth,
         random_state=seed,
     )
@@ -433,11 +709,19 @@ def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
             )
         )
     if schema.categorical:
-        # Missing categories arrive as '' and are a category of their own; categories never
-        # seen in training encode as all zeros.
-        transformers.append(
-            ("categorical", OneHotEncoder(handle_unknown="ignore"), schema.categorical)
+        # Missing categories arrive as '' (MISSING_CATEGORY) and are a category of their own;
+        # categories never seen in training, or beyond max_categories, encode as all zeros.
+        categories: Any = (
+            [schema.categories[c] for c in schema.categorical] if schema.categories else "auto"
         )
+        # HistGradientBoosting refuses sparse input; its one-hot block is bounded by
+        # max_categories, so dense costs little. The others keep the sparse encoding.
+        hist = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+        dense = isinstance(estimator, hist)
+        encoder = OneHotEncoder(
+            categories=categories, handle_unknown="ignore", sparse_output=not dense
+        )
+        transformers.append(("categorical", encoder, schema.categorical))
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
 
 
@@ -1003,7 +1287,9 @@ def run(args: argparse.Namespace) -> Manifest:
     train_data = read_channel(args.train, "train")
     validation_data = read_channel(args.validation, "validation") if args.validation else None
     categorical = [c.strip() for c in args.categorical.split(",") if c.strip()]
-    schema = infer_schema(train_data.frame, args.target, args.task, categorical)
+    missing_tokens = parse_missing_tokens(args.missing_values)
+    rule = ValueRule.of(missing_tokens)
+    schema = infer_schema(train_data.frame, args.target, args.task, categorical, rule)
     X, y = prepare(train_data.frame, schema, args.target)
     if schema.task == "classification" and len(set(y.tolist())) < 2:
         raise TrainingError(
@@ -1019,6 +1305,7 @@ def run(args: argparse.Namespace) -> Manifest:
         X_train, X_valid, y_train, y_valid = split(
             X, y, schema.task, args.validation_fraction, args.seed
         )
+    choose_categories(X_train, schema, args.max_categories)
     print(
         f"task={schema.task} model={args.model} rows train={len(X_train)} "
         f"validation={len(X_valid)} numeric={len(schema.numeric)} "
@@ -1140,7 +1427,9 @@ def run(args: argparse.Namespace) -> Manifest:
         created_at=created,
         task=schema.task,  # type: ignore[arg-type]
         estimator=args.model,
-        signature=Signature(features=features, target=args.target),
+        signature=Signature(
+            features=features, target=args.target, missing_values=list(missing_tokens)
+        ),
         classes=[c.item() if hasattr(c, "item") else c for c in classes] or None,
         outputs=outputs,
         serving=Serving(
@@ -1155,7 +1444,9 @@ def run(args: argparse.Namespace) -> Manifest:
         quantization=quantization,
         hyperparameters=hyperparameters_of(args),
         library_versions=library_versions(),
-        data=fingerprint(train_data, validation_data, len(X_train), len(X_valid)),
+        data=fingerprint(train_data, validation_data, len(X_train), len(X_valid)).model_copy(
+            update={"warnings": schema.warnings}
+        ),
     )
     write_manifest(manifest, model_dir)
     _report(manifest, args.output_data_dir)

@@ -40,7 +40,9 @@ class Feature(_Strict):
     dtype: Literal["float32", "string"]
     nullable: bool = Field(description="True when the model imputes a missing value.")
     categories: list[str] | None = Field(
-        default=None, description="Categories seen in training; others are encoded as all-zero."
+        default=None,
+        description="Categories with their own one-hot column; any other (unseen, or rarer "
+        "than the max_categories most frequent in training) is encoded as all-zero.",
     )
 
     @model_validator(mode="after")
@@ -174,6 +176,11 @@ class DataFingerprint(_Strict):
     train_rows: int = Field(gt=0)
     validation_rows: int = Field(gt=0)
     validation_source: Literal["channel", "split"]
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the training job noticed in the data and worked around (also in its "
+        "log): missing-value tokens in categorical columns, bucketed or id-like columns.",
+    )
 
 
 class Manifest(_Strict):

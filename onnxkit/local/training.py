@@ -2,7 +2,8 @@
 
 The job gets what SageMaker gives it: an ``/opt/ml``-like tree (``input/data/<channel>``,
 ``input/config/hyperparameters.json``, ``model``, ``output``, ``output/data``), the ``SM_*``
-environment, and its hyperparameters as ``--name value`` arguments. A failed job's reason is
+environment, and its hyperparameters as ``--name value`` arguments, decoded exactly as
+SageMaker's training toolkit decodes them (:func:`decode_hyperparameters`). A failed job's reason is
 the first line of ``output/failure``; a finished job's ``model`` directory is packed into
 ``output/model.tar.gz`` with the files at the archive root, as SageMaker packs it.
 """
@@ -15,8 +16,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from onnxkit.contract.metrics import parse_metric_lines
 from onnxkit.local.child import run_child
@@ -89,8 +92,54 @@ def prepare(root: Path, name: str, channels: dict[str, Path]) -> TrainingJob:
     return job
 
 
+# The toolkit's framework hyperparameters (sagemaker_program, ...): never script arguments.
+SAGEMAKER_PREFIX = "sagemaker_"
+
+
+def decode_hyperparameters(hyperparameters: Mapping[str, str]) -> dict[str, Any]:
+    """hyperparameters.json as the toolkit reads it: each value JSON-decoded on its own.
+
+    ``sagemaker_training.environment.read_hyperparameters``: a value that is not JSON stays
+    the string it was (``"1.50"`` -> 1.5, ``"true"`` -> True, ``'"x"'`` -> "x",
+    ``"null"`` -> None, ``"NaN"`` -> nan, ``"a,b"`` -> "a,b"). The framework's own
+    ``sagemaker_*`` keys are split off (``Environment.hyperparameters`` excludes them).
+    """
+    decoded: dict[str, Any] = {}
+    for key, value in hyperparameters.items():
+        if key.startswith(SAGEMAKER_PREFIX):
+            continue
+        try:
+            decoded[key] = json.loads(value)
+        except (ValueError, TypeError):
+            decoded[key] = value
+    return decoded
+
+
+def _argument_value(value: Any) -> str:
+    """``sagemaker_training.mapping.to_cmd_args``'s rendering of one decoded value."""
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in sorted(value.items()))
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin1")
+    return str(value)
+
+
+def _env_value(value: Any) -> str:
+    """``sagemaker_training.mapping.to_env_vars``'s rendering (SM_HP_<NAME>, SM_HPS)."""
+    if isinstance(value, bytes):
+        return value.decode("latin1")
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def environment(job: TrainingJob, hyperparameters: dict[str, str]) -> dict[str, str]:
     """The SM_* variables SageMaker's training toolkit sets for a script."""
+    decoded = decode_hyperparameters(hyperparameters)
     channels = sorted(p.name for p in (job.root / "input" / "data").iterdir() if p.is_dir())
     env = {
         "SM_MODEL_DIR": str(job.model_dir),
@@ -98,7 +147,7 @@ def environment(job: TrainingJob, hyperparameters: dict[str, str]) -> dict[str, 
         "SM_OUTPUT_DATA_DIR": str(job.output_dir / "data"),
         "SM_INPUT_DIR": str(job.root / "input"),
         "SM_INPUT_CONFIG_DIR": str(job.root / "input" / "config"),
-        "SM_HPS": json.dumps(hyperparameters),
+        "SM_HPS": _env_value(decoded),
         "SM_CHANNELS": json.dumps(channels),
         "SM_CURRENT_HOST": "algo-1",
         "SM_HOSTS": json.dumps(["algo-1"]),
@@ -108,14 +157,21 @@ def environment(job: TrainingJob, hyperparameters: dict[str, str]) -> dict[str, 
     }
     for channel in channels:
         env[f"SM_CHANNEL_{channel.upper()}"] = str(job.channel(channel))
+    for key, value in decoded.items():
+        env[f"SM_HP_{key.upper()}"] = _env_value(value)
     return env
 
 
-def arguments(hyperparameters: dict[str, str]) -> list[str]:
-    """Hyperparameters as SageMaker passes them: ``--name value`` in key order."""
+def arguments(hyperparameters: Mapping[str, str]) -> list[str]:
+    """train.py's arguments as the toolkit builds them from hyperparameters.json.
+
+    Decoded values (:func:`decode_hyperparameters`), ``--name value`` in key order, ``-n``
+    for a one-letter name (``sagemaker_training.mapping.to_cmd_args``).
+    """
+    decoded = decode_hyperparameters(hyperparameters)
     argv: list[str] = []
-    for key in sorted(hyperparameters):
-        argv += [f"--{key}", str(hyperparameters[key])]
+    for key in sorted(decoded):
+        argv += [f"--{key}" if len(key) > 1 else f"-{key}", _argument_value(decoded[key])]
     return argv
 
 

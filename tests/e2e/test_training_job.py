@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from onnxkit.contract.manifest import FP32_FILE, SERVING_FILE, load_manifest, sha256_file
 from onnxkit.contract.metrics import parse_metric_lines
+from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
 from onnxkit.datasets import bundled
 
 TRAIN = Path(__file__).resolve().parents[2] / "training_jobs" / "train.py"
@@ -118,14 +120,18 @@ def test_every_estimator_writes_a_valid_served_artifact(
     tmp_path: Path, dataset: str, model: str, task: str
 ) -> None:
     data = bundled(dataset)
+    # Each estimator's own iteration setting (others would be refused).
+    fast = {
+        "random_forest": ["--n_estimators", "30"],
+        "hist_gradient_boosting": ["--max_iter", "30"],
+    }
     job = run_job(
         tmp_path,
         "--target",
         data.target,
         "--model",
         model,
-        "--n_estimators",
-        "30",
+        *fast.get(model, []),
         train=bundled_channel(tmp_path, dataset),
     )
     assert job.returncode == 0, job.stderr
@@ -143,14 +149,17 @@ def test_every_estimator_writes_a_valid_served_artifact(
             assert scraped[f"{variant}:{name}"] == pytest.approx(value, rel=1e-5, abs=1e-9)
 
     # Never a file called int8 that is not: the decision matches the graph's operators.
-    ops = {node.op_type for node in onnx.load(serving).graph.node}
+    graph = onnx.load(serving).graph
+    ops = {node.op_type for node in graph.node}
+    int8_weights = [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     if manifest.serving.variant == "int8":
-        assert ops & QUANTIZED_OPS
+        # Weight-only int8: int8 initializers restored by Cast+Mul (or a QDQ fallback).
+        assert int8_weights or ops & QUANTIZED_OPS
         assert manifest.quantization.quantized_operators
         assert (job.model_dir / FP32_FILE).exists()
         assert manifest.files[FP32_FILE].size_bytes > manifest.serving.size_bytes
     else:
-        assert not ops & QUANTIZED_OPS
+        assert not ops & QUANTIZED_OPS and not int8_weights
         assert not (job.model_dir / FP32_FILE).exists()
     if model in {"random_forest", "hist_gradient_boosting", "logistic_regression", "ridge"}:
         assert manifest.serving.variant == "fp32"
@@ -269,6 +278,42 @@ CSV_OK = "x,colour,y\n" + "".join(
             ["--target", "colour", "--task", "regression"],
             "regression target 'colour' has a non-numeric value 'red'",
         ),
+        (
+            [("a.csv", CSV_OK.replace("x,colour,y", "x,x,y"))],
+            ["--target", "y"],
+            "train file a.csv: column name 'x' appears 2 times in the header",
+        ),
+        (
+            [("a.csv", CSV_OK.replace("3.5,", "inf,"))],
+            ["--target", "y"],
+            "column 'x' row 4: 'inf' is not a number",
+        ),
+        (
+            [("a.csv", CSV_OK.replace("3.5,", "1e400,"))],
+            ["--target", "y"],
+            "column 'x' row 4: '1e400': number must be finite",
+        ),
+        (
+            [("a.csv", CSV_OK.replace("3.5,", "-4e38,"))],
+            ["--target", "y"],
+            "column 'x' row 4: '-4e38': number out of range",
+        ),
+        (
+            [("a.csv", CSV_OK.replace("3.5,", "NA,"))],
+            ["--target", "y", "--missing_values", ""],
+            "column 'x' row 4: 'NA' is not a number (add 'NA' to missing_values",
+        ),
+        (
+            [("a.csv", CSV_OK)],
+            ["--target", "y", "--model", "hist_gradient_boosting", "--n_estimators", "50"],
+            "hist_gradient_boosting does not take n_estimators (it takes learning_rate, "
+            "max_depth, max_iter)",
+        ),
+        (
+            [("a.csv", CSV_OK)],
+            ["--target", "1.5"],
+            "target column '1.5' not found",
+        ),
     ],
     ids=[
         "no-channel",
@@ -286,6 +331,13 @@ CSV_OK = "x,colour,y\n" + "".join(
         "model-task-mismatch",
         "mismatched-headers",
         "non-numeric-regression",
+        "duplicate-column",
+        "inf-cell",
+        "beyond-float64",
+        "beyond-float32",
+        "na-without-tokens",
+        "foreign-setting",
+        "target-not-found",
     ],
 )
 def test_bad_input_fails_with_one_readable_line(
@@ -301,3 +353,101 @@ def test_bad_input_fails_with_one_readable_line(
     # SageMaker shows this file as the training job's FailureReason.
     assert job.failure.read_text().strip() == lines[0].removeprefix("error: ")
     assert not (job.model_dir / SERVING_FILE).exists()
+
+
+def penguins_channel(root: Path) -> Path:
+    """The palmerpenguins package's table: R's CSV, NA in numeric and categorical columns."""
+    source = importlib.resources.files("palmerpenguins") / "data" / "penguins.csv"
+    text = source.read_text()
+    assert ",NA," in text  # the property this test needs from the public table
+    return channel(root, "train", ("penguins.csv", text))
+
+
+def test_a_public_table_with_na_in_numeric_columns_trains(tmp_path: Path) -> None:
+    job = run_job(
+        tmp_path,
+        "--target",
+        "species",
+        "--model",
+        "hist_gradient_boosting",
+        train=penguins_channel(tmp_path),
+    )
+    assert job.returncode == 0, job.stderr
+    manifest = load_manifest(job.model_dir)
+    assert manifest.signature.missing_values == list(DEFAULT_MISSING_TOKENS)
+    kinds = {f.name: f.kind for f in manifest.signature.features}
+    assert kinds["bill_length_mm"] == kinds["body_mass_g"] == "numeric"
+    assert kinds["sex"] == "categorical"
+    sex = next(f for f in manifest.signature.features if f.name == "sex")
+    assert sex.categories == ["female", "male"]  # 'NA' is missing, not a category
+    # The job log and the manifest say so.
+    assert manifest.data.warnings == ["sex: 11 cells 'NA' read as missing"]
+    assert "warning: sex: 11 cells 'NA' read as missing" in job.stdout
+    assert manifest.classes == ["Adelie", "Chinstrap", "Gentoo"]
+
+
+def test_with_missing_values_empty_a_category_named_na_is_kept(tmp_path: Path) -> None:
+    rows = [("NA", 1.0, "yes"), ("EU", -1.0, "no"), ("APAC", 0.0, "no")] * 20
+    text = "region,x,y\n" + "".join(
+        f"{r},{x + i % 3 * 0.1},{y}\n" for i, (r, x, y) in enumerate(rows)
+    )
+    train = channel(tmp_path, "train", ("a.csv", text))
+    job = run_job(
+        tmp_path, "--target", "y", "--model", "logistic_regression", "--missing_values", "",
+        train=train,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    manifest = load_manifest(job.model_dir)
+    assert manifest.signature.missing_values == []
+    region = next(f for f in manifest.signature.features if f.name == "region")
+    assert region.categories == ["APAC", "EU", "NA"]
+    assert manifest.data.warnings == []
+    # 'NA' is scored as the category it was trained as, not as a missing value.
+    session = ort.InferenceSession(str(job.model_dir / SERVING_FILE))
+    sample = pd.DataFrame({"region": ["NA", "", "EU"], "x": [0.0, 0.0, 0.0]})
+    _, probabilities = session.run(None, feeds(job.model_dir, sample))
+    assert abs(probabilities[0, 1] - probabilities[1, 1]) > 0.05
+
+
+def test_hist_gradient_boosting_takes_a_many_level_categorical(tmp_path: Path) -> None:
+    # The issue's reproduction: 1 numeric + 1 categorical of 7+ levels made the one-hot block
+    # sparse, which HistGradientBoosting refused with a traceback.
+    levels = [f"level-{i % 30}" for i in range(300)]
+    text = "x,level,y\n" + "".join(
+        f"{i % 17 * 0.5},{level},{'a' if (i % 30) % 2 else 'b'}\n" for i, level in enumerate(levels)
+    )
+    job = run_job(
+        tmp_path, "--target", "y", "--model", "hist_gradient_boosting",
+        train=channel(tmp_path, "train", ("a.csv", text)),
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    manifest = load_manifest(job.model_dir)
+    assert manifest.variants["fp32"].parity is not None
+    assert manifest.variants["fp32"].parity.label_agreement == 1.0
+    level = next(f for f in manifest.signature.features if f.name == "level")
+    assert level.categories is not None and len(level.categories) == 30
+
+
+def test_id_like_and_thousands_separated_columns_warn_and_stay_bounded(tmp_path: Path) -> None:
+    rows = 3000
+    text = "customer_id,revenue,plan,y\n" + "".join(
+        f'C{i:06d},"{1000 + i * 7:,}",{"abc"[i % 3]},{"yes" if i % 3 else "no"}\n'
+        for i in range(rows)
+    )
+    job = run_job(
+        tmp_path, "--target", "y", "--model", "logistic_regression", "--max_categories", "20",
+        train=channel(tmp_path, "train", ("a.csv", text)),
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    manifest = load_manifest(job.model_dir)
+    warnings = "\n".join(manifest.data.warnings)
+    assert "revenue: numbers with thousands separators (like '1,000')" in warnings
+    assert "customer_id: every one of its 2400 values is different" in warnings
+    assert "customer_id: 2400 categories; the 20 most frequent" in warnings
+    for warning in manifest.data.warnings:
+        assert f"warning: {warning}" in job.stdout
+    features = {f.name: f for f in manifest.signature.features}
+    assert features["customer_id"].categories is not None
+    assert len(features["customer_id"].categories) == 20
+    assert features["plan"].categories == ["a", "b", "c"]
+    assert (job.model_dir / "manifest.json").stat().st_size < 20_000

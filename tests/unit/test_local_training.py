@@ -48,6 +48,43 @@ def test_hyperparameters_are_name_value_arguments() -> None:
     ]
 
 
+# What sagemaker_training 5.1.4 makes of each value (environment.read_hyperparameters, then
+# mapping.to_cmd_args); tests/e2e/test_sagemaker_toolkit.py checks the same table against it.
+TOOLKIT_DECODING = [
+    ("1.50", "1.5"),
+    ("007", "007"),
+    ("1e3", "1000.0"),
+    ("1e400", "inf"),
+    ("NaN", "nan"),
+    ("-Infinity", "-inf"),
+    ("true", "True"),
+    ("false", "False"),
+    ("null", ""),
+    ('"x"', "x"),
+    ('"1.50"', "1.50"),
+    ("", ""),
+    ("a,b", "a,b"),
+    ("NA,null", "NA,null"),
+    ("[64, 32]", "[64, 32]"),
+    ('{"b": 2, "a": "x"}', "a=x,b=2"),
+    (" 12 ", "12"),
+    ("churned", "churned"),
+]
+
+
+@pytest.mark.parametrize(("raw", "passed"), TOOLKIT_DECODING)
+def test_values_are_json_decoded_one_by_one_as_the_toolkit_does(raw: str, passed: str) -> None:
+    assert training.arguments({"target": raw}) == ["--target", passed]
+
+
+def test_one_letter_names_and_framework_keys_follow_the_toolkit(tmp_path: Path) -> None:
+    hyperparameters = {"c": "0.5", "sagemaker_program": "train.py", "target": "1.50"}
+    assert training.arguments(hyperparameters) == ["-c", "0.5", "--target", "1.5"]
+    env = training.environment(_job(tmp_path), hyperparameters)
+    assert json.loads(env["SM_HPS"]) == {"c": 0.5, "target": 1.5}
+    assert (env["SM_HP_C"], env["SM_HP_TARGET"]) == ("0.5", "1.5")
+
+
 def test_pack_puts_the_files_at_the_archive_root(tmp_path: Path) -> None:
     model = tmp_path / "model"
     model.mkdir()

@@ -9,10 +9,14 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from functions.inference import instances
 from onnxkit.contract.metrics import METRIC_DEFINITIONS, metric_line, parse_metric_lines
+from onnxkit.contract.values import ValueProblem, ValueRule, parse_missing_tokens
 from training_jobs import train
 
 
@@ -26,7 +30,9 @@ def test_hyperparameters_default_from_the_sagemaker_environment(
         [
             "--target",
             "y",
-            "--n_estimators",
+            "--model",
+            "mlp",
+            "--max_iter",
             "7",
             "--hidden-layer-sizes",
             "8,4",
@@ -39,7 +45,8 @@ def test_hyperparameters_default_from_the_sagemaker_environment(
         "/opt/ml/input/data/train",
         None,
     )
-    assert (args.n_estimators, args.hidden_layer_sizes) == (7, (8, 4))
+    assert (args.max_iter, args.hidden_layer_sizes) == (7, (8, 4))
+    assert args.missing_values is None  # absent: the contract's default tokens
 
 
 @pytest.mark.parametrize(
@@ -48,6 +55,8 @@ def test_hyperparameters_default_from_the_sagemaker_environment(
         ["--target", "y", "--validation_fraction", "1.5"],
         ["--target", "y", "--hidden_layer_sizes", "a,b"],
         ["--target", "y", "--max_metric_drop", "-1"],
+        ["--target", "y", "--max_categories", "1"],
+        ["--target", "y", "--learning_rate", "0"],
         [],
     ],
 )
@@ -157,6 +166,225 @@ def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) ->
     assert train.judge(
         train.Candidate("weight", path, {}), {}, 100, "accuracy", tolerance, "classification"
     ) == ["no quantizable operators in the graph"]
+
+
+# --- hyperparameters apply to the chosen estimator, or are refused ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "setting", "value"),
+    [
+        ("hist_gradient_boosting", "n_estimators", "50"),
+        ("random_forest", "max_iter", "50"),
+        ("ridge", "c", "2"),
+        ("logistic_regression", "alpha", "2"),
+        ("mlp", "max_depth", "3"),
+    ],
+)
+def test_a_setting_the_estimator_does_not_take_is_refused(
+    model: str, setting: str, value: str
+) -> None:
+    with pytest.raises(train.TrainingError, match=rf"^bad hyperparameter: {model} does not take"):
+        train.parse_args(["--target", "y", "--model", model, f"--{setting}", value])
+
+
+def test_each_setting_reaches_the_estimator() -> None:
+    def built(model: str, task: str, *argv: str) -> object:
+        args = train.parse_args(["--target", "y", "--model", model, *argv])
+        return train.make_estimator(task, model, args)
+
+    hgb = built("hist_gradient_boosting", "classification", "--max_iter", "7", "--max_depth", "3")
+    assert (hgb.max_iter, hgb.max_depth, hgb.learning_rate) == (7, 3, 0.1)  # type: ignore[attr-defined]
+    forest = built("random_forest", "regression", "--n_estimators", "9")
+    assert forest.n_estimators == 9  # type: ignore[attr-defined]
+    mlp = built("mlp", "classification", "--learning_rate", "0.01", "--alpha", "0.5")
+    assert (mlp.learning_rate_init, mlp.alpha) == (0.01, 0.5)  # type: ignore[attr-defined]
+    logistic = built("logistic_regression", "classification", "-c", "0.25")
+    assert logistic.C == 0.25  # type: ignore[attr-defined]
+
+
+# --- the missing-value rule, as the contract writes it -----------------------------------------
+
+TOKENS = st.lists(st.sampled_from(["NA", "null", "-", "?", "n/a", "x"]), max_size=3)
+CELLS = st.one_of(
+    st.sampled_from(["", " ", "\t", "NA", " NA ", "null", "None", "-", "?", "n/a", "nan", "inf"]),
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.integers(-(10**40), 10**40).map(str),
+    st.sampled_from(["1e39", "-1e400", "1_000", "12,345", "0x10", ".5", "1.", "+3", " 7 "]),
+    st.text(alphabet=" \t0123456789.eE+-,_aN\u0661", max_size=6),
+)
+
+
+def _contract_numbers(cells: list[str], rule: ValueRule) -> list[float | None] | int:
+    """Each cell through ValueRule.number; the index of the first invalid cell instead."""
+    values: list[float | None] = []
+    for index, cell in enumerate(cells):
+        try:
+            values.append(rule.number(cell))
+        except ValueProblem:
+            return index
+    return values
+
+
+@settings(max_examples=300, deadline=None)
+@given(cells=st.lists(CELLS, min_size=1, max_size=30), tokens=TOKENS)
+def test_the_vectorized_reading_equals_the_contract_cell_by_cell(
+    cells: list[str], tokens: list[str]
+) -> None:
+    rule = ValueRule.of(tokens)
+    column = pd.Series(cells, dtype=object)
+    assert train.missing_mask(column, rule).tolist() == [rule.is_missing(c) for c in cells]
+    expected = _contract_numbers(cells, rule)
+    if isinstance(expected, int):
+        with pytest.raises(train.TrainingError, match=rf"^column 'x' row {expected + 2}: "):
+            train.parse_numbers(column, rule, "x", pd.DataFrame())
+    else:
+        parsed = train.parse_numbers(column, rule, "x", pd.DataFrame()).tolist()
+        assert [None if np.isnan(v) else v for v in parsed] == expected  # bit for bit
+    schema = train.Schema([], ["x"], ["x"], "classification", rule=rule)
+    data = pd.DataFrame({"x": cells, "y": ["a"] * len(cells)}, dtype=object)
+    X, _ = train.prepare(data, schema, "y")
+    categories = [rule.category(c) for c in cells]
+    assert X["x"].tolist() == [train.MISSING_CATEGORY if c is None else c for c in categories]
+
+
+def test_missing_categories_are_fed_as_the_inference_function_feeds_them() -> None:
+    assert train.MISSING_CATEGORY == instances.MISSING_CATEGORY
+
+
+def test_with_no_tokens_a_category_named_na_is_kept() -> None:
+    data = frame(region=["NA", "EU", "NA", "", "APAC"], y=["a", "b", "a", "b", "a"])
+    default = train.infer_schema(data, "y", "auto", [])
+    assert default.warnings == ["region: 2 cells 'NA' read as missing"]
+    assert train.prepare(data, default, "y")[0]["region"].tolist() == ["", "EU", "", "", "APAC"]
+    kept = train.infer_schema(data, "y", "auto", [], ValueRule.of(parse_missing_tokens("")))
+    assert kept.warnings == []
+    assert train.prepare(data, kept, "y")[0]["region"].tolist() == ["NA", "EU", "NA", "", "APAC"]
+
+
+def test_a_numeric_token_the_rule_does_not_know_is_named() -> None:
+    data = frame(x=["1", "NA", *map(str, range(20))], y=["a", "b"] * 11)
+    rule = ValueRule.of(parse_missing_tokens(""))
+    with pytest.raises(train.TrainingError, match=r"^column 'x' row 3: 'NA' is not a number \(add"):
+        train.infer_schema(data, "y", "auto", [], rule)
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("inf", "'inf' is not a number"),
+        ("1e400", "'1e400': number must be finite"),
+        ("-3.5e38", "'-3.5e38': number out of range"),
+        ("12,345", r"'12,345' is not a number \(remove the thousands separators"),
+    ],
+)
+def test_an_unreadable_number_names_row_column_and_value(cell: str, message: str) -> None:
+    data = frame(x=[*map(str, range(20)), cell], y=["a", "b"] * 10 + ["a"])
+    with pytest.raises(train.TrainingError, match=rf"^column 'x' row 22: {message}"):
+        schema = train.infer_schema(data, "y", "auto", [])
+        train.prepare(data, schema, "y")
+
+
+def test_thousands_separators_warn_and_read_as_categories() -> None:
+    data = frame(amount=[f"{n},{n % 1000:03d}" for n in range(1, 30)], y=["a", "b"] * 14 + ["a"])
+    schema = train.infer_schema(data, "y", "auto", [])
+    assert schema.categorical == ["amount"]
+    assert any("amount: numbers with thousands separators" in w for w in schema.warnings)
+
+
+def test_one_hot_cardinality_is_bounded_with_an_other_bucket() -> None:
+    ids = [f"id-{i}" for i in range(60)]
+    data = frame(id=ids, plan=["a", "b", "c"] * 20, y=["p", "q"] * 30)
+    schema = train.infer_schema(data, "y", "auto", [])
+    X, _ = train.prepare(data, schema, "y")
+    train.choose_categories(X, schema, 10)
+    assert len(schema.categories["id"]) == 10 and schema.categories["plan"] == ["a", "b", "c"]
+    assert any("every one of its 60 values is different" in w for w in schema.warnings)
+    assert any("the other 50 (50 rows) share the 'other' encoding" in w for w in schema.warnings)
+
+
+# --- reading the header ourselves -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", ["x,x,y", "x,y,x"])
+def test_duplicate_column_names_are_refused_by_name(tmp_path: Path, header: str) -> None:
+    (tmp_path / "a.csv").write_text(f"{header}\n1,2,3\n")
+    with pytest.raises(train.TrainingError, match="column name 'x' appears 2 times"):
+        train.read_channel(str(tmp_path), "train")
+
+
+def test_cells_are_read_verbatim_without_pandas_na_handling(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("a,b\n NA ,None\n#N/A,\n1\n")
+    frame_ = train.read_channel(str(tmp_path), "train").frame
+    assert frame_.values.tolist() == [[" NA ", "None"], ["#N/A", ""], ["1", ""]]
+
+
+def test_errors_name_the_file_when_a_channel_has_several(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("x,y\n" + "".join(f"{i},a\n{i},b\n" for i in range(10)))
+    (tmp_path / "b.csv").write_text("x,y\n1,a\n2kg,b\n")
+    data = train.read_channel(str(tmp_path), "train").frame
+    with pytest.raises(train.TrainingError, match=r"^column 'x' b.csv row 3: '2kg'"):
+        train.infer_schema(data, "y", "auto", [])
+
+
+# --- every estimator on a 30-level categorical: trains, converts, and the graph agrees -------
+
+
+def _thirty_levels(rows: int = 600) -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    level = rng.integers(0, 30, rows)
+    x = rng.normal(size=rows)
+    score = x + (level % 3 - 1) * 1.5
+    return frame(
+        x=[f"{v:.4f}" for v in x],
+        level=[f"L{v:02d}" for v in level],
+        y=["yes" if s > 0 else "no" for s in score],
+        value=[f"{s:.5f}" for s in score],
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "task"),
+    [
+        ("logistic_regression", "classification"),
+        ("mlp", "classification"),
+        ("random_forest", "classification"),
+        ("hist_gradient_boosting", "classification"),
+        ("ridge", "regression"),
+        ("mlp", "regression"),
+        ("random_forest", "regression"),
+        ("hist_gradient_boosting", "regression"),
+    ],
+)
+def test_every_estimator_trains_on_a_thirty_level_categorical(
+    tmp_path: Path, model: str, task: str
+) -> None:
+    target, drop = ("y", "value") if task == "classification" else ("value", "y")
+    data = _thirty_levels().drop(columns=[drop])
+    schema = train.infer_schema(data, target, task, [])
+    assert schema.categorical == ["level"]
+    X, y = train.prepare(data, schema, target)
+    train.choose_categories(X, schema, train.DEFAULT_MAX_CATEGORIES)
+    args = train.parse_args(["--target", target, "--model", model])
+    pipeline = train.fit(
+        train.build_pipeline(schema, train.make_estimator(task, model, args)), X, y
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(train.to_onnx(pipeline, schema, task), path)
+    unseen = X.head(20).assign(level=["L99", ""] * 10)  # unseen and missing categories too
+    rows = pd.concat([X, unseen], ignore_index=True)
+    reference = train.predict_sklearn(pipeline, rows, task)
+    graph = train.predict_onnx(train.session(path), train.feeds_for(rows, schema), task)
+    # Trees compare the float32 graph's scaled inputs with thresholds fitted in float64, so a
+    # row lying on a threshold can take the other branch: judge the rows, not the worst one.
+    if task == "classification":
+        assert train.parity(reference, graph, task).label_agreement == 1.0
+        assert reference.probabilities is not None and graph.probabilities is not None
+        rows_off = np.abs(reference.probabilities - graph.probabilities).max(axis=1) > 1e-4
+    else:
+        rows_off = np.abs(reference.labels - graph.labels) > 1e-3 * float(np.abs(y).max())
+    assert rows_off.mean() <= 0.01, f"{rows_off.sum()} of {len(rows)} rows differ"
 
 
 def test_dynamic_quantization_is_refused_with_the_reason() -> None:
