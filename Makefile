@@ -7,6 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# A twin of SageMaker's scikit-learn training container (Python 3.12, its library versions and
+# the training toolkit) for the test that runs train.py through the toolkit's own runner.
+CONTAINER_VENV := .venv-container
+CONTAINER_STAMP := $(CONTAINER_VENV)/.installed
+CONTAINER_REQUIREMENTS := tests/infra/sklearn_container/requirements.txt training_jobs/requirements.txt
+CONTAINER_PYTHON ?= $(firstword $(wildcard $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions/3.12*/bin/python3.12) \
+	$(shell python3.12 -c 'import sys; print(sys.executable)' 2>/dev/null))
 
 # No phoning home, from any tool, in any target.
 export ORT_DISABLE_TELEMETRY := 1
@@ -15,7 +22,7 @@ export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help install demo test lint typecheck unit bench clean
+.PHONY: help install container demo test lint typecheck unit bench clean
 
 help:
 	@echo "make demo   # train, quantize, serve and call the model locally (installs into .venv)"
@@ -33,6 +40,16 @@ $(NODE_STAMP): package.json package-lock.json
 
 install: $(STAMP) $(NODE_STAMP)
 
+$(CONTAINER_STAMP): $(CONTAINER_REQUIREMENTS)
+	@if [ -z "$(CONTAINER_PYTHON)" ]; then \
+		echo "no Python 3.12 here: the SageMaker toolkit test will be skipped"; exit 0; fi; \
+	set -e; test -x $(CONTAINER_VENV)/bin/python || $(CONTAINER_PYTHON) -m venv $(CONTAINER_VENV); \
+	$(CONTAINER_VENV)/bin/python -m pip install --quiet --upgrade pip; \
+	$(CONTAINER_VENV)/bin/python -m pip install --quiet $(addprefix -r ,$(CONTAINER_REQUIREMENTS)); \
+	touch $@
+
+container: $(CONTAINER_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/onnxkit demo
 
@@ -43,11 +60,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy onnxkit training_jobs functions infra
 
-test: install lint typecheck
+test: install container lint typecheck
 	$(PY) -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CONTAINER_VENV) node_modules cdk.out build .pytest_cache .mypy_cache .ruff_cache
