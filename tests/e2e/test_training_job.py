@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.resources
+import io
 import os
 import shutil
 import subprocess
@@ -16,10 +18,13 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
+from functions.inference.instances import build_feed, rows_from_csv
+from functions.inference.manifest import read_serving_manifest
 from onnxkit.contract.manifest import FP32_FILE, SERVING_FILE, load_manifest, sha256_file
 from onnxkit.contract.metrics import parse_metric_lines
 from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
 from onnxkit.datasets import bundled
+from training_jobs.train import MODELS
 
 TRAIN = Path(__file__).resolve().parents[2] / "training_jobs" / "train.py"
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
@@ -100,6 +105,19 @@ def feeds(manifest_dir: Path, rows: pd.DataFrame) -> dict[str, np.ndarray]:
                 column.fillna("").astype(str).to_numpy(object).reshape(-1, 1)
             )
     return built
+
+
+def score_file(model_dir: Path, text: str, target: str) -> list[np.ndarray]:
+    """A training file's rows (target dropped) scored as the API scores a text/csv body."""
+    records = list(csv.reader(io.StringIO(text)))
+    keep = [i for i, name in enumerate(records[0]) if name != target]
+    body = io.StringIO()
+    csv.writer(body, lineterminator="\n").writerows([[r[i] for i in keep] for r in records])
+    served = read_serving_manifest(model_dir / "manifest.json")
+    rows = rows_from_csv(body.getvalue(), served.features)
+    assert len(rows) == len(records) - 1
+    session = ort.InferenceSession(str(model_dir / SERVING_FILE))
+    return session.run(served.output_names, build_feed(rows, served.features))
 
 
 CASES = [
@@ -257,12 +275,12 @@ CSV_OK = "x,colour,y\n" + "".join(
         ([("a.csv", CSV_OK)], ["--target", "y", "--model", "xgboost"], "invalid choice: 'xgboost'"),
         ([("a.csv", CSV_OK)], ["--target", "y", "--task", "ranking"], "invalid choice: 'ranking'"),
         (
-            [("a.csv", CSV_OK.replace("3.5,", "3.5kg,"))],
+            [("a.csv", CSV_OK.replace("\n3.5,", "\n3.5kg,"))],
             ["--target", "y"],
             "column 'x' row 4: '3.5kg' is not a number",
         ),
         (
-            [("a.csv", CSV_OK.replace("4.5,blue,b", "4.5,blue,"))],
+            [("a.csv", CSV_OK.replace("\n4.5,blue,b", "\n4.5,blue,"))],
             ["--target", "y"],
             "target column 'y' has missing values (first at row 5)",
         ),
@@ -284,22 +302,22 @@ CSV_OK = "x,colour,y\n" + "".join(
             "train file a.csv: column name 'x' appears 2 times in the header",
         ),
         (
-            [("a.csv", CSV_OK.replace("3.5,", "inf,"))],
+            [("a.csv", CSV_OK.replace("\n3.5,", "\ninf,"))],
             ["--target", "y"],
             "column 'x' row 4: 'inf' is not a number",
         ),
         (
-            [("a.csv", CSV_OK.replace("3.5,", "1e400,"))],
+            [("a.csv", CSV_OK.replace("\n3.5,", "\n1e400,"))],
             ["--target", "y"],
             "column 'x' row 4: '1e400': number must be finite",
         ),
         (
-            [("a.csv", CSV_OK.replace("3.5,", "-4e38,"))],
+            [("a.csv", CSV_OK.replace("\n3.5,", "\n-4e38,"))],
             ["--target", "y"],
             "column 'x' row 4: '-4e38': number out of range",
         ),
         (
-            [("a.csv", CSV_OK.replace("3.5,", "NA,"))],
+            [("a.csv", CSV_OK.replace("\n3.5,", "\nNA,"))],
             ["--target", "y", "--missing_values", ""],
             "column 'x' row 4: 'NA' is not a number (add 'NA' to missing_values",
         ),
@@ -384,6 +402,21 @@ def test_a_public_table_with_na_in_numeric_columns_trains(tmp_path: Path) -> Non
     assert manifest.data.warnings == ["sex: 11 cells 'NA' read as missing"]
     assert "warning: sex: 11 cells 'NA' read as missing" in job.stdout
     assert manifest.classes == ["Adelie", "Chinstrap", "Gentoo"]
+    # Its own file scores, and a row carrying 'NA' scores exactly as the row with the cell empty.
+    text = (tmp_path / "input" / "data" / "train" / "penguins.csv").read_text()
+    records = list(csv.reader(io.StringIO(text)))
+    sex = records[0].index("sex")
+    tokens = [i for i, record in enumerate(records[1:]) if record[sex] == "NA"]
+    assert len(tokens) == 11
+    blanked = [[*r[:sex], "" if r[sex] == "NA" else r[sex], *r[sex + 1 :]] for r in records]
+    body = io.StringIO()
+    csv.writer(body, lineterminator="\n").writerows(blanked)
+    labels, probabilities = score_file(job.model_dir, text, "species")
+    blank_labels, blank_probabilities = score_file(job.model_dir, body.getvalue(), "species")
+    assert np.array_equal(probabilities, blank_probabilities)
+    assert np.array_equal(labels, blank_labels)
+    species = [record[0] for record in records[1:]]
+    assert np.mean(labels.astype(str) == np.array(species)) >= 0.95
 
 
 def test_with_missing_values_empty_a_category_named_na_is_kept(tmp_path: Path) -> None:
@@ -409,23 +442,62 @@ def test_with_missing_values_empty_a_category_named_na_is_kept(tmp_path: Path) -
     assert abs(probabilities[0, 1] - probabilities[1, 1]) > 0.05
 
 
-def test_hist_gradient_boosting_takes_a_many_level_categorical(tmp_path: Path) -> None:
-    # The issue's reproduction: 1 numeric + 1 categorical of 7+ levels made the one-hot block
-    # sparse, which HistGradientBoosting refused with a traceback.
-    levels = [f"level-{i % 30}" for i in range(300)]
-    text = "x,level,y\n" + "".join(
-        f"{i % 17 * 0.5},{level},{'a' if (i % 30) % 2 else 'b'}\n" for i, level in enumerate(levels)
+def levels_csv(levels: int, regression: bool, rows: int = 300) -> str:
+    """x (numeric) and a categorical of ``levels`` levels; the target y depends on both."""
+    rng = np.random.default_rng(levels)
+    level = np.arange(rows) % levels
+    x = rng.normal(size=rows)
+    score = x + (level % 3 - 1) * 2.0
+    labels = (
+        [f"{c:.5f}" for c in score] if regression else ["yes" if c > 0 else "no" for c in score]
     )
+    return "x,level,y\n" + "".join(
+        f"{a:.4f},L{b:02d},{c}\n" for a, b, c in zip(x, level, labels, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "levels"),
+    [*((model, 30) for model in MODELS), ("hist_gradient_boosting", 7)],
+)
+def test_every_estimator_trains_on_a_many_level_categorical_and_scores_its_file(
+    tmp_path: Path, model: str, levels: int
+) -> None:
+    # The issue's reproduction: 1 numeric + 1 categorical of 7+ levels made the one-hot block
+    # sparse, which HistGradientBoosting refused with a traceback ("Sparse data was passed").
+    task = "regression" if model == "ridge" else "classification"
+    text = levels_csv(levels, regression=task == "regression")
+    fast = {
+        "random_forest": ["--n_estimators", "30"],
+        "hist_gradient_boosting": ["--max_iter", "30"],
+    }
     job = run_job(
-        tmp_path, "--target", "y", "--model", "hist_gradient_boosting",
+        tmp_path, "--target", "y", "--model", model, *fast.get(model, []),
         train=channel(tmp_path, "train", ("a.csv", text)),
     )  # fmt: skip
     assert job.returncode == 0, job.stderr
+    assert "Traceback" not in job.stderr
     manifest = load_manifest(job.model_dir)
-    assert manifest.variants["fp32"].parity is not None
-    assert manifest.variants["fp32"].parity.label_agreement == 1.0
+    assert manifest.task == task
     level = next(f for f in manifest.signature.features if f.name == "level")
-    assert level.categories is not None and len(level.categories) == 30
+    assert level.kind == "categorical" and level.categories is not None
+    assert len(level.categories) == levels
+    fp32 = manifest.variants["fp32"]
+    assert fp32.parity is not None
+    if task == "classification":
+        assert fp32.parity.label_agreement == 1.0
+    # The served model scores every row of its own training file, as the API reads it.
+    outputs = score_file(job.model_dir, text, "y")
+    frame = pd.read_csv(io.StringIO(text))
+    if task == "classification":
+        assert set(map(str, outputs[0])) <= set(map(str, manifest.classes or []))
+        majority = float(frame["y"].value_counts(normalize=True).max())
+        accuracy = float(np.mean(outputs[0].astype(str) == frame["y"].astype(str)))
+        assert accuracy >= majority + 0.05, (accuracy, majority)  # it learned from the file
+    else:
+        truth = frame["y"].to_numpy()
+        residual = np.sum((outputs[0].ravel() - truth) ** 2)
+        assert 1 - residual / np.sum((truth - truth.mean()) ** 2) >= 0.5
 
 
 def test_id_like_and_thousands_separated_columns_warn_and_stay_bounded(tmp_path: Path) -> None:

@@ -203,6 +203,37 @@ def test_each_setting_reaches_the_estimator() -> None:
     assert logistic.C == 0.25  # type: ignore[attr-defined]
 
 
+# Each estimator setting, with a value other than its default and the scikit-learn parameter
+# it must reach (per estimator where the names differ).
+SETTING_VALUES: dict[str, tuple[str, object]] = {
+    "n_estimators": ("9", 9),
+    "max_depth": ("3", 3),
+    "max_iter": ("7", 7),
+    "learning_rate": ("0.03", 0.03),
+    "hidden_layer_sizes": ("[5, 3]", (5, 3)),
+    "alpha": ("0.5", 0.5),
+    "c": ("0.25", 0.25),
+}
+SKLEARN_NAME = {("mlp", "learning_rate"): "learning_rate_init", ("logistic_regression", "c"): "C"}
+
+
+@pytest.mark.parametrize("model", train.MODELS)
+@pytest.mark.parametrize("setting", train.ALL_ESTIMATOR_SETTINGS)
+def test_every_setting_applies_to_each_estimator_or_is_refused(model: str, setting: str) -> None:
+    assert set(SETTING_VALUES) == set(train.ALL_ESTIMATOR_SETTINGS)
+    text, value = SETTING_VALUES[setting]
+    argv = ["--target", "y", "--model", model, f"--{setting}", text]
+    if setting not in train.ESTIMATOR_SETTINGS[model]:
+        with pytest.raises(train.TrainingError) as refused:
+            train.parse_args(argv)
+        assert str(refused.value).startswith(f"bad hyperparameter: {model} does not take {setting}")
+        assert "\n" not in str(refused.value)
+        return
+    task = "regression" if model == "ridge" else "classification"
+    estimator = train.make_estimator(task, model, train.parse_args(argv))
+    assert estimator.get_params()[SKLEARN_NAME.get((model, setting), setting)] == value
+
+
 # --- the missing-value rule, as the contract writes it -----------------------------------------
 
 TOKENS = st.lists(st.sampled_from(["NA", "null", "-", "?", "n/a", "x"]), max_size=3)
