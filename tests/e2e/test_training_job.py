@@ -322,6 +322,11 @@ CSV_OK = "x,colour,y\n" + "".join(
             "column 'x' row 4: 'NA' is not a number (add 'NA' to missing_values",
         ),
         (
+            [("a.csv", CSV_OK.replace("\n3.5,", "\n-999,"))],
+            ["--target", "y", "--missing_values", "NA,-999"],
+            "bad hyperparameter: missing_values token '-999' is a number",
+        ),
+        (
             [("a.csv", CSV_OK)],
             ["--target", "y", "--model", "hist_gradient_boosting", "--n_estimators", "50"],
             "hist_gradient_boosting does not take n_estimators (it takes learning_rate, "
@@ -354,6 +359,7 @@ CSV_OK = "x,colour,y\n" + "".join(
         "beyond-float64",
         "beyond-float32",
         "na-without-tokens",
+        "number-token",
         "foreign-setting",
         "target-not-found",
     ],

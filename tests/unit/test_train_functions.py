@@ -294,6 +294,17 @@ def test_with_no_tokens_a_category_named_na_is_kept() -> None:
     assert train.prepare(data, kept, "y")[0]["region"].tolist() == ["NA", "EU", "NA", "", "APAC"]
 
 
+@pytest.mark.parametrize("tokens", ["-999", "NA,0", " 1e3 ", "?,.5"])
+def test_a_missing_token_that_is_a_number_is_refused(tokens: str) -> None:
+    # Serving's all-numeric CSV fast paths read a plain number as itself: the training job
+    # must not read the same text as missing.
+    with pytest.raises(
+        train.TrainingError, match=r"^bad hyperparameter: missing_values token '[^']+' is a number"
+    ):
+        train.parse_args(["--target", "y", "--missing_values", tokens])
+    assert train.parse_args(["--target", "y", "--missing_values", "NA,-,?,nan"])
+
+
 def test_a_numeric_token_the_rule_does_not_know_is_named() -> None:
     data = frame(x=["1", "NA", *map(str, range(20))], y=["a", "b"] * 11)
     rule = ValueRule.of(parse_missing_tokens(""))
