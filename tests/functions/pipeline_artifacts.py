@@ -109,7 +109,7 @@ def manifest_dict(
             "tolerance": {"accuracy": 0.005},
         },
         "hyperparameters": {"target": "target", "model": "logistic_regression"},
-        "library_versions": {"scikit-learn": "1.9.1"},
+        "library_versions": {"scikit-learn": "1.9.0"},
         "data": {
             "rows": 200,
             "columns": 3,

@@ -61,7 +61,7 @@ def valid_manifest() -> dict[str, Any]:
                          "tolerance": {"accuracy": 0.01}},
         "hyperparameters": {"model": "logistic_regression", "C": 1.0, "seed": 7, "flag": True,
                             "none": None},
-        "library_versions": {"scikit-learn": "1.9.1"},
+        "library_versions": {"scikit-learn": "1.9.0"},
         "data": {"rows": 100, "columns": 3, "files": {"train.csv": OTHER}, "sha256": OTHER,
                  "train_rows": 80, "validation_rows": 20, "validation_source": "split"},
     }  # fmt: skip
