@@ -14,8 +14,9 @@ training job, plus the same scikit-learn pipelines for comparison, then measures
 * local server throughput (16 connections, 10 s, on 127.0.0.1 only) of ``onnxkit serve``
   against gunicorn with 2 workers serving the pickle with Flask.
 
-Timings are the minimum over interleaved rounds, so a noisy shared machine hurts every
-candidate alike. Prints a markdown table.
+Warm candidates run in interleaved rounds; a value is the median over rounds and a ratio the
+median of the per-round ratios of the pair, so a noisy machine slows both sides of a pair alike.
+Cold starts are medians of fresh processes. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -118,21 +119,21 @@ def npy_body(rows: list[list[float]], dtype: str) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def best_per_call(
+def per_round(
     candidates: dict[str, tuple[Callable[[], Any], int]], rounds: int
-) -> dict[str, float]:
-    """Minimum seconds per call of each candidate over interleaved rounds."""
-    best = {name: float("inf") for name in candidates}
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate in each of ``rounds`` interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, (call, number) in candidates.items():
             start = time.perf_counter()
             for _ in range(number):
                 call()
-            best[name] = min(best[name], (time.perf_counter() - start) / number)
-    return best
+            times[name].append((time.perf_counter() - start) / number)
+    return times
 
 
-def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
+def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, list[float]]:
     """Handler vs bare session.run vs scikit-learn, one process, interleaved."""
     import joblib
     import orjson
@@ -204,7 +205,7 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
         for name, ev in events.items():
             result = handler.lambda_handler(ev, context)
             assert result["statusCode"] == 200, (name, result["body"][:300])
-        best = best_per_call(
+        times = per_round(
             {
                 "bare_1": (lambda: session.run(names, feed1), 300),
                 "handler_1": (lambda: lambda_handler(events[1], context), 300),
@@ -222,7 +223,7 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, float]:
             },
             rounds,
         )
-    return best
+    return times
 
 
 # --- cold start ---------------------------------------------------------------------------
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(
-    warm_results: dict[str, dict[str, float]],
+    warm_results: dict[str, dict[str, list[float]]],
     cold_results: dict[str, list[float]],
     load_results: dict[str, float],
 ) -> None:
@@ -431,8 +432,14 @@ def report(
         return f"{seconds * 1e6:,.0f} us"
 
     rows: list[tuple[str, str, str, str, bool | None]] = []
-    for name, r in warm_results.items():
-        one = r["handler_1"] / r["bare_1"]
+    for name, times in warm_results.items():
+        # Values are medians over rounds; ratios the median of the per-round (paired) ratios.
+        r = {key: statistics.median(values) for key, values in times.items()}
+
+        def paired(top: str, bottom: str, times: dict[str, list[float]] = times) -> float:
+            return statistics.median(a / b for a, b in zip(times[top], times[bottom], strict=True))
+
+        one = paired("handler_1", "bare_1")
         rows.append(
             (
                 f"{name}: 1 row, handler vs bare session.run",
@@ -443,7 +450,7 @@ def report(
             )
         )
         for body in ("json", "csv", "json_orjson", "csv_orjson"):
-            many = r[f"handler_1000_{body}"] / r["bare_1000"]
+            many = paired(f"handler_1000_{body}", "bare_1000")
             kind, _, parser = body.partition("_")
             rows.append(
                 (
@@ -456,7 +463,7 @@ def report(
                 )
             )
         for body, dtype in (("npy", "float32"), ("npy64", "float64")):
-            many = r[f"handler_1000_{body}"] / r["bare_1000"]
+            many = paired(f"handler_1000_{body}", "bare_1000")
             rows.append(
                 (
                     f"{name}: 1000 rows, .npy {dtype} body (base64), handler vs bare",
@@ -466,7 +473,7 @@ def report(
                     many <= 5,
                 )
             )
-        core = r["core_1"] / r["bare_1"]
+        core = paired("core_1", "bare_1")
         rows.append(
             (
                 f"{name}: 1 row, same path without Powertools (router, logger, EMF)",
@@ -476,7 +483,7 @@ def report(
                 None,
             )
         )
-        bound = r["handler_1"] / r["bound_1"]
+        bound = paired("handler_1", "bound_1")
         rows.append(
             (
                 f"{name}: 1 row, handler vs its own model call (IOBinding, bound once)",
@@ -486,7 +493,7 @@ def report(
                 None,
             )
         )
-        faster = r["sklearn_1"] / r["handler_1"]
+        faster = paired("sklearn_1", "handler_1")
         rows.append(
             (
                 f"{name}: 1 row, scikit-learn predict_proba vs handler",
@@ -497,13 +504,13 @@ def report(
             )
         )
     if cold_results:
-        floor, ours, sk = (min(cold_results[k]) for k in ("floor", "ours", "sklearn"))
-        med = {k: statistics.median(v) * 1e3 for k, v in cold_results.items()}
+        floor, ours, sk = (statistics.median(cold_results[k]) for k in ("floor", "ours", "sklearn"))
+        low = {k: min(v) * 1e3 for k, v in cold_results.items()}
         rows.append(
             (
                 "cold start: import handler + load + 1 request vs scikit-learn + joblib",
-                f"{ours * 1e3:.0f} ms vs {sk * 1e3:.0f} ms (medians {med['ours']:.0f} / "
-                f"{med['sklearn']:.0f} ms)",
+                f"{ours * 1e3:.0f} ms vs {sk * 1e3:.0f} ms (minima {low['ours']:.0f} / "
+                f"{low['sklearn']:.0f} ms)",
                 f"{ours / sk:.2f}x",
                 "<= 0.2x",
                 ours / sk <= 0.2,
@@ -513,7 +520,7 @@ def report(
         rows.append(
             (
                 f"cold start above `import numpy, onnxruntime` ({floor * 1e3:.0f} ms)",
-                f"+{above:.0f} ms (median +{med['ours'] - med['floor']:.0f} ms)",
+                f"+{above:.0f} ms (minima +{low['ours'] - low['floor']:.0f} ms)",
                 "",
                 "<= +150 ms",
                 above <= 150,
