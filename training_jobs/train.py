@@ -306,20 +306,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.max_metric_drop < 0 or args.max_probability_drift < 0:
         raise TrainingError("bad hyperparameter: tolerances cannot be negative")
     _refuse_foreign_settings(args)
-    _refuse_number_tokens(args.missing_values)
+    try:
+        args.missing_tokens = parse_missing_tokens(args.missing_values)
+    except ValueError as error:
+        raise TrainingError(f"bad hyperparameter: {error}") from None
     return args
-
-
-def _refuse_number_tokens(missing_values: str | None) -> None:
-    """A missing token that is a number is refused: the API's all-numeric fast paths read a
-    plain number in a CSV body as that number, so training would read "-999" as missing and
-    serving as -999."""
-    numbers = [t for t in parse_missing_tokens(missing_values) if re.fullmatch(NUMBER_PATTERN, t)]
-    if numbers:
-        raise TrainingError(
-            f"bad hyperparameter: missing_values token {numbers[0]!r} is a number; a number is "
-            "always a value (replace such cells with an empty cell or a token like NA)"
-        )
 
 
 def _refuse_foreign_settings(args: argparse.Namespace) -> None:
@@ -1300,7 +1291,7 @@ def run(args: argparse.Namespace) -> Manifest:
     train_data = read_channel(args.train, "train")
     validation_data = read_channel(args.validation, "validation") if args.validation else None
     categorical = [c.strip() for c in args.categorical.split(",") if c.strip()]
-    missing_tokens = parse_missing_tokens(args.missing_values)
+    missing_tokens = args.missing_tokens
     rule = ValueRule.of(missing_tokens)
     schema = infer_schema(train_data.frame, args.target, args.task, categorical, rule)
     X, y = prepare(train_data.frame, schema, args.target)

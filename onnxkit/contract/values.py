@@ -17,6 +17,9 @@ The rule, for a cell's text ``t`` (a CSV field, or a JSON string):
   within float32's range after parsing;
 * otherwise, in a **categorical** column, ``t`` is the category, verbatim.
 
+A missing token is never a number (``-999``): a number is always a value, which is how the
+inference API's all-numeric CSV fast paths read it.
+
 Standard library only: this module is on the inference function's cold path.
 """
 
@@ -55,11 +58,18 @@ class ValueProblem(ValueError):
 def parse_missing_tokens(text: str | None) -> tuple[str, ...]:
     """The ``missing_values`` hyperparameter: comma-separated tokens; None means the default.
 
-    An empty string means no tokens: only empty cells and JSON ``null`` are missing.
+    An empty string means no tokens: only empty cells and JSON ``null`` are missing. A token
+    that is a number raises ValueError.
     """
     if text is None:
         return DEFAULT_MISSING_TOKENS
     tokens = tuple(dict.fromkeys(token.strip(_BLANK) for token in text.split(",")))
+    for token in tokens:
+        if _NUMBER.fullmatch(token):
+            raise ValueError(
+                f"missing_values token {token!r} is a number; a number is always a value "
+                "(replace such cells with an empty cell or a token like NA)"
+            )
     return tuple(token for token in tokens if token)
 
 

@@ -64,6 +64,9 @@ def test_missing_values_hyperparameter() -> None:
     assert parse_missing_tokens(None) == DEFAULT_MISSING_TOKENS
     assert parse_missing_tokens("") == ()
     assert parse_missing_tokens("NA, -,NA") == ("NA", "-")
+    for numeric in ("-999", "NA, 1e3", ".5"):
+        with pytest.raises(ValueError, match="is a number; a number is always a value"):
+            parse_missing_tokens(numeric)
     only_empty = ValueRule.of(parse_missing_tokens(""))
     assert only_empty.category("NA") == "NA"
     assert only_empty.is_missing("")
