@@ -19,7 +19,7 @@ from infra.constructs.lambda_common import (
 )
 from infra.nag import acknowledge
 from onnxkit.config import OnnxKitConfig
-from onnxkit.workflow import ALIAS_NAME
+from onnxkit.contract.layout import ALIAS_NAME
 
 INFERENCE_HANDLER = "functions.inference.handler.lambda_handler"
 

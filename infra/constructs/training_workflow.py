@@ -1,7 +1,7 @@
-"""The training state machine built from onnxkit.workflow.
+"""The training state machine built from onnxkit.contract.workflow.
 
 Train -> Evaluate -> QualityGate -> Register -> Promote -> Notify, every task caught into
-NotifyFailure -> Failed. State names, result paths and payloads come from onnxkit.workflow,
+NotifyFailure -> Failed. State names, result paths and payloads come from onnxkit.contract.workflow,
 the same module the local runner walks.
 """
 
@@ -23,8 +23,8 @@ from infra.constructs.artifact_store import CHECKPOINT_PREFIX, TRAINING_PREFIX, 
 from infra.constructs.lambda_common import retention
 from infra.constructs.training_job import TrainingJob, sklearn_image
 from infra.nag import acknowledge, acknowledge_resources, allow
-from onnxkit import workflow as wf
 from onnxkit.config import OnnxKitConfig
+from onnxkit.contract import workflow as wf
 from onnxkit.contract.metrics import metric_definitions
 
 SCRIPT = "train.py"
@@ -51,7 +51,7 @@ def _jsonata(expression: str) -> str:
 
 
 class TrainingWorkflow(Construct):
-    """The state machine of onnxkit.workflow: states, transitions, catches, logs, IAM."""
+    """The state machine of onnxkit.contract.workflow: states, transitions, catches, logs, IAM."""
 
     def __init__(
         self,

@@ -16,8 +16,9 @@ from infra.constructs.pipeline_step import PipelineStep
 from infra.constructs.training_job import TrainingJob
 from infra.constructs.training_workflow import TrainingWorkflow
 from infra.nag import allow
-from onnxkit import workflow as wf
 from onnxkit.config import OnnxKitConfig
+from onnxkit.contract import layout
+from onnxkit.contract import workflow as wf
 
 
 class PipelineStack(Stack):
@@ -65,7 +66,7 @@ class PipelineStack(Stack):
             environment={
                 "ARTIFACT_BUCKET": bucket,
                 "FUNCTION_NAME": inference_function.function_name,
-                "ALIAS_NAME": wf.ALIAS_NAME,
+                "ALIAS_NAME": layout.ALIAS_NAME,
             },
             timeout=Duration.minutes(5),
         ).function

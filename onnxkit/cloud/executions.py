@@ -1,6 +1,6 @@
 """A pipeline execution as the CLI shows it: steps, training job, gate decision, promotion.
 
-Step names come from :mod:`onnxkit.workflow`, so the view follows the state machine the CDK
+Step names come from :mod:`onnxkit.contract.workflow`, so the view follows the state machine the CDK
 stack builds. The training job is read with the SageMaker SDK (``sagemaker.core``).
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from onnxkit import workflow
 from onnxkit.cloud.errors import CloudError
+from onnxkit.contract import workflow
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 

@@ -1,5 +1,5 @@
-"""The training workflow on this machine: the states of :mod:`onnxkit.workflow`, walked in the
-same order with the same payloads and failure routes as the Step Functions state machine, each
+"""The training workflow on this machine: the states of :mod:`onnxkit.contract.workflow`, walked in
+the same order with the same payloads and failure routes as the Step Functions state machine, each
 task backed by the same step code (:mod:`functions.pipeline`) over a work directory.
 
 Work directory layout (the artifact bucket's, plus the local stand-ins)::
@@ -27,8 +27,8 @@ from functions.pipeline.evaluate import evaluate, read_artifact
 from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore, workdir_lock
 from functions.pipeline.ports import StepError
 from functions.pipeline.promote import promote, reconcile
-from onnxkit import workflow
 from onnxkit.config import OnnxKitConfig, load_config
+from onnxkit.contract import workflow
 from onnxkit.contract.manifest import Manifest, ManifestError, load_manifest
 from onnxkit.local import training
 

@@ -1,7 +1,7 @@
 """``onnxkit train``, ``status`` and ``models`` against a moto server.
 
 moto runs the state machine for real (``execute_state_machine``): it is built from
-``onnxkit.workflow`` with every task replaced by a Pass state whose Result is what the real
+``onnxkit.contract.workflow`` with every task replaced by a Pass state whose Result is what the real
 step returns, so the history, state names and ``$.evaluation`` / ``$.promotion`` paths are the
 ones the CLI meets in AWS.
 """
@@ -20,7 +20,7 @@ import boto3
 import pytest
 from cli_fakes import REGION, deploy_stack, invoke
 
-from onnxkit import workflow
+from onnxkit.contract import workflow
 
 BUCKET = "kit-artifacts"
 GROUP = "onnxkit-dev-models"

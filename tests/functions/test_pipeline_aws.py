@@ -22,7 +22,7 @@ from functions.pipeline import handlers
 from functions.pipeline.aws import LambdaServing, S3Store, SageMakerRegistry, split_s3_uri
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
 from functions.pipeline.promote import reconcile, resolve, rollback
-from onnxkit import workflow
+from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 
 BUCKET = "onnxkit-artifacts"

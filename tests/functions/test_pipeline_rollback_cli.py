@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from functions.pipeline import handlers
 from functions.pipeline.aws import S3Store
 from functions.pipeline.ports import read_pointer
-from onnxkit import workflow
 from onnxkit.cli import app
+from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 
 REGION = "eu-west-1"

@@ -39,8 +39,8 @@ from pipeline_artifacts import artifact, tarball
 from functions.pipeline import handlers
 from functions.pipeline.aws import S3Store
 from functions.pipeline.ports import read_pointer
-from onnxkit import workflow
 from onnxkit.config import OnnxKitConfig, load_config
+from onnxkit.contract import layout, workflow
 from onnxkit.local.runner import RunRequest, run_workflow
 from onnxkit.local.training import TrainingFailed
 
@@ -187,7 +187,7 @@ def cloud(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator
         "AWS_DEFAULT_REGION": REGION,
         "ARTIFACT_BUCKET": BUCKET,
         "FUNCTION_NAME": "inference",
-        "ALIAS_NAME": workflow.ALIAS_NAME,
+        "ALIAS_NAME": layout.ALIAS_NAME,
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
@@ -336,7 +336,7 @@ def _live_sha(cloud: dict[str, Any]) -> str:
 
 
 def _expected_path(*, passed: bool | None, failing: str | None = None) -> list[str]:
-    """The states onnxkit.workflow (the local runner's source) says a run goes through."""
+    """The states onnxkit.contract.workflow (the local runner's source) says a run goes through."""
     path: list[str] = []
     current: str | None = workflow.START_AT
     while current is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from onnxkit import workflow as wf
+from onnxkit.contract import workflow as wf
 from tests.infra.conftest import SYNTH_GROUP, Synthesized
 from tests.infra.test_pipeline_stack import definition
 

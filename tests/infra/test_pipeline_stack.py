@@ -1,4 +1,4 @@
-"""The pipeline stack: the state machine matches onnxkit.workflow, IAM is scoped and complete."""
+"""The pipeline stack: the state machine matches onnxkit.contract.workflow; IAM is scoped."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from infra.nag import flatten
-from onnxkit import workflow as wf
+from onnxkit.contract import workflow as wf
 from onnxkit.contract.metrics import metric_definitions
 from tests.infra.conftest import SYNTH_GROUP, Synthesized
 

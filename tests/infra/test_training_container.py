@@ -25,7 +25,7 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from onnxkit import workflow as wf
+from onnxkit.contract import workflow as wf
 from onnxkit.contract.manifest import SERVING_FILE, load_manifest
 from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments, decode_hyperparameters

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onnxkit import workflow as wf
+from onnxkit.contract import workflow as wf
 from onnxkit.contract.gate import QualityGate
 
 

@@ -249,7 +249,6 @@ PROMOTE_EVENT_PATHS: Final[Mapping[str, str]] = {
     "candidate": f"{EVALUATION_PATH}.candidate",
     "model_package_arn": f"{REGISTRATION_PATH}.model_package_arn",
 }
-ALIAS_NAME: Final = "live"
 
 
 def evaluate_event(

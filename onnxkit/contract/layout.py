@@ -1,0 +1,163 @@
+"""Where things live and what they are called: the one owner of the kit's names.
+
+Bucket prefixes and keys, artifact file names and digests, deployed names (stacks and their
+outputs, the alias, functions, the state machine, the model package group), the inference
+function's environment variable names, the model-name rule and the API's limits. Every writer
+and reader takes them from here (docs/CONTRACTS.md); nothing here imports anything but the
+standard library, so the serving cold path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Final, Literal
+
+# --- The artifact: files a training job writes into SM_MODEL_DIR -------------------------
+SERVING_FILE: Final = "model.onnx"  # the graph the inference function loads
+FP32_FILE: Final = "model.fp32.onnx"  # only when the serving graph is int8
+MANIFEST_FILE: Final = "manifest.json"
+ARCHIVE_FILE: Final = "model.tar.gz"  # SageMaker's tarball of SM_MODEL_DIR
+
+# --- The artifact bucket ------------------------------------------------------------------
+DATA_PREFIX: Final = "data/"  # training input (the DataUri output)
+SCHEDULED_TRAIN_PREFIX: Final = f"{DATA_PREFIX}train/"  # what a scheduled retraining reads
+TRAINING_PREFIX: Final = "training/"  # training/<job>/output/model.tar.gz
+CHECKPOINT_PREFIX: Final = "checkpoints/"  # checkpoints/<job>/ (spot training)
+MODELS_PREFIX: Final = "models/"  # promoted models, pointers and promotion records
+POINTER_FILE: Final = "production.json"
+INTENT_FILE: Final = "promotion.json"  # the write-ahead record of a promotion or rollback
+
+
+def model_prefix(model_name: str) -> str:
+    """Key prefix of a model's immutable versions, its pointer and its promotion record."""
+    return f"{MODELS_PREFIX}{model_name}/"
+
+
+def version_prefix(model_name: str, model_version: str) -> str:
+    """Key prefix of one promoted version (``model.onnx``, ``manifest.json``)."""
+    return f"{model_prefix(model_name)}{model_version}/"
+
+
+def pointer_key(model_name: str) -> str:
+    """Key of a model's production pointer."""
+    return f"{model_prefix(model_name)}{POINTER_FILE}"
+
+
+def intent_key(model_name: str) -> str:
+    """Key of a model's write-ahead promotion record."""
+    return f"{model_prefix(model_name)}{INTENT_FILE}"
+
+
+def is_pointer_uri(uri: str) -> bool:
+    """Whether a ``MODEL_URI`` names a production pointer rather than a model."""
+    return uri.split("?", 1)[0].endswith(".json")
+
+
+# --- Deployed names (the CDK app writes them, the CLI and the pipeline steps read them) ---
+StackPart = Literal["Artifacts", "Pipeline", "Serving"]
+STACK_PARTS: Final[tuple[StackPart, ...]] = ("Artifacts", "Pipeline", "Serving")
+
+# CfnOutput ids per stack.
+BUCKET_OUTPUT: Final = "ArtifactBucketName"
+DATA_URI_OUTPUT: Final = "DataUri"
+MODEL_PACKAGE_GROUP_OUTPUT: Final = "ModelPackageGroupName"
+KMS_KEY_OUTPUT: Final = "KmsKeyArn"
+STATE_MACHINE_OUTPUT: Final = "StateMachineArn"
+TOPIC_OUTPUT: Final = "NotificationTopicArn"
+API_URL_OUTPUT: Final = "ApiUrl"  # ends with "/"
+FUNCTION_NAME_OUTPUT: Final = "FunctionName"
+LIVE_ALIAS_OUTPUT: Final = "LiveAliasArn"
+AUTH_MODE_OUTPUT: Final = "AuthMode"  # "iam" or "api_key"
+STACK_OUTPUTS: Final[dict[StackPart, tuple[str, ...]]] = {
+    "Artifacts": (BUCKET_OUTPUT, DATA_URI_OUTPUT, MODEL_PACKAGE_GROUP_OUTPUT, KMS_KEY_OUTPUT),
+    "Pipeline": (STATE_MACHINE_OUTPUT, TOPIC_OUTPUT),
+    "Serving": (API_URL_OUTPUT, FUNCTION_NAME_OUTPUT, LIVE_ALIAS_OUTPUT, AUTH_MODE_OUTPUT),
+}
+
+ALIAS_NAME: Final = "live"  # the inference function's alias: what it serves is the live model
+
+
+def stack_name(env: str, part: StackPart) -> str:
+    """``OnnxKit-<env>-<part>``."""
+    return f"OnnxKit-{env}-{part}"
+
+
+def inference_function_name(env: str) -> str:
+    """The inference function's name."""
+    return f"onnxkit-{env}-inference"
+
+
+def state_machine_name(env: str) -> str:
+    """The training state machine's name."""
+    return f"onnxkit-{env}-training"
+
+
+def bucket_name(env: str, account: str, region: str) -> str:
+    """The artifact bucket's name (globally unique through account and region)."""
+    return f"onnxkit-{env}-artifacts-{account}-{region}"
+
+
+def model_package_group_name(env: str, model_name: str) -> str:
+    """The SageMaker model package group of one model in one environment."""
+    return f"onnxkit-{env}-{model_name}"
+
+
+# --- Environment variables ----------------------------------------------------------------
+# The inference function's: which model a published version serves and how much it takes.
+MODEL_URI_ENV: Final = "MODEL_URI"  # s3 uri or path of model.onnx, or of the pointer
+MODEL_SHA256_ENV: Final = "MODEL_SHA256"  # pins model.onnx; empty when following the pointer
+MODEL_MANIFEST_SHA256_ENV: Final = "MODEL_MANIFEST_SHA256"  # pins manifest.json
+MODEL_NAME_ENV: Final = "MODEL_NAME"
+MAX_INSTANCES_ENV: Final = "MAX_INSTANCES"
+MAX_BODY_BYTES_ENV: Final = "MAX_BODY_BYTES"
+# The pipeline steps'.
+ARTIFACT_BUCKET_ENV: Final = "ARTIFACT_BUCKET"
+FUNCTION_NAME_ENV: Final = "FUNCTION_NAME"
+ALIAS_NAME_ENV: Final = "ALIAS_NAME"
+
+# --- Limits -------------------------------------------------------------------------------
+MAX_INSTANCES: Final = 1000  # rows per /predict call by default (413 above)
+MAX_BODY_BYTES: Final = 5 * 1024 * 1024  # a /predict body (413 above); API Gateway's is 10 MB
+
+# --- The model-name rule ------------------------------------------------------------------
+# A model name becomes an S3 key segment, the training job name prefix (``<name>-<uuid>``
+# within SageMaker's 63 characters) and part of the model package group's name: so short,
+# lower-case and DNS-like. Versions are generated (a timestamp and a short id) and may be longer.
+MODEL_NAME_PATTERN: Final = r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?"
+MODEL_VERSION_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+_MODEL_NAME: Final = re.compile(MODEL_NAME_PATTERN)
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid model name, or None when it is."""
+    if _MODEL_NAME.fullmatch(name) is None:
+        return (
+            f"{name!r} is not a model name: 1-24 lower-case letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return None
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it is a valid model name; ValueError naming the rule otherwise."""
+    problem = model_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    return name
+
+
+# --- Digests ------------------------------------------------------------------------------
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
