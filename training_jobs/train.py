@@ -32,6 +32,7 @@ from typing import Any, NoReturn, cast
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+import msgspec
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -73,10 +74,9 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from onnxkit.contract.layout import FP32_FILE, SERVING_FILE, sha256_file
 from onnxkit.contract.manifest import (
-    FP32_FILE,
     SCHEMA_VERSION,
-    SERVING_FILE,
     Baseline,
     DataFingerprint,
     Feature,
@@ -89,7 +89,7 @@ from onnxkit.contract.manifest import (
     Serving,
     Signature,
     VariantReport,
-    sha256_file,
+    validated,
     write_manifest,
 )
 from onnxkit.contract.metrics import BASELINE, metric_line
@@ -1424,33 +1424,36 @@ def run(args: argparse.Namespace) -> Manifest:
                 categories=categories,
             )
         )
-    manifest = Manifest(
-        schema_version=SCHEMA_VERSION,
-        model_name=args.model_name,
-        model_version=f"{created:%Y%m%d%H%M%S}-{serving_info.sha256[:8]}",
-        created_at=created,
-        task=schema.task,  # type: ignore[arg-type]
-        estimator=args.model,
-        signature=Signature(
-            features=features, target=args.target, missing_values=list(missing_tokens)
-        ),
-        classes=[c.item() if hasattr(c, "item") else c for c in classes] or None,
-        outputs=outputs,
-        serving=Serving(
-            file=SERVING_FILE,
-            variant="int8" if chosen else "fp32",
-            sha256=serving_info.sha256,
-            size_bytes=serving_info.size_bytes,
-        ),
-        files=files,
-        variants={name: VariantReport(**report) for name, report in reports.items()},
-        baseline=baseline,
-        quantization=quantization,
-        hyperparameters=hyperparameters_of(args),
-        library_versions=library_versions(),
-        data=fingerprint(train_data, validation_data, len(X_train), len(X_valid)).model_copy(
-            update={"warnings": schema.warnings}
-        ),
+    manifest = validated(
+        Manifest(
+            schema_version=SCHEMA_VERSION,
+            model_name=args.model_name,
+            model_version=f"{created:%Y%m%d%H%M%S}-{serving_info.sha256[:8]}",
+            created_at=created,
+            task=schema.task,  # type: ignore[arg-type]
+            estimator=args.model,
+            signature=Signature(
+                features=features, target=args.target, missing_values=list(missing_tokens)
+            ),
+            classes=[c.item() if hasattr(c, "item") else c for c in classes] or None,
+            outputs=outputs,
+            serving=Serving(
+                file=SERVING_FILE,
+                variant="int8" if chosen else "fp32",
+                sha256=serving_info.sha256,
+                size_bytes=serving_info.size_bytes,
+            ),
+            files=files,
+            variants={name: VariantReport(**report) for name, report in reports.items()},
+            baseline=baseline,
+            quantization=quantization,
+            hyperparameters=hyperparameters_of(args),
+            library_versions=library_versions(),
+            data=msgspec.structs.replace(
+                fingerprint(train_data, validation_data, len(X_train), len(X_valid)),
+                warnings=schema.warnings,
+            ),
+        )
     )
     write_manifest(manifest, model_dir)
     _report(manifest, args.output_data_dir)
@@ -1546,11 +1549,9 @@ def _report(manifest: Manifest, output_data_dir: str | None) -> None:
     if output_data_dir:
         out = Path(output_data_dir)
         out.mkdir(parents=True, exist_ok=True)
-        evaluation: dict[str, Any] = {
-            name: r.model_dump(mode="json") for name, r in manifest.variants.items()
-        }
+        evaluation: dict[str, Any] = {name: r.to_dict() for name, r in manifest.variants.items()}
         if manifest.baseline is not None:
-            evaluation["baseline"] = manifest.baseline.model_dump(mode="json")
+            evaluation["baseline"] = manifest.baseline.to_dict()
         (out / "evaluation.json").write_text(json.dumps(evaluation, indent=2))
 
 

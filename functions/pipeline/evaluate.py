@@ -16,12 +16,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from onnxkit.contract.gate import GATE_METRIC, QualityGate, required_lift
-from onnxkit.contract.manifest import (
-    MANIFEST_FILE,
-    Manifest,
-    ManifestError,
-    parse_manifest,
-)
+from onnxkit.contract.layout import MANIFEST_FILE
+from onnxkit.contract.manifest import Manifest, ManifestError, parse_manifest
 
 from .ports import ObjectStore, Pointer, StepError, read_pointer
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -61,7 +61,7 @@ class Intent(msgspec.Struct, kw_only=True, frozen=True):
     """The write-ahead record of a promotion or rollback, written before ``live`` moves: the
     pointer that holds once the alias serves ``target.lambda_version``."""
 
-    action: Literal["promote", "rollback"]
+    action: str  # "promote" or "rollback"
     from_lambda_version: str | None
     target: Pointer
     started_at: str = msgspec.field(default_factory=_now)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from onnxkit.contract.manifest import FP32_FILE, SERVING_FILE, load_manifest
+from onnxkit.contract.layout import FP32_FILE, SERVING_FILE
+from onnxkit.contract.manifest import load_manifest
 from tests.conftest import ArtifactFactory
 
 

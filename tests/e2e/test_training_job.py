@@ -20,7 +20,8 @@ import pytest
 
 from functions.inference.instances import build_feed, rows_from_csv
 from functions.inference.manifest import read_serving_manifest
-from onnxkit.contract.manifest import FP32_FILE, SERVING_FILE, load_manifest, sha256_file
+from onnxkit.contract.layout import FP32_FILE, SERVING_FILE, sha256_file
+from onnxkit.contract.manifest import load_manifest
 from onnxkit.contract.metrics import parse_metric_lines
 from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
 from onnxkit.datasets import bundled

@@ -128,7 +128,7 @@ def tarball(
     extra: dict[str, bytes] | None = None,
 ) -> bytes:
     """model.tar.gz as SageMaker packs it: the files at the archive root."""
-    Manifest.model_validate(manifest)  # the builders only make valid manifests
+    Manifest.from_dict(manifest)  # the builders only make valid manifests
     if model_bytes is None:
         model_bytes = b"onnx-graph-" + manifest["model_version"].encode()
     files = {

@@ -311,14 +311,18 @@ def test_a_refused_model_is_not_retried(
     ("dataset", "model"),
     [("breast_cancer", "mlp"), ("customer_churn", "logistic_regression"), ("diabetes", "ridge")],
 )
-def test_real_manifests_read_like_the_pydantic_model(
+def test_real_manifests_are_served_as_the_contract_reads_them(
     dataset: str, model: str, train_artifact: Callable[..., Path]
 ) -> None:
-    from functions.inference.manifest import public_view, validate_manifest
+    from functions.inference.manifest import read_serving_manifest
     from onnxkit.contract.manifest import parse_manifest
 
-    raw = (train_artifact(dataset, model=model) / "manifest.json").read_bytes()
-    assert public_view(validate_manifest(raw)) == parse_manifest(raw).public()
+    path = train_artifact(dataset, model=model) / "manifest.json"
+    manifest = parse_manifest(path.read_bytes())
+    served = read_serving_manifest(path)
+    assert served.public == manifest.public()
+    assert [f.name for f in served.features] == manifest.signature.feature_names
+    assert served.serving_sha256 == manifest.serving.sha256
 
 
 def test_session_threads_do_not_spin_between_requests() -> None:

@@ -69,7 +69,7 @@ def _stage(root: Path, version: str) -> dict[str, Any]:
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
     LocalRegistry(root).register(
-        Manifest.model_validate(manifest),
+        Manifest.from_dict(manifest),
         path.as_uri(),
         {"passed": True, "reasons": []},
         "PendingManualApproval",

@@ -66,7 +66,7 @@ def _promote(root: Path, version: str, **kwargs: Any) -> dict[str, Any]:
     decision = evaluate(store, "cancer", uri, GATE)
     assert decision["passed"], decision["reasons"]
     package = registry.register(
-        Manifest.model_validate(manifest_dict(version, model_bytes=b"x", **kwargs)),
+        Manifest.from_dict(manifest_dict(version, model_bytes=b"x", **kwargs)),
         uri,
         decision,
         "PendingManualApproval",
@@ -123,8 +123,8 @@ def test_an_invalid_manifest_is_refused_readably() -> None:
 
 
 def test_the_gate_reports_every_reason_not_just_the_first() -> None:
-    live = Manifest.model_validate(manifest_dict("v1", accuracy=0.97))
-    candidate = Manifest.model_validate(
+    live = Manifest.from_dict(manifest_dict("v1", accuracy=0.97))
+    candidate = Manifest.from_dict(
         manifest_dict(
             "v2",
             accuracy=0.70,
@@ -166,14 +166,14 @@ def test_the_gate_reports_every_reason_not_just_the_first() -> None:
 
 
 def test_a_good_candidate_passes_and_a_small_drop_is_allowed() -> None:
-    live = Manifest.model_validate(manifest_dict("v1", accuracy=0.95))
-    candidate = Manifest.model_validate(manifest_dict("v2", accuracy=0.945))
+    live = Manifest.from_dict(manifest_dict("v1", accuracy=0.95))
+    candidate = Manifest.from_dict(manifest_dict("v2", accuracy=0.945))
     assert gate_reasons(candidate, live, GATE) == []
     assert gate_reasons(candidate, None, GATE) == []
 
 
 def test_an_added_imputed_feature_is_compatible() -> None:
-    live = Manifest.model_validate(manifest_dict("v1"))
+    live = Manifest.from_dict(manifest_dict("v1"))
     features = [*manifest_dict("v2")["signature"]["features"]]
     features.append(
         {
@@ -185,13 +185,13 @@ def test_an_added_imputed_feature_is_compatible() -> None:
         }
     )
     assert (
-        signature_changes(live, Manifest.model_validate(manifest_dict("v2", features=features)))
+        signature_changes(live, Manifest.from_dict(manifest_dict("v2", features=features)))
         == []
     )
 
 
 def test_regression_uses_r2_and_the_threshold_comes_from_the_gate() -> None:
-    candidate = Manifest.model_validate(manifest_dict("v1", task="regression", accuracy=0.5))
+    candidate = Manifest.from_dict(manifest_dict("v1", task="regression", accuracy=0.5))
     assert gate_reasons(candidate, None, GATE) == []
     strict = GATE.model_copy(update={"min_r2": 0.6})
     assert gate_reasons(candidate, None, strict) == [
@@ -267,7 +267,7 @@ def test_promote_is_idempotent(tmp_path: Path) -> None:
     store, registry = LocalStore(tmp_path), LocalRegistry(tmp_path)
     decision = evaluate(store, "cancer", uri, GATE)
     package = registry.register(
-        Manifest.model_validate(manifest_dict("v1")), uri, decision, "PendingManualApproval"
+        Manifest.from_dict(manifest_dict("v1")), uri, decision, "PendingManualApproval"
     )
     results = [
         promote(store, LocalServing(tmp_path), registry, decision["candidate"], package)
@@ -322,7 +322,7 @@ def test_a_fault_at_any_call_leaves_the_previous_model_live(tmp_path: Path, fail
     decision = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)
     registry = LocalRegistry(tmp_path)
     package = registry.register(
-        Manifest.model_validate(manifest_dict("v2")), uri, decision, "PendingManualApproval"
+        Manifest.from_dict(manifest_dict("v2")), uri, decision, "PendingManualApproval"
     )
     counter = {"calls": 0, "fail_at": fail_at}
     store = Faulty(LocalStore(tmp_path), counter, {"put", "get", "head", "open_uri"})
@@ -378,7 +378,7 @@ def test_the_fault_range_covers_every_call_of_a_promotion(tmp_path: Path) -> Non
     decision = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)
     registry = LocalRegistry(tmp_path)
     package = registry.register(
-        Manifest.model_validate(manifest_dict("v2")), uri, decision, "PendingManualApproval"
+        Manifest.from_dict(manifest_dict("v2")), uri, decision, "PendingManualApproval"
     )
     counter = {"calls": 0, "fail_at": -1}
     store = Faulty(LocalStore(tmp_path), counter, {"put", "get", "head", "open_uri"})

@@ -33,7 +33,7 @@ def _manifest(
         data["variants"][variant]["metrics"] = dict(metrics)
     if baseline is not None:
         data["baseline"] = baseline
-    return Manifest.model_validate(data)
+    return Manifest.from_dict(data)
 
 
 def test_the_default_bar_is_relative_and_the_absolute_bars_are_off() -> None:
@@ -153,9 +153,9 @@ def test_a_manifest_without_a_baseline_is_judged_against_the_chance_level() -> N
 
 
 def test_production_is_compared_on_balanced_accuracy() -> None:
-    live = Manifest.model_validate(manifest_dict("v1", accuracy=0.96, balanced_accuracy=0.90))
+    live = Manifest.from_dict(manifest_dict("v1", accuracy=0.96, balanced_accuracy=0.90))
     # Higher accuracy, bought by answering the majority class more often.
-    candidate = Manifest.model_validate(manifest_dict("v2", accuracy=0.97, balanced_accuracy=0.80))
+    candidate = Manifest.from_dict(manifest_dict("v2", accuracy=0.97, balanced_accuracy=0.80))
     assert gate_reasons(candidate, live, GATE) == [
         "balanced_accuracy 0.8000 is worse than production v1 (0.9000) by more than 0.0100"
     ]

@@ -26,7 +26,8 @@ import pandas as pd
 import pytest
 
 from onnxkit.contract import workflow as wf
-from onnxkit.contract.manifest import SERVING_FILE, load_manifest
+from onnxkit.contract.layout import SERVING_FILE
+from onnxkit.contract.manifest import load_manifest
 from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments, decode_hyperparameters
 from tests.e2e.test_training_job import feeds
