@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from onnxkit.contract import layout
 from onnxkit.contract.gate import QualityGate
 
 ENVIRONMENTS: Final = ("local", "dev", "prod")
@@ -91,7 +92,9 @@ class LambdaSettings(_Section):
     timeout_seconds: int = Field(10, ge=1, le=29, description="API Gateway stops at 29 s.")
     reserved_concurrency: int | None = Field(None, ge=1, le=1000)
     snapstart: bool = True
-    max_instances: int = Field(1000, ge=1, le=100_000, description="Rows per /predict call.")
+    max_instances: int = Field(
+        layout.MAX_INSTANCES, ge=1, le=100_000, description="Rows per /predict call."
+    )
 
 
 class ApiSettings(_Section):
@@ -122,7 +125,7 @@ class OnnxKitConfig(_Section):
     region: str = Field("us-east-1", pattern=_REGION)
     model_name: str = Field(
         "onnxkit-model",
-        pattern=r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$",
+        pattern=f"^{layout.MODEL_NAME_PATTERN}$",
         description="Also the training job name prefix, so short and DNS-like.",
     )
     gate: QualityGate = Field(default_factory=lambda: QualityGate.model_validate({}))
@@ -166,9 +169,9 @@ class OnnxKitConfig(_Section):
         """Whether stateful resources outlive their stack (and stacks are protected)."""
         return self.removal_policy == "retain"
 
-    def stack_name(self, part: Literal["Artifacts", "Pipeline", "Serving"]) -> str:
-        """``OnnxKit-<env>-<part>``, as docs/CONTRACTS.md names the stacks."""
-        return f"OnnxKit-{self.env}-{part}"
+    def stack_name(self, part: layout.StackPart) -> str:
+        """This environment's stack of one part (onnxkit/contract/layout.py names them)."""
+        return layout.stack_name(self.env, part)
 
 
 # What differs from the defaults, per environment. prod keeps its data and pays for capacity.

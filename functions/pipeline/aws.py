@@ -9,9 +9,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from botocore.exceptions import ClientError
 
-from .ports import POINTER_FILE, StepError
+from onnxkit.contract.layout import (
+    ALIAS_NAME,
+    MODEL_MANIFEST_SHA256_ENV,
+    MODEL_SHA256_ENV,
+    MODEL_URI_ENV,
+    POINTER_FILE,
+)
 
-ALIAS_NAME = "live"
+from .ports import StepError
 
 
 def split_s3_uri(uri: str) -> tuple[str, str, str | None]:
@@ -119,9 +125,9 @@ class LambdaServing:
     def find_version(self, model_uri: str, sha256: str, manifest_sha256: str) -> str | None:
         """The newest published version that already serves this model."""
         wanted = {
-            "MODEL_URI": model_uri,
-            "MODEL_SHA256": sha256,
-            "MODEL_MANIFEST_SHA256": manifest_sha256,
+            MODEL_URI_ENV: model_uri,
+            MODEL_SHA256_ENV: sha256,
+            MODEL_MANIFEST_SHA256_ENV: manifest_sha256,
         }
         for version in sorted(self._versions(), key=lambda v: int(v["Version"]), reverse=True):
             env = version.get("Environment", {}).get("Variables", {})
@@ -133,7 +139,13 @@ class LambdaServing:
         """Set the model on $LATEST (other variables kept) and publish that configuration."""
         config = self.client.get_function_configuration(FunctionName=self.function)
         env = dict(config.get("Environment", {}).get("Variables", {}))
-        env.update(MODEL_URI=model_uri, MODEL_SHA256=sha256, MODEL_MANIFEST_SHA256=manifest_sha256)
+        env.update(
+            {
+                MODEL_URI_ENV: model_uri,
+                MODEL_SHA256_ENV: sha256,
+                MODEL_MANIFEST_SHA256_ENV: manifest_sha256,
+            }
+        )
         updated = self.client.update_function_configuration(
             FunctionName=self.function, Environment={"Variables": env}
         )
@@ -145,7 +157,7 @@ class LambdaServing:
         )
         version = str(published["Version"])
         served = published.get("Environment", {}).get("Variables", {})
-        if (served.get("MODEL_SHA256"), served.get("MODEL_MANIFEST_SHA256")) != (
+        if (served.get(MODEL_SHA256_ENV), served.get(MODEL_MANIFEST_SHA256_ENV)) != (
             sha256,
             manifest_sha256,
         ):
@@ -188,7 +200,7 @@ class LambdaServing:
             FunctionName=self.function, Qualifier=version
         )
         env = config.get("Environment", {}).get("Variables", {})
-        return env.get("MODEL_URI", ""), env.get("MODEL_SHA256", "")
+        return env.get(MODEL_URI_ENV, ""), env.get(MODEL_SHA256_ENV, "")
 
     def follows_pointer(self, version: str) -> bool:
         """True for a version with no model of its own: the CDK-managed one, whose

@@ -18,8 +18,14 @@ import boto3
 from pydantic import ValidationError
 
 from onnxkit.contract.gate import QualityGate
+from onnxkit.contract.layout import (
+    ALIAS_NAME,
+    ALIAS_NAME_ENV,
+    ARTIFACT_BUCKET_ENV,
+    FUNCTION_NAME_ENV,
+)
 
-from .aws import ALIAS_NAME, LambdaServing, S3Store, alarm_check
+from .aws import LambdaServing, S3Store, alarm_check
 from .evaluate import evaluate as evaluate_step
 from .ports import StepError
 from .promote import Shift
@@ -37,7 +43,7 @@ def _env(name: str) -> str:
 
 
 def _store() -> S3Store:
-    return S3Store(boto3.client("s3"), _env("ARTIFACT_BUCKET"))
+    return S3Store(boto3.client("s3"), _env(ARTIFACT_BUCKET_ENV))
 
 
 def _shift() -> Shift | None:
@@ -83,7 +89,9 @@ def promote(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError) as error:
         raise StepError(f"bad Promote event: {error}") from None
     serving = LambdaServing(
-        boto3.client("lambda"), _env("FUNCTION_NAME"), os.environ.get("ALIAS_NAME") or ALIAS_NAME
+        boto3.client("lambda"),
+        _env(FUNCTION_NAME_ENV),
+        os.environ.get(ALIAS_NAME_ENV) or ALIAS_NAME,
     )
     # Register created the package approved, so no registry call (and no IAM grant) here.
     result = promote_step(_store(), serving, None, candidate, package, shift=_shift())

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from .ports import POINTER_FILE, StepError
+from onnxkit.contract.layout import POINTER_FILE
+
+from .ports import StepError
 
 FUNCTION_FILE = "serving/function.json"
 REGISTRY_DIR = "registry"

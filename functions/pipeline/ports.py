@@ -1,4 +1,4 @@
-"""The interfaces the step logic runs over, the production pointer, and the step errors.
+"""The interfaces the step logic runs over, the pointer's reads and writes, and the step errors.
 
 Two implementations of each port exist: :mod:`functions.pipeline.aws` (S3, Lambda, SageMaker)
 and :mod:`functions.pipeline.local` (a work directory). The step modules only see these.
@@ -6,15 +6,18 @@ and :mod:`functions.pipeline.local` (a work directory). The step modules only se
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
-POINTER_FILE = "production.json"
-# The write-ahead record of the last promotion or rollback (docs/CONTRACTS.md).
-INTENT_FILE = "promotion.json"
+from onnxkit.contract.api import JSON
+from onnxkit.contract.layout import intent_key, pointer_key
+from onnxkit.contract.pointer import (
+    Intent,
+    Pointer,
+    PointerError,
+    dump,
+    parse_intent,
+    parse_pointer,
+)
 
 
 class StepError(RuntimeError):
@@ -87,69 +90,20 @@ class Registry(Protocol):
         ...
 
 
-class Pointer(BaseModel):
-    """The production pointer at ``models/<name>/production.json`` (docs/CONTRACTS.md)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model_name: str
-    model_version: str
-    model_uri: str
-    manifest_uri: str
-    sha256: str
-    # The manifest's digest; None in pointers written before it was pinned.
-    manifest_sha256: str | None = None
-    lambda_version: str
-    promoted_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-    history: list[dict[str, Any]] = Field(default_factory=list)
-
-    def entry(self) -> dict[str, Any]:
-        """This pointer as a history entry (without its own history)."""
-        return self.model_dump(exclude={"history"})
-
-
-def model_prefix(model_name: str) -> str:
-    """Key prefix of a model's immutable versions and pointer."""
-    return f"models/{model_name}/"
-
-
-def pointer_key(model_name: str) -> str:
-    """Key of a model's production pointer."""
-    return f"{model_prefix(model_name)}{POINTER_FILE}"
-
-
-def intent_key(model_name: str) -> str:
-    """Key of a model's write-ahead promotion record."""
-    return f"{model_prefix(model_name)}{INTENT_FILE}"
-
-
-class Intent(BaseModel):
-    """The write-ahead record of a promotion or rollback, written before ``live`` moves: the
-    pointer that holds once the alias serves ``target.lambda_version``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    action: str  # "promote" or "rollback"
-    from_lambda_version: str | None
-    target: Pointer
-    started_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-
 def read_intent(store: ObjectStore, model_name: str) -> Intent | None:
     """The last promotion's or rollback's record, or None before the first."""
     raw = store.get(intent_key(model_name))
     if raw is None:
         return None
     try:
-        return Intent.model_validate(json.loads(raw))
-    except ValueError as error:
+        return parse_intent(raw)
+    except PointerError as error:
         raise StepError(f"unreadable promotion record for {model_name}: {error}") from None
 
 
 def write_intent(store: ObjectStore, intent: Intent) -> None:
     """Record what is about to happen, before the alias moves."""
-    body = json.dumps(intent.model_dump(), indent=2, sort_keys=True).encode()
-    store.put(intent_key(intent.target.model_name), body, "application/json")
+    store.put(intent_key(intent.target.model_name), dump(intent), JSON)
 
 
 def read_pointer(store: ObjectStore, model_name: str) -> Pointer | None:
@@ -158,12 +112,11 @@ def read_pointer(store: ObjectStore, model_name: str) -> Pointer | None:
     if raw is None:
         return None
     try:
-        return Pointer.model_validate(json.loads(raw))
-    except ValueError as error:
+        return parse_pointer(raw)
+    except PointerError as error:
         raise StepError(f"unreadable production pointer for {model_name}: {error}") from None
 
 
 def write_pointer(store: ObjectStore, pointer: Pointer) -> None:
     """Replace a model's production pointer."""
-    body = json.dumps(pointer.model_dump(), indent=2, sort_keys=True).encode()
-    store.put(pointer_key(pointer.model_name), body, "application/json")
+    store.put(pointer_key(pointer.model_name), dump(pointer), JSON)

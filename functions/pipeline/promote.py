@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from onnxkit.contract.manifest import MANIFEST_FILE, SERVING_FILE
+from onnxkit.contract.layout import MANIFEST_FILE, SERVING_FILE, version_prefix
 
 from .evaluate import digest_problems, read_artifact
 from .ports import (
@@ -46,7 +46,6 @@ from .ports import (
     ServingTarget,
     StepError,
     TamperedArtifactError,
-    model_prefix,
     read_intent,
     read_pointer,
     write_intent,
@@ -156,7 +155,7 @@ def _derive(
             f"live serves function version {alias} with {uri}, which is not a promoted model "
             f"of {name}; point live at a promoted version (onnxkit rollback --to)"
         )
-    key = f"{model_prefix(name)}{version}/{MANIFEST_FILE}"
+    key = f"{version_prefix(name, version)}{MANIFEST_FILE}"
     manifest = store.get(key)
     history = stored.history if stored else []
     below = [entry.get("lambda_version") for entry in history]
@@ -254,7 +253,7 @@ def promote(
     manifest_sha = hashlib.sha256(artifact.manifest_bytes).hexdigest()
 
     # 2. store: the model first, the manifest last, so a manifest means a complete version.
-    prefix = f"{model_prefix(name)}{version}/"
+    prefix = version_prefix(name, version)
     model_uri = _store_immutable(
         store, prefix + SERVING_FILE, model_bytes, "application/octet-stream"
     )
@@ -337,9 +336,7 @@ def rollback(
                 f"{to_version} is not a previous version of {model_name} (previous: {known})"
             )
         index = versions.index(to_version)
-    target = Pointer.model_validate(
-        {**pointer.history[index], "history": pointer.history[index + 1 :]}
-    )
+    target = Pointer.of({**pointer.history[index], "history": pointer.history[index + 1 :]})
     uri, sha = serving.model_of(target.lambda_version)
     if sha != target.sha256:
         raise StepError(

@@ -13,16 +13,12 @@ from constructs import Construct
 
 from infra.nag import acknowledge, allow
 from onnxkit.config import OnnxKitConfig
-
-DATA_PREFIX = "data/"
-TRAINING_PREFIX = "training/"
-CHECKPOINT_PREFIX = "checkpoints/"
-MODELS_PREFIX = "models/"
+from onnxkit.contract.layout import CHECKPOINT_PREFIX, bucket_name, model_package_group_name
 
 
 def artifact_bucket_name(config: OnnxKitConfig, stack: Stack) -> str:
     """Deterministic, so other stacks derive ARNs without cross-stack references."""
-    return f"onnxkit-{config.env}-artifacts-{stack.account}-{config.region}"
+    return bucket_name(config.env, stack.account, config.region)
 
 
 @dataclass(frozen=True)
@@ -162,7 +158,7 @@ def artifact_store(stack: Stack, config: OnnxKitConfig) -> ArtifactStore:
         auto_delete_objects=not config.retained,
     )
 
-    group_name = f"onnxkit-{config.env}-{config.model_name}"
+    group_name = model_package_group_name(config.env, config.model_name)
     group = sagemaker.CfnModelPackageGroup(
         stack,
         "ModelPackageGroup",

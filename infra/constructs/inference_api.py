@@ -13,6 +13,7 @@ from constructs import Construct
 from infra.constructs.lambda_common import retention
 from infra.nag import acknowledge
 from onnxkit.config import OnnxKitConfig
+from onnxkit.contract import api as contract_api
 
 STAGE_NAME = "v1"
 # JSON-schema (draft 4) of the /predict body; row-count limits stay in the function (413).
@@ -35,9 +36,8 @@ PREDICT_SCHEMA = apigw.JsonSchema(
     },
 )
 
-# The .npy body (functions/inference/handler.py NPY); onnxkit serve mirrors this list. Only the
-# application/json request model validates bodies: other content types reach the function.
-BINARY_MEDIA_TYPES = ("application/x-npy",)
+# Only the application/json request model validates bodies: other content types (CSV, and the
+# binary .npy of contract_api.BINARY_MEDIA_TYPES) reach the function as they are.
 
 
 class InferenceApi(Construct):
@@ -61,7 +61,7 @@ class InferenceApi(Construct):
             description=f"onnxkit {config.env} inference API",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             # Passed to the function base64-encoded (isBase64Encoded), bytes intact.
-            binary_media_types=list(BINARY_MEDIA_TYPES),
+            binary_media_types=list(contract_api.BINARY_MEDIA_TYPES),
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=RemovalPolicy.DESTROY,
             deploy_options=apigw.StageOptions(

@@ -8,7 +8,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.bundling import FunctionBundle, function_code
-from infra.constructs.artifact_store import MODELS_PREFIX, Artifacts
+from infra.constructs.artifact_store import Artifacts
 from infra.constructs.lambda_common import (
     PYTHON_VERSION,
     RUNTIME,
@@ -19,14 +19,15 @@ from infra.constructs.lambda_common import (
 )
 from infra.nag import acknowledge
 from onnxkit.config import OnnxKitConfig
-from onnxkit.contract.layout import ALIAS_NAME
+from onnxkit.contract import layout
+from onnxkit.contract.layout import ALIAS_NAME, MODELS_PREFIX
 
 INFERENCE_HANDLER = "functions.inference.handler.lambda_handler"
 
 
 def inference_function_name(config: OnnxKitConfig) -> str:
     """Fixed, so the pipeline's Promote role is scoped to it without a cross-stack export."""
-    return f"onnxkit-{config.env}-inference"
+    return layout.inference_function_name(config.env)
 
 
 class InferenceFunction(Construct):
@@ -44,7 +45,7 @@ class InferenceFunction(Construct):
         )
         role = function_role(self, "Role", log_group)
         artifacts.grant(role, read=(MODELS_PREFIX,))
-        pointer_uri = artifacts.uri(self, f"{MODELS_PREFIX}{config.model_name}/production.json")
+        pointer_uri = artifacts.uri(self, layout.pointer_key(config.model_name))
         bundle = FunctionBundle("inference", PYTHON_VERSION, config.function.architecture)
         self.function = lambda_.Function(
             self,
@@ -66,10 +67,10 @@ class InferenceFunction(Construct):
             else None,
             environment={
                 # Before the first promotion this is the production pointer (see CONTRACTS.md).
-                "MODEL_URI": pointer_uri,
-                "MODEL_SHA256": "",
-                "MAX_INSTANCES": str(config.function.max_instances),
-                "MODEL_NAME": config.model_name,
+                layout.MODEL_URI_ENV: pointer_uri,
+                layout.MODEL_SHA256_ENV: "",
+                layout.MAX_INSTANCES_ENV: str(config.function.max_instances),
+                layout.MODEL_NAME_ENV: config.model_name,
                 "ORT_DISABLE_TELEMETRY": "1",
                 "POWERTOOLS_SERVICE_NAME": "onnxkit-inference",
                 "POWERTOOLS_METRICS_NAMESPACE": "onnxkit",

@@ -9,13 +9,11 @@ from sagemaker.core import image_uris
 
 from infra.bundling import training_source
 from infra.constructs.artifact_store import (
-    CHECKPOINT_PREFIX,
-    DATA_PREFIX,
-    TRAINING_PREFIX,
     Artifacts,
 )
 from infra.nag import allow
 from onnxkit.config import OnnxKitConfig
+from onnxkit.contract.layout import CHECKPOINT_PREFIX, DATA_PREFIX, TRAINING_PREFIX
 
 SKLEARN_REPOSITORY = "sagemaker-scikit-learn"
 

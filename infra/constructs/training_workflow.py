@@ -19,12 +19,13 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from infra.constructs.artifact_store import CHECKPOINT_PREFIX, TRAINING_PREFIX, Artifacts
+from infra.constructs.artifact_store import Artifacts
 from infra.constructs.lambda_common import retention
 from infra.constructs.training_job import TrainingJob, sklearn_image
 from infra.nag import acknowledge, acknowledge_resources, allow
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract import workflow as wf
+from onnxkit.contract.layout import CHECKPOINT_PREFIX, TRAINING_PREFIX, state_machine_name
 from onnxkit.contract.metrics import metric_definitions
 
 SCRIPT = "train.py"
@@ -80,7 +81,7 @@ class TrainingWorkflow(Construct):
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            state_machine_name=f"onnxkit-{config.env}-training",
+            state_machine_name=state_machine_name(config.env),
             definition_body=sfn.DefinitionBody.from_chainable(definition),
             logs=sfn.LogOptions(
                 destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True

@@ -5,8 +5,10 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from infra.constructs.artifact_store import DATA_PREFIX, artifact_store
+from infra.constructs.artifact_store import artifact_store
 from onnxkit.config import OnnxKitConfig
+from onnxkit.contract import layout
+from onnxkit.contract.layout import DATA_PREFIX
 
 
 class ArtifactsStack(Stack):
@@ -19,12 +21,14 @@ class ArtifactsStack(Stack):
         # Built in this stack's own scope so the retained resources keep their logical ids.
         store = artifact_store(self, config)
         self.artifacts = store.artifacts
-        CfnOutput(self, "ArtifactBucketName", value=store.bucket.bucket_name)
+        CfnOutput(self, layout.BUCKET_OUTPUT, value=store.bucket.bucket_name)
         CfnOutput(
             self,
-            "DataUri",
+            layout.DATA_URI_OUTPUT,
             value=self.artifacts.uri(self, DATA_PREFIX),
             description="S3 prefix for training data",
         )
-        CfnOutput(self, "ModelPackageGroupName", value=self.artifacts.model_package_group_name)
-        CfnOutput(self, "KmsKeyArn", value=store.key.key_arn)
+        CfnOutput(
+            self, layout.MODEL_PACKAGE_GROUP_OUTPUT, value=self.artifacts.model_package_group_name
+        )
+        CfnOutput(self, layout.KMS_KEY_OUTPUT, value=store.key.key_arn)

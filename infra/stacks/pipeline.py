@@ -10,7 +10,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from infra.constructs.artifact_store import DATA_PREFIX, MODELS_PREFIX, TRAINING_PREFIX, Artifacts
+from infra.constructs.artifact_store import Artifacts
 from infra.constructs.inference_function import inference_function_name
 from infra.constructs.pipeline_step import PipelineStep
 from infra.constructs.training_job import TrainingJob
@@ -19,6 +19,7 @@ from infra.nag import allow
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract import layout
 from onnxkit.contract import workflow as wf
+from onnxkit.contract.layout import MODELS_PREFIX, SCHEDULED_TRAIN_PREFIX, TRAINING_PREFIX
 
 
 class PipelineStack(Stack):
@@ -55,7 +56,7 @@ class PipelineStack(Stack):
             "Evaluate",
             config=config,
             handler=wf.EVALUATE_HANDLER,
-            environment={"ARTIFACT_BUCKET": bucket},
+            environment={layout.ARTIFACT_BUCKET_ENV: bucket},
         ).function
         artifacts.grant(self.evaluate_fn, read=(TRAINING_PREFIX, MODELS_PREFIX))
         self.promote_fn = PipelineStep(
@@ -64,9 +65,9 @@ class PipelineStack(Stack):
             config=config,
             handler=wf.PROMOTE_HANDLER,
             environment={
-                "ARTIFACT_BUCKET": bucket,
-                "FUNCTION_NAME": inference_function.function_name,
-                "ALIAS_NAME": layout.ALIAS_NAME,
+                layout.ARTIFACT_BUCKET_ENV: bucket,
+                layout.FUNCTION_NAME_ENV: inference_function.function_name,
+                layout.ALIAS_NAME_ENV: layout.ALIAS_NAME,
             },
             timeout=Duration.minutes(5),
         ).function
@@ -108,8 +109,8 @@ class PipelineStack(Stack):
         self.state_machine = self.workflow.state_machine
         self._schedule(config)
 
-        CfnOutput(self, "StateMachineArn", value=self.state_machine.state_machine_arn)
-        CfnOutput(self, "NotificationTopicArn", value=self.topic.topic_arn)
+        CfnOutput(self, layout.STATE_MACHINE_OUTPUT, value=self.state_machine.state_machine_arn)
+        CfnOutput(self, layout.TOPIC_OUTPUT, value=self.topic.topic_arn)
 
     def _schedule(self, config: OnnxKitConfig) -> None:
         if not config.retraining_schedule:
@@ -125,7 +126,7 @@ class PipelineStack(Stack):
                 self.state_machine,
                 input=events.RuleTargetInput.from_object(
                     {
-                        "train_s3_uri": self.artifacts.uri(self, f"{DATA_PREFIX}train/"),
+                        "train_s3_uri": self.artifacts.uri(self, SCHEDULED_TRAIN_PREFIX),
                         "hyperparameters": {},
                     }
                 ),

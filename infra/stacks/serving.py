@@ -10,6 +10,7 @@ from infra.constructs.inference_api import InferenceApi
 from infra.constructs.inference_function import InferenceFunction
 from infra.constructs.serving_monitoring import ServingMonitoring
 from onnxkit.config import OnnxKitConfig
+from onnxkit.contract import layout
 
 
 class ServingStack(Stack):
@@ -38,7 +39,7 @@ class ServingStack(Stack):
             key=artifacts.key,
         )
 
-        CfnOutput(self, "ApiUrl", value=self.api.url)
-        CfnOutput(self, "FunctionName", value=self.function.function_name)
-        CfnOutput(self, "LiveAliasArn", value=self.alias.function_arn)
-        CfnOutput(self, "AuthMode", value=config.api.auth_mode)
+        CfnOutput(self, layout.API_URL_OUTPUT, value=self.api.url)
+        CfnOutput(self, layout.FUNCTION_NAME_OUTPUT, value=self.function.function_name)
+        CfnOutput(self, layout.LIVE_ALIAS_OUTPUT, value=self.alias.function_arn)
+        CfnOutput(self, layout.AUTH_MODE_OUTPUT, value=config.api.auth_mode)

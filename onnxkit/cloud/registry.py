@@ -133,7 +133,7 @@ def live_pointers(
             notes.append(f"{name}: {error}")
             continue
         if live.pointer is not None:
-            pointers[name] = live.pointer.model_dump()
+            pointers[name] = live.pointer.to_dict()
             if live.note():
                 notes.append(f"{name}: {live.note().replace('now records', 'will record')}")
     return pointers, notes
