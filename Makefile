@@ -32,6 +32,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,infra,dev]'
+	@# The wheel ships onnxkit only; the runtimes the CLI runs locally (functions/, training_jobs/)
+	@# and the CDK app (infra/) are this checkout's top-level folders, so put it on the venv's path.
+	$(PY) -c "import pathlib, site; pathlib.Path(site.getsitepackages()[0], 'onnxkit-checkout.pth').write_text('$(CURDIR)\n')"
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json

@@ -93,14 +93,18 @@ def rows_of(n: int) -> list[list[float]]:
     """n rows of the bundled CSV (repeated as needed), target removed."""
     import csv
 
-    with (ROOT / "datasets" / "breast_cancer.csv").open() as handle:
+    from onnxkit.datasets import bundled
+
+    with bundled("breast_cancer").path.open() as handle:
         records = list(csv.reader(handle))[1:]
     rows = [[float(value) for value in record[:-1]] for record in records]
     return [rows[i % len(rows)] for i in range(n)]
 
 
 def feature_names() -> list[str]:
-    with (ROOT / "datasets" / "breast_cancer.csv").open() as handle:
+    from onnxkit.datasets import bundled
+
+    with bundled("breast_cancer").path.open() as handle:
         return handle.readline().strip().split(",")[:-1]
 
 

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from functions.pipeline.evaluate import evaluate  # noqa: E402
-from functions.pipeline.local import LocalServing, LocalStore  # noqa: E402
 from functions.pipeline.promote import promote  # noqa: E402
 from onnxkit.contract.gate import QualityGate  # noqa: E402
 from onnxkit.datasets import bundled  # noqa: E402
+from onnxkit.local.store import LocalServing, LocalStore  # noqa: E402
 from onnxkit.local.training import arguments, pack  # noqa: E402
 from training_jobs import train  # noqa: E402
 

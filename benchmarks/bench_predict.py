@@ -22,10 +22,11 @@ from typer.testing import CliRunner
 
 from onnxkit.cli import app
 from onnxkit.cloud import scoring
+from onnxkit.datasets import bundled
 from onnxkit.server import serving
 from training_jobs import train
 
-ROOT = Path(__file__).resolve().parents[1]
+CHURN = bundled("customer_churn").path
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
         "--model",
         "logistic_regression",
         "--train",
-        str(ROOT / "datasets/customer_churn.csv"),
+        str(CHURN),
         "--model-dir",
         str(work / "model"),
         "--output-dir",
@@ -48,7 +49,7 @@ def main() -> None:
     ]
     if train.main(argv) != 0:
         raise SystemExit("training failed")
-    with (ROOT / "datasets/customer_churn.csv").open(newline="") as handle:
+    with CHURN.open(newline="") as handle:
         base = list(csv.DictReader(handle))
     rows = [base[i % len(base)] for i in range(rows_wanted)]
     data = work / "rows.csv"

@@ -1,4 +1,4 @@
-"""Regenerate the bundled CSV datasets (deterministic; no network).
+"""Regenerate the bundled CSV datasets in onnxkit/datasets/ (deterministic; no network).
 
 breast_cancer, iris and diabetes come from the copies scikit-learn ships; customer_churn is
 synthetic, with categorical columns and missing values, so the mixed-type path is exercised.
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parents[1] / "onnxkit" / "datasets"
 
 
 def customer_churn(rows: int = 3000, seed: int = 7) -> pd.DataFrame:

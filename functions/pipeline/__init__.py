@@ -1,8 +1,9 @@
-"""The pipeline's step logic: evaluate, promote and roll back a model.
+"""The pipeline's step logic: evaluate and promote a model.
 
 Pure modules over small storage / serving / registry interfaces (:mod:`.ports`), so the same
-code runs in the cloud (S3, a Lambda alias, SageMaker model packages; :mod:`.aws`) and on a
-laptop (a work directory with the same layout; :mod:`.local`). :mod:`.handlers` holds the thin
+code runs in the cloud (S3, a Lambda alias, a CloudWatch alarm; :mod:`.aws`) and on a laptop
+(a work directory with the same layout: :mod:`onnxkit.local.store`, in the shell, as is the
+CLI-only :mod:`onnxkit.rollback`). :mod:`.handlers` holds the thin
 Lambda entry points the state machine calls. Only pydantic, boto3 and ``onnxkit.contract``
 are imported, because this package is bundled into a Lambda function.
 """

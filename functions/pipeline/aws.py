@@ -1,5 +1,5 @@
 """The ports on AWS: an S3 bucket, the inference function's versions and ``live`` alias,
-SageMaker model packages and a CloudWatch alarm. Clients are passed in (tests wrap them)."""
+and a CloudWatch alarm. Clients are passed in (tests wrap them)."""
 
 from __future__ import annotations
 
@@ -207,21 +207,6 @@ class LambdaServing:
         ``MODEL_URI`` is the production pointer (or empty)."""
         uri = self.model_of(version)[0].split("?")[0]
         return not uri or uri.endswith("/" + POINTER_FILE)
-
-
-class SageMakerRegistry:
-    """SageMaker model packages: approval on promotion."""
-
-    def __init__(self, sagemaker: Any) -> None:
-        self.client = sagemaker
-
-    def approve(self, package_id: str) -> None:
-        """Approve a model package unless it already is."""
-        found = self.client.describe_model_package(ModelPackageName=package_id)
-        if found.get("ModelApprovalStatus") != "Approved":
-            self.client.update_model_package(
-                ModelPackageArn=package_id, ModelApprovalStatus="Approved"
-            )
 
 
 def alarm_check(cloudwatch: Any, alarm_name: str) -> bool:

@@ -1,7 +1,7 @@
 """The interfaces the step logic runs over, the pointer's reads and writes, and the step errors.
 
-Two implementations of each port exist: :mod:`functions.pipeline.aws` (S3, Lambda, SageMaker)
-and :mod:`functions.pipeline.local` (a work directory). The step modules only see these.
+Two implementations of each port exist: :mod:`functions.pipeline.aws` (S3, Lambda, CloudWatch)
+and :mod:`onnxkit.local.store` (a work directory, in the shell). The step modules only see these.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def reconcile(store: ObjectStore, serving: ServingTarget, model_name: str) -> Li
     return live
 
 
-def _commit(
+def commit(
     store: ObjectStore, serving: ServingTarget, live: Live, target: Pointer, action: str
 ) -> None:
     """Intent, alias, pointer; a failed pointer write moves ``live`` back."""
@@ -306,48 +306,11 @@ def promote(
             lambda_version=lambda_version,
             history=[current.entry(), *current.history] if current else [],
         )
-        _commit(store, serving, live, target, "promote")
+        commit(store, serving, live, target, "promote")
     return {
         "model_version": version,
         "lambda_version": lambda_version,
         "model_uri": model_uri,
         "sha256": sha,
         "previous_lambda_version": previous,
-    }
-
-
-def rollback(
-    store: ObjectStore, serving: ServingTarget, model_name: str, to_version: str | None = None
-) -> dict[str, Any]:
-    """Move ``live`` back to the model live before the current one (or ``to_version``) and
-    its pointer. Returns ``{"from", "to", "lambda_version", "model_uri", "note"}``."""
-    live = reconcile(store, serving, model_name)
-    pointer = live.pointer
-    if pointer is None:
-        raise StepError(f"{model_name} has no production model to roll back")
-    if not pointer.history:
-        raise StepError(f"{model_name} {pointer.model_version} has no previous version")
-    index = 0
-    if to_version is not None:
-        versions = [entry.get("model_version") for entry in pointer.history]
-        if to_version not in versions:
-            known = ", ".join(str(v) for v in versions)
-            raise StepError(
-                f"{to_version} is not a previous version of {model_name} (previous: {known})"
-            )
-        index = versions.index(to_version)
-    target = Pointer.of({**pointer.history[index], "history": pointer.history[index + 1 :]})
-    uri, sha = serving.model_of(target.lambda_version)
-    if sha != target.sha256:
-        raise StepError(
-            f"function version {target.lambda_version} serves sha256 {sha[:12]}, "
-            f"not {target.model_version}'s {target.sha256[:12]}"
-        )
-    _commit(store, serving, live, target, "rollback")
-    return {
-        "from": pointer.model_version,
-        "to": target.model_version,
-        "lambda_version": target.lambda_version,
-        "model_uri": uri,
-        "note": live.note(),
     }

@@ -1,1 +1,2 @@
-"""Talking to a deployed kit: stack discovery, AWS sessions and one-line errors."""
+"""Talking to a deployed kit: stack discovery, AWS sessions, the API client, scoring, executions
+and the registry; its errors are plain exceptions (:mod:`.errors`)."""

@@ -18,6 +18,7 @@ import httpx
 import orjson
 
 from onnxkit.cloud.errors import CloudError
+from onnxkit.contract.api import error_message
 
 AuthKind = Literal["iam", "api_key", "none"]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -182,9 +183,8 @@ def _message(response: httpx.Response) -> str:
     except orjson.JSONDecodeError:
         return " ".join(response.text.split())[:200] or response.reason_phrase
     if isinstance(data, dict):
-        error = data.get("error")
-        if isinstance(error, dict):
-            return str(error.get("message") or error.get("code") or "")
+        if isinstance(data.get("error"), dict):
+            return error_message(data) or ""
         if "message" in data:  # API Gateway's own errors: {"message": "..."}
             return str(data["message"])
     return str(data)[:200]

@@ -1,9 +1,10 @@
 """Find a deployed kit from its CloudFormation stack outputs, by environment name.
 
-Stack names and output ids are fixed in docs/CONTRACTS.md: ``OnnxKit-<env>-Artifacts``,
-``OnnxKit-<env>-Pipeline`` and ``OnnxKit-<env>-Serving``. AWS access uses boto3's standard
-credential chain and region (environment, profile, SSO, instance role); ``AWS_ENDPOINT_URL``
-is honoured, which is how the tests point everything at moto.
+Stack names and output ids are the kernel's (:mod:`onnxkit.contract.layout`,
+docs/CONTRACTS.md): ``OnnxKit-<env>-Artifacts``, ``OnnxKit-<env>-Pipeline`` and
+``OnnxKit-<env>-Serving``. AWS access uses boto3's standard credential chain and region
+(environment, profile, SSO, instance role); ``AWS_ENDPOINT_URL`` is honoured, which is how the
+tests point everything at moto.
 """
 
 from __future__ import annotations
@@ -11,32 +12,30 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any
 
 from onnxkit.cloud.errors import CloudError, describe_aws_error
+from onnxkit.contract.layout import (
+    API_URL_OUTPUT,
+    AUTH_MODE_OUTPUT,
+    BUCKET_OUTPUT,
+    DATA_URI_OUTPUT,
+    MODEL_PACKAGE_GROUP_OUTPUT,
+    STACK_OUTPUTS,
+    STACK_PARTS,
+    STATE_MACHINE_OUTPUT,
+    StackPart,
+    stack_name,
+)
 
 if TYPE_CHECKING:
     import boto3
 
-Part = Literal["Artifacts", "Pipeline", "Serving"]
-PARTS: Final[tuple[Part, ...]] = ("Artifacts", "Pipeline", "Serving")
-
-# Output ids per stack (docs/CONTRACTS.md).
-OUTPUTS: Final[dict[Part, tuple[str, ...]]] = {
-    "Artifacts": ("ArtifactBucketName", "DataUri", "ModelPackageGroupName", "KmsKeyArn"),
-    "Pipeline": ("StateMachineArn", "NotificationTopicArn"),
-    "Serving": ("ApiUrl", "FunctionName", "LiveAliasArn", "AuthMode"),
-}
 _ENV_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,30}$")
 
 
 class DiscoveryError(CloudError):
     """The kit could not be found: no stack, no credentials, no region, or a missing output."""
-
-
-def stack_name(env: str, part: Part) -> str:
-    """CloudFormation stack name of one part of an environment."""
-    return f"OnnxKit-{env}-{part}"
 
 
 def aws_session(region: str | None = None, profile: str | None = None) -> boto3.Session:
@@ -69,7 +68,7 @@ class Kit:
         try:
             return self.outputs[key]
         except KeyError:
-            part = next((p for p, keys in OUTPUTS.items() if key in keys), None)
+            part = next((p for p, keys in STACK_OUTPUTS.items() if key in keys), None)
             where = stack_name(self.env, part) if part else f"the {self.env} stacks"
             raise DiscoveryError(
                 f"stack output {key!r} not found in {where} ({self.region}); "
@@ -83,39 +82,39 @@ class Kit:
     @property
     def api_url(self) -> str:
         """Base URL of the inference API, ending with ``/``."""
-        url = self.get("ApiUrl")
+        url = self.get(API_URL_OUTPUT)
         return url if url.endswith("/") else url + "/"
 
     @property
     def auth_mode(self) -> str:
         """``iam`` (SigV4) or ``api_key``."""
-        return self.outputs.get("AuthMode", "iam")
+        return self.outputs.get(AUTH_MODE_OUTPUT, "iam")
 
     @property
     def state_machine_arn(self) -> str:
         """ARN of the training pipeline's state machine."""
-        return self.get("StateMachineArn")
+        return self.get(STATE_MACHINE_OUTPUT)
 
     @property
     def data_uri(self) -> str:
         """S3 prefix for training data, ending with ``/``."""
-        uri = self.get("DataUri")
+        uri = self.get(DATA_URI_OUTPUT)
         return uri if uri.endswith("/") else uri + "/"
 
     @property
     def bucket(self) -> str:
         """The artifact bucket."""
-        return self.get("ArtifactBucketName")
+        return self.get(BUCKET_OUTPUT)
 
     @property
     def model_package_group(self) -> str:
         """The SageMaker model package group that is the registry."""
-        return self.get("ModelPackageGroupName")
+        return self.get(MODEL_PACKAGE_GROUP_OUTPUT)
 
 
 def discover(
     env: str,
-    parts: tuple[Part, ...] = PARTS,
+    parts: tuple[StackPart, ...] = STACK_PARTS,
     *,
     region: str | None = None,
     profile: str | None = None,

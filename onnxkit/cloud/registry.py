@@ -12,9 +12,11 @@ states of docs/CONTRACTS.md).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from onnxkit.contract.layout import MODELS_PREFIX, intent_key, pointer_key
+from onnxkit.contract.pointer import Pointer, PointerError, parse_pointer
 
 _NON_METRIC = frozenset({"model_name", "model_version", "sha256", "lambda_version", "execution"})
 
@@ -84,46 +86,50 @@ def list_versions(sagemaker: Any, group: str) -> list[Version]:
     return versions
 
 
-def production_pointers(s3: Any, bucket: str) -> dict[str, dict[str, Any]]:
+def _model_names(s3: Any, bucket: str) -> list[str]:
+    """Every model with a folder under ``models/``."""
+    paginator = s3.get_paginator("list_objects_v2")
+    return [
+        p["Prefix"][len(MODELS_PREFIX) :].rstrip("/")
+        for page in paginator.paginate(Bucket=bucket, Prefix=MODELS_PREFIX, Delimiter="/")
+        for p in page.get("CommonPrefixes", [])
+    ]
+
+
+def production_pointers(s3: Any, bucket: str) -> dict[str, Pointer]:
     """model_name -> production pointer, for every model with one in the bucket."""
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
-    pointers: dict[str, dict[str, Any]] = {}
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix="models/", Delimiter="/"):
-        for prefix in page.get("CommonPrefixes", []):
-            key = f"{prefix['Prefix']}production.json"
-            try:
-                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    continue
-                raise
-            try:
-                pointer = json.loads(body)
-            except ValueError:
-                continue  # an unreadable pointer: that model shows nothing live
-            if isinstance(pointer, dict) and "model_version" in pointer:
-                pointers[str(pointer.get("model_name", prefix["Prefix"].split("/")[1]))] = pointer
+    pointers: dict[str, Pointer] = {}
+    for name in _model_names(s3, bucket):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=pointer_key(name))["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                continue
+            raise
+        try:
+            pointer = parse_pointer(body)
+        except PointerError:
+            continue  # an unreadable pointer: that model shows nothing live
+        pointers[pointer.model_name] = pointer
     return pointers
 
 
 def live_pointers(
     s3: Any, bucket: str, lambda_client: Any, function_name: str
-) -> tuple[dict[str, dict[str, Any]], list[str]]:
+) -> tuple[dict[str, Pointer], list[str]]:
     """model_name -> the live model as a pointer, resolved from the ``live`` alias, the pointer
     and the promotion record (reads only), and one note per model whose records fell behind."""
     from functions.pipeline.aws import LambdaServing, S3Store  # noqa: PLC0415
-    from functions.pipeline.ports import StepError, intent_key  # noqa: PLC0415
+    from functions.pipeline.ports import StepError  # noqa: PLC0415
     from functions.pipeline.promote import resolve  # noqa: PLC0415
 
     store, serving = S3Store(s3, bucket), LambdaServing(lambda_client, function_name)
-    pointers, notes = {}, []
+    pointers: dict[str, Pointer] = {}
+    notes: list[str] = []
     recorded = set(production_pointers(s3, bucket))
-    paginator = s3.get_paginator("list_objects_v2")
-    names = set(recorded)
-    for page in paginator.paginate(Bucket=bucket, Prefix="models/", Delimiter="/"):
-        names |= {p["Prefix"].split("/")[1] for p in page.get("CommonPrefixes", [])}
+    names = recorded | set(_model_names(s3, bucket))
     for name in sorted(names):
         if name not in recorded and store.get(intent_key(name)) is None:
             continue  # never promoted (a first promotion killed early leaves its record)
@@ -133,20 +139,18 @@ def live_pointers(
             notes.append(f"{name}: {error}")
             continue
         if live.pointer is not None:
-            pointers[name] = live.pointer.to_dict()
+            pointers[name] = live.pointer
             if live.note():
                 notes.append(f"{name}: {live.note().replace('now records', 'will record')}")
     return pointers, notes
 
 
-def mark_live(versions: list[Version], pointers: dict[str, dict[str, Any]]) -> None:
+def mark_live(versions: list[Version], pointers: dict[str, Pointer]) -> None:
     """Flag the version each production pointer names (by model name and version)."""
     # Register writes no model_name: a group with one promoted model takes that model's name.
     only = next(iter(pointers.values())) if len(pointers) == 1 else None
     for version in versions:
         if "model_name" not in version.properties and only is not None:
-            version.model_name = str(only.get("model_name", version.model_name))
+            version.model_name = only.model_name
         pointer = pointers.get(version.model_name)
-        version.live = pointer is not None and pointer.get("model_version") == (
-            version.model_version
-        )
+        version.live = pointer is not None and pointer.model_version == version.model_version

@@ -38,9 +38,9 @@ import orjson
 
 from onnxkit.cloud.api import ApiClient, ApiError
 from onnxkit.cloud.errors import CloudError
+from onnxkit.contract.api import error_message
 from onnxkit.contract.values import ValueProblem, ValueRule
 
-API_LIMIT = 1000  # the API's MAX_INSTANCES default (docs/CONTRACTS.md)
 ROW_REJECT_STATUSES = frozenset({400, 422})
 
 
@@ -352,10 +352,7 @@ def _problems(body: Any, size: int) -> dict[int, str]:
 
 
 def _message(error: ApiError) -> str:
-    body = error.body
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message") or body["error"].get("code") or error)
-    return str(error.format_message())
+    return error_message(error.body) or str(error)
 
 
 def score_batch(client: ApiClient, rows: list[Row]) -> list[Outcome]:

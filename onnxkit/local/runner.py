@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from functions.pipeline.evaluate import evaluate, read_artifact
-from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore, workdir_lock
 from functions.pipeline.ports import StepError
 from functions.pipeline.promote import promote, reconcile
 from onnxkit.config import OnnxKitConfig, load_config
 from onnxkit.contract import workflow
 from onnxkit.contract.manifest import Manifest, ManifestError, load_manifest
 from onnxkit.local import training
+from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore, workdir_lock
 
 EXIT_CODES = {workflow.PROMOTED: 0, workflow.REJECTED: 3, workflow.FAILED: 1}
 NOTIFICATIONS_FILE = "notifications.jsonl"

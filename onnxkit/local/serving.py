@@ -1,17 +1,19 @@
-"""Serve the production model of a work directory (``onnxkit run --serve``)."""
+"""Serve a work directory's production model on this machine (``onnxkit run --serve``,
+``onnxkit demo``), and run a local server in the foreground (``onnxkit serve``)."""
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import Any
 
-from functions.pipeline.local import LocalServing, LocalStore, workdir_lock
-from functions.pipeline.ports import Pointer, StepError, pointer_key
+from functions.pipeline.ports import Pointer, StepError
 from functions.pipeline.promote import reconcile, resolve
-from onnxkit.cloud.errors import CloudError
-
-if TYPE_CHECKING:
-    from rich.console import Console
+from onnxkit.contract.layout import pointer_key
+from onnxkit.errors import KitError
+from onnxkit.local.store import LocalServing, LocalStore, workdir_lock
 
 
 def live_pointer(workdir: Path, model_name: str, *, record: bool = False) -> Pointer:
@@ -25,9 +27,9 @@ def live_pointer(workdir: Path, model_name: str, *, record: bool = False) -> Poi
         else:
             live = resolve(store, serving, model_name)
     except StepError as error:
-        raise CloudError(str(error)) from None
+        raise KitError(str(error)) from None
     if live.pointer is None:
-        raise CloudError(f"{model_name} has no production model in {workdir}")
+        raise KitError(f"{model_name} has no production model in {workdir}")
     return live.pointer
 
 
@@ -36,13 +38,40 @@ def production_model_dir(workdir: Path, model_name: str) -> Path:
     return LocalStore(workdir).path(live_pointer(workdir, model_name).model_uri).parent
 
 
-def serve_production(console: Console, workdir: Path, model_name: str, port: int) -> None:
-    """Serve the production model with ``onnxkit serve`` until interrupted."""
+def production_pointer(workdir: Path, model_name: str) -> tuple[Pointer, Path]:
+    """The live model's pointer, recorded (see :func:`live_pointer`), and the pointer file to
+    serve: it pins the model's and the manifest's digests; its paths are the work directory's."""
     pointer = live_pointer(workdir, model_name, record=True)
+    return pointer, LocalStore(workdir).path(pointer_key(model_name))
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops as gracefully as Ctrl-C
+
+
+def run_server(
+    model: str,
+    *,
+    host: str,
+    port: int,
+    api_key: str | None,
+    sha256: str | None,
+    on_start: Callable[[Any], None],
+) -> None:
+    """Serve ``model`` with the inference handler until SIGINT or SIGTERM; ``on_start`` gets
+    the server (its ``url`` and ``model``) once it listens. ServeError when it cannot start."""
+    from onnxkit.server import create_server  # noqa: PLC0415 - loads onnxruntime
+
+    server = create_server(model, host, port, api_key or None, sha256)
+    on_start(server)
+    # uvicorn catches SIGINT and SIGTERM while serving (a shell's background job inherits
+    # SIGINT ignored: it still stops), finishes the requests in flight, then raises the
+    # signal again: these handlers turn that into a clean exit.
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        from onnxkit.commands.serve import serve  # noqa: PLC0415 - loads onnxruntime
-    except ImportError:
-        raise CloudError("onnxkit serve is not installed; cannot --serve") from None
-    console.print(f"serving {model_name} {pointer.model_version}", highlight=False)
-    # The pointer pins the model's and the manifest's digests; its paths are the workdir's.
-    serve(model=str(LocalStore(workdir).path(pointer_key(model_name))), port=port)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cli_fakes import invoke
 
+from onnxkit.cli.train import execution_name, parse_sets
 from onnxkit.cloud.api import RetryPolicy, region_from_url
 from onnxkit.cloud.errors import CloudError
 from onnxkit.cloud.executions import execution_arn, summarize
-from onnxkit.commands.train import execution_name, parse_sets
 from onnxkit.contract import workflow
 
 

@@ -275,8 +275,8 @@ class LateSession(boto3.Session):
 
 
 def test_following_a_running_run_prints_the_final_view_with_whole_links(kit, capsys, monkeypatch):
+    from onnxkit.cli.status import watch
     from onnxkit.cloud.discovery import discover
-    from onnxkit.commands.status import watch
 
     monkeypatch.setenv("COLUMNS", "80")  # what rich assumes for a pipe; the links are longer
     machine = pipeline(mirror_definition(passed=True))
@@ -316,9 +316,9 @@ def test_status_notes_an_unreadable_training_job_and_shows_the_rest(runner, kit,
 def test_status_notes_a_training_job_read_that_fails_for_any_reason(kit):
     from rich.console import Console
 
+    from onnxkit.cli.status import render
     from onnxkit.cloud.discovery import discover
     from onnxkit.cloud.executions import summarize
-    from onnxkit.commands.status import render
 
     class NoSageMakerSession(LateSession):
         """Credentials whose SageMaker client cannot be built (say, a crashing helper)."""
@@ -399,6 +399,9 @@ def test_models_lists_versions_and_marks_the_live_one(runner, kit):
     pointer = {
         "model_name": "churn",
         "model_version": "v1",
+        "model_uri": f"s3://{BUCKET}/models/churn/v1/model.onnx",
+        "manifest_uri": f"s3://{BUCKET}/models/churn/v1/manifest.json",
+        "sha256": "0" * 64,
         "lambda_version": "4",
         "promoted_at": "2026-11-28T12:00:00+00:00",
         "history": [],

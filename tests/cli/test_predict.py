@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_fakes import REGION, deploy_stack, invoke, score
@@ -28,6 +29,15 @@ def write_rows(path: Path, n: int, bad: set[int] = frozenset()) -> list[dict[str
     return rows
 
 
+def predict(runner: Any, **options: Any) -> Any:
+    """``onnxkit predict`` with ``--<option> value`` per keyword (``True``: a bare flag)."""
+    args: list[Any] = ["predict"]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        args += [flag] if value is True else [flag, value]
+    return invoke(runner, *args)
+
+
 def read_output(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -49,18 +59,7 @@ def test_scores_good_rows_and_reports_rejected_ones(tmp_path, runner, fake_api):
     api, url = fake_api
     rows = write_rows(tmp_path / "rows.csv", 25, BAD)
     out = tmp_path / "preds.csv"
-    result = invoke(
-        runner,
-        "predict",
-        "--url",
-        url,
-        "--input",
-        tmp_path / "rows.csv",
-        "--output",
-        out,
-        "--batch-size",
-        10,
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", output=out, batch_size=10)
     assert result.exit_code == 2, result.output
     records = read_output(out)
     assert [r["row"] for r in records] == [str(i) for i in range(25)]
@@ -85,18 +84,7 @@ def test_retries_429_and_5xx_then_succeeds(tmp_path, runner, fake_api):
     api.script.extend([429, 503, 502])
     write_rows(tmp_path / "rows.csv", 12)
     out = tmp_path / "preds.csv"
-    result = invoke(
-        runner,
-        "predict",
-        "--url",
-        url,
-        "--input",
-        tmp_path / "rows.csv",
-        "--output",
-        out,
-        "--batch-size",
-        5,
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", output=out, batch_size=5)
     assert result.exit_code == 0, result.output
     assert len(read_output(out)) == 12
     assert api.predict_calls == 3 + 3
@@ -108,9 +96,7 @@ def test_gives_up_after_attempts_with_one_line(tmp_path, runner, fake_api):
     api, url = fake_api
     api.script.extend([503] * 3)
     write_rows(tmp_path / "rows.csv", 3)
-    result = invoke(
-        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--attempts", 3
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", attempts=3)
     assert result.exit_code == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: gave up after 3 attempts: HTTP 503")
@@ -158,23 +144,11 @@ def test_resume_refuses_a_foreign_output(tmp_path, runner, fake_api):
     write_rows(tmp_path / "rows.csv", 5)
     out = tmp_path / "preds.csv"
     out.write_text("id,score\n1,0.5\n")
-    result = invoke(
-        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", out
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", output=out)
     assert result.exit_code == 1
     assert "--overwrite" in result.stderr
     assert (
-        invoke(
-            runner,
-            "predict",
-            "--url",
-            url,
-            "--input",
-            tmp_path / "rows.csv",
-            "--output",
-            out,
-            "--overwrite",
-        ).exit_code
+        predict(runner, url=url, input=tmp_path / "rows.csv", output=out, overwrite=True).exit_code
         == 0
     )
     assert len(read_output(out)) == 5
@@ -185,18 +159,7 @@ def test_413_halves_the_batch(tmp_path, runner, fake_api):
     api.max_instances = 4
     write_rows(tmp_path / "rows.csv", 10)
     out = tmp_path / "preds.csv"
-    result = invoke(
-        runner,
-        "predict",
-        "--url",
-        url,
-        "--input",
-        tmp_path / "rows.csv",
-        "--output",
-        out,
-        "--batch-size",
-        10,
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", output=out, batch_size=10)
     assert result.exit_code == 0, result.output
     assert len(api.scored_rows) == 10 and len(read_output(out)) == 10
 
@@ -214,9 +177,7 @@ def test_jsonl_in_and_out_with_unreadable_line(tmp_path, runner, fake_api):
     ]
     (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "preds.jsonl"
-    result = invoke(
-        runner, "predict", "--url", url, "--input", tmp_path / "rows.jsonl", "--output", out
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.jsonl", output=out)
     assert result.exit_code == 2, result.output
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["row"] for r in records] == [0, 1, 2, 3, 4, 5]
@@ -241,18 +202,7 @@ def test_env_signs_with_sigv4_verified_by_the_server(tmp_path, runner, fake_api,
     )
     write_rows(tmp_path / "rows.csv", 7)
     out = tmp_path / "preds.csv"
-    result = invoke(
-        runner,
-        "predict",
-        "--env",
-        "dev",
-        "--input",
-        tmp_path / "rows.csv",
-        "--output",
-        out,
-        "--batch-size",
-        3,
-    )
+    result = predict(runner, env="dev", input=tmp_path / "rows.csv", output=out, batch_size=3)
     assert result.exit_code == 0, result.output
     assert api.auth_failures == []
     assert api.regions == [REGION] * 4  # GET model + three batches, all signed
@@ -263,18 +213,7 @@ def test_bad_signature_is_a_clean_403(tmp_path, runner, fake_api, monkeypatch):
     api, url = fake_api
     api.secret = "the-real-secret"
     write_rows(tmp_path / "rows.csv", 2)
-    result = invoke(
-        runner,
-        "predict",
-        "--url",
-        url,
-        "--auth",
-        "iam",
-        "--region",
-        REGION,
-        "--input",
-        tmp_path / "rows.csv",
-    )
+    result = predict(runner, url=url, auth="iam", region=REGION, input=tmp_path / "rows.csv")
     assert result.exit_code == 1
     assert api.auth_failures == ["signature mismatch"]
     assert result.stderr.strip().splitlines()[-1].startswith("error: HTTP 403")
@@ -284,42 +223,47 @@ def test_api_key_header(tmp_path, runner, fake_api, moto):
     api, url = fake_api
     api.api_key = "k-123"
     write_rows(tmp_path / "rows.csv", 3)
-    ok = invoke(
-        runner, "predict", "--url", url, "--api-key", "k-123", "--input", tmp_path / "rows.csv"
-    )
+    ok = predict(runner, url=url, api_key="k-123", input=tmp_path / "rows.csv")
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.splitlines()[0] == "row,prediction,proba_no,proba_yes,model_version,error"
     assert len(ok.stdout.splitlines()) == 4
     deploy_stack("OnnxKit-dev-Serving", {"ApiUrl": url, "AuthMode": "api_key"})
-    missing = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
+    missing = predict(runner, env="dev", input=tmp_path / "rows.csv")
     assert missing.exit_code == 1
     assert "--api-key" in missing.stderr
 
 
-def test_missing_stack_is_one_line(tmp_path, runner, moto):
-    write_rows(tmp_path / "rows.csv", 1)
-    result = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
-    assert result.exit_code == 1
-    assert result.stderr.strip() == (
-        f"error: stack OnnxKit-dev-Serving not found in region {REGION}: deploy it with `cdk "
-        "deploy` or select the region it lives in (AWS_REGION / --region)"
-    )
+MISSING_STACK = (
+    f"error: stack OnnxKit-dev-Serving not found in region {REGION}: deploy it with `cdk "
+    "deploy` or select the region it lives in (AWS_REGION / --region)"
+)
 
 
-def test_missing_credentials_is_one_line(tmp_path, runner, moto, no_credentials):
+@pytest.mark.parametrize(
+    "fixtures, unset, expected, whole",
+    [
+        # (fixtures, environment variable removed, the one line, whether it is the whole line)
+        (["moto"], None, MISSING_STACK, True),
+        (["moto", "no_credentials"], None, "error: no AWS credentials found", False),
+        ([], "AWS_REGION", "error: no AWS region configured", False),
+    ],
+    ids=["missing stack", "missing credentials", "missing region"],
+)
+def test_a_kit_that_cannot_be_found_is_one_line(
+    request, tmp_path, runner, monkeypatch, fixtures, unset, expected, whole
+):
+    for name in fixtures:
+        request.getfixturevalue(name)
+    if unset:
+        monkeypatch.delenv(unset)
     write_rows(tmp_path / "rows.csv", 1)
-    result = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
+    result = predict(runner, env="dev", input=tmp_path / "rows.csv")
     assert result.exit_code == 1
-    assert result.stderr.strip().startswith("error: no AWS credentials found")
+    if whole:
+        assert result.stderr.strip() == expected
+    else:
+        assert result.stderr.strip().startswith(expected)
     assert len(result.stderr.strip().splitlines()) == 1
-
-
-def test_missing_region_is_one_line(tmp_path, runner, monkeypatch):
-    monkeypatch.delenv("AWS_REGION")
-    write_rows(tmp_path / "rows.csv", 1)
-    result = invoke(runner, "predict", "--env", "dev", "--input", tmp_path / "rows.csv")
-    assert result.exit_code == 1
-    assert result.stderr.strip().startswith("error: no AWS region configured")
 
 
 @pytest.mark.parametrize(
@@ -381,12 +325,12 @@ def test_ctrl_c_mid_file_keeps_written_batches_and_resumes(tmp_path, runner, fak
 def test_binary_input_and_bom_csv(tmp_path, runner, fake_api):
     api, url = fake_api
     (tmp_path / "rows.csv").write_bytes(b"x,colour\n\xff\xfe\x00bad\n")
-    result = invoke(runner, "predict", "--url", url, "--input", tmp_path / "rows.csv")
+    result = predict(runner, url=url, input=tmp_path / "rows.csv")
     assert result.exit_code == 1
     assert "not a readable UTF-8 csv file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     (tmp_path / "bom.csv").write_bytes("\ufeffx,colour\n1,red\n".encode())
-    result = invoke(runner, "predict", "--url", url, "--input", tmp_path / "bom.csv")
+    result = predict(runner, url=url, input=tmp_path / "bom.csv")
     assert result.exit_code == 0, result.output
     assert api.scored_rows == [{"x": 1.0, "colour": "red"}]
 
@@ -394,22 +338,13 @@ def test_binary_input_and_bom_csv(tmp_path, runner, fake_api):
 def test_output_problems_are_one_line_and_foreign_files_untouched(tmp_path, runner, fake_api):
     _, url = fake_api
     write_rows(tmp_path / "rows.csv", 2)
-    missing_dir = invoke(
-        runner,
-        "predict",
-        "--url",
-        url,
-        "--input",
-        tmp_path / "rows.csv",
-        "--output",
-        tmp_path / "nope" / "preds.csv",
+    missing_dir = predict(
+        runner, url=url, input=tmp_path / "rows.csv", output=tmp_path / "nope" / "preds.csv"
     )
     assert missing_dir.exit_code == 1 and "cannot write" in missing_dir.stderr
     foreign = tmp_path / "notes.jsonl"
     foreign.write_text('{"a": 1}\n{"half')
-    result = invoke(
-        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", foreign
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", output=foreign)
     assert result.exit_code == 1 and "not a prefix of this input" in result.stderr
     assert foreign.read_text() == '{"a": 1}\n{"half'  # not truncated: it is not ours
 
@@ -431,18 +366,7 @@ def test_sigv4_with_temporary_credentials_signs_the_session_token(
 
     api.check_auth = check  # type: ignore[method-assign]
     write_rows(tmp_path / "rows.csv", 3)
-    result = invoke(
-        runner,
-        "predict",
-        "--url",
-        url,
-        "--auth",
-        "iam",
-        "--region",
-        REGION,
-        "--input",
-        tmp_path / "rows.csv",
-    )
+    result = predict(runner, url=url, auth="iam", region=REGION, input=tmp_path / "rows.csv")
     assert result.exit_code == 0, result.output
     # Sent and covered by the signature, on GET /model and the one POST /predict.
     assert api.auth_failures == [] and seen == [("token-from-sso", True)] * 2
@@ -486,9 +410,7 @@ def test_every_row_is_scored_or_rejected_with_its_line(tmp_path, runner, imputin
     ]
     (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "preds.csv"
-    result = invoke(
-        runner, "predict", "--url", url, "--input", tmp_path / "rows.csv", "--output", out
-    )
+    result = predict(runner, url=url, input=tmp_path / "rows.csv", output=out)
     assert result.exit_code == 2, result.output
     errors = {int(r["row"]): r["error"] for r in read_output(out)}
     assert list(errors) == list(range(11))
@@ -542,8 +464,8 @@ def test_unterminated_quote_stops_at_its_line_and_keeps_the_rows_before(tmp_path
 
 
 def test_cells_follow_the_served_models_missing_tokens(tmp_path):
+    from onnxkit.cli.predict import _missing_values
     from onnxkit.cloud import scoring
-    from onnxkit.commands.predict import _missing_values
 
     (tmp_path / "rows.csv").write_text("x,colour\nNA,NA\n1,N/A\n")
     signature = {"x": "numeric", "colour": "categorical"}
@@ -567,10 +489,11 @@ def test_tokens_score_exactly_as_missing_cells_through_onnxkit_serve(
     tmp_path, runner, train_artifact
 ):
     from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
+    from onnxkit.datasets import bundled
     from onnxkit.server import serving
 
     model_dir = train_artifact("customer_churn", model="logistic_regression")
-    with Path("datasets/customer_churn.csv").open(newline="") as handle:
+    with bundled("customer_churn").path.open(newline="") as handle:
         source = list(csv.DictReader(handle))[:20]
     rows = []
     for i, token in enumerate(DEFAULT_MISSING_TOKENS):
@@ -599,7 +522,7 @@ def test_tokens_score_exactly_as_missing_cells_through_onnxkit_serve(
     with serving(str(model_dir)) as url:
         for name, path in (("csv", data), ("jsonl", jsonl)):
             out = tmp_path / f"preds-{name}.csv"
-            result = invoke(runner, "predict", "--url", url, "--input", path, "--output", out)
+            result = predict(runner, url=url, input=path, output=out)
             assert result.exit_code == 0, result.output
             assert f"rows in {len(rows)} = {len(rows)} scored + 0 rejected" in result.stderr
             outputs[name] = read_output(out)

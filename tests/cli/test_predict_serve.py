@@ -4,7 +4,6 @@ the real API contract (GET /model signature, categorical and missing values, err
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 from cli_fakes import invoke
@@ -13,10 +12,11 @@ pytestmark = pytest.mark.xdist_group("trained-churn")
 
 
 def test_predict_file_through_onnxkit_serve(tmp_path, runner, train_artifact):
+    from onnxkit.datasets import bundled
     from onnxkit.server import serving
 
     model_dir = train_artifact("customer_churn", model="logistic_regression")
-    source = Path("datasets/customer_churn.csv")
+    source = bundled("customer_churn").path
     with source.open(newline="") as handle:
         rows = list(csv.DictReader(handle))[:300]
     rows[5]["tenure_months"] = "twelve"  # one bad row in the second batch

@@ -19,11 +19,12 @@ from moto import mock_aws
 from pipeline_artifacts import artifact, manifest_dict, moto_serving, tarball
 
 from functions.pipeline import handlers
-from functions.pipeline.aws import LambdaServing, S3Store, SageMakerRegistry, split_s3_uri
+from functions.pipeline.aws import LambdaServing, S3Store, split_s3_uri
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
-from functions.pipeline.promote import reconcile, resolve, rollback
+from functions.pipeline.promote import reconcile, resolve
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
+from onnxkit.rollback import rollback
 
 BUCKET = "onnxkit-artifacts"
 FUNCTION = "onnxkit-inference"
@@ -397,30 +398,6 @@ def test_bad_events_fail_readably(aws: dict[str, Any]) -> None:
         )
     with pytest.raises(StepError, match="bad Promote event"):
         handlers.promote({"candidate": {}})
-
-
-def test_model_package_approval(aws: dict[str, Any]) -> None:
-    sagemaker = boto3.client("sagemaker", region_name=REGION)
-    sagemaker.create_model_package_group(ModelPackageGroupName="cancer")
-    arn = sagemaker.create_model_package(
-        ModelPackageGroupName="cancer",
-        ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={
-            "Containers": [
-                {
-                    "Image": "1.dkr.ecr.us-east-1.amazonaws.com/x:1",
-                    "ModelDataUrl": f"s3://{BUCKET}/a/model.tar.gz",
-                }
-            ],
-            "SupportedContentTypes": ["text/csv"],
-            "SupportedResponseMIMETypes": ["text/csv"],
-        },
-    )["ModelPackageArn"]
-    registry = SageMakerRegistry(sagemaker)
-    registry.approve(arn)
-    registry.approve(arn)  # idempotent
-    found = sagemaker.describe_model_package(ModelPackageName=arn)
-    assert found["ModelApprovalStatus"] == "Approved"
 
 
 def test_manifest_builder_is_valid() -> None:

@@ -18,19 +18,21 @@ from typing import Any
 import pytest
 from pipeline_artifacts import artifact
 
-from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore, workdir_lock
 from functions.pipeline.ports import read_pointer
-from functions.pipeline.promote import promote, reconcile, resolve, rollback
+from functions.pipeline.promote import promote, reconcile, resolve
 from onnxkit.contract.manifest import Manifest
 from onnxkit.local.serving import production_model_dir
+from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore, workdir_lock
+from onnxkit.rollback import rollback
 
 REPO = Path(__file__).resolve().parents[2]
 
 CHILD = r"""
 import json, os, signal, sys
 from pathlib import Path
-from functions.pipeline import local
-from functions.pipeline.promote import promote, rollback
+from onnxkit.local import store as local
+from functions.pipeline.promote import promote
+from onnxkit.rollback import rollback
 
 root, action, mode, n = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 real_write, real_replace = local._atomic_write, os.replace

@@ -18,11 +18,12 @@ from functions.pipeline.evaluate import (
     read_artifact,
     signature_changes,
 )
-from functions.pipeline.local import LocalRegistry, LocalServing, LocalStore
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
-from functions.pipeline.promote import RolledBackError, Shift, promote, resolve, rollback
+from functions.pipeline.promote import RolledBackError, Shift, promote, resolve
 from onnxkit.contract.gate import QualityGate
 from onnxkit.contract.manifest import Manifest
+from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore
+from onnxkit.rollback import rollback
 
 GATE = QualityGate.model_validate({})
 
@@ -184,10 +185,7 @@ def test_an_added_imputed_feature_is_compatible() -> None:
             "nullable": True,
         }
     )
-    assert (
-        signature_changes(live, Manifest.from_dict(manifest_dict("v2", features=features)))
-        == []
-    )
+    assert signature_changes(live, Manifest.from_dict(manifest_dict("v2", features=features))) == []
 
 
 def test_regression_uses_r2_and_the_threshold_comes_from_the_gate() -> None:
@@ -398,7 +396,7 @@ def test_evaluate_and_promote_load_neither_scikit_learn_nor_onnxruntime(tmp_path
         "from pathlib import Path\n"
         "from functions.pipeline import handlers\n"
         "from functions.pipeline.evaluate import evaluate\n"
-        "from functions.pipeline.local import LocalServing, LocalStore\n"
+        "from onnxkit.local.store import LocalServing, LocalStore\n"
         "from functions.pipeline.promote import promote\n"
         "from onnxkit.contract.gate import QualityGate\n"
         f"root = Path({str(tmp_path)!r})\n"
@@ -422,7 +420,7 @@ def test_runs_on_one_workdir_take_turns(tmp_path: Path) -> None:
     import threading
     import time
 
-    from functions.pipeline.local import workdir_lock
+    from onnxkit.local.store import workdir_lock
 
     order: list[str] = []
     waiting = threading.Event()

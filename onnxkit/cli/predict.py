@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import itertools
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from onnxkit.cloud.errors import CloudError, cli_errors
-
-_MAX_SHOWN = 10
+from onnxkit.cli import present
+from onnxkit.cloud import api as api_mod
+from onnxkit.cloud import scoring
+from onnxkit.cloud.api import SigV4Signer, region_from_url
+from onnxkit.cloud.discovery import aws_session, discover
+from onnxkit.cloud.errors import CloudError
+from onnxkit.contract.layout import MAX_INSTANCES
 
 
 def predict(
@@ -59,8 +64,8 @@ def predict(
         ),
     ] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Rows per call (the API takes at most 1000).")
-    ] = 1000,
+        int, typer.Option(help=f"Rows per call (the API takes at most {MAX_INSTANCES}).")
+    ] = MAX_INSTANCES,
     overwrite: Annotated[
         bool, typer.Option(help="Start the output afresh instead of resuming.")
     ] = False,
@@ -79,20 +84,19 @@ def predict(
     ``error`` column and listed at the end; the exit code is then 2. A file whose structure
     breaks (a quote that never closes) stops at that line, exit 1, keeping what was written.
     """
-    with cli_errors():
-        code = _predict(
-            input_path=input_path,
-            env=env,
-            url=url,
-            api_key=api_key,
-            auth=auth,
-            output=output,
-            batch_size=batch_size,
-            overwrite=overwrite,
-            attempts=attempts,
-            region=region,
-            profile=profile,
-        )
+    code = _predict(
+        input_path=input_path,
+        env=env,
+        url=url,
+        api_key=api_key,
+        auth=auth,
+        output=output,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        attempts=attempts,
+        region=region,
+        profile=profile,
+    )
     if code:
         raise typer.Exit(code)
 
@@ -111,18 +115,11 @@ def _predict(
     region: str | None,
     profile: str | None,
 ) -> int:
-    from dataclasses import replace  # noqa: PLC0415
-
-    from rich.console import Console  # noqa: PLC0415
-
-    from onnxkit.cloud import api as api_mod  # noqa: PLC0415
-    from onnxkit.cloud import scoring  # noqa: PLC0415
-
     if (env is None) == (url is None):
         raise CloudError("pass exactly one of --env or --url")
-    if not 1 <= batch_size <= scoring.API_LIMIT:
+    if not 1 <= batch_size <= MAX_INSTANCES:
         raise CloudError(
-            f"--batch-size must be between 1 and {scoring.API_LIMIT} (the API's limit per call)"
+            f"--batch-size must be between 1 and {MAX_INSTANCES} (the API's limit per call)"
         )
     if attempts < 1:
         raise CloudError("--attempts must be at least 1")
@@ -134,7 +131,7 @@ def _predict(
     if output is not None:
         scoring.input_format(output)  # same two formats for the output
 
-    console = Console(stderr=True, soft_wrap=True)
+    console = present.console(stderr=True, soft_wrap=True)
     base_url, mode, client_args = _endpoint(
         env=env, url=url, api_key=api_key, auth=auth, region=region, profile=profile
     )
@@ -218,32 +215,9 @@ def _predict(
 def _run_with_progress(
     *, console: Any, client: Any, rows: Any, writer: Any, batch_size: int, report: Any
 ) -> None:
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    from onnxkit.cloud import scoring  # noqa: PLC0415
-
-    with Progress(
-        TextColumn("scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task("scoring", total=report.total, completed=report.skipped)
+    with present.scoring_progress(console, report.total, report.skipped) as advance:
         scoring.run(
-            client,
-            rows,
-            writer=writer,
-            batch_size=batch_size,
-            report=report,
-            advance=lambda n: progress.advance(task, n),
+            client, rows, writer=writer, batch_size=batch_size, report=report, advance=advance
         )
 
 
@@ -257,9 +231,6 @@ def _endpoint(
     profile: str | None,
 ) -> tuple[str, Any, dict[str, Any]]:
     """Base URL, auth mode and ApiClient arguments for --env or --url."""
-    from onnxkit.cloud.api import SigV4Signer, region_from_url  # noqa: PLC0415
-    from onnxkit.cloud.discovery import aws_session, discover  # noqa: PLC0415
-
     session = None
     sign_region: str | None
     if env is not None:
@@ -316,28 +287,12 @@ def _missing_values(model: dict[str, Any]) -> list[str] | None:
 
 
 def _summary(console: Any, report: Any, output: Path | None) -> None:
-    from rich.table import Table  # noqa: PLC0415
-
-    where = f" -> {output}" if output else ""
+    present.print_scoring_summary(console, report, output)
     rejected = len(report.rejected)
-    console.print(
-        f"rows in {report.read} = {report.scored} scored + {rejected} rejected; skipped "
-        f"{report.skipped} already written, {report.retries} retries, "
-        f"{report.batches} batches{where}",
-        highlight=False,
-    )
     if report.read != report.scored + rejected:  # never expected: say so rather than hide it
         raise CloudError(
             f"internal error: {report.read} rows read but {report.scored} scored and "
             f"{rejected} rejected"
         )
     if report.rejected:
-        table = Table(
-            "row", "line", "why it was rejected", title="rejected rows", title_justify="left"
-        )
-        for outcome in report.rejected[:_MAX_SHOWN]:
-            table.add_row(str(outcome.row), str(outcome.line or ""), outcome.error)
-        console.print(table)
-        more = len(report.rejected) - _MAX_SHOWN
-        if more > 0:
-            console.print(f"... and {more} more (the error column of the output lists all)")
+        present.print_rejected(console, report)

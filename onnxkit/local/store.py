@@ -1,11 +1,13 @@
-"""The ports on a laptop: a work directory laid out like the artifact bucket.
+"""The pipeline's ports on a laptop: a work directory laid out like the artifact bucket.
 
 ``models/<name>/<version>/``, ``models/<name>/production.json`` and
 ``models/<name>/promotion.json`` as in S3; ``serving/function.json`` plays the inference
 function (numbered versions, each with its ``MODEL_URI``/``MODEL_SHA256``/
 ``MODEL_MANIFEST_SHA256``, and the ``live`` alias); ``registry/<name>/<version>.json`` keeps
 every registered version with its metrics and status. Uris of the store are paths relative to
-the work directory, so a copied or moved work directory serves its own files.
+the work directory, so a copied or moved work directory serves its own files. Writers hold
+:func:`workdir_lock` (a file lock), so only this machine's shell uses these adapters: they are
+not part of the pipeline's Lambda bundle.
 """
 
 from __future__ import annotations
@@ -21,16 +23,23 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
-from onnxkit.contract.layout import POINTER_FILE
-
-from .ports import StepError
+from functions.pipeline.ports import StepError
+from onnxkit.contract.layout import (
+    MANIFEST_FILE,
+    MODEL_MANIFEST_SHA256_ENV,
+    MODEL_SHA256_ENV,
+    MODEL_URI_ENV,
+    MODELS_PREFIX,
+    POINTER_FILE,
+    SERVING_FILE,
+)
 
 FUNCTION_FILE = "serving/function.json"
 REGISTRY_DIR = "registry"
 LOCK_FILE = ".onnxkit.lock"
 TEMP_SUFFIX = ".partial"
 # The folders the store and the local function write into (what a crash can leave behind in).
-_WRITTEN = ("models", "serving", REGISTRY_DIR)
+_WRITTEN = (MODELS_PREFIX.rstrip("/"), "serving", REGISTRY_DIR)
 
 
 @contextmanager
@@ -64,17 +73,18 @@ def clean_leftovers(root: Path) -> list[Path]:
         for path in (root / folder).rglob(f".*{TEMP_SUFFIX}")
         if path.is_file()
     ]
-    served = " ".join(env.get("MODEL_URI", "") for env in LocalServing(root).all_versions())
-    for model in (root / "models").glob("*/*/model.onnx"):
+    served = " ".join(env.get(MODEL_URI_ENV, "") for env in LocalServing(root).all_versions())
+    for model in (root / MODELS_PREFIX).glob(f"*/*/{SERVING_FILE}"):
         folder = model.parent
         relative = folder.relative_to(root).as_posix()
-        if not (folder / "manifest.json").is_file() and f"{relative}/" not in served:
+        if not (folder / MANIFEST_FILE).is_file() and f"{relative}/" not in served:
             removed += [p for p in folder.iterdir() if p.is_file()]
     for path in removed:
         path.unlink(missing_ok=True)
     for path in {p.parent for p in removed}:
         with suppress(OSError):  # only empties
-            if path.name != "models" and path.parent.parent.name == "models":
+            models = MODELS_PREFIX.rstrip("/")
+            if path.name != models and path.parent.parent.name == models:
                 path.rmdir()
     return removed
 
@@ -165,8 +175,11 @@ class LocalServing:
 
     def find_version(self, model_uri: str, sha256: str, manifest_sha256: str) -> str | None:
         """A version already published with this model."""
-        wanted = {"MODEL_URI": model_uri, "MODEL_SHA256": sha256}
-        wanted["MODEL_MANIFEST_SHA256"] = manifest_sha256
+        wanted = {
+            MODEL_URI_ENV: model_uri,
+            MODEL_SHA256_ENV: sha256,
+            MODEL_MANIFEST_SHA256_ENV: manifest_sha256,
+        }
         for number, env in sorted(self._load()["versions"].items(), key=lambda v: -int(v[0])):
             if all(env.get(key) == value for key, value in wanted.items()):
                 return str(number)
@@ -177,9 +190,9 @@ class LocalServing:
         state = self._load()
         number = str(len(state["versions"]) + 1)
         state["versions"][number] = {
-            "MODEL_URI": model_uri,
-            "MODEL_SHA256": sha256,
-            "MODEL_MANIFEST_SHA256": manifest_sha256,
+            MODEL_URI_ENV: model_uri,
+            MODEL_SHA256_ENV: sha256,
+            MODEL_MANIFEST_SHA256_ENV: manifest_sha256,
             "description": description,
         }
         self._save(state)
@@ -205,7 +218,7 @@ class LocalServing:
         env = self._load()["versions"].get(version)
         if env is None:
             raise StepError(f"version {version} is not published")
-        return env["MODEL_URI"], env["MODEL_SHA256"]
+        return env[MODEL_URI_ENV], env[MODEL_SHA256_ENV]
 
     def follows_pointer(self, version: str) -> bool:
         """True for a version whose ``MODEL_URI`` is a production pointer (or empty)."""

@@ -1,11 +1,13 @@
-"""The datasets bundled with onnxkit (CSV files in the repository's datasets/ folder)."""
+"""The datasets bundled with onnxkit: CSV files shipped as this package's data.
+
+``datasets/make_datasets.py`` at the repository's root regenerates them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-
-DATASETS_DIR = Path(__file__).resolve().parent.parent / "datasets"
 
 
 @dataclass(frozen=True)
@@ -18,8 +20,8 @@ class BundledDataset:
 
     @property
     def path(self) -> Path:
-        """Where the CSV lives."""
-        return DATASETS_DIR / f"{self.name}.csv"
+        """Where the CSV lives (the package is installed as files, never zipped)."""
+        return Path(str(resources.files(__name__) / f"{self.name}.csv"))
 
 
 BUNDLED: dict[str, BundledDataset] = {

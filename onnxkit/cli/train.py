@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from boto3.s3.transfer import TransferConfig
 
-from onnxkit.cloud.errors import CloudError, cli_errors
+from onnxkit.cli import present
+from onnxkit.cli.status import EXIT_CODES, watch
+from onnxkit.cloud.discovery import discover
+from onnxkit.cloud.errors import CloudError
+from onnxkit.cloud.executions import execution_link
+from onnxkit.contract.layout import KMS_KEY_OUTPUT
 
 # Multipart above 8 MiB, in 8 MiB parts (S3's minimum part is 5 MiB).
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
@@ -47,42 +53,34 @@ def train(
     profile: Annotated[str | None, typer.Option(help="AWS profile.")] = None,
 ) -> None:
     """Upload training data to the kit's data location and start a pipeline execution."""
-    from onnxkit.commands.status import EXIT_CODES, watch  # noqa: PLC0415
+    hyperparameters = parse_sets(set_ or [])
+    if model:
+        hyperparameters["model"] = model
+    if target:
+        hyperparameters["target"] = target
+    run_name = execution_name(name or _default_name(data, model))
 
-    with cli_errors():
-        hyperparameters = parse_sets(set_ or [])
-        if model:
-            hyperparameters["model"] = model
-        if target:
-            hyperparameters["target"] = target
-        run_name = execution_name(name or _default_name(data, model))
-
-        from onnxkit.cloud.discovery import discover  # noqa: PLC0415
-        from onnxkit.cloud.executions import execution_link  # noqa: PLC0415
-
-        kit = discover(env, ("Artifacts", "Pipeline"), region=region, profile=profile)
-        run_prefix = f"{kit.data_uri}{run_name}/"
-        execution_input: dict[str, Any] = {
-            "train_s3_uri": _stage(kit, data, f"{run_prefix}train/"),
-            "hyperparameters": hyperparameters,
-        }
-        if validation:
-            execution_input["validation_s3_uri"] = _stage(
-                kit, validation, f"{run_prefix}validation/"
-            )
-        sfn = kit.client("stepfunctions")
-        started = sfn.start_execution(
-            stateMachineArn=kit.state_machine_arn, name=run_name, input=json.dumps(execution_input)
-        )
-        arn = started["executionArn"]
-        typer.echo(f"started {run_name}")
-        typer.echo(f"  data  {execution_input['train_s3_uri']}")
-        typer.echo(f"  arn   {arn}")
-        typer.echo(f"  console {execution_link(kit.region, arn)}")
-        if not wait:
-            typer.echo(f"follow it with: onnxkit status {run_name} --env {env} --follow")
-            return
-        outcome = watch(kit, arn, follow=True, interval=interval)
+    kit = discover(env, ("Artifacts", "Pipeline"), region=region, profile=profile)
+    run_prefix = f"{kit.data_uri}{run_name}/"
+    execution_input: dict[str, Any] = {
+        "train_s3_uri": _stage(kit, data, f"{run_prefix}train/"),
+        "hyperparameters": hyperparameters,
+    }
+    if validation:
+        execution_input["validation_s3_uri"] = _stage(kit, validation, f"{run_prefix}validation/")
+    sfn = kit.client("stepfunctions")
+    started = sfn.start_execution(
+        stateMachineArn=kit.state_machine_arn, name=run_name, input=json.dumps(execution_input)
+    )
+    arn = started["executionArn"]
+    typer.echo(f"started {run_name}")
+    typer.echo(f"  data  {execution_input['train_s3_uri']}")
+    typer.echo(f"  arn   {arn}")
+    typer.echo(f"  console {execution_link(kit.region, arn)}")
+    if not wait:
+        typer.echo(f"follow it with: onnxkit status {run_name} --env {env} --follow")
+        return
+    outcome = watch(kit, arn, follow=True, interval=interval)
     if EXIT_CODES[outcome]:
         raise typer.Exit(EXIT_CODES[outcome])
 
@@ -145,16 +143,6 @@ def _stage(kit: Any, source: str, destination: str) -> str:
 def upload(kit: Any, pairs: list[tuple[Path, str]]) -> None:
     """Upload files to s3 URIs with a progress bar, multipart above 8 MiB, SSE-KMS when the
     kit has a key."""
-    from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import (  # noqa: PLC0415
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
     s3 = kit.client("s3")
     config = TransferConfig(
         multipart_threshold=MULTIPART_THRESHOLD,
@@ -162,25 +150,13 @@ def upload(kit: Any, pairs: list[tuple[Path, str]]) -> None:
         max_concurrency=4,
     )
     extra: dict[str, str] = {}
-    kms = kit.outputs.get("KmsKeyArn")
+    kms = kit.outputs.get(KMS_KEY_OUTPUT)
     if kms:
         extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms}
     total = sum(p.stat().st_size for p, _ in pairs)
-    with Progress(
-        TextColumn("uploading"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=Console(stderr=True),
-    ) as progress:
-        task = progress.add_task("upload", total=total)
+    with present.upload_progress(total) as advance:
         for path, uri in pairs:
             bucket, key = _split_s3(uri)
             s3.upload_file(
-                str(path),
-                bucket,
-                key,
-                ExtraArgs=extra or None,
-                Config=config,
-                Callback=lambda n: progress.advance(task, n),
+                str(path), bucket, key, ExtraArgs=extra or None, Config=config, Callback=advance
             )

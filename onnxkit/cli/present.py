@@ -1,0 +1,433 @@
+"""Everything the commands show: consoles, progress bars, spinners, tables and the run views.
+
+The commands decide what to show; this module decides how it looks (rich). It is imported by
+command modules only, so ``onnxkit --help`` never loads rich.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from onnxkit.cloud import executions
+
+if TYPE_CHECKING:
+    from onnxkit.cloud.registry import Version
+    from onnxkit.contract.pointer import Pointer
+    from onnxkit.local.runner import RunResult
+
+
+def console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
+    """A console on stdout (or stderr)."""
+    return Console(stderr=stderr, soft_wrap=soft_wrap)
+
+
+# --- onnxkit run / demo ----------------------------------------------------------------------
+class RunProgress:
+    """One line per state, a spinner while a task runs."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status: Any = None
+        self.started = 0.0
+
+    def close(self) -> None:
+        """Stop the spinner, if one runs."""
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def __call__(self, state: str, phase: str, detail: dict[str, Any]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            self.status = self.console.status(f"{state}...")
+            self.status.start()
+            return
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+        took = f"{time.perf_counter() - self.started:5.1f}s"
+        if phase == "done":
+            self.console.print(
+                f"[green]✓[/] {state:<15}{took}  {_detail(state, detail)}", highlight=False
+            )
+        elif phase == "error":
+            self.console.print(
+                f"[red]✗[/] {state:<15}{took}  {detail['cause']}", highlight=False, soft_wrap=True
+            )
+        elif phase == "end":
+            colour = {"Promoted": "green", "Rejected": "yellow"}.get(state, "red")
+            self.console.print(f"[bold {colour}]● {state}[/]", highlight=False)
+
+
+def _detail(state: str, detail: dict[str, Any]) -> str:
+    if state == "Prepare":
+        hps = detail.get("hyperparameters", {})
+        return f"{hps.get('model')} on {hps.get('target')}"
+    if state == "Train":
+        metrics = {m["MetricName"]: m["Value"] for m in detail.get("FinalMetricDataList", [])}
+        shown = [f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith((":accuracy", ":r2"))]
+        return " ".join(shown)
+    if state == "Evaluate":
+        verdict = "passes the gate" if detail.get("passed") else "fails the gate"
+        candidate = detail.get("candidate", {})
+        return f"{candidate.get('model_version')} {verdict}"
+    if state == "QualityGate":
+        return f"-> {detail.get('next')}"
+    if state == "Register":
+        return str(detail.get("model_package_arn"))
+    if state == "Promote":
+        return f"live -> version {detail.get('lambda_version')} ({detail.get('model_version')})"
+    return str(detail.get("subject", ""))
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1024:.1f} KiB" if value < 1 << 20 else f"{value / (1 << 20):.2f} MiB"
+
+
+def print_run_summary(console: Console, result: RunResult, workdir: Path) -> None:
+    """Metrics per variant, sizes, the gate's decision and the promoted version."""
+    manifest = result.manifest
+    if manifest is not None:
+        names = sorted({m for v in manifest.variants.values() for m in v.metrics})
+        primary = manifest.primary_metric
+        names = [primary, *[n for n in names if n != primary]]
+        table = Table(
+            title=f"{manifest.model_name} {manifest.model_version} "
+            f"({manifest.estimator}, {manifest.task})",
+            title_justify="left",
+        )
+        variants = list(manifest.variants)
+        table.add_column("")
+        for variant in variants:
+            served = " (served)" if variant == manifest.serving.variant else ""
+            table.add_column(f"{variant}{served}", justify="right")
+        for metric in names:
+            table.add_row(
+                metric,
+                *[
+                    f"{manifest.variants[v].metrics[metric]:.4f}"
+                    if metric in manifest.variants[v].metrics
+                    else "-"
+                    for v in variants
+                ],
+            )
+        table.add_row("size", *[_size(manifest.variants[v].size_bytes) for v in variants])
+        agreements = []
+        for v in variants:
+            parity = manifest.variants[v].parity
+            agreement = parity.label_agreement if parity else None
+            agreements.append("-" if agreement is None else f"{agreement:.4f}")
+        if manifest.task == "classification":
+            table.add_row("label agreement", *agreements)
+        console.print(table)
+        console.print(
+            f"quantization: {manifest.quantization.decision} ({manifest.quantization.reason})",
+            highlight=False,
+        )
+    evaluation = result.state.get("evaluation")
+    if evaluation is not None:
+        if evaluation["passed"]:
+            console.print("gate: [green]passed[/]", highlight=False)
+        else:
+            console.print("gate: [yellow]rejected[/]", highlight=False)
+            for reason in evaluation["reasons"]:
+                console.print(f"  - {reason}", highlight=False)
+    promotion = result.state.get("promotion")
+    if promotion is not None:
+        console.print(
+            f"promoted: {promotion['model_version']} (local version "
+            f"{promotion['lambda_version']}, previous "
+            f"{promotion['previous_lambda_version'] or 'none'})",
+            highlight=False,
+        )
+    elif evaluation is not None and evaluation.get("production"):
+        production = evaluation["production"]
+        console.print(f"production unchanged: {production['model_version']}", highlight=False)
+    if result.error:
+        # One line however long (a path, a reason): scripts grep it.
+        console.print(f"[red]failed:[/] {result.error}", highlight=False, soft_wrap=True)
+    console.print(f"workdir: {workdir}", highlight=False)
+
+
+# --- onnxkit status / train --wait ---------------------------------------------------------
+_STEP_STYLE = {
+    "succeeded": "green",
+    "running": "yellow",
+    "failed": "red",
+    "pending": "dim",
+    "skipped": "dim",
+}
+_MARK = {"succeeded": "✓", "running": "…", "failed": "✗", "pending": "·", "skipped": "-"}
+
+
+def show_run(view: Any, updates: Iterator[Any] | None = None) -> None:
+    """Print a run's view; with ``updates``, show each newer view live until they end, then
+    print the last one whole."""
+    out = Console(soft_wrap=True)  # links stay whole in logs
+    if updates is None:
+        out.print(view)
+        return
+    # Live crops every line at the console width (80 columns when piped), console links
+    # included, so it only shows progress and is cleared; the last view is printed whole
+    # below, also when the wait ends with Ctrl-C or an AWS error.
+    last = view
+    try:
+        with Live(view, console=out, refresh_per_second=2, transient=True) as live:
+            for last in updates:
+                live.update(last)
+    finally:
+        out.print(last)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    minutes, seconds = divmod(int(value), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _link(text: str) -> Any:
+    # Never wrapped: a console URL broken over two lines cannot be clicked or copied.
+    return Text(text, style="dim", no_wrap=True, overflow="ignore")
+
+
+def run_view(region: str, run: Any, training: Any) -> Any:
+    """The status view of a pipeline run, a rich renderable; ``training`` is the training
+    job's view, or one line saying why it could not be read."""
+    parts: list[Any] = []
+    colour = {"promoted": "green", "rejected": "yellow", "failed": "red", "running": "cyan"}
+    parts.append(
+        Text.assemble(
+            ("execution ", "bold"),
+            run.name,
+            "  ",
+            (f"{run.status} ({run.outcome})", colour[run.outcome]),
+        )
+    )
+    train_uri = run.input.get("train_s3_uri")
+    if train_uri:
+        hyper = run.input.get("hyperparameters") or {}
+        extra = " ".join(f"{k}={v}" for k, v in sorted(hyper.items()))
+        parts.append(Text(f"data {train_uri}" + (f"  {extra}" if extra else "")))
+    steps = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("", "step", "status", "took", "error"):
+        steps.add_column(column)
+    for step in run.steps:
+        style = _STEP_STYLE.get(step.status, "")
+        steps.add_row(
+            Text(_MARK.get(step.status, "?"), style=style),
+            step.name,
+            Text(step.status, style=style),
+            _seconds(step.seconds),
+            step.error,
+        )
+    parts.append(steps)
+
+    if run.training_job_name:
+        if isinstance(training, str):
+            parts.append(Text(f"training job {run.training_job_name}: {training}"))
+        else:
+            parts.append(
+                Text.assemble(
+                    ("training job ", "bold"),
+                    training.name,
+                    "  ",
+                    f"{training.status} / {training.secondary_status}",
+                )
+            )
+            for state, message, start, _end in training.transitions:
+                when = start.strftime("%H:%M:%S") if start else ""
+                parts.append(Text(f"  {when} {state}: {message}"))
+            if training.failure_reason:
+                parts.append(Text(f"  failure: {training.failure_reason}", style="red"))
+            if training.metrics:
+                metrics = Table("metric", "value", box=None, pad_edge=False, header_style="bold")
+                for name, value in sorted(training.metrics.items()):
+                    metrics.add_row(name, f"{value:.4g}")
+                parts.append(metrics)
+        link = executions.training_job_link(region, run.training_job_name)
+        parts.append(_link(f"  console: {link}"))
+
+    evaluation = run.evaluation
+    if evaluation is not None:
+        passed = evaluation.get("passed")
+        parts.append(
+            Text.assemble(
+                ("quality gate ", "bold"),
+                ("passed", "green") if passed else ("not passed", "yellow"),
+            )
+        )
+        for reason in evaluation.get("reasons") or []:
+            parts.append(Text(f"  - {reason}"))
+        candidate = evaluation.get("candidate") or {}
+        production = evaluation.get("production") or {}
+        primary = candidate.get("primary_metric")
+        if primary and primary in (candidate.get("metrics") or {}):
+            line = f"  candidate {primary}={candidate['metrics'][primary]:.4g}"
+            prod_metrics = production.get("metrics") or {}
+            if primary in prod_metrics:
+                line += (
+                    f" vs production {production.get('model_version', '')} "
+                    f"{primary}={prod_metrics[primary]:.4g}"
+                )
+            parts.append(Text(line))
+    promotion = run.promotion
+    if promotion is not None:
+        parts.append(
+            Text.assemble(
+                ("promoted ", "bold green"),
+                f"{promotion.get('model_version')} -> Lambda version "
+                f"{promotion.get('lambda_version')} (was "
+                f"{promotion.get('previous_lambda_version') or 'none'})",
+            )
+        )
+    if run.error and run.outcome == "failed":
+        cause = " ".join(str(run.error.get("cause", "")).split())[:300]
+        parts.append(Text(f"error {run.error.get('error')}: {cause}", style="red"))
+    parts.append(_link("console: " + executions.execution_link(region, run.arn)))
+    return Group(*parts)
+
+
+# --- onnxkit train -------------------------------------------------------------------------
+@contextmanager
+def upload_progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A bytes-uploaded progress bar on stderr; yields the function that advances it."""
+    with Progress(
+        TextColumn("uploading"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        task = progress.add_task("upload", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+# --- onnxkit predict -----------------------------------------------------------------------
+MAX_REJECTED_SHOWN = 10
+
+
+@contextmanager
+def scoring_progress(
+    console: Console, total: int, completed: int
+) -> Iterator[Callable[[int], None]]:
+    """A rows-scored progress bar; yields the function that advances it."""
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("scoring", total=total, completed=completed)
+        yield lambda n: progress.advance(task, n)
+
+
+def print_scoring_summary(console: Console, report: Any, output: Path | None) -> None:
+    """Rows in, scored, rejected and skipped; retries and batches."""
+    where = f" -> {output}" if output else ""
+    rejected = len(report.rejected)
+    console.print(
+        f"rows in {report.read} = {report.scored} scored + {rejected} rejected; skipped "
+        f"{report.skipped} already written, {report.retries} retries, "
+        f"{report.batches} batches{where}",
+        highlight=False,
+    )
+
+
+def print_rejected(console: Console, report: Any) -> None:
+    """The first rejected rows and why (the output's error column lists all)."""
+    table = Table("row", "line", "why it was rejected", title="rejected rows", title_justify="left")
+    for outcome in report.rejected[:MAX_REJECTED_SHOWN]:
+        table.add_row(str(outcome.row), str(outcome.line or ""), outcome.error)
+    console.print(table)
+    more = len(report.rejected) - MAX_REJECTED_SHOWN
+    if more > 0:
+        console.print(f"... and {more} more (the error column of the output lists all)")
+
+
+# --- onnxkit models ------------------------------------------------------------------------
+# Shown first when present; any other metric is listed after them.
+_PREFERRED = ("accuracy", "f1_macro", "roc_auc", "log_loss", "r2", "rmse", "mae")
+
+
+def print_models(
+    title: str,
+    versions: list[Version],
+    shown: list[Version],
+    pointers: dict[str, Pointer],
+    notes: list[str],
+) -> None:
+    """The registered versions as a table (the live one marked), then what is live."""
+    out = Console()
+    names = {m for v in shown for m in v.metrics}
+    metric_cols = [m for m in _PREFERRED if m in names] + sorted(names - set(_PREFERRED))
+    table = Table(title=title, title_justify="left")
+    for column in ("", "#", "model", "version", "status", "registered", *metric_cols):
+        table.add_column(column, justify="right" if column in metric_cols else "left")
+    for v in shown:
+        table.add_row(
+            "[green]live[/]" if v.live else "",
+            str(v.package_version or ""),
+            v.model_name,
+            v.model_version,
+            v.status,
+            v.created[:16].replace("T", " "),
+            *(f"{v.metrics[m]:.4g}" if m in v.metrics else "-" for m in metric_cols),
+        )
+    out.print(table)
+    if not any(v.live for v in versions):
+        out.print("no version is live yet (no production pointer)", highlight=False)
+    for note in notes:
+        out.print(f"note: {note}", highlight=False)
+    for name, pointer in sorted(pointers.items()):
+        out.print(
+            f"live {name}: {pointer.model_version} (Lambda version "
+            f"{pointer.lambda_version}, promoted {pointer.promoted_at})",
+            highlight=False,
+        )
+
+
+# --- onnxkit serve -------------------------------------------------------------------------
+_err = Console(stderr=True, highlight=False)
+
+
+def serving_started(server: Any, api_key: str | None) -> None:
+    """Where the server listens and what it serves."""
+    info = server.model
+    _err.print(
+        f"serving {info.model_name} {info.model_version} at [bold]{server.url}[/bold] "
+        f"({'x-api-key required' if api_key else 'no auth'}); Ctrl-C stops",
+        soft_wrap=True,
+    )
+
+
+def serving_failed(error: Exception) -> None:
+    """Why the server could not start."""
+    _err.print(f"[red]error:[/red] {error}", soft_wrap=True)
+
+
+def serving_stopped() -> None:
+    """The server has stopped."""
+    _err.print("stopping")
