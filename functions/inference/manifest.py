@@ -23,7 +23,7 @@ import orjson
 
 from onnxkit.contract.values import ValueRule
 
-from .instances import FeatureSpec
+from .feed import FeatureSpec
 from .source import ModelSourceError
 
 SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")

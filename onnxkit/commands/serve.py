@@ -45,10 +45,10 @@ def serve(
     """Serve a model with the same handler as the Lambda function: POST /predict, GET /model,
     GET /health, GET /openapi.json."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    from onnxkit.server import ServeError, create_server  # noqa: PLC0415  # loads onnxruntime
+    from onnxkit.server import ServeError, create_server, load_function  # noqa: PLC0415
 
     try:
-        server = create_server(model, host, port, api_key or None, sha256)
+        server = create_server(load_function(model, sha256), host, port, api_key or None)
     except ServeError as error:
         err.print(f"[red]error:[/red] {error}", soft_wrap=True)
         raise typer.Exit(1) from None
