@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from onnxkit.contract.layout import MANIFEST_FILE, SERVING_FILE, sha256_file
-from onnxkit.contract.pointer import PointerError, parse_pointer
 
 # tarfile, tempfile and shutil are imported only when a download or an archive needs them: a
 # local model.onnx should not pay for them at cold start.
@@ -217,6 +216,9 @@ class ModelLocator:
     ) -> LocatedModel:
         if raw is None:
             raise NoModelYet(f"no model has been promoted yet ({uri} does not exist)")
+        # msgspec costs ~10-20 ms to import: only the version that follows a pointer pays it.
+        from onnxkit.contract.pointer import PointerError, parse_pointer  # noqa: PLC0415
+
         try:
             pointer = parse_pointer(raw)
         except PointerError as error:
