@@ -397,6 +397,23 @@ def test_the_settings_read_the_manifest_pin_from_the_environment() -> None:
     assert settings.model_manifest_sha256 == "ab" * 32
 
 
+def test_the_function_reads_a_mapping_and_writes_no_environment(
+    model_dir: Path, tmp_path: Path, digest: str
+) -> None:
+    import os
+
+    before = dict(os.environ)
+    env = {"MODEL_URI": str(model_dir), "MODEL_SHA256": digest, "MAX_BODY_BYTES": "100"}
+    function = InferenceFunction.from_env({**env, "TMPDIR": str(tmp_path)})
+    assert dict(os.environ) == before
+    settings = function.runtime.settings
+    assert (settings.model_sha256, settings.max_body_bytes) == (digest, 100)
+    assert settings.cache_dir == tmp_path / "onnxkit-models"
+    assert function.runtime.model is not None and function.runtime.model.sha256 == digest
+    status, _, body = call(function, load_event("body_too_large"))
+    assert status == 413 and body["error"]["message"] == "the body exceeds 100 bytes"
+
+
 def test_a_pointer_pins_the_manifest_too(model_dir: Path, tmp_path: Path, digest: str) -> None:
     """A work directory's pointer with relative paths, as promotion writes it."""
     workdir = tmp_path / "work"
