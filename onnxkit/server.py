@@ -356,8 +356,9 @@ class InferenceApp:
     the resolver's current event is a class attribute of ``BaseRouter`` (shared by every
     resolver), and the log keys and the metric set live on the Logger and the EMF provider.
     So calls must not overlap, and a one-row call (~0.1 ms) is cheaper than a thread hand-off:
-    measured with wrk (1-row bodies, 16 connections, 6 interleaved rounds), a 4-thread pool
-    under one lock served ~15% fewer requests than this, a one-thread executor ~35% fewer.
+    measured with wrk (1-row bodies, 16 connections, interleaved rounds on a busy 2-core
+    machine), a 4-thread pool under one lock served ~15% fewer requests than this at the median
+    of 6 per-round ratios (range -21% to +37%), a one-thread executor 17-35% fewer (2 rounds).
     """
 
     def __init__(self, handler: Handler, api_key: str | None, limits: Limits) -> None:
