@@ -143,12 +143,12 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, list[float]]:
     import orjson
     import pandas as pd
 
-    os.environ["MODEL_URI"] = str(model_dir)
+    os.environ["MODEL_URI"] = str(model_dir)  # read once, at import, as in Lambda
     from functions.inference import handler
-    from functions.inference.instances import build_feed, numbers_only, rows_from_instances
+    from functions.inference.decode import numbers_only, rows_from_instances
+    from functions.inference.feed import build_feed
 
-    handler.configure(handler.Settings(model_uri=str(model_dir)))
-    model = handler.runtime.model
+    model = handler.FUNCTION.runtime.model
     assert model is not None
     base = json.loads((ROOT / "tests/functions/events/inference_predict_list.json").read_text())
     one, thousand = rows_of(1), rows_of(1000)
@@ -189,15 +189,15 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, list[float]]:
     def bound() -> Any:
         return model.run(one_row_feed)
 
-    from functions.inference import instances
+    from functions.inference import decode
 
     def without_simdjson(event: dict[str, Any]) -> Any:
         # The deployed runtime (CPython 3.14 on arm64) has no pysimdjson wheel: orjson path.
-        found, instances._simdjson_module = instances._simdjson_module, None
+        found, decode._simdjson = decode._simdjson, lambda: None  # type: ignore[assignment]
         try:
             return lambda_handler(event, context)
         finally:
-            instances._simdjson_module = found
+            decode._simdjson = found
 
     def core() -> str:
         # The handler's own work without Powertools' router, logger and EMF flush.

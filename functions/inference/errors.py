@@ -1,11 +1,11 @@
-"""The API's error type and its JSON body: ``{"error": {"code", "message", "details"}}``."""
+"""The API's refusal as an exception: raised anywhere in a request, rendered once by the
+routes with the contract's error body (:func:`onnxkit.contract.api.error_body`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# More details than this are summarised: a 1000-row body of garbage must not echo 30000 lines.
-MAX_DETAILS = 20
+from onnxkit.contract.api import error_body
 
 
 class ApiError(Exception):
@@ -27,15 +27,5 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
-        """The JSON error body."""
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = self.details[:MAX_DETAILS]
-        if request_id:
-            error["request_id"] = request_id
-        return {"error": error}
-
-
-def detail(instance: int | None, feature: str | None, problem: str) -> dict[str, Any]:
-    """One entry of an error's details list."""
-    return {"instance": instance, "feature": feature, "problem": problem}
+        """The JSON error body (at most MAX_DETAILS details)."""
+        return error_body(self.code, self.message, self.details, request_id)

@@ -14,7 +14,7 @@ from typing import Any
 from onnxkit.contract.manifest import Manifest, ManifestError, parse_manifest
 from onnxkit.contract.values import ValueRule
 
-from .instances import FeatureSpec
+from .feed import FeatureSpec
 from .source import ModelSourceError
 
 

@@ -5,6 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from onnxkit.contract.api import (
+    CSV,
+    HEALTH_PATH,
+    JSON,
+    MODEL_PATH,
+    NPY,
+    OPENAPI_PATH,
+    PREDICT_PATH,
+)
 from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, FLOAT32_MAX
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -150,7 +159,7 @@ def npy_content(signature: dict[str, Any] | None) -> dict[str, Any] | None:
 def _error_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
 
 
@@ -176,7 +185,7 @@ def openapi_document(
     if task == "classification":
         prediction["required"] += ["probabilities", "classes"]
     npy_body = npy_content((public or {}).get("signature"))
-    npy = {"application/x-npy": npy_body} if npy_body else {}
+    npy = {NPY: npy_body} if npy_body else {}
     title = "onnxkit inference API"
     if public:
         title += f": {public['model_name']} {public['model_version']}"
@@ -184,16 +193,14 @@ def openapi_document(
         "openapi": "3.1.0",
         "info": {"title": title, "version": (public or {}).get("model_version", "none")},
         "paths": {
-            "/predict": {
+            PREDICT_PATH: {
                 "post": {
                     "summary": "Predict for up to max_instances instances (one model run).",
                     "requestBody": {
                         "required": True,
                         "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/PredictRequest"}
-                            },
-                            "text/csv": {
+                            JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+                            CSV: {
                                 "schema": csv_schema(
                                     (public or {}).get("signature"), max_instances
                                 ),
@@ -209,9 +216,7 @@ def openapi_document(
                         "200": {
                             "description": "Predictions, in instance order.",
                             "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/Prediction"}
-                                }
+                                JSON: {"schema": {"$ref": "#/components/schemas/Prediction"}}
                             },
                         },
                         "400": _error_response("Invalid body or instances."),
@@ -225,7 +230,7 @@ def openapi_document(
                     },
                 }
             },
-            "/model": {
+            MODEL_PATH: {
                 "get": {
                     "summary": "The served model's manifest, public part.",
                     "responses": {
@@ -234,10 +239,10 @@ def openapi_document(
                     },
                 }
             },
-            "/health": {
+            HEALTH_PATH: {
                 "get": {"summary": "Liveness.", "responses": {"200": {"description": "OK"}}}
             },
-            "/openapi.json": {
+            OPENAPI_PATH: {
                 "get": {"summary": "This document.", "responses": {"200": {"description": "OK"}}}
             },
         },

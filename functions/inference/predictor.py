@@ -1,7 +1,9 @@
 """The predictor: a verified ONNX Runtime session plus the manifest facts serving needs.
 
 No HTTP here: :func:`load_model` checks the digest before any session exists, and
-:meth:`Model.predict` runs one ``session.run`` for all rows of a call.
+:meth:`Model.predict` runs one ``session.run`` for all rows of a call. ONNX Runtime's own
+telemetry is switched off by the process's environment (``ORT_DISABLE_TELEMETRY=1``: the
+function's, set by its construct; ``onnxkit serve``'s, set by the local server).
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
-from .instances import FeatureSpec, FeedBuilder
-from .source import LocatedModel, ModelSourceError, sha256_file
+from onnxkit.contract.layout import sha256_file
 
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-import onnxruntime as ort  # after the telemetry switch
+from .feed import FeatureSpec, FeedBuilder
+from .source import LocatedModel, ModelSourceError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class Model:
         return binding
 
     def predict(self, rows: Sequence[Sequence[Any]], numbers_only: bool = False) -> dict[str, Any]:
-        """Response body for rows in signature order (validated by :func:`build_feed`)."""
+        """Response body for rows in signature order (validated by :class:`FeedBuilder`)."""
         return self.predict_feed(self.feed(rows, numbers_only))
 
     def predict_feed(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:

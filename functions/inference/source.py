@@ -2,29 +2,27 @@
 
 Accepted forms: ``s3://bucket/key[?versionId=...]`` or a local path, naming a ``.onnx`` file
 (its ``manifest.json`` sits beside it), a directory holding both, a ``model.tar.gz`` as the
-training job writes it, or a production pointer ``.json`` (``{"model_uri", "sha256",
-"manifest_sha256", ...}``, docs/CONTRACTS.md; a relative ``model_uri`` in a local pointer is
+training job writes it, or a production pointer ``.json`` (docs/CONTRACTS.md, parsed by
+:func:`onnxkit.contract.pointer.parse_pointer`; a relative ``model_uri`` in a local pointer is
 relative to the work directory holding ``models/``). A manifest digest, given with the model's
 (``MODEL_MANIFEST_SHA256``) or in the pointer, pins the manifest: any other is refused.
 Downloads and extractions are cached under a directory keyed by digest, so a warm or restored
-environment never fetches the same model twice.
+environment never fetches the same model twice. File names and digests are the contract's
+(:mod:`onnxkit.contract.layout`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-MANIFEST_FILE = "manifest.json"
-SERVING_FILE = "model.onnx"
-# Lambda's writable /tmp. tarfile, tempfile and shutil are imported only when a download or an
-# archive needs them: a local model.onnx should not pay for them at cold start.
-DEFAULT_CACHE = Path(os.environ.get("TMPDIR") or "/tmp") / "onnxkit-models"  # noqa: S108
+from onnxkit.contract.layout import MANIFEST_FILE, SERVING_FILE, sha256_file
+
+# tarfile, tempfile and shutil are imported only when a download or an archive needs them: a
+# local model.onnx should not pay for them at cold start.
 
 
 class ModelSourceError(Exception):
@@ -51,15 +49,6 @@ class LocatedModel:
     manifest_path: Path
     expected_sha256: str | None
     uri: str
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -186,10 +175,11 @@ def _staging(cache: Path) -> Path:
 
 
 class ModelLocator:
-    """Resolves ``MODEL_URI`` into local files, downloading and extracting into the cache."""
+    """Resolves ``MODEL_URI`` into local files, downloading and extracting into ``cache_dir``
+    (Lambda's writable /tmp)."""
 
-    def __init__(self, cache_dir: Path | None = None, s3: S3Fetcher | None = None) -> None:
-        self.cache_dir = cache_dir or DEFAULT_CACHE
+    def __init__(self, cache_dir: Path, s3: S3Fetcher | None = None) -> None:
+        self.cache_dir = cache_dir
         self.s3 = s3 or S3Fetcher()
 
     def locate(
@@ -226,23 +216,21 @@ class ModelLocator:
     ) -> LocatedModel:
         if raw is None:
             raise NoModelYet(f"no model has been promoted yet ({uri} does not exist)")
+        # msgspec costs ~10-20 ms to import: only the version that follows a pointer pays it.
+        from onnxkit.contract.pointer import PointerError, parse_pointer  # noqa: PLC0415
+
         try:
-            pointer = json.loads(raw)
-            target, digest = pointer["model_uri"], pointer.get("sha256")
-            manifest_digest = pointer.get("manifest_sha256")
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            pointer = parse_pointer(raw)
+        except PointerError as error:
             raise ModelSourceError(f"invalid production pointer {uri}: {error}") from None
-        if not isinstance(target, str) or target.endswith(".json"):
+        target = pointer.model_uri
+        if target.endswith(".json"):
             raise ModelSourceError(f"production pointer {uri} names no model file")
         if "://" not in target and not Path(target).is_absolute():
             if base is None:
                 raise ModelSourceError(f"production pointer {uri} names a relative {target}")
             target = str(base / target)
-        return self.locate(
-            target,
-            digest if isinstance(digest, str) else None,
-            manifest_digest if isinstance(manifest_digest, str) else None,
-        )
+        return self.locate(target, pointer.sha256, pointer.manifest_sha256)
 
     # --- local --------------------------------------------------------------------------
     def _locate_local(self, path: Path, uri: str, expected: str | None) -> LocatedModel:
@@ -290,7 +278,7 @@ class ModelLocator:
         if location.key.endswith((".tar.gz", ".tgz", ".tar")):
             return self._locate_s3_archive(location, uri, expected)
         if location.key.endswith("/") or location.key.endswith(MANIFEST_FILE):
-            prefix = location.key if location.key.endswith("/") else location.key[:-13]
+            prefix = location.key.removesuffix(MANIFEST_FILE)
             location = S3Location(location.bucket, prefix + SERVING_FILE, location.version_id)
         if expected:
             cached = _cached_dir(self.cache_dir, expected)

@@ -200,6 +200,29 @@ def test_serving_context_manager(churn_model: Path) -> None:
         httpx.get(f"{url}/health", timeout=2)
 
 
+def test_the_server_takes_the_function_it_serves_and_writes_no_environment(
+    churn_model: Path, tmp_path: Path
+) -> None:
+    from onnxkit.server import create_server, load_function
+
+    before = dict(os.environ)
+    env = {"MAX_INSTANCES": "1", "TMPDIR": str(tmp_path)}
+    function = load_function(str(churn_model), env=env)
+    # No MODEL_URI, no POWERTOOLS_* left behind (ORT_DISABLE_TELEMETRY, which onnxruntime reads
+    # only from the process's environment, is set for every test already).
+    assert dict(os.environ) == before
+    assert function.runtime.settings.model_uri == str(churn_model)
+    assert function.runtime.settings.max_instances == 1
+    assert function.runtime.locator.cache_dir == tmp_path / "onnxkit-models"
+    assert function.telemetry.metrics is None  # no EMF blobs on a laptop's stdout
+    server = create_server(function, port=0)
+    try:
+        assert server.app.handler is function.lambda_handler
+        assert server.model is function.runtime.model
+    finally:
+        server.close()
+
+
 def _npy(array: Any) -> bytes:
     import io
 

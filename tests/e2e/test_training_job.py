@@ -18,7 +18,8 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 
-from functions.inference.instances import build_feed, rows_from_csv
+from functions.inference.decode import rows_from_csv
+from functions.inference.feed import build_feed
 from functions.inference.manifest import read_serving_manifest
 from onnxkit.contract.layout import FP32_FILE, SERVING_FILE, sha256_file
 from onnxkit.contract.manifest import load_manifest

@@ -7,7 +7,6 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from inference_support import EVENTS, assert_error, call, event_with, load_event
 
 pytestmark = pytest.mark.xdist_group("inference")
 
-UseModel = Callable[..., ModuleType]
+UseModel = Callable[..., Any]  # -> functions.inference.app.InferenceFunction
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +30,17 @@ def artifacts(train_artifact: Callable[..., Path]) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def use_model(artifacts: dict[str, Path]) -> UseModel:
-    """Point the handler module at one of the artifacts (runtimes cached per settings)."""
-    from functions.inference import handler
+    """The inference function serving one of the artifacts (one function per settings)."""
+    from functions.inference.app import InferenceFunction
+    from functions.inference.runtime import Settings
 
-    runtimes: dict[tuple[Any, ...], Any] = {}
+    functions: dict[tuple[Any, ...], Any] = {}
 
-    def use(name: str, **settings: Any) -> ModuleType:
+    def use(name: str, **settings: Any) -> Any:
         key = (name, *sorted(settings.items()))
-        if key not in runtimes:
-            runtimes[key] = handler.Runtime(
-                handler.Settings(model_uri=str(artifacts[name]), **settings)
-            )
-        runtimes[key].activate()
-        return handler
+        if key not in functions:
+            functions[key] = InferenceFunction(Settings(model_uri=str(artifacts[name]), **settings))
+        return functions[key]
 
     return use
 
@@ -119,7 +116,7 @@ def test_event_fixture(name: str, use_model: UseModel) -> None:
         assert_error(body, code)
 
 
-def _predict(handler: ModuleType, event_name: str) -> dict[str, Any]:
+def _predict(handler: Any, event_name: str) -> dict[str, Any]:
     status, _, body = call(handler, load_event(event_name))
     assert status == 200, body
     return body
@@ -206,7 +203,7 @@ def test_errors_name_the_instance_and_feature(use_model: UseModel) -> None:
 
 def test_null_for_a_non_nullable_feature_is_refused(use_model: UseModel) -> None:
     from functions.inference.errors import ApiError
-    from functions.inference.instances import FeatureSpec, build_feed
+    from functions.inference.feed import FeatureSpec, build_feed
 
     features = [FeatureSpec("a", "a", True, False), FeatureSpec("b", "b", True, True)]
     with pytest.raises(ApiError) as raised:
@@ -304,19 +301,21 @@ def test_error_logs_are_structured_json_with_the_request_id(
 ) -> None:
     handler = use_model("breast_cancer")
     # A fresh execution environment: the handler appends the context's static keys
-    # (function name, ARN, memory) on its first calls only, and an earlier test in this
-    # process may have invoked it with another context (onnxkit serve's).
-    monkeypatch.setattr(handler, "_invocations", 0)
-    # The logger's level is fixed at import; `onnxkit serve` in this process imports it at
-    # WARNING (it logs requests itself), the function's default is INFO.
-    previous_level = handler.logger.log_level
-    handler.logger.setLevel(logging.INFO)
+    # (function name, ARN, memory) on its first calls only, and an earlier test may have
+    # invoked this function with another context.
+    monkeypatch.setattr(handler.telemetry, "invocations", 0)
+    # One Logger per service and process, its level set by whoever made it first: `onnxkit
+    # serve` in this process makes it at WARNING (it logs requests itself), the function's
+    # default is INFO.
+    logger = handler.telemetry.logger
+    previous_level = logger.log_level
+    logger.setLevel(logging.INFO)
     stream = io.StringIO()
-    monkeypatch.setattr(handler.logger.registered_handler, "stream", stream)
+    monkeypatch.setattr(logger.registered_handler, "stream", stream)
     try:
         call(handler, load_event("string_for_number"))
     finally:
-        handler.logger.setLevel(previous_level)
+        logger.setLevel(previous_level)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     (log,) = [r for r in records if r.get("message") == "request"]
     assert log["level"] == "INFO" and log["status"] == 400
@@ -362,30 +361,30 @@ def _large_bodies(rows: list[list[float]], names: list[str]) -> dict[str, tuple[
 def test_large_bodies_answer_exactly_as_the_careful_path(
     use_model: UseModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions.inference import instances
+    from functions.inference import decode
 
     handler = use_model("breast_cancer")
     names = [spec.name for spec in handler.runtime.model.features]
     data = [json.loads(load_event("predict_list")["body"])["instances"][0]]
     rows = [[round(v * (1 + i / 997), 6) for v in data[0]] for i in range(300)]
     bodies = _large_bodies(rows, names)
-    fast_feed, fast = handler._fast_feed, []
+    fast_feed, fast = decode._fast_feed, []
 
     def spy(*args: Any) -> Any:
         feed = fast_feed(*args)
         fast.append(feed is not None)
         return feed
 
-    monkeypatch.setattr(handler, "_fast_feed", spy)
+    monkeypatch.setattr(decode, "_fast_feed", spy)
     outcomes, took_fast_path = {}, {}
     for name, (media, body) in bodies.items():
-        assert len(body) >= instances.SIMDJSON_MIN_BYTES, name
+        assert len(body) >= decode.SIMDJSON_MIN_BYTES, name
         event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
         outcomes[name] = call(handler, event)
         took_fast_path[name] = fast.pop()
     clean = {"json", "json_compact", "json_pretty", "json_ints", "csv", "csv_header_crlf"}
     assert {name for name, taken in took_fast_path.items() if taken} == clean
-    monkeypatch.setattr(handler, "SIMDJSON_MIN_BYTES", 10**9)  # the orjson/csv path only
+    monkeypatch.setattr(decode, "SIMDJSON_MIN_BYTES", 10**9)  # the orjson/csv path only
     for name, (media, body) in bodies.items():
         event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
         assert call(handler, event) == outcomes[name], name
@@ -626,7 +625,7 @@ def test_openapi_documents_npy_for_all_numeric_models_only(use_model: UseModel) 
 
 
 # --- the contract's missing-value rule, through every body format ---------------------------
-def _body_of(handler: ModuleType, media: str, body: str) -> dict[str, Any]:
+def _body_of(handler: Any, media: str, body: str) -> dict[str, Any]:
     event = event_with(body=body, headers={"Content-Type": media}, multiValueHeaders={})
     status, _, answer = call(handler, event)
     assert status == 200, answer
@@ -761,11 +760,12 @@ def region_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_without_missing_tokens_a_category_named_na_is_scored_as_itself(
     region_model: dict[str, Path],
 ) -> None:
-    from functions.inference import handler
+    from functions.inference.app import InferenceFunction
+    from functions.inference.runtime import Settings
 
     def scores(model: str, media: str, body: str) -> list[list[float]]:
-        handler.Runtime(handler.Settings(model_uri=str(region_model[model]))).activate()
-        return _body_of(handler, media, body)["probabilities"]
+        function = InferenceFunction(Settings(model_uri=str(region_model[model])))
+        return _body_of(function, media, body)["probabilities"]
 
     json_rows = json.dumps({"instances": [[0.1, "NA"], {"x": 0.1, "region": "NA"}, [0.1, None]]})
     empty = scores("empty", "application/json", json_rows)

@@ -15,7 +15,9 @@ import pytest
 from inference_support import assert_error, call, load_event
 from moto import mock_aws
 
-from functions.inference import handler
+from functions.inference import runtime as runtime_module
+from functions.inference.app import InferenceFunction
+from functions.inference.runtime import Settings
 from functions.inference.source import ModelLocator, ModelSourceError, NoModelYet, S3Location
 
 pytestmark = pytest.mark.xdist_group("inference")
@@ -43,9 +45,24 @@ def tarball(model_dir: Path, tmp_path: Path) -> Path:
     return path
 
 
-def _runtime(uri: str, tmp_path: Path, sha256: str = "", **kwargs: Any) -> handler.Runtime:
+def _pointer(model_uri: str, sha256: str, **fields: Any) -> str:
+    """A production pointer as promotion writes it (docs/CONTRACTS.md), as JSON."""
+    pointer = {
+        "model_name": "cancer",
+        "model_version": "v1",
+        "model_uri": model_uri,
+        "manifest_uri": model_uri.rsplit("/", 1)[0] + "/manifest.json",
+        "sha256": sha256,
+        "lambda_version": "2",
+        "promoted_at": "2026-11-28T18:00:00Z",
+        "history": [],
+    }
+    return json.dumps(pointer | fields)
+
+
+def _function(uri: str, tmp_path: Path, sha256: str = "", **kwargs: Any) -> InferenceFunction:
     locator = ModelLocator(cache_dir=tmp_path / "cache", **kwargs)
-    return handler.configure(handler.Settings(model_uri=uri, model_sha256=sha256), locator)
+    return InferenceFunction(Settings(model_uri=uri, model_sha256=sha256), locator=locator)
 
 
 @pytest.mark.parametrize("form", ["directory", "onnx_file", "manifest_file", "tarball", "file_uri"])
@@ -59,10 +76,11 @@ def test_local_forms_load_the_same_model(
         "tarball": str(tarball),
         "file_uri": f"file://{model_dir}",
     }[form]
-    runtime = _runtime(uri, tmp_path, sha256=digest)
+    function = _function(uri, tmp_path, sha256=digest)
+    runtime = function.runtime
     assert runtime.problem is None
     assert runtime.model is not None and runtime.model.sha256 == digest
-    status, _, body = call(handler, load_event("predict_list"))
+    status, _, body = call(function, load_event("predict_list"))
     assert status == 200, body
 
 
@@ -87,16 +105,17 @@ def test_a_tarball_with_a_path_escape_is_refused(tmp_path: Path) -> None:
 
 
 def test_digest_mismatch_refuses_to_serve(model_dir: Path, tmp_path: Path) -> None:
-    runtime = _runtime(str(model_dir), tmp_path, sha256="0" * 64)
+    function = _function(str(model_dir), tmp_path, sha256="0" * 64)
+    runtime = function.runtime
     assert runtime.model is None
     assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
     assert "digest mismatch" in runtime.reason
     for event in ("predict_list", "get_model"):
-        status, _, body = call(handler, load_event(event))
+        status, _, body = call(function, load_event(event))
         assert status == 503
         assert_error(body, "model_unavailable")
         assert "0000000000" not in body["error"]["message"]  # details stay in the log
-    status, _, body = call(handler, load_event("get_health"))
+    status, _, body = call(function, load_event("get_health"))
     assert status == 503 and body["status"] == "unavailable"
 
 
@@ -106,7 +125,8 @@ def test_a_swapped_model_file_is_refused_against_its_manifest(
     tampered = tmp_path / "tampered"
     shutil.copytree(model_dir, tampered)
     (tampered / "model.onnx").write_bytes((model_dir / "model.fp32.onnx").read_bytes())
-    runtime = _runtime(str(tampered), tmp_path)
+    function = _function(str(tampered), tmp_path)
+    runtime = function.runtime
     assert runtime.model is None and runtime.problem is not None
     assert "digest mismatch" in runtime.reason
 
@@ -121,7 +141,8 @@ def test_an_expected_digest_the_manifest_does_not_describe_is_refused(
     (other / "model.onnx").write_bytes(fp32.read_bytes())
     new_digest = hashlib.sha256(fp32.read_bytes()).hexdigest()
     (other / "manifest.json").write_text(json.dumps(manifest))
-    runtime = _runtime(str(other), tmp_path, sha256=new_digest)
+    function = _function(str(other), tmp_path, sha256=new_digest)
+    runtime = function.runtime
     assert runtime.model is None and runtime.problem is not None
     assert "describes sha256" in runtime.reason
 
@@ -132,22 +153,23 @@ def test_an_invalid_manifest_is_refused(model_dir: Path, tmp_path: Path) -> None
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["task"] = "clustering"
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    runtime = _runtime(str(broken), tmp_path)
+    function = _function(str(broken), tmp_path)
+    runtime = function.runtime
     assert runtime.problem is not None and "invalid manifest" in runtime.reason
 
 
 def test_without_a_model_uri_predict_and_model_are_503_health_and_openapi_200(
     tmp_path: Path,
 ) -> None:
-    _runtime("", tmp_path)
+    function = _function("", tmp_path)
     for name in ("predict_list", "get_model"):
-        status, _, body = call(handler, load_event(name))
+        status, _, body = call(function, load_event(name))
         assert status == 503
         assert_error(body, "no_model")
         assert body["error"]["message"] == "no model has been promoted yet"
-    status, _, body = call(handler, load_event("get_health"))
+    status, _, body = call(function, load_event("get_health"))
     assert (status, body["status"]) == (200, "no_model")
-    status, _, body = call(handler, load_event("get_openapi"))
+    status, _, body = call(function, load_event("get_openapi"))
     assert status == 200 and body["openapi"].startswith("3.")
 
 
@@ -187,12 +209,13 @@ def test_s3_model_with_version_id_is_downloaded_once(
     # A later overwrite of the same key must not change what the pinned version serves.
     s3.put_object(Bucket=BUCKET, Key="models/cancer/v1/model.onnx", Body=b"not a model")
     uri = f"s3://{BUCKET}/models/cancer/v1/model.onnx?versionId={version}"
-    runtime = _runtime(uri, tmp_path, sha256=digest)
+    function = _function(uri, tmp_path, sha256=digest)
+    runtime = function.runtime
     assert runtime.problem is None, runtime.reason
     assert (tmp_path / "cache" / digest / "model.onnx").is_file()
     # Second cold start: served from the cache without touching S3.
     s3.delete_object(Bucket=BUCKET, Key="models/cancer/v1/manifest.json")
-    again = _runtime(uri, tmp_path, sha256=digest)
+    again = _function(uri, tmp_path, sha256=digest).runtime
     assert again.model is not None
 
 
@@ -205,14 +228,16 @@ def test_s3_overwritten_model_is_refused(
         Key="models/cancer/v1/model.onnx",
         Body=(model_dir / "model.fp32.onnx").read_bytes(),
     )
-    runtime = _runtime(f"s3://{BUCKET}/models/cancer/v1/model.onnx", tmp_path, sha256=digest)
+    function = _function(f"s3://{BUCKET}/models/cancer/v1/model.onnx", tmp_path, sha256=digest)
+    runtime = function.runtime
     assert runtime.model is None and runtime.problem is not None
     assert runtime.problem.code == "model_unavailable"
 
 
 def test_s3_tarball(s3: Any, tarball: Path, tmp_path: Path) -> None:
     s3.put_object(Bucket=BUCKET, Key="jobs/j1/output/model.tar.gz", Body=tarball.read_bytes())
-    runtime = _runtime(f"s3://{BUCKET}/jobs/j1/output/model.tar.gz", tmp_path)
+    function = _function(f"s3://{BUCKET}/jobs/j1/output/model.tar.gz", tmp_path)
+    runtime = function.runtime
     assert runtime.problem is None and runtime.model is not None
 
 
@@ -220,9 +245,10 @@ def test_s3_pointer_before_and_after_the_first_promotion(
     s3: Any, model_dir: Path, tmp_path: Path, digest: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pointer_uri = f"s3://{BUCKET}/models/cancer/production.json"
-    runtime = _runtime(pointer_uri, tmp_path)
+    function = _function(pointer_uri, tmp_path)
+    runtime = function.runtime
     assert runtime.problem is not None and runtime.problem.code == "no_model"
-    status, _, body = call(handler, load_event("predict_list"))
+    status, _, body = call(function, load_event("predict_list"))
     assert status == 503
     assert_error(body, "no_model")
 
@@ -238,8 +264,8 @@ def test_s3_pointer_before_and_after_the_first_promotion(
         "history": [],
     }
     s3.put_object(Bucket=BUCKET, Key="models/cancer/production.json", Body=json.dumps(pointer))
-    monkeypatch.setattr(handler, "POINTER_RECHECK_SECONDS", 0.0)
-    status, _, body = call(handler, load_event("predict_list"))
+    monkeypatch.setattr(runtime_module, "POINTER_RECHECK_SECONDS", 0.0)
+    status, _, body = call(function, load_event("predict_list"))
     assert status == 200, body
 
 
@@ -247,10 +273,12 @@ def test_s3_pointer_with_a_wrong_digest_is_refused(
     s3: Any, model_dir: Path, tmp_path: Path
 ) -> None:
     _upload_model(s3, model_dir, "models/cancer/v1")
-    pointer = {"model_uri": f"s3://{BUCKET}/models/cancer/v1/model.onnx", "sha256": "1" * 64}
-    s3.put_object(Bucket=BUCKET, Key="models/cancer/production.json", Body=json.dumps(pointer))
-    runtime = _runtime(f"s3://{BUCKET}/models/cancer/production.json", tmp_path)
+    pointer = _pointer(f"s3://{BUCKET}/models/cancer/v1/model.onnx", "1" * 64)
+    s3.put_object(Bucket=BUCKET, Key="models/cancer/production.json", Body=pointer)
+    function = _function(f"s3://{BUCKET}/models/cancer/production.json", tmp_path)
+    runtime = function.runtime
     assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
+    assert "digest mismatch" in runtime.reason
 
 
 def test_missing_s3_object_is_a_clear_error(s3: Any, tmp_path: Path) -> None:
@@ -279,7 +307,8 @@ def test_an_s3_read_failure_is_retried_later(
     s3: Any, model_dir: Path, tmp_path: Path, digest: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri = "s3://late-bucket/models/cancer/v1/model.onnx"
-    runtime = _runtime(uri, tmp_path, sha256=digest)
+    function = _function(uri, tmp_path, sha256=digest)
+    runtime = function.runtime
     assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
     assert "NoSuchBucket" in runtime.reason
     s3.create_bucket(
@@ -291,19 +320,20 @@ def test_an_s3_read_failure_is_retried_later(
             Key=f"models/cancer/v1/{name}",
             Body=(model_dir / name).read_bytes(),
         )
-    monkeypatch.setattr(handler, "POINTER_RECHECK_SECONDS", 0.0)
-    status, _, body = call(handler, load_event("predict_list"))
+    monkeypatch.setattr(runtime_module, "POINTER_RECHECK_SECONDS", 0.0)
+    status, _, body = call(function, load_event("predict_list"))
     assert status == 200, body
 
 
 def test_a_refused_model_is_not_retried(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runtime = _runtime(str(model_dir), tmp_path, sha256="0" * 64)
-    monkeypatch.setattr(handler, "POINTER_RECHECK_SECONDS", 0.0)
+    function = _function(str(model_dir), tmp_path, sha256="0" * 64)
+    runtime = function.runtime
+    monkeypatch.setattr(runtime_module, "POINTER_RECHECK_SECONDS", 0.0)
     loads = []
     monkeypatch.setattr(runtime, "_load", lambda: loads.append(1))
-    status, _, _ = call(handler, load_event("predict_list"))
+    status, _, _ = call(function, load_event("predict_list"))
     assert status == 503 and loads == []
 
 
@@ -350,27 +380,42 @@ def test_a_manifest_with_reversed_classes_is_refused_when_pinned(
     pinned = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
     tampered = _reversed_classes(model_dir, tmp_path / "tampered")
     # Unpinned, the reversed manifest is a valid one and would be served:
-    unpinned = _runtime(str(tampered), tmp_path, sha256=digest)
+    unpinned = _function(str(tampered), tmp_path, sha256=digest).runtime
     assert unpinned.problem is None
-    settings = handler.Settings(
-        model_uri=str(tampered), model_sha256=digest, model_manifest_sha256=pinned
-    )
-    runtime = handler.configure(settings, ModelLocator(cache_dir=tmp_path / "cache"))
+    settings = Settings(model_uri=str(tampered), model_sha256=digest, model_manifest_sha256=pinned)
+    function = InferenceFunction(settings, locator=ModelLocator(cache_dir=tmp_path / "cache"))
+    runtime = function.runtime
     assert runtime.model is None and runtime.problem is not None
     assert "manifest digest mismatch" in runtime.reason
-    status, _, body = call(handler, load_event("predict_list"))
+    status, _, body = call(function, load_event("predict_list"))
     assert status == 503
     assert_error(body, "model_unavailable")
     # The genuine manifest with the same pin is served.
-    good = handler.Settings(
-        model_uri=str(model_dir), model_sha256=digest, model_manifest_sha256=pinned
-    )
-    assert handler.configure(good, ModelLocator(cache_dir=tmp_path / "c2")).problem is None
+    good = Settings(model_uri=str(model_dir), model_sha256=digest, model_manifest_sha256=pinned)
+    served = InferenceFunction(good, locator=ModelLocator(cache_dir=tmp_path / "c2"))
+    assert served.runtime.problem is None
 
 
 def test_the_settings_read_the_manifest_pin_from_the_environment() -> None:
-    settings = handler.Settings.from_env({"MODEL_URI": "x", "MODEL_MANIFEST_SHA256": "ab" * 32})
+    settings = Settings.from_env({"MODEL_URI": "x", "MODEL_MANIFEST_SHA256": "ab" * 32})
     assert settings.model_manifest_sha256 == "ab" * 32
+
+
+def test_the_function_reads_a_mapping_and_writes_no_environment(
+    model_dir: Path, tmp_path: Path, digest: str
+) -> None:
+    import os
+
+    before = dict(os.environ)
+    env = {"MODEL_URI": str(model_dir), "MODEL_SHA256": digest, "MAX_BODY_BYTES": "100"}
+    function = InferenceFunction.from_env({**env, "TMPDIR": str(tmp_path)})
+    assert dict(os.environ) == before
+    settings = function.runtime.settings
+    assert (settings.model_sha256, settings.max_body_bytes) == (digest, 100)
+    assert settings.cache_dir == tmp_path / "onnxkit-models"
+    assert function.runtime.model is not None and function.runtime.model.sha256 == digest
+    status, _, body = call(function, load_event("body_too_large"))
+    assert status == 413 and body["error"]["message"] == "the body exceeds 100 bytes"
 
 
 def test_a_pointer_pins_the_manifest_too(model_dir: Path, tmp_path: Path, digest: str) -> None:
@@ -380,12 +425,13 @@ def test_a_pointer_pins_the_manifest_too(model_dir: Path, tmp_path: Path, digest
     _reversed_classes(model_dir, version)
     pinned = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
     pointer = workdir / "models" / "cancer" / "production.json"
-    body = {"model_uri": "models/cancer/v1/model.onnx", "sha256": digest, "manifest_sha256": pinned}
-    pointer.write_text(json.dumps(body))
-    runtime = _runtime(str(pointer), tmp_path)
+    pointer.write_text(_pointer("models/cancer/v1/model.onnx", digest, manifest_sha256=pinned))
+    function = _function(str(pointer), tmp_path)
+    runtime = function.runtime
     assert runtime.problem is not None and "manifest digest mismatch" in runtime.reason
     (version / "manifest.json").write_bytes((model_dir / "manifest.json").read_bytes())
-    runtime = _runtime(str(pointer), tmp_path)
+    function = _function(str(pointer), tmp_path)
+    runtime = function.runtime
     assert runtime.problem is None and runtime.model is not None
 
 
@@ -399,8 +445,7 @@ def test_serve_exits_1_on_a_pointer_whose_manifest_was_changed(
     _reversed_classes(model_dir, workdir / "models" / "cancer" / "v1")
     pinned = hashlib.sha256((model_dir / "manifest.json").read_bytes()).hexdigest()
     pointer = workdir / "models" / "cancer" / "production.json"
-    body = {"model_uri": "models/cancer/v1/model.onnx", "sha256": digest, "manifest_sha256": pinned}
-    pointer.write_text(json.dumps(body))
+    pointer.write_text(_pointer("models/cancer/v1/model.onnx", digest, manifest_sha256=pinned))
     done = subprocess.run(
         [
             sys.executable,
@@ -441,10 +486,11 @@ def test_a_malformed_tarball_is_a_503_not_a_crash(
             "not_gzip_tar": b"\x1f\x8b\x08\x00" + b"\xff" * 64,
         }[damage]
     )
-    runtime = _runtime(str(broken), tmp_path)
+    function = _function(str(broken), tmp_path)
+    runtime = function.runtime
     assert runtime.model is None and runtime.problem is not None
     assert runtime.problem.status == 503
-    status, _, body = call(handler, load_event("predict_list"))
+    status, _, body = call(function, load_event("predict_list"))
     assert status == 503
     assert_error(body, "model_unavailable")
 

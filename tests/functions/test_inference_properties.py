@@ -7,7 +7,6 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from inference_support import assert_error, call, event_with
 
-from functions.inference.instances import numbers_only
+from functions.inference.decode import numbers_only
 
 pytestmark = pytest.mark.xdist_group("inference")
 
@@ -51,11 +50,12 @@ content_types = st.sampled_from(
 
 @pytest.fixture(scope="module")
 def runtimes(train_artifact: Callable[..., Path]) -> dict[str, Any]:
-    """Loaded runtimes: the mixed numeric/categorical churn model and the all-numeric MLP."""
-    from functions.inference import handler as module
+    """Inference functions: the mixed numeric/categorical churn model and the all-numeric MLP."""
+    from functions.inference.app import InferenceFunction
+    from functions.inference.runtime import Settings
 
     return {
-        name: module.Runtime(module.Settings(model_uri=str(train_artifact(dataset, model=model))))
+        name: InferenceFunction(Settings(model_uri=str(train_artifact(dataset, model=model))))
         for name, dataset, model in (
             ("churn", "customer_churn", "logistic_regression"),
             ("numeric", "breast_cancer", "mlp"),
@@ -64,24 +64,18 @@ def runtimes(train_artifact: Callable[..., Path]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def handler(runtimes: dict[str, Any]) -> ModuleType:
-    """The handler serving the churn model."""
-    from functions.inference import handler as module
-
-    runtimes["churn"].activate()
-    return module
+def handler(runtimes: dict[str, Any]) -> Any:
+    """The function serving the churn model."""
+    return runtimes["churn"]
 
 
 @pytest.fixture
-def numeric_handler(runtimes: dict[str, Any]) -> ModuleType:
-    """The handler serving the all-numeric int8 MLP (the numbers-only fast path)."""
-    from functions.inference import handler as module
-
-    runtimes["numeric"].activate()
-    return module
+def numeric_handler(runtimes: dict[str, Any]) -> Any:
+    """The function serving the all-numeric int8 MLP (the numbers-only fast path)."""
+    return runtimes["numeric"]
 
 
-def _check(handler: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
+def _check(handler: Any, event: dict[str, Any]) -> tuple[int, Any]:
     status, headers, body = call(handler, event)
     assert 200 <= status < 500, body
     assert headers["content-type"] == "application/json"
@@ -101,7 +95,7 @@ def _check(handler: ModuleType, event: dict[str, Any]) -> tuple[int, Any]:
     path=paths,
 )
 def test_arbitrary_requests_never_fail_on_our_side(
-    handler: ModuleType,
+    handler: Any,
     body: str | None,
     base64_flag: bool,
     headers: dict[str, str] | None,
@@ -122,7 +116,7 @@ def test_arbitrary_requests_never_fail_on_our_side(
 @SETTINGS
 @given(instances=json_values, content_type=content_types)
 def test_arbitrary_json_bodies_get_predictions_or_a_4xx(
-    handler: ModuleType, instances: Any, content_type: str
+    handler: Any, instances: Any, content_type: str
 ) -> None:
     headers = {"Content-Type": content_type}
     event = event_with(
@@ -145,7 +139,7 @@ churn_rows = st.tuples(numbers, numbers, categories, categories, numbers, catego
 @SETTINGS
 @given(rows=st.lists(churn_rows, min_size=1, max_size=30), as_objects=st.booleans())
 def test_valid_rows_always_predict(
-    handler: ModuleType, rows: list[tuple[Any, ...]], as_objects: bool
+    handler: Any, rows: list[tuple[Any, ...]], as_objects: bool
 ) -> None:
     names = [spec.name for spec in handler.runtime.model.features]
     instances: list[Any] = (
@@ -180,7 +174,7 @@ def test_numbers_only_is_sound(instances: Any) -> None:
     body=st.text(alphabet=st.sampled_from(list('0123456789.,-+eE \n"abcx')), max_size=120)
     | st.text(max_size=60)
 )
-def test_arbitrary_csv_bodies_get_predictions_or_a_4xx(handler: ModuleType, body: str) -> None:
+def test_arbitrary_csv_bodies_get_predictions_or_a_4xx(handler: Any, body: str) -> None:
     event = event_with(
         body=body,
         headers={"Content-Type": "text/csv"},
@@ -205,9 +199,7 @@ valid_numeric_rows = st.lists(
 
 @SETTINGS
 @given(instances=numeric_json | valid_numeric_rows)
-def test_numbers_only_bodies_on_an_all_numeric_model(
-    numeric_handler: ModuleType, instances: Any
-) -> None:
+def test_numbers_only_bodies_on_an_all_numeric_model(numeric_handler: Any, instances: Any) -> None:
     status, body = _check(numeric_handler, event_with(body=json.dumps({"instances": instances})))
     well_formed = (
         isinstance(instances, list)
@@ -279,16 +271,14 @@ npy_bodies = (
 def test_arbitrary_npy_bodies_get_predictions_or_a_4xx(
     runtimes: dict[str, Any], raw: bytes, encoded: bool, numeric: bool
 ) -> None:
-    from functions.inference import handler as module
-
-    runtimes["numeric" if numeric else "churn"].activate()
+    function = runtimes["numeric" if numeric else "churn"]
     event = event_with(
         body=base64.b64encode(raw).decode() if encoded else raw.decode("latin-1"),
         isBase64Encoded=encoded,
         headers={"Content-Type": "application/x-npy"},
         multiValueHeaders={"Content-Type": ["application/x-npy"]},
     )
-    status, body = _check(module, event)
+    status, body = _check(function, event)
     if status == 200:
         assert numeric and encoded
         assert len(body["predictions"]) >= 1

@@ -15,7 +15,6 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -62,16 +61,17 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def runtimes(train_artifact: Callable[..., Path]) -> dict[tuple[str, str], Any]:
-    """One loaded runtime per (dataset, estimator), trained lazily."""
-    from functions.inference import handler as module
+    """One inference function per (dataset, estimator), trained lazily."""
+    from functions.inference.app import InferenceFunction
+    from functions.inference.runtime import Settings
 
     made: dict[tuple[str, str], Any] = {}
 
     class Lazy(dict[tuple[str, str], Any]):
         def __missing__(self, key: tuple[str, str]) -> Any:
             dataset, model = key
-            made[key] = module.Runtime(
-                module.Settings(model_uri=str(train_artifact(dataset, model=model)))
+            made[key] = InferenceFunction(
+                Settings(model_uri=str(train_artifact(dataset, model=model)))
             )
             return made[key]
 
@@ -133,7 +133,7 @@ def _body(body: str, names: list[str], rows: list[tuple[Any, ...]]) -> dict[str,
     )
 
 
-def _predict(handler: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
+def _predict(handler: Any, event: dict[str, Any]) -> dict[str, Any]:
     status, _, body = call(handler, event)
     assert status == 200, body
     return body
@@ -155,10 +155,8 @@ def _tied(probabilities: np.ndarray) -> bool:
 def test_adding_rows_never_changes_the_other_rows(
     runtimes: dict[tuple[str, str], Any], dataset: str, model: str, body: str
 ) -> None:
-    from functions.inference import handler as module
-
-    runtime = runtimes[(dataset, model)]
-    specs = [(spec.name, spec.numeric) for spec in runtime.model.features]
+    function = runtimes[(dataset, model)]
+    specs = [(spec.name, spec.numeric) for spec in function.runtime.model.features]
     names = [name for name, _ in specs]
     pool = _value_pool(dataset)
 
@@ -169,13 +167,12 @@ def test_adding_rows_never_changes_the_other_rows(
         positions=st.lists(st.integers(0, 1000), min_size=24, max_size=24),
     )
     def check(rows: list[tuple[Any, ...]], extra: list[tuple[Any, ...]], positions: list[int]):
-        runtime.activate()
-        alone_labels, alone = _outputs(_predict(module, _body(body, names, rows)))
+        alone_labels, alone = _outputs(_predict(function, _body(body, names, rows)))
         # Insert each extra row at a drawn position; remember where the original rows went.
         combined: list[tuple[tuple[Any, ...], int | None]] = [(r, i) for i, r in enumerate(rows)]
         for row, position in zip(extra, positions, strict=False):
             combined.insert(position % (len(combined) + 1), (row, None))
-        labels, outputs = _outputs(_predict(module, _body(body, names, [r for r, _ in combined])))
+        labels, outputs = _outputs(_predict(function, _body(body, names, [r for r, _ in combined])))
         where = [at for at, (_, index) in enumerate(combined) if index is not None]
         together = outputs[where]
         assert np.array_equal(np.isnan(together), np.isnan(alone))

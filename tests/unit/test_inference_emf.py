@@ -14,7 +14,7 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 
-from functions.inference.emf import FastEMFProvider
+from functions.inference.observability import FastEMFProvider
 
 
 def _blobs(provider: AmazonCloudWatchEMFProvider, steps: list[Any]) -> list[dict[str, Any]]:
@@ -54,7 +54,7 @@ STEPS: list[Any] = [
     _request(5.0, 2),
     lambda p: p.add_metadata(key="request", value="abc"),
     _request(6.0, 3),
-    # A new model: what handler.Runtime.activate does through Metrics.
+    # A new model: what Telemetry.use_model does through Metrics.
     lambda p: (
         p.default_dimensions.clear(),
         p.clear_metrics(),

@@ -13,18 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions.inference.errors import ApiError
-from functions.inference.instances import (
-    FLOAT32_MAX,
-    FeatureSpec,
-    FeedBuilder,
-    build_feed,
+from functions.inference.decode import (
+    csv_matrix,
+    json_matrix,
     numeric_csv_rows,
     rows_from_csv,
     rows_from_instances,
 )
+from functions.inference.errors import ApiError
+from functions.inference.feed import FeatureSpec, FeedBuilder, build_feed
 from functions.inference.openapi import instance_schema, openapi_document
-from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, ValueRule
+from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, FLOAT32_MAX, ValueRule
 
 NUMERIC = [FeatureSpec("a b", "a_b", True, True), FeatureSpec("c", "c", True, True)]
 MIXED = [FeatureSpec("x", "x", True, True), FeatureSpec("color", "color", False, True)]
@@ -317,7 +316,7 @@ def test_simdjson_matrix_is_exactly_the_orjson_matrix_or_declines(
     rows: Any, spacing: tuple[str, str] | None, extra: dict[str, Any]
 ) -> None:
     raw = json.dumps({"instances": rows, **extra}, separators=spacing).encode()
-    fast = FeedBuilder(THREE).json_matrix(raw)
+    fast = json_matrix(raw, THREE)
     careful = _careful_matrix(raw, THREE)
     if fast is None:
         # Declining is always safe; it must not decline the plain case it exists for.
@@ -332,8 +331,7 @@ def test_simdjson_matrix_is_exactly_the_orjson_matrix_or_declines(
 
 
 def test_simdjson_matrix_declines_what_the_careful_path_must_explain() -> None:
-    builder = FeedBuilder(THREE)
-    matrix = builder.json_matrix(b'{"instances": [[1, 2.5, -3e2], [0, 0, 0]]}')
+    matrix = json_matrix(b'{"instances": [[1, 2.5, -3e2], [0, 0, 0]]}', THREE)
     assert matrix is not None
     assert matrix.tolist() == [
         [1, 2.5, -300],
@@ -359,8 +357,8 @@ def test_simdjson_matrix_declines_what_the_careful_path_must_explain() -> None:
         b'{"instances": [[1, 2, 3]]} x',
         b'{"instances": [[01, 2, 3]]}',
     ):
-        assert builder.json_matrix(raw) is None, raw
-    assert FeedBuilder(MIXED).json_matrix(b'{"instances": [[1, 2]]}') is None
+        assert json_matrix(raw, THREE) is None, raw
+    assert json_matrix(b'{"instances": [[1, 2]]}', MIXED) is None
 
 
 @settings(max_examples=500, deadline=None)
@@ -370,7 +368,7 @@ def test_simdjson_matrix_declines_what_the_careful_path_must_explain() -> None:
 )
 def test_simdjson_csv_matrix_agrees_with_the_orjson_csv_rows(text: str) -> None:
     for features in (NUMERIC, NUMERIC[:1]):
-        fast = FeedBuilder(features).csv_matrix(text.encode())
+        fast = csv_matrix(text.encode(), features)
         if fast is None:
             continue
         rows = numeric_csv_rows(text.encode(), features)
@@ -395,10 +393,10 @@ def test_one_row_feeds_reuse_a_buffer_per_thread_with_fresh_values() -> None:
 
 def test_without_simdjson_large_bodies_are_left_to_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
     # The Lambda runtime (CPython 3.14, arm64) has no pysimdjson wheel.
-    from functions.inference import instances
+    from functions.inference import decode
 
     body = b'{"instances": [[1, 2, 3]]}'
-    assert FeedBuilder(THREE).json_matrix(body) is not None
-    monkeypatch.setattr(instances, "_simdjson_module", None)
-    assert FeedBuilder(THREE).json_matrix(body) is None
-    assert FeedBuilder(THREE).csv_matrix(b"1,2,3\n") is None
+    assert json_matrix(body, THREE) is not None
+    monkeypatch.setattr(decode, "_simdjson", lambda: None)
+    assert json_matrix(body, THREE) is None
+    assert csv_matrix(b"1,2,3\n", THREE) is None

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from functions.inference import instances
+from functions.inference import feed
 from onnxkit.contract.metrics import METRIC_DEFINITIONS, metric_line, parse_metric_lines
 from onnxkit.contract.values import ValueProblem, ValueRule, parse_missing_tokens
 from training_jobs import train
@@ -281,7 +281,7 @@ def test_the_vectorized_reading_equals_the_contract_cell_by_cell(
 
 
 def test_missing_categories_are_fed_as_the_inference_function_feeds_them() -> None:
-    assert train.MISSING_CATEGORY == instances.MISSING_CATEGORY
+    assert train.MISSING_CATEGORY == feed.MISSING_CATEGORY
 
 
 def test_with_no_tokens_a_category_named_na_is_kept() -> None:

@@ -1,0 +1,146 @@
+"""The inference API: Powertools routes over one :class:`~.runtime.Runtime`, and their wiring.
+
+:func:`routes` registers ``POST /predict``, ``GET /model``, ``GET /health`` and
+``GET /openapi.json`` on a fresh resolver whose routes read only the runtime they are given and
+the event Powertools hands them; request decoding is :mod:`.decode`'s. Every client mistake
+becomes a 4xx ``{"error": {...}}``; only our own faults give a 500, carrying the request id and
+nothing internal. :class:`InferenceFunction` builds the runtime and the telemetry once and is
+what both callers call: the Lambda entry point (:mod:`.handler`) and ``onnxkit serve``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+
+from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
+
+from . import decode
+from .errors import ApiError
+from .observability import Handler, Telemetry
+from .openapi import openapi_document
+from .runtime import Runtime, Settings
+from .source import ModelLocator
+
+ROUTES: dict[str, str] = {
+    PREDICT_PATH: "POST",
+    MODEL_PATH: "GET",
+    HEALTH_PATH: "GET",
+    OPENAPI_PATH: "GET",
+}
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    text = orjson.dumps(body, option=_DUMP_OPTIONS).decode()
+    return Response(status_code=status, content_type=JSON, body=text, headers=headers)
+
+
+def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
+    """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``."""
+    app = APIGatewayRestResolver()
+    settings = runtime.settings
+
+    @app.post(PREDICT_PATH)
+    def predict() -> Response:
+        """POST /predict: one session.run over every instance of the call."""
+        model = runtime.require()
+        feed = decode.predict_feed(
+            app.current_event.raw_event,
+            model.feed,
+            max_body_bytes=settings.max_body_bytes,
+            max_instances=settings.max_instances,
+        )
+        result = model.predict_feed(feed)
+        telemetry.count_instances(len(next(iter(feed.values()))))
+        return _json(200, result)
+
+    @app.get(MODEL_PATH)
+    def model_info() -> Response:
+        """GET /model: the manifest's public part."""
+        return _json(200, runtime.require().public)
+
+    @app.get(HEALTH_PATH)
+    def health() -> Response:
+        """GET /health: 200 while serving or waiting for a first model, 503 if one was refused."""
+        model, problem = runtime.model, runtime.problem
+        if model is not None:
+            return _json(200, {"status": "ok", "model_version": model.model_version})
+        if problem is not None and problem.code != "no_model":
+            return _json(503, {"status": "unavailable", **problem.body()})
+        return _json(200, {"status": "no_model", "model_version": None})
+
+    @app.get(OPENAPI_PATH)
+    def openapi() -> Response:
+        """GET /openapi.json: this API, its request schema generated from the signature."""
+        model = runtime.model
+        document = openapi_document(model.public if model else None, settings.max_instances)
+        return _json(200, document)
+
+    @app.exception_handler(ApiError)
+    def refused(error: ApiError) -> Response:
+        return _json(error.status, error.body(), error.headers or None)
+
+    @app.not_found
+    def not_found(_: NotFoundError) -> Response:
+        path = app.current_event.path
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            message = f"no route {path}; routes: {', '.join(ROUTES)}"
+            return refused(ApiError(404, "not_found", message))
+        method = app.current_event.http_method
+        message = f"{method} is not allowed on {path}; use {allowed}"
+        return refused(ApiError(405, "method_not_allowed", message, headers={"Allow": allowed}))
+
+    @app.exception_handler(Exception)
+    def fault(_: Exception) -> Response:
+        telemetry.logger.exception("unhandled error")
+        try:
+            request_id = app.current_event.request_context.request_id
+        except (AttributeError, KeyError, TypeError):
+            request_id = None
+        error = ApiError(500, "internal_error", "internal error; quote the request id")
+        return _json(500, error.body(request_id))
+
+    def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            return app.resolve(event, context)
+        except Exception:  # a malformed event that Powertools itself cannot wrap
+            telemetry.logger.exception("unresolvable event")
+            ids = event.get("requestContext") if isinstance(event, dict) else None
+            request_id = ids.get("requestId") if isinstance(ids, dict) else None
+            body = ApiError(500, "internal_error", "internal error").body(request_id)
+            return {
+                "statusCode": 500,
+                "headers": {"Content-Type": JSON},
+                "body": orjson.dumps(body).decode(),
+                "isBase64Encoded": False,
+            }
+
+    return telemetry.wrap(resolve)
+
+
+class InferenceFunction:
+    """The function as one object: its runtime (the model, loaded here), its telemetry and the
+    handler over both, ``lambda_handler(event, context)``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        telemetry: Telemetry | None = None,
+        locator: ModelLocator | None = None,
+    ) -> None:
+        self.telemetry = telemetry or Telemetry()
+        self.runtime = Runtime(
+            settings, locator, log=self.telemetry.logger, on_load=self.telemetry.use_model
+        )
+        self.lambda_handler = routes(self.runtime, self.telemetry)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> InferenceFunction:
+        """The function configured by environment variables (docs/CONTRACTS.md)."""
+        return cls(Settings.from_env(env), Telemetry.from_env(env))
