@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from onnxkit.contract.manifest import Parity, Quantization, RowIndependence, VariantReport
 from training_jobs.artifact import (
@@ -208,6 +209,7 @@ class HeldOut:
     """The held-out rows every variant is scored on, and scikit-learn's answers on them."""
 
     task: str
+    rows: pd.DataFrame  # the features, as the Pipeline takes them
     y: np.ndarray
     classes: list[Any]
     feeds: dict[str, np.ndarray]  # the rows as ONNX inputs
@@ -225,6 +227,17 @@ class HeldOut:
         return compute_metrics(
             self.task, self.y, prediction.labels, prediction.probabilities, self.classes
         )
+
+
+def sklearn_report(pipeline: Pipeline, held_out: HeldOut, latency_runs: int) -> VariantReport:
+    """Metrics and single-row latency of the fitted Pipeline itself (at most 50 runs)."""
+    one_row = held_out.rows.iloc[:1]
+    return make_variant_report(
+        metrics=held_out.reference_metrics,
+        single_row_latency_us=median_latency_us(
+            lambda: pipeline.predict(one_row), min(latency_runs, 50)
+        ),
+    )
 
 
 def fp32_report(path: Path, held_out: HeldOut, latency_runs: int) -> VariantReport:

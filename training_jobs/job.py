@@ -36,15 +36,11 @@ from training_jobs.decision import (
     fp32_report,
     quantization_methods,
     refuse_unservable,
+    sklearn_report,
 )
 from training_jobs.errors import TrainingError
 from training_jobs.estimators import build_pipeline, fit, make_estimator
-from training_jobs.evaluation import (
-    compute_metrics,
-    measure_baseline,
-    median_latency_us,
-    predict_sklearn,
-)
+from training_jobs.evaluation import compute_metrics, measure_baseline, predict_sklearn
 from training_jobs.export import feeds_for, to_onnx
 from training_jobs.hyperparameters import Hyperparameters
 
@@ -78,15 +74,7 @@ def run(hp: Hyperparameters) -> Manifest:
     baseline = measure_baseline(
         schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
     )
-    one_row = inputs.X_valid.iloc[:1]
-    variants = {
-        "sklearn": artifact.make_variant_report(
-            metrics=held_out.reference_metrics,
-            single_row_latency_us=median_latency_us(
-                lambda: pipeline.predict(one_row), min(hp.latency_runs, 50)
-            ),
-        )
-    }
+    variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
     model_dir = Path(hp.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -157,6 +145,7 @@ def hold_out(pipeline: Pipeline, inputs: Inputs) -> HeldOut:
     reference = predict_sklearn(pipeline, inputs.X_valid, schema.task)
     return HeldOut(
         task=schema.task,
+        rows=inputs.X_valid,
         y=inputs.y_valid,
         classes=classes,
         feeds=feeds_for(inputs.X_valid, schema),
