@@ -68,6 +68,9 @@ def train(work: Path, model: str, extra: list[str]) -> tuple[Path, Path]:
 
     from onnxkit.datasets import bundled
     from training_jobs import train as job
+    from training_jobs.data import infer_schema, prepare, read_channel
+    from training_jobs.estimators import build_pipeline, fit, make_estimator
+    from training_jobs.hyperparameters import parse_args
 
     data = bundled("breast_cancer")
     model_dir = work / model / "model"
@@ -77,13 +80,12 @@ def train(work: Path, model: str, extra: list[str]) -> tuple[Path, Path]:
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         if job.main(argv) != 0:
             raise SystemExit(f"training {model} failed")
-    args = job.parse_args(argv)
-    frame = job.read_channel(args.train, "train").frame
-    schema = job.infer_schema(frame, args.target, args.task, [])
-    X, y = job.prepare(frame, schema, args.target)
-    pipeline = job.fit(
-        job.build_pipeline(schema, job.make_estimator(schema.task, model, args)), X, y
-    )
+    args = parse_args(argv)
+    frame = read_channel(args.train, "train").frame
+    schema = infer_schema(frame, args.target, args.task, [])
+    X, y = prepare(frame, schema, args.target)
+    estimator = make_estimator(schema.task, model, args.estimator, args.seed)
+    pipeline = fit(build_pipeline(schema, estimator), X, y)
     pickle = work / model / "model.joblib"
     joblib.dump(pipeline, pickle)
     return model_dir, pickle

@@ -35,6 +35,9 @@ from onnxkit.contract.manifest import Manifest, load_manifest
 from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments
 from training_jobs import train
+from training_jobs.data import Schema
+from training_jobs.decision import extreme_rows, row_independence
+from training_jobs.export import quantize, quantize_weights
 
 CASES = [(name, "64,32") for name in ("breast_cancer", "customer_churn", "diabetes", "iris")] + [
     ("breast_cancer", "256,256"),
@@ -46,7 +49,7 @@ CASES = [(name, "64,32") for name in ("breast_cancer", "customer_churn", "diabet
 
 def dequantize_linear(src: Path, dst: Path) -> None:
     """The weight-only design with DequantizeLinear in place of Cast and Mul."""
-    model, _ = train.quantize_weights(onnx.load(src))
+    model, _ = quantize_weights(onnx.load(src))
     nodes = []
     for original in model.graph.node:
         node = original
@@ -123,7 +126,7 @@ def main() -> None:
             frame = pd.read_csv(data.path)
             feeds = feeds_of(frame, manifest)
             big = {name: np.resize(values, (1000, 1)) for name, values in feeds.items()}
-            schema = train.Schema(
+            schema = Schema(
                 numeric=[f.name for f in manifest.signature.features if f.kind == "numeric"],
                 categorical=[f.name for f in manifest.signature.features if f.kind != "numeric"],
                 features=manifest.signature.feature_names,
@@ -132,7 +135,7 @@ def main() -> None:
             X = frame[schema.features].copy()
             for column in schema.categorical:
                 X[column] = X[column].fillna("").astype(str)
-            extreme = train.extreme_rows(X, schema)
+            extreme = extreme_rows(X, schema)
             designs = {"fp32": fp32}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -140,11 +143,11 @@ def main() -> None:
             designs["dynamic"] = root / "dynamic.onnx"
             dequantize_linear(fp32, root / "dql.onnx")
             designs["weight, DequantizeLinear"] = root / "dql.onnx"
-            train.quantize(fp32, root / "weight.onnx", "weight")
+            quantize(fp32, root / "weight.onnx", "weight")
             designs["weight, Cast+Mul (served)"] = root / "weight.onnx"
             rows = np.random.default_rng(0).choice(len(frame), min(256, len(frame)), replace=False)
             calibration = {name: values[rows] for name, values in feeds.items()}
-            train.quantize(fp32, root / "qdq.onnx", "qdq", calibration)
+            quantize(fp32, root / "qdq.onnx", "qdq", calibration)
             designs["static QDQ"] = root / "qdq.onnx"
             base = session(fp32)
             base_out = base.run(None, feeds)
@@ -158,7 +161,7 @@ def main() -> None:
                 )
                 diff = np.max(np.abs(np.asarray(out[-1]) - np.asarray(base_out[-1])))
                 ratio = paired_ratio(lambda: base.run(None, big), lambda: sess.run(None, big))  # noqa: B023
-                probe = train.row_independence(path, feeds, extreme, manifest.task)
+                probe = row_independence(path, feeds, extreme, manifest.task)
                 cells = [
                     dataset,
                     hidden,

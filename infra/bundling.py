@@ -310,11 +310,11 @@ def function_code(scope: Construct, bundle: FunctionBundle) -> lambda_.Code:
 
 
 # --- The training job's source: SageMaker script mode wants a tar.gz submit directory. -----
-TRAINING_SOURCES: Final = (
-    "training_jobs/train.py",
-    "training_jobs/requirements.txt",
-    *CONTRACT_SOURCES,
-)
+# The script and its requirements sit at the archive root, as script mode expects; the job's
+# modules keep their package path (training_jobs/<module>.py) beside onnxkit/contract, so
+# train.py imports them as training_jobs.<module> from the tarball as from a checkout.
+TRAINING_SCRIPT_FILES: Final = ("training_jobs/train.py", "training_jobs/requirements.txt")
+TRAINING_SOURCES: Final = ("training_jobs", *CONTRACT_SOURCES)
 SOURCE_TARBALL: Final = "sourcedir.tar.gz"
 
 
@@ -322,8 +322,9 @@ def _training_files() -> list[tuple[str, Path]]:
     present = tuple(s for s in TRAINING_SOURCES if (REPO_ROOT / s).exists())
     files = []
     for relative, path in _source_files(present):
-        # train.py and requirements.txt sit at the archive root, as script mode expects.
-        arcname = relative.removeprefix("training_jobs/")
+        arcname = relative
+        if relative in TRAINING_SCRIPT_FILES:
+            arcname = relative.removeprefix("training_jobs/")
         files.append((arcname, path))
     return files
 

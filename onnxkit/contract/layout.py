@@ -19,6 +19,7 @@ SERVING_FILE: Final = "model.onnx"  # the graph the inference function loads
 FP32_FILE: Final = "model.fp32.onnx"  # only when the serving graph is int8
 MANIFEST_FILE: Final = "manifest.json"
 ARCHIVE_FILE: Final = "model.tar.gz"  # SageMaker's tarball of SM_MODEL_DIR
+FAILURE_FILE: Final = "failure"  # in SM_OUTPUT_DIR: a failed job's one line (its FailureReason)
 
 # --- The artifact bucket ------------------------------------------------------------------
 DATA_PREFIX: Final = "data/"  # training input (the DataUri output)

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnxkit.contract.layout import FAILURE_FILE
 from onnxkit.contract.metrics import parse_metric_lines
 from onnxkit.local.child import run_child
 
-FAILURE_FILE = "failure"
 ARTIFACT_FILE = "model.tar.gz"
 
 

@@ -26,7 +26,7 @@ from onnxkit.contract.manifest import load_manifest
 from onnxkit.contract.metrics import parse_metric_lines
 from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
 from onnxkit.datasets import bundled
-from training_jobs.train import MODELS
+from training_jobs.estimators import MODELS
 
 TRAIN = Path(__file__).resolve().parents[2] / "training_jobs" / "train.py"
 QUANTIZED_OPS = {"MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}

@@ -93,6 +93,20 @@ def test_training_source_is_one_script_mode_tarball(dev: Synthesized) -> None:
     assert not any("__pycache__" in n for n in names)
 
 
+def test_source_tarball_holds_the_script_at_its_root_and_every_module_as_a_package(
+    tmp_path: Path,
+) -> None:
+    names = bundling.write_source_tarball(tmp_path / "source.tar.gz")
+    modules = {
+        f"training_jobs/{path.name}"
+        for path in (bundling.REPO_ROOT / "training_jobs").glob("*.py")
+        if path.name != "train.py"
+    }
+    assert {"training_jobs/__init__.py", "training_jobs/job.py"} <= modules <= set(names)
+    assert "train.py" in names and "training_jobs/train.py" not in names
+    assert "training_jobs/requirements.txt" not in names
+
+
 def test_source_tarball_is_reproducible(tmp_path: Path) -> None:
     first, second = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
     names = bundling.write_source_tarball(first)

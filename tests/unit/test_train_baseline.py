@@ -7,18 +7,18 @@ import pandas as pd
 import pytest
 
 from onnxkit.contract.metrics import METRIC_DEFINITIONS, metric_line, parse_metric_lines
-from training_jobs import train
+from training_jobs.evaluation import compute_metrics, measure_baseline
 
 
 def test_balanced_accuracy_is_the_mean_recall_of_the_held_out_classes() -> None:
     y = np.array(["no"] * 18 + ["yes"] * 2)
     always_no = np.array(["no"] * 20)
-    scores = train.compute_metrics("classification", y, always_no, None, ["no", "yes"])
+    scores = compute_metrics("classification", y, always_no, None, ["no", "yes"])
     assert scores["accuracy"] == 0.9
     assert scores["balanced_accuracy"] == 0.5
     # A predicted class absent from the held-out rows does not count as a class.
     y3 = np.array(["a", "a", "b", "b"])
-    scores = train.compute_metrics("classification", y3, np.array(["a", "c", "b", "b"]), None, [])
+    scores = compute_metrics("classification", y3, np.array(["a", "c", "b", "b"]), None, [])
     assert scores["balanced_accuracy"] == pytest.approx(0.75)
 
 
@@ -27,7 +27,7 @@ def test_the_classification_baseline_is_the_training_prior_on_the_held_out_rows(
     y_train = np.array(["a"] * 6 + ["b"] * 3 + ["c"])
     X_valid = pd.DataFrame({"x": range(5)})
     y_valid = np.array(["b", "b", "b", "a", "c"])
-    baseline = train.measure_baseline("classification", X_train, y_train, X_valid, y_valid)
+    baseline = measure_baseline("classification", X_train, y_train, X_valid, y_valid)
     assert baseline.strategy == "prior"
     # It answers the training majority "a", whatever the held-out majority is.
     assert baseline.metrics["accuracy"] == pytest.approx(0.2)
@@ -40,7 +40,7 @@ def test_the_classification_baseline_is_the_training_prior_on_the_held_out_rows(
 
 def test_the_regression_baseline_is_the_training_mean() -> None:
     X_train = pd.DataFrame({"x": range(4)})
-    baseline = train.measure_baseline(
+    baseline = measure_baseline(
         "regression",
         X_train,
         np.array([1.0, 2.0, 3.0, 6.0]),
@@ -55,7 +55,7 @@ def test_the_regression_baseline_is_the_training_mean() -> None:
 def test_integer_classes_key_the_support_as_the_manifest_writes_them() -> None:
     X = pd.DataFrame({"x": range(6)})
     y = np.array([0, 1, 1, 0, 1, 1])
-    baseline = train.measure_baseline("classification", X, y, X, y)
+    baseline = measure_baseline("classification", X, y, X, y)
     assert baseline.class_support == {"0": 2, "1": 4}
 
 

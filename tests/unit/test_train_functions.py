@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,9 +16,47 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from functions.inference import feed
+from onnxkit.contract.manifest import Parity
 from onnxkit.contract.metrics import METRIC_DEFINITIONS, metric_line, parse_metric_lines
 from onnxkit.contract.values import ValueProblem, ValueRule, parse_missing_tokens
-from training_jobs import train
+from training_jobs.data import (
+    MISSING_CATEGORY,
+    Schema,
+    choose_categories,
+    infer_schema,
+    missing_mask,
+    parse_numbers,
+    prepare,
+    read_channel,
+)
+from training_jobs.decision import (
+    Candidate,
+    Tolerance,
+    judge,
+    parity,
+    probe_problem,
+    row_independence,
+)
+from training_jobs.errors import TrainingError
+from training_jobs.estimators import (
+    ALL_ESTIMATOR_SETTINGS,
+    ESTIMATOR_SETTINGS,
+    MODELS,
+    build_pipeline,
+    fit,
+    make_estimator,
+)
+from training_jobs.evaluation import compute_metrics, predict_onnx, predict_sklearn
+from training_jobs.export import (
+    dedupe_opsets,
+    feeds_for,
+    onnx_input_name,
+    op_counts,
+    quantize,
+    session,
+    to_onnx,
+)
+from training_jobs.hyperparameters import DEFAULT_MAX_CATEGORIES, parse_args
 
 
 def test_hyperparameters_default_from_the_sagemaker_environment(
@@ -26,7 +65,7 @@ def test_hyperparameters_default_from_the_sagemaker_environment(
     monkeypatch.setenv("SM_MODEL_DIR", "/opt/ml/model")
     monkeypatch.setenv("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train")
     monkeypatch.delenv("SM_CHANNEL_VALIDATION", raising=False)
-    args = train.parse_args(
+    args = parse_args(
         [
             "--target",
             "y",
@@ -45,7 +84,7 @@ def test_hyperparameters_default_from_the_sagemaker_environment(
         "/opt/ml/input/data/train",
         None,
     )
-    assert (args.max_iter, args.hidden_layer_sizes) == (7, (8, 4))
+    assert (args.estimator.max_iter, args.estimator.hidden_layer_sizes) == (7, (8, 4))
     assert args.missing_values is None  # absent: the contract's default tokens
 
 
@@ -61,8 +100,8 @@ def test_hyperparameters_default_from_the_sagemaker_environment(
     ],
 )
 def test_bad_hyperparameters_raise_a_readable_error(argv: list[str]) -> None:
-    with pytest.raises(train.TrainingError, match="bad hyperparameter"):
-        train.parse_args(argv)
+    with pytest.raises(TrainingError, match="bad hyperparameter"):
+        parse_args(argv)
 
 
 def frame(**columns: list[object]) -> pd.DataFrame:
@@ -73,34 +112,34 @@ def frame(**columns: list[object]) -> pd.DataFrame:
 
 def test_schema_inference_numeric_categorical_and_task() -> None:
     data = frame(a=["1", "2", None, "4"], b=["x", "y", "x", None], y=["1", "0", "1", "0"])
-    schema = train.infer_schema(data, "y", "auto", [])
+    schema = infer_schema(data, "y", "auto", [])
     assert (schema.numeric, schema.categorical, schema.task) == (["a"], ["b"], "classification")
-    assert train.infer_schema(data, "y", "auto", ["a"]).categorical == ["a", "b"]
+    assert infer_schema(data, "y", "auto", ["a"]).categorical == ["a", "b"]
     continuous = frame(a=["1", "2", "3", "4"], y=["0.5", "1.25", "2", "3.75"])
-    assert train.infer_schema(continuous, "y", "auto", []).task == "regression"
+    assert infer_schema(continuous, "y", "auto", []).task == "regression"
 
 
 def test_prepare_types_columns_as_the_graph_takes_them() -> None:
     data = frame(a=["1", None], b=["x", None], y=["p", "q"])
-    schema = train.infer_schema(data, "y", "auto", [])
-    X, y = train.prepare(data, schema, "y")
+    schema = infer_schema(data, "y", "auto", [])
+    X, y = prepare(data, schema, "y")
     assert X["a"].dtype == np.float32 and np.isnan(X["a"][1])
     assert list(X["b"]) == ["x", ""]
     assert list(y) == ["p", "q"]
 
 
 def test_onnx_input_names_follow_skl2onnx_sanitizing() -> None:
-    assert train.onnx_input_name("sepal length (cm)") == "sepal_length__cm_"
-    assert train.onnx_input_name("plan") == "plan"
+    assert onnx_input_name("sepal length (cm)") == "sepal_length__cm_"
+    assert onnx_input_name("plan") == "plan"
 
 
 def test_metrics_for_perfect_predictions() -> None:
     y = np.array(["a", "b", "a", "b"])
     probabilities = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=np.float32)
-    scores = train.compute_metrics("classification", y, y, probabilities, ["a", "b"])
+    scores = compute_metrics("classification", y, y, probabilities, ["a", "b"])
     assert scores["accuracy"] == scores["f1_macro"] == scores["roc_auc"] == 1.0
     assert scores["log_loss"] < 1e-6
-    regression = train.compute_metrics(
+    regression = compute_metrics(
         "regression", np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]), None, []
     )
     assert regression == {"rmse": 0.0, "mae": 0.0, "r2": 1.0}
@@ -141,30 +180,45 @@ def test_duplicate_default_opset_breaks_quantization_until_deduplicated(tmp_path
     onnx.save(broken, tmp_path / "broken.onnx")
     with pytest.raises(Exception):  # noqa: B017 - the quantizer's own error type varies
         quantize_dynamic(tmp_path / "broken.onnx", tmp_path / "x.onnx", weight_type=QuantType.QInt8)
-    fixed = train.dedupe_opsets(broken)
+    fixed = dedupe_opsets(broken)
     assert [(o.domain, o.version) for o in fixed.opset_import] == [("", 17)]
     onnx.save(fixed, tmp_path / "fixed.onnx")
-    operators = train.quantize(tmp_path / "fixed.onnx", tmp_path / "int8.onnx", "weight")
+    operators = quantize(tmp_path / "fixed.onnx", tmp_path / "int8.onnx", "weight")
     assert operators == {"MatMul": 1}
+
+
+def test_quantizing_leaves_the_root_logger_alone(tmp_path: Path) -> None:
+    # Only the job's entry point (train.main) configures logging; its modules never do.
+    model = matmul_model(duplicate_default_opset=False)
+    model.ir_version = 9  # what onnxruntime's calibration session can load
+    onnx.save(model, tmp_path / "fp32.onnx")
+    rows = np.random.default_rng(1).normal(size=(8, 64)).astype(np.float32)
+    root = logging.getLogger()
+    before = root.level
+    try:
+        root.setLevel(logging.INFO)
+        quantize(tmp_path / "fp32.onnx", tmp_path / "weight.onnx", "weight")
+        quantize(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", "qdq", {"x": rows})
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)
 
 
 def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) -> None:
     path = tmp_path / "int8.onnx"
     path.write_bytes(b"x" * 100)
-    candidate = train.Candidate(
+    candidate = Candidate(
         "weight",
         path,
         {"MatMul": 2},
         metrics={"accuracy": 0.90},
-        parity=train.Parity(rows=10, label_agreement=0.9, max_abs_diff=0.5),
+        parity=Parity(rows=10, label_agreement=0.9, max_abs_diff=0.5),
     )
-    tolerance = train.Tolerance(0.995, 0.005, 0.1)
-    problems = train.judge(
-        candidate, {"accuracy": 0.95}, 100, "accuracy", tolerance, "classification"
-    )
+    tolerance = Tolerance(0.995, 0.005, 0.1)
+    problems = judge(candidate, {"accuracy": 0.95}, 100, "accuracy", tolerance, "classification")
     assert len(problems) == 4, problems
-    assert train.judge(
-        train.Candidate("weight", path, {}), {}, 100, "accuracy", tolerance, "classification"
+    assert judge(
+        Candidate("weight", path, {}), {}, 100, "accuracy", tolerance, "classification"
     ) == ["no quantizable operators in the graph"]
 
 
@@ -184,14 +238,14 @@ def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) ->
 def test_a_setting_the_estimator_does_not_take_is_refused(
     model: str, setting: str, value: str
 ) -> None:
-    with pytest.raises(train.TrainingError, match=rf"^bad hyperparameter: {model} does not take"):
-        train.parse_args(["--target", "y", "--model", model, f"--{setting}", value])
+    with pytest.raises(TrainingError, match=rf"^bad hyperparameter: {model} does not take"):
+        parse_args(["--target", "y", "--model", model, f"--{setting}", value])
 
 
 def test_each_setting_reaches_the_estimator() -> None:
     def built(model: str, task: str, *argv: str) -> object:
-        args = train.parse_args(["--target", "y", "--model", model, *argv])
-        return train.make_estimator(task, model, args)
+        args = parse_args(["--target", "y", "--model", model, *argv])
+        return make_estimator(task, model, args.estimator, args.seed)
 
     hgb = built("hist_gradient_boosting", "classification", "--max_iter", "7", "--max_depth", "3")
     assert (hgb.max_iter, hgb.max_depth, hgb.learning_rate) == (7, 3, 0.1)  # type: ignore[attr-defined]
@@ -217,20 +271,21 @@ SETTING_VALUES: dict[str, tuple[str, object]] = {
 SKLEARN_NAME = {("mlp", "learning_rate"): "learning_rate_init", ("logistic_regression", "c"): "C"}
 
 
-@pytest.mark.parametrize("model", train.MODELS)
-@pytest.mark.parametrize("setting", train.ALL_ESTIMATOR_SETTINGS)
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("setting", ALL_ESTIMATOR_SETTINGS)
 def test_every_setting_applies_to_each_estimator_or_is_refused(model: str, setting: str) -> None:
-    assert set(SETTING_VALUES) == set(train.ALL_ESTIMATOR_SETTINGS)
+    assert set(SETTING_VALUES) == set(ALL_ESTIMATOR_SETTINGS)
     text, value = SETTING_VALUES[setting]
     argv = ["--target", "y", "--model", model, f"--{setting}", text]
-    if setting not in train.ESTIMATOR_SETTINGS[model]:
-        with pytest.raises(train.TrainingError) as refused:
-            train.parse_args(argv)
+    if setting not in ESTIMATOR_SETTINGS[model]:
+        with pytest.raises(TrainingError) as refused:
+            parse_args(argv)
         assert str(refused.value).startswith(f"bad hyperparameter: {model} does not take {setting}")
         assert "\n" not in str(refused.value)
         return
     task = "regression" if model == "ridge" else "classification"
-    estimator = train.make_estimator(task, model, train.parse_args(argv))
+    args = parse_args(argv)
+    estimator = make_estimator(task, model, args.estimator, args.seed)
     assert estimator.get_params()[SKLEARN_NAME.get((model, setting), setting)] == value
 
 
@@ -265,33 +320,33 @@ def test_the_vectorized_reading_equals_the_contract_cell_by_cell(
 ) -> None:
     rule = ValueRule.of(tokens)
     column = pd.Series(cells, dtype=object)
-    assert train.missing_mask(column, rule).tolist() == [rule.is_missing(c) for c in cells]
+    assert missing_mask(column, rule).tolist() == [rule.is_missing(c) for c in cells]
     expected = _contract_numbers(cells, rule)
     if isinstance(expected, int):
-        with pytest.raises(train.TrainingError, match=rf"^column 'x' row {expected + 2}: "):
-            train.parse_numbers(column, rule, "x", pd.DataFrame())
+        with pytest.raises(TrainingError, match=rf"^column 'x' row {expected + 2}: "):
+            parse_numbers(column, rule, "x", pd.DataFrame())
     else:
-        parsed = train.parse_numbers(column, rule, "x", pd.DataFrame()).tolist()
+        parsed = parse_numbers(column, rule, "x", pd.DataFrame()).tolist()
         assert [None if np.isnan(v) else v for v in parsed] == expected  # bit for bit
-    schema = train.Schema([], ["x"], ["x"], "classification", rule=rule)
+    schema = Schema([], ["x"], ["x"], "classification", rule=rule)
     data = pd.DataFrame({"x": cells, "y": ["a"] * len(cells)}, dtype=object)
-    X, _ = train.prepare(data, schema, "y")
+    X, _ = prepare(data, schema, "y")
     categories = [rule.category(c) for c in cells]
-    assert X["x"].tolist() == [train.MISSING_CATEGORY if c is None else c for c in categories]
+    assert X["x"].tolist() == [MISSING_CATEGORY if c is None else c for c in categories]
 
 
 def test_missing_categories_are_fed_as_the_inference_function_feeds_them() -> None:
-    assert train.MISSING_CATEGORY == feed.MISSING_CATEGORY
+    assert MISSING_CATEGORY == feed.MISSING_CATEGORY
 
 
 def test_with_no_tokens_a_category_named_na_is_kept() -> None:
     data = frame(region=["NA", "EU", "NA", "", "APAC"], y=["a", "b", "a", "b", "a"])
-    default = train.infer_schema(data, "y", "auto", [])
+    default = infer_schema(data, "y", "auto", [])
     assert default.warnings == ["region: 2 cells 'NA' read as missing"]
-    assert train.prepare(data, default, "y")[0]["region"].tolist() == ["", "EU", "", "", "APAC"]
-    kept = train.infer_schema(data, "y", "auto", [], ValueRule.of(parse_missing_tokens("")))
+    assert prepare(data, default, "y")[0]["region"].tolist() == ["", "EU", "", "", "APAC"]
+    kept = infer_schema(data, "y", "auto", [], ValueRule.of(parse_missing_tokens("")))
     assert kept.warnings == []
-    assert train.prepare(data, kept, "y")[0]["region"].tolist() == ["NA", "EU", "NA", "", "APAC"]
+    assert prepare(data, kept, "y")[0]["region"].tolist() == ["NA", "EU", "NA", "", "APAC"]
 
 
 @pytest.mark.parametrize("tokens", ["-999", "NA,0", " 1e3 ", "?,.5"])
@@ -299,17 +354,17 @@ def test_a_missing_token_that_is_a_number_is_refused(tokens: str) -> None:
     # Serving's all-numeric CSV fast paths read a plain number as itself: the training job
     # must not read the same text as missing.
     with pytest.raises(
-        train.TrainingError, match=r"^bad hyperparameter: missing_values token '[^']+' is a number"
+        TrainingError, match=r"^bad hyperparameter: missing_values token '[^']+' is a number"
     ):
-        train.parse_args(["--target", "y", "--missing_values", tokens])
-    assert train.parse_args(["--target", "y", "--missing_values", "NA,-,?,nan"])
+        parse_args(["--target", "y", "--missing_values", tokens])
+    assert parse_args(["--target", "y", "--missing_values", "NA,-,?,nan"])
 
 
 def test_a_numeric_token_the_rule_does_not_know_is_named() -> None:
     data = frame(x=["1", "NA", *map(str, range(20))], y=["a", "b"] * 11)
     rule = ValueRule.of(parse_missing_tokens(""))
-    with pytest.raises(train.TrainingError, match=r"^column 'x' row 3: 'NA' is not a number \(add"):
-        train.infer_schema(data, "y", "auto", [], rule)
+    with pytest.raises(TrainingError, match=r"^column 'x' row 3: 'NA' is not a number \(add"):
+        infer_schema(data, "y", "auto", [], rule)
 
 
 @pytest.mark.parametrize(
@@ -323,14 +378,14 @@ def test_a_numeric_token_the_rule_does_not_know_is_named() -> None:
 )
 def test_an_unreadable_number_names_row_column_and_value(cell: str, message: str) -> None:
     data = frame(x=[*map(str, range(20)), cell], y=["a", "b"] * 10 + ["a"])
-    with pytest.raises(train.TrainingError, match=rf"^column 'x' row 22: {message}"):
-        schema = train.infer_schema(data, "y", "auto", [])
-        train.prepare(data, schema, "y")
+    with pytest.raises(TrainingError, match=rf"^column 'x' row 22: {message}"):
+        schema = infer_schema(data, "y", "auto", [])
+        prepare(data, schema, "y")
 
 
 def test_thousands_separators_warn_and_read_as_categories() -> None:
     data = frame(amount=[f"{n},{n % 1000:03d}" for n in range(1, 30)], y=["a", "b"] * 14 + ["a"])
-    schema = train.infer_schema(data, "y", "auto", [])
+    schema = infer_schema(data, "y", "auto", [])
     assert schema.categorical == ["amount"]
     assert any("amount: numbers with thousands separators" in w for w in schema.warnings)
 
@@ -338,9 +393,9 @@ def test_thousands_separators_warn_and_read_as_categories() -> None:
 def test_one_hot_cardinality_is_bounded_with_an_other_bucket() -> None:
     ids = [f"id-{i}" for i in range(60)]
     data = frame(id=ids, plan=["a", "b", "c"] * 20, y=["p", "q"] * 30)
-    schema = train.infer_schema(data, "y", "auto", [])
-    X, _ = train.prepare(data, schema, "y")
-    train.choose_categories(X, schema, 10)
+    schema = infer_schema(data, "y", "auto", [])
+    X, _ = prepare(data, schema, "y")
+    choose_categories(X, schema, 10)
     assert len(schema.categories["id"]) == 10 and schema.categories["plan"] == ["a", "b", "c"]
     assert any("every one of its 60 values is different" in w for w in schema.warnings)
     assert any("the other 50 (50 rows) share the 'other' encoding" in w for w in schema.warnings)
@@ -352,22 +407,22 @@ def test_one_hot_cardinality_is_bounded_with_an_other_bucket() -> None:
 @pytest.mark.parametrize("header", ["x,x,y", "x,y,x"])
 def test_duplicate_column_names_are_refused_by_name(tmp_path: Path, header: str) -> None:
     (tmp_path / "a.csv").write_text(f"{header}\n1,2,3\n")
-    with pytest.raises(train.TrainingError, match="column name 'x' appears 2 times"):
-        train.read_channel(str(tmp_path), "train")
+    with pytest.raises(TrainingError, match="column name 'x' appears 2 times"):
+        read_channel(str(tmp_path), "train")
 
 
 def test_cells_are_read_verbatim_without_pandas_na_handling(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("a,b\n NA ,None\n#N/A,\n1\n")
-    frame_ = train.read_channel(str(tmp_path), "train").frame
+    frame_ = read_channel(str(tmp_path), "train").frame
     assert frame_.values.tolist() == [[" NA ", "None"], ["#N/A", ""], ["1", ""]]
 
 
 def test_errors_name_the_file_when_a_channel_has_several(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("x,y\n" + "".join(f"{i},a\n{i},b\n" for i in range(10)))
     (tmp_path / "b.csv").write_text("x,y\n1,a\n2kg,b\n")
-    data = train.read_channel(str(tmp_path), "train").frame
-    with pytest.raises(train.TrainingError, match=r"^column 'x' b.csv row 3: '2kg'"):
-        train.infer_schema(data, "y", "auto", [])
+    data = read_channel(str(tmp_path), "train").frame
+    with pytest.raises(TrainingError, match=r"^column 'x' b.csv row 3: '2kg'"):
+        infer_schema(data, "y", "auto", [])
 
 
 # --- every estimator on a 30-level categorical: trains, converts, and the graph agrees -------
@@ -404,24 +459,24 @@ def test_every_estimator_trains_on_a_thirty_level_categorical(
 ) -> None:
     target, drop = ("y", "value") if task == "classification" else ("value", "y")
     data = _thirty_levels().drop(columns=[drop])
-    schema = train.infer_schema(data, target, task, [])
+    schema = infer_schema(data, target, task, [])
     assert schema.categorical == ["level"]
-    X, y = train.prepare(data, schema, target)
-    train.choose_categories(X, schema, train.DEFAULT_MAX_CATEGORIES)
-    args = train.parse_args(["--target", target, "--model", model])
-    pipeline = train.fit(
-        train.build_pipeline(schema, train.make_estimator(task, model, args)), X, y
+    X, y = prepare(data, schema, target)
+    choose_categories(X, schema, DEFAULT_MAX_CATEGORIES)
+    args = parse_args(["--target", target, "--model", model])
+    pipeline = fit(
+        build_pipeline(schema, make_estimator(task, model, args.estimator, args.seed)), X, y
     )
     path = tmp_path / "model.onnx"
-    onnx.save(train.to_onnx(pipeline, schema, task), path)
+    onnx.save(to_onnx(pipeline, schema, task), path)
     unseen = X.head(20).assign(level=["L99", ""] * 10)  # unseen and missing categories too
     rows = pd.concat([X, unseen], ignore_index=True)
-    reference = train.predict_sklearn(pipeline, rows, task)
-    graph = train.predict_onnx(train.session(path), train.feeds_for(rows, schema), task)
+    reference = predict_sklearn(pipeline, rows, task)
+    graph = predict_onnx(session(path), feeds_for(rows, schema), task)
     # Trees compare the float32 graph's scaled inputs with thresholds fitted in float64, so a
     # row lying on a threshold can take the other branch: judge the rows, not the worst one.
     if task == "classification":
-        assert train.parity(reference, graph, task).label_agreement == 1.0
+        assert parity(reference, graph, task).label_agreement == 1.0
         assert reference.probabilities is not None and graph.probabilities is not None
         rows_off = np.abs(reference.probabilities - graph.probabilities).max(axis=1) > 1e-4
     else:
@@ -430,8 +485,8 @@ def test_every_estimator_trains_on_a_thirty_level_categorical(
 
 
 def test_dynamic_quantization_is_refused_with_the_reason() -> None:
-    with pytest.raises(train.TrainingError, match="depend on the other rows"):
-        train.parse_args(["--target", "y", "--quantization", "dynamic"])
+    with pytest.raises(TrainingError, match="depend on the other rows"):
+        parse_args(["--target", "y", "--quantization", "dynamic"])
 
 
 def _breast_cancer_feeds(model_dir: Path) -> dict[str, np.ndarray]:
@@ -455,15 +510,15 @@ def test_probe_rejects_dynamic_int8_next_to_an_extreme_row_and_passes_weight_int
     extreme = {name: values[:1].copy() for name, values in feeds.items()}
     extreme["mean_area"][0, 0] = 1e6
     quantize_dynamic(fp32, tmp_path / "dynamic.onnx", weight_type=QuantType.QInt8)
-    dynamic = train.row_independence(tmp_path / "dynamic.onnx", feeds, extreme, "classification")
+    dynamic = row_independence(tmp_path / "dynamic.onnx", feeds, extreme, "classification")
     assert not dynamic.passed
     assert dynamic.labels_changed > 0 and dynamic.max_abs_diff_extreme > 0.1
-    assert "depend on the other rows" in (train.probe_problem(dynamic) or "")
-    assert train.quantize(fp32, tmp_path / "weight.onnx", "weight") == {"MatMul": 2}
-    weight = train.row_independence(tmp_path / "weight.onnx", feeds, extreme, "classification")
+    assert "depend on the other rows" in (probe_problem(dynamic) or "")
+    assert quantize(fp32, tmp_path / "weight.onnx", "weight") == {"MatMul": 2}
+    weight = row_independence(tmp_path / "weight.onnx", feeds, extreme, "classification")
     assert weight.passed, weight
     assert weight.max_abs_diff_alone == weight.max_abs_diff_extreme == 0.0
-    assert train.row_independence(fp32, feeds, extreme, "classification").passed
+    assert row_independence(fp32, feeds, extreme, "classification").passed
 
 
 def test_weight_int8_is_folded_to_the_fp32_graph_at_load(
@@ -472,7 +527,7 @@ def test_weight_int8_is_folded_to_the_fp32_graph_at_load(
     import onnxruntime as ort
 
     fp32 = train_artifact("breast_cancer", model="mlp", quantization="none") / "model.onnx"
-    train.quantize(fp32, tmp_path / "weight.onnx", "weight")
+    quantize(fp32, tmp_path / "weight.onnx", "weight")
     stored = {i.name: i.data_type for i in onnx.load(tmp_path / "weight.onnx").graph.initializer}
     assert sum(kind == TensorProto.INT8 for kind in stored.values()) == 2
     assert (tmp_path / "weight.onnx").stat().st_size < 0.5 * fp32.stat().st_size
@@ -481,6 +536,6 @@ def test_weight_int8_is_folded_to_the_fp32_graph_at_load(
         options = ort.SessionOptions()
         options.optimized_model_filepath = str(tmp_path / f"{name}.optimized.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        optimized[name] = train.op_counts(onnx.load(tmp_path / f"{name}.optimized.onnx"))
+        optimized[name] = op_counts(onnx.load(tmp_path / f"{name}.optimized.onnx"))
     # The Cast and Mul that restore the weights are constant-folded: the fp32 kernels run.
     assert optimized["weight"] == optimized["fp32"]

@@ -1,0 +1,282 @@
+"""What the job leaves behind: the manifest, the run report, and SageMaker's failure file.
+
+Every record of the manifest (``onnxkit.contract.manifest``) the job writes is built here,
+and only here is one serialized, so a change to the manifest's definition touches this module
+alone. The job's other modules build records through the ``make_*`` functions.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import skl2onnx
+import sklearn
+from sklearn.pipeline import Pipeline
+
+from onnxkit.contract.layout import FAILURE_FILE, SERVING_FILE, sha256_file
+from onnxkit.contract.manifest import (
+    SCHEMA_VERSION,
+    Baseline,
+    DataFingerprint,
+    Feature,
+    FileInfo,
+    Manifest,
+    Outputs,
+    Parity,
+    Quantization,
+    RowIndependence,
+    Serving,
+    Signature,
+    VariantReport,
+    validated,
+    write_manifest,
+)
+from onnxkit.contract.metrics import BASELINE, metric_line
+from training_jobs.data import Dataset, Schema, combined_digest, input_digests
+from training_jobs.export import onnx_input_name
+from training_jobs.hyperparameters import Hyperparameters
+
+EVALUATION_FILE = "evaluation.json"  # in SM_OUTPUT_DATA_DIR: every variant's report
+
+
+# --------------------------------------------------------------------------- records
+
+
+def make_parity(rows: int, max_abs_diff: float, label_agreement: float | None = None) -> Parity:
+    """How a variant agrees with scikit-learn (``label_agreement`` for classification)."""
+    return Parity(rows=rows, label_agreement=label_agreement, max_abs_diff=max_abs_diff)
+
+
+def make_row_independence(
+    *,
+    rows: int,
+    extreme_rows: int,
+    max_abs_diff_alone: float,
+    max_abs_diff_extreme: float,
+    labels_changed: int,
+    bound: float,
+    passed: bool,
+) -> RowIndependence:
+    """The row-independence probe's result."""
+    return RowIndependence(
+        rows=rows,
+        extreme_rows=extreme_rows,
+        max_abs_diff_alone=max_abs_diff_alone,
+        max_abs_diff_extreme=max_abs_diff_extreme,
+        labels_changed=labels_changed,
+        bound=bound,
+        passed=passed,
+    )
+
+
+def make_baseline(
+    *,
+    strategy: Literal["prior", "mean"],
+    metrics: dict[str, float],
+    class_support: dict[str, int] | None = None,
+) -> Baseline:
+    """The naive model's metrics (and, for classification, held-out rows per class)."""
+    return Baseline(strategy=strategy, metrics=metrics, class_support=class_support)
+
+
+def make_variant_report(
+    *,
+    metrics: dict[str, float],
+    size_bytes: int | None = None,
+    parity: Parity | None = None,
+    single_row_latency_us: float | None = None,
+    row_independence: RowIndependence | None = None,
+) -> VariantReport:
+    """One variant's metrics, size, parity, latency and probe (scikit-learn has no file)."""
+    return VariantReport(
+        metrics=metrics,
+        size_bytes=size_bytes,
+        parity=parity,
+        single_row_latency_us=single_row_latency_us,
+        row_independence=row_independence,
+    )
+
+
+def make_quantization(
+    *,
+    method: str,
+    quantized_operators: dict[str, int],
+    decision: Literal["fp32", "int8"],
+    reason: str,
+    tolerance: dict[str, float],
+) -> Quantization:
+    """Whether the serving graph is int8, and why."""
+    return Quantization(
+        method=cast(Any, method),
+        quantized_operators=quantized_operators,
+        decision=decision,
+        reason=reason,
+        tolerance=tolerance,
+    )
+
+
+def data_fingerprint(
+    train: Dataset,
+    validation: Dataset | None,
+    train_rows: int,
+    validation_rows: int,
+    warnings: list[str],
+) -> DataFingerprint:
+    """Rows, columns and digests of the input files, and what the job noticed in them."""
+    files = input_digests(train, validation)
+    return DataFingerprint(
+        rows=len(train.frame) + (len(validation.frame) if validation is not None else 0),
+        columns=len(train.frame.columns),
+        files=files,
+        sha256=combined_digest(files),
+        train_rows=train_rows,
+        validation_rows=validation_rows,
+        validation_source="channel" if validation is not None else "split",
+        warnings=warnings,
+    )
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that shaped the model."""
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def signature(hyperparameters: Hyperparameters, schema: Schema, pipeline: Pipeline) -> Signature:
+    """The features in CSV order, each with its ONNX input and its one-hot categories."""
+    features = []
+    preprocess = pipeline.named_steps["preprocess"]
+    for column in schema.features:
+        categories = None
+        if column in schema.categorical:
+            encoder = preprocess.named_transformers_["categorical"]
+            index = schema.categorical.index(column)
+            categories = [str(c) for c in encoder.categories_[index] if str(c) != ""]
+        features.append(
+            Feature(
+                name=str(column),
+                onnx_input=onnx_input_name(column),
+                kind="numeric" if column in schema.numeric else "categorical",
+                dtype="float32" if column in schema.numeric else "string",
+                nullable=True,
+                categories=categories,
+            )
+        )
+    return Signature(
+        features=features,
+        target=hyperparameters.target,
+        missing_values=list(hyperparameters.missing_tokens),
+    )
+
+
+def build_manifest(
+    *,
+    hyperparameters: Hyperparameters,
+    schema: Schema,
+    pipeline: Pipeline,
+    model_dir: Path,
+    variants: dict[str, VariantReport],
+    baseline: Baseline,
+    quantization: Quantization,
+    data: DataFingerprint,
+) -> Manifest:
+    """The manifest of the graphs in ``model_dir`` (the serving one and, if int8, fp32)."""
+    files = {
+        p.name: FileInfo(size_bytes=p.stat().st_size, sha256=sha256_file(p))
+        for p in sorted(model_dir.glob("*.onnx"))
+    }
+    serving_info = files[SERVING_FILE]
+    created = datetime.now(UTC).replace(microsecond=0)
+    classification = schema.task == "classification"
+    classes = list(pipeline.classes_) if classification else []
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        model_name=hyperparameters.model_name,
+        model_version=f"{created:%Y%m%d%H%M%S}-{serving_info.sha256[:8]}",
+        created_at=created,
+        task=cast(Any, schema.task),
+        estimator=hyperparameters.model,
+        signature=signature(hyperparameters, schema, pipeline),
+        classes=[c.item() if hasattr(c, "item") else c for c in classes] or None,
+        outputs=(
+            Outputs(label="label", probabilities="probabilities")
+            if classification
+            else Outputs(value="variable")
+        ),
+        serving=Serving(
+            file=SERVING_FILE,
+            variant=quantization.decision,
+            sha256=serving_info.sha256,
+            size_bytes=serving_info.size_bytes,
+        ),
+        files=files,
+        variants=cast(Any, variants),
+        baseline=baseline,
+        quantization=quantization,
+        hyperparameters=hyperparameters.recorded(),
+        library_versions=library_versions(),
+        data=data,
+    )
+    return validated(manifest)  # type-checked, nested parts as structs
+
+
+def write(manifest: Manifest, model_dir: Path) -> Path:
+    """Write ``manifest.json`` beside the graphs."""
+    return write_manifest(manifest, model_dir)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(manifest: Manifest, output_data_dir: str | None) -> None:
+    """Print the metric lines SageMaker scrapes, and save a report in the output data."""
+    for variant, variant_report in manifest.variants.items():
+        for name, value in variant_report.metrics.items():
+            print(metric_line(variant, name, value), flush=True)
+    if manifest.baseline is not None:
+        for name, value in manifest.baseline.metrics.items():
+            print(metric_line(BASELINE, name, value), flush=True)
+    print(
+        f"serving={manifest.serving.variant} size={manifest.serving.size_bytes} "
+        f"sha256={manifest.serving.sha256} reason={manifest.quantization.reason}",
+        flush=True,
+    )
+    if output_data_dir:
+        out = Path(output_data_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        evaluation: dict[str, Any] = {name: r.to_dict() for name, r in manifest.variants.items()}
+        if manifest.baseline is not None:
+            evaluation["baseline"] = manifest.baseline.to_dict()
+        (out / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+
+
+def fail(message: str, output_dir: str | None) -> int:
+    """Report a failure as SageMaker expects: one line on stderr and in output/failure."""
+    line = " ".join(message.split())
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    if output_dir:
+        try:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / FAILURE_FILE).write_text(line + "\n")
+        except OSError as error:
+            print(f"error: could not write the failure file: {error}", file=sys.stderr)
+    return 1

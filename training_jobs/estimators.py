@@ -1,0 +1,163 @@
+"""The estimators the job offers, the settings each takes, and the Pipeline around them.
+
+The Pipeline holds imputation, scaling and one-hot encoding as well as the estimator, so the
+ONNX graph converted from it is the whole model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from training_jobs.data import Schema
+from training_jobs.errors import TrainingError
+
+MODELS = ("logistic_regression", "ridge", "mlp", "random_forest", "hist_gradient_boosting")
+# The estimator settings each model takes (make_estimator maps them to scikit-learn's names).
+ESTIMATOR_SETTINGS: dict[str, frozenset[str]] = {
+    "logistic_regression": frozenset({"c", "max_iter"}),
+    "ridge": frozenset({"alpha"}),
+    "mlp": frozenset({"hidden_layer_sizes", "max_iter", "learning_rate", "alpha"}),
+    "random_forest": frozenset({"n_estimators", "max_depth"}),
+    "hist_gradient_boosting": frozenset({"max_iter", "learning_rate", "max_depth"}),
+}
+
+
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """The estimator hyperparameters; None is "not given" (the estimator's default applies).
+
+    Each applies to some estimators only (``ESTIMATOR_SETTINGS``); one given to an estimator
+    that does not take it is refused, never ignored.
+    """
+
+    n_estimators: int | None = None
+    max_depth: int | None = None
+    max_iter: int | None = None
+    learning_rate: float | None = None
+    hidden_layer_sizes: tuple[int, ...] | None = None
+    alpha: float | None = None  # L2 regularization
+    c: float | None = None  # inverse regularization (logistic)
+
+    def given(self) -> list[str]:
+        """The names of the settings given, in ``ALL_ESTIMATOR_SETTINGS`` order."""
+        return [name for name in ALL_ESTIMATOR_SETTINGS if getattr(self, name) is not None]
+
+
+ALL_ESTIMATOR_SETTINGS = tuple(setting.name for setting in fields(EstimatorSettings))
+
+
+def refuse_foreign_settings(model: str, settings: EstimatorSettings) -> None:
+    """An estimator setting the chosen estimator does not take is an error, never ignored."""
+    accepted = ESTIMATOR_SETTINGS[model]
+    foreign = [name for name in settings.given() if name not in accepted]
+    if foreign:
+        raise TrainingError(
+            f"bad hyperparameter: {model} does not take {', '.join(foreign)} "
+            f"(it takes {', '.join(sorted(accepted))})"
+        )
+
+
+def make_estimator(task: str, model: str, settings: EstimatorSettings, seed: int) -> Any:
+    """The estimator a hyperparameter names, as classifier or regressor by task.
+
+    Only the settings in ``ESTIMATOR_SETTINGS[model]`` are read (parse_args refuses others);
+    a setting not given takes scikit-learn's default, except where noted.
+    """
+
+    def given(name: str, default: Any) -> Any:
+        value = getattr(settings, name)
+        return default if value is None else value
+
+    if model == "logistic_regression":
+        if task != "classification":
+            raise TrainingError("logistic_regression is for classification; use ridge")
+        # 1000 iterations rather than 100: lbfgs rarely converges in 100 on unscaled one-hots.
+        return LogisticRegression(C=given("c", 1.0), max_iter=given("max_iter", 1000))
+    if model == "ridge":
+        if task != "regression":
+            raise TrainingError("ridge is for regression; use logistic_regression")
+        return Ridge(alpha=given("alpha", 1.0))
+    classify = task == "classification"
+    if model == "mlp":
+        kind = MLPClassifier if classify else MLPRegressor
+        return kind(
+            hidden_layer_sizes=given("hidden_layer_sizes", (64, 32)),
+            max_iter=given("max_iter", 300),
+            learning_rate_init=given("learning_rate", 0.001),
+            alpha=given("alpha", 0.0001),
+            early_stopping=True,
+            random_state=seed,
+        )
+    if model == "random_forest":
+        forest = RandomForestClassifier if classify else RandomForestRegressor
+        return forest(
+            n_estimators=given("n_estimators", 100),
+            max_depth=settings.max_depth,
+            random_state=seed,
+        )
+    boosting = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+    return boosting(
+        max_iter=given("max_iter", 100),
+        learning_rate=given("learning_rate", 0.1),
+        max_depth=settings.max_depth,
+        random_state=seed,
+    )
+
+
+def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
+    """Imputation, scaling and one-hot in the same Pipeline as the estimator."""
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if schema.numeric:
+        transformers.append(
+            (
+                "numeric",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                        ("scale", StandardScaler()),
+                    ]
+                ),
+                schema.numeric,
+            )
+        )
+    if schema.categorical:
+        # Missing categories arrive as '' (MISSING_CATEGORY) and are a category of their own;
+        # categories never seen in training, or beyond max_categories, encode as all zeros.
+        categories: Any = (
+            [schema.categories[c] for c in schema.categorical] if schema.categories else "auto"
+        )
+        # HistGradientBoosting refuses sparse input; its one-hot block is bounded by
+        # max_categories, so dense costs little. The others keep the sparse encoding.
+        hist = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+        dense = isinstance(estimator, hist)
+        encoder = OneHotEncoder(
+            categories=categories, handle_unknown="ignore", sparse_output=not dense
+        )
+        transformers.append(("categorical", encoder, schema.categorical))
+    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
+
+
+def fit(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray) -> Pipeline:
+    """Fit, with convergence warnings logged rather than raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*converge.*")
+        pipeline.fit(X, y)
+    return pipeline

@@ -1,0 +1,177 @@
+"""The whole training job, step by step: data, fit, score, convert, choose, write.
+
+``train.main`` parses the hyperparameters and calls :func:`run`; each step lives in the module
+it names (``data``, ``estimators``, ``evaluation``, ``export``, ``decision``, ``artifact``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from onnxkit.contract.layout import FP32_FILE, SERVING_FILE
+from onnxkit.contract.manifest import Manifest
+from onnxkit.contract.values import ValueRule
+from training_jobs import artifact
+from training_jobs.data import (
+    Dataset,
+    Schema,
+    choose_categories,
+    infer_schema,
+    prepare,
+    read_channel,
+    split,
+)
+from training_jobs.decision import (
+    HeldOut,
+    Tolerance,
+    choose_int8,
+    extreme_rows,
+    fp32_report,
+    quantization_methods,
+    refuse_unservable,
+    sklearn_report,
+)
+from training_jobs.errors import TrainingError
+from training_jobs.estimators import build_pipeline, fit, make_estimator
+from training_jobs.evaluation import compute_metrics, measure_baseline, predict_sklearn
+from training_jobs.export import feeds_for, to_onnx
+from training_jobs.hyperparameters import Hyperparameters
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The channels as read, their schema, and the rows split for training and hold-out."""
+
+    train: Dataset
+    validation: Dataset | None
+    schema: Schema
+    X_train: pd.DataFrame
+    y_train: np.ndarray
+    X_valid: pd.DataFrame
+    y_valid: np.ndarray
+
+
+def run(hp: Hyperparameters) -> Manifest:
+    """The whole job; returns the manifest it wrote."""
+    inputs = read_inputs(hp)
+    schema = inputs.schema
+    print(
+        f"task={schema.task} model={hp.model} rows train={len(inputs.X_train)} "
+        f"validation={len(inputs.X_valid)} numeric={len(schema.numeric)} "
+        f"categorical={len(schema.categorical)}",
+        flush=True,
+    )
+    estimator = make_estimator(schema.task, hp.model, hp.estimator, hp.seed)
+    pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
+    held_out = hold_out(pipeline, inputs)
+    baseline = measure_baseline(
+        schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
+    )
+    variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
+    model_dir = Path(hp.model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path = Path(scratch) / FP32_FILE
+        onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
+        variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
+        choice = choose_int8(
+            fp32_path,
+            held_out,
+            hp.quantization,
+            Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift),
+            calibration_feeds(hp, inputs),
+            hp.latency_runs,
+        )
+        if choice.report is not None:
+            variants["int8"] = choice.report
+        refuse_unservable(choice, variants["fp32"])
+        place_graphs(model_dir, fp32_path, choice.graph)
+    manifest = artifact.build_manifest(
+        hyperparameters=hp,
+        schema=schema,
+        pipeline=pipeline,
+        model_dir=model_dir,
+        variants=variants,
+        baseline=baseline,
+        quantization=choice.quantization,
+        data=artifact.data_fingerprint(
+            inputs.train,
+            inputs.validation,
+            len(inputs.X_train),
+            len(inputs.X_valid),
+            schema.warnings,
+        ),
+    )
+    artifact.write(manifest, model_dir)
+    artifact.report(manifest, hp.output_data_dir)
+    return manifest
+
+
+def read_inputs(hp: Hyperparameters) -> Inputs:
+    """Read the channels, infer the schema, and hold rows out (or take the validation channel)."""
+    train = read_channel(hp.train, "train")
+    validation = read_channel(hp.validation, "validation") if hp.validation else None
+    rule = ValueRule.of(hp.missing_tokens)
+    schema = infer_schema(train.frame, hp.target, hp.task, hp.categorical_columns, rule)
+    X, y = prepare(train.frame, schema, hp.target)
+    if schema.task == "classification" and len(set(y.tolist())) < 2:
+        raise TrainingError(
+            f"target {hp.target!r} has a single class ({y[0]!r}); classification needs at least two"
+        )
+    if validation is not None:
+        if list(validation.frame.columns) != list(train.frame.columns):
+            raise TrainingError("validation columns differ from the training columns")
+        X_train, y_train = X, y
+        X_valid, y_valid = prepare(validation.frame, schema, hp.target)
+    else:
+        X_train, X_valid, y_train, y_valid = split(
+            X, y, schema.task, hp.validation_fraction, hp.seed
+        )
+    choose_categories(X_train, schema, hp.max_categories)
+    return Inputs(train, validation, schema, X_train, y_train, X_valid, y_valid)
+
+
+def hold_out(pipeline: Pipeline, inputs: Inputs) -> HeldOut:
+    """The held-out rows, scikit-learn's answers on them, and the probe's extreme rows."""
+    schema = inputs.schema
+    classes = list(pipeline.classes_) if schema.task == "classification" else []
+    reference = predict_sklearn(pipeline, inputs.X_valid, schema.task)
+    return HeldOut(
+        task=schema.task,
+        rows=inputs.X_valid,
+        y=inputs.y_valid,
+        classes=classes,
+        feeds=feeds_for(inputs.X_valid, schema),
+        extreme=extreme_rows(inputs.X_train, schema),
+        reference=reference,
+        reference_metrics=compute_metrics(
+            schema.task, inputs.y_valid, reference.labels, reference.probabilities, classes
+        ),
+    )
+
+
+def calibration_feeds(hp: Hyperparameters, inputs: Inputs) -> dict[str, np.ndarray] | None:
+    """The training rows QDQ calibrates with (a seeded sample), when QDQ may be tried."""
+    if "qdq" not in quantization_methods(hp.quantization):
+        return None
+    rows = inputs.X_train.sample(
+        min(hp.calibration_rows, len(inputs.X_train)), random_state=hp.seed
+    )
+    return feeds_for(rows, inputs.schema)
+
+
+def place_graphs(model_dir: Path, fp32_path: Path, int8_path: Path | None) -> None:
+    """The serving graph into ``model_dir``, and the fp32 one beside it when int8 serves."""
+    serving_source = int8_path or fp32_path
+    (model_dir / SERVING_FILE).write_bytes(serving_source.read_bytes())
+    if int8_path:
+        (model_dir / FP32_FILE).write_bytes(fp32_path.read_bytes())
+    elif (model_dir / FP32_FILE).exists():
+        (model_dir / FP32_FILE).unlink()
