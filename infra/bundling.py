@@ -9,6 +9,7 @@ function's own code and ``onnxkit/contract`` (which every function imports) are 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
 import gzip
@@ -41,8 +42,9 @@ from constructs import Construct
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 CACHE_ROOT: Final = REPO_ROOT / ".cache" / "bundles"
 Architecture = Literal["arm64", "x86_64"]
-# Shared by every bundle: the package markers and the contract the code imports.
-CONTRACT_SOURCES: Final = ("onnxkit/__init__.py", "onnxkit/contract")
+# Every bundle carries the package markers and the kernel modules its code imports, no others.
+CONTRACT_PACKAGE: Final = "onnxkit.contract"
+CONTRACT_MARKERS: Final = ("onnxkit/__init__.py", "onnxkit/contract/__init__.py")
 # Directories inside installed packages that Lambda never imports.
 _STRIP_DIRS: Final = frozenset({"__pycache__", "tests", "test", "benchmarks"})
 _STRIP_PACKAGE_PATHS: Final = (
@@ -98,7 +100,12 @@ class FunctionBundle:
     @property
     def sources(self) -> tuple[str, ...]:
         """Repository paths copied into the bundle as they are."""
-        return ("functions/__init__.py", f"functions/{self.name}", *CONTRACT_SOURCES)
+        return ("functions/__init__.py", f"functions/{self.name}", *contract_sources(self.code))
+
+    @property
+    def code(self) -> str:
+        """The function's own package."""
+        return f"functions/{self.name}"
 
     def dependency_key(self) -> str:
         """Cache key of the installed dependencies: requirements, platform and Python."""
@@ -121,6 +128,34 @@ class FunctionBundle:
         for relative, path in _source_files(self.sources):
             digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
         return digest.hexdigest()
+
+
+def _imported_contract_modules(path: Path) -> set[str]:
+    """The ``onnxkit.contract`` modules a Python file imports (deferred imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if ".".join(parts[:2]) == CONTRACT_PACKAGE and len(parts) > 2:
+                found.add(".".join(parts[:3]))
+    return {m for m in found if (REPO_ROOT / f"{m.replace('.', '/')}.py").is_file()}
+
+
+def contract_sources(*roots: str) -> tuple[str, ...]:
+    """The kernel files a runtime needs: the modules its code imports, and theirs in turn."""
+    pending = [p for root in roots for _, p in _source_files((root,)) if p.suffix == ".py"]
+    modules: set[str] = set()
+    while pending:
+        for module in _imported_contract_modules(pending.pop()) - modules:
+            modules.add(module)
+            pending.append(REPO_ROOT / f"{module.replace('.', '/')}.py")
+    return (*CONTRACT_MARKERS, *sorted(f"{m.replace('.', '/')}.py" for m in modules))
 
 
 def _source_files(sources: tuple[str, ...]) -> Iterator[tuple[str, Path]]:
@@ -314,12 +349,11 @@ def function_code(scope: Construct, bundle: FunctionBundle) -> lambda_.Code:
 # modules keep their package path (training_jobs/<module>.py) beside onnxkit/contract, so
 # train.py imports them as training_jobs.<module> from the tarball as from a checkout.
 TRAINING_SCRIPT_FILES: Final = ("training_jobs/train.py", "training_jobs/requirements.txt")
-TRAINING_SOURCES: Final = ("training_jobs", *CONTRACT_SOURCES)
 SOURCE_TARBALL: Final = "sourcedir.tar.gz"
 
 
 def _training_files() -> list[tuple[str, Path]]:
-    present = tuple(s for s in TRAINING_SOURCES if (REPO_ROOT / s).exists())
+    present = ("training_jobs", *contract_sources("training_jobs"))
     files = []
     for relative, path in _source_files(present):
         arcname = relative

@@ -39,8 +39,12 @@ def test_inference_bundle_fits_lambda(dev: Synthesized) -> None:
         "functions/__init__.py",
         "functions/inference/handler.py",
         "onnxkit/__init__.py",
+        "onnxkit/contract/__init__.py",
         "onnxkit/contract/manifest.py",
-        "onnxkit/contract/metrics.py",
+        "onnxkit/contract/layout.py",
+        "onnxkit/contract/pointer.py",
+        "onnxkit/contract/values.py",
+        "onnxkit/contract/api.py",
         "onnxruntime/__init__.py",
         "numpy/__init__.py",
         "aws_lambda_powertools/__init__.py",
@@ -49,6 +53,15 @@ def test_inference_bundle_fits_lambda(dev: Synthesized) -> None:
     assert not any("/__pycache__/" in f or f.endswith(".pyc") for f in files)
     assert not any("/tests/" in f for f in files)
     assert not any(f.startswith(("botocore/", "boto3/", "functions/pipeline/")) for f in files)
+    # Only the kernel modules the function imports: the gate (pydantic), the workflow and the
+    # metric lines belong to other runtimes.
+    contract = {f for f in files if f.startswith("onnxkit/")}
+    assert not contract & {
+        "onnxkit/contract/gate.py",
+        "onnxkit/contract/workflow.py",
+        "onnxkit/contract/metrics.py",
+    }
+    assert not any(f.startswith("pydantic") for f in files)
     # dist-info keeps only what importlib.metadata reads.
     dist_info = {f.split("/", 1)[1] for f in files if f.split("/")[0].endswith(".dist-info")}
     assert dist_info <= {"METADATA", "top_level.txt", "entry_points.txt"}
@@ -172,17 +185,29 @@ def test_asset_hash_follows_the_sources(tmp_path: Path, monkeypatch: pytest.Monk
         "functions/demo/requirements.txt",
         "functions/demo/app.py",
         "onnxkit/__init__.py",
+        "onnxkit/contract/__init__.py",
         "onnxkit/contract/x.py",
+        "onnxkit/contract/y.py",
+        "onnxkit/contract/unused.py",
     ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(name)
+        (tmp_path / name).write_text(f"# {name}\n")
+    # The function imports x (deferred, inside a function), and x imports y.
+    (tmp_path / "functions/demo/app.py").write_text(
+        "def f():\n    from onnxkit.contract import x\n"
+    )
+    (tmp_path / "onnxkit/contract/x.py").write_text("from onnxkit.contract.y import Y\n")
     monkeypatch.setattr(bundling, "REPO_ROOT", tmp_path)
     bundle = FunctionBundle("demo", "3.14", "arm64")
+    assert {"onnxkit/contract/x.py", "onnxkit/contract/y.py"} <= set(bundle.sources)
+    assert "onnxkit/contract/unused.py" not in bundle.sources
     before = bundle.asset_hash()
     (tmp_path / "functions/demo/__pycache__").mkdir()
     (tmp_path / "functions/demo/__pycache__/app.cpython-311.pyc").write_bytes(b"\0")
     assert bundle.asset_hash() == before  # caches do not change the bundle
-    (tmp_path / "onnxkit/contract/x.py").write_text("changed")
+    (tmp_path / "onnxkit/contract/unused.py").write_text("changed")
+    assert bundle.asset_hash() == before  # not in the bundle
+    (tmp_path / "onnxkit/contract/y.py").write_text("Y = 1\n")
     assert bundle.asset_hash() != before
 
 
