@@ -567,9 +567,6 @@ def load_function(
     arguments; unless the environment says otherwise, no EMF blobs on stdout and only the
     function's warnings, as the server logs one line per request itself.
     """
-    # onnxruntime's C library reads this when it initializes, and only from the process's
-    # environment: the one variable still set here (the Lambda's is set by its construct).
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from functions.inference.app import InferenceFunction  # noqa: PLC0415  # loads onnxruntime
 
     settings = {

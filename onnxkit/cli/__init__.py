@@ -9,6 +9,8 @@ shows its help. Presentation (consoles, progress bars, tables) lives in
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from onnxkit import stopping
@@ -49,6 +51,10 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """The group itself takes no options; the commands are loaded on demand."""
+    # The process's entry is the one place the shell sets its environment: onnxruntime reads
+    # this when its C library initializes, before any command imports it (the Lambda's is set
+    # by its construct, the training job's by train.py).
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def main() -> None:
