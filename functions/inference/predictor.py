@@ -3,7 +3,7 @@
 No HTTP here: :func:`load_model` checks the digest before any session exists, and
 :meth:`Model.predict` runs one ``session.run`` for all rows of a call. ONNX Runtime's own
 telemetry is switched off by the process's environment (``ORT_DISABLE_TELEMETRY=1``: the
-function's, set by its construct; ``onnxkit serve``'s, set by the local server).
+function's, set by its construct; the CLI's, set by its entry).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
-"""The contract every part of onnxkit reads: the model manifest and the metric lines.
+"""The kernel: every contract the parts of onnxkit share, each owned by one module.
 
-This subpackage depends on pydantic and the standard library only, because it is copied
-into the SageMaker source bundle and into every Lambda bundle.
+``manifest`` (the artifact's manifest), ``pointer`` (the production pointer and the promotion
+record), ``layout`` (names, keys, environment variables, limits, the model-name rule), ``values``
+(missing values and numbers), ``api`` (the inference API's media types and error body),
+``workflow`` (the state machine as data), ``metrics`` and ``gate``. It imports nothing else of
+onnxkit (``make lint`` checks), only the standard library, msgspec and, for the gate, pydantic;
+each Lambda bundle and the SageMaker source tarball copy the modules their code imports.
 """
