@@ -18,9 +18,9 @@ from typing import Any
 
 import boto3
 import pytest
-from cli_fakes import REGION, deploy_stack, invoke
 
 from onnxkit.contract import workflow
+from tests.support.fake_api import REGION, deploy_stack, invoke
 
 BUCKET = "kit-artifacts"
 GROUP = "onnxkit-dev-models"

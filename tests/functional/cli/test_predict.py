@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_fakes import REGION, deploy_stack, invoke, score
+
+from tests.support.fake_api import REGION, deploy_stack, invoke, score
 
 BAD = {3, 17}
 
@@ -102,6 +103,21 @@ def test_gives_up_after_attempts_with_one_line(tmp_path, runner, fake_api):
     assert last.startswith("error: gave up after 3 attempts: HTTP 503")
     assert "Traceback" not in result.output
     assert api.predict_calls == 3
+
+
+def test_connection_errors_are_retried_then_reported(tmp_path, runner):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "rows.csv").write_text("x\n1\n")
+    result = predict(
+        runner, url=f"http://127.0.0.1:{port}/", input=tmp_path / "rows.csv", attempts=3
+    )
+    assert result.exit_code == 1
+    assert result.stderr.count("retrying") == 2
+    assert "gave up after 3 attempts: cannot reach" in result.stderr.splitlines()[-1]
 
 
 def test_interrupted_run_resumes_without_rescoring(tmp_path, runner, fake_api):

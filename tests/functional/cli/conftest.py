@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_fakes import REGION, SECRET, FakeApi, serve
 from typer.testing import CliRunner
 
 from onnxkit.cloud import api as api_mod
+from tests.support.fake_api import REGION, SECRET, FakeApi, serve
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ from typing import Any, cast
 import boto3
 import pytest
 from moto import mock_aws
-from pipeline_artifacts import artifact, manifest_dict, moto_serving, tarball
 
 from functions.pipeline import handlers
 from functions.pipeline.aws import LambdaServing, S3Store, split_s3_uri
@@ -25,6 +24,7 @@ from functions.pipeline.promote import reconcile, resolve
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 from onnxkit.rollback import rollback
+from tests.support.artifacts import artifact, manifest_dict, moto_serving, tarball
 
 BUCKET = "onnxkit-artifacts"
 FUNCTION = "onnxkit-inference"

@@ -12,13 +12,14 @@ from typing import Any
 
 import boto3
 import pytest
-from inference_support import assert_error, call, load_event
 from moto import mock_aws
 
 from functions.inference import runtime as runtime_module
 from functions.inference.app import InferenceFunction
 from functions.inference.runtime import Settings
 from functions.inference.source import ModelLocator, ModelSourceError, NoModelYet, S3Location
+from tests.support.inference import assert_error, call, load_event
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.xdist_group("inference")
 BUCKET = "onnxkit-artifacts-test"
@@ -461,7 +462,7 @@ def test_serve_exits_1_on_a_pointer_whose_manifest_was_changed(
         text=True,
         check=False,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     assert done.returncode == 1, done.stderr
     assert "manifest digest mismatch" in done.stderr

@@ -10,7 +10,6 @@ from typing import Any, cast
 import boto3
 import pytest
 from moto import mock_aws
-from pipeline_artifacts import artifact, moto_serving
 from typer.testing import CliRunner
 
 from functions.pipeline import handlers
@@ -19,6 +18,7 @@ from functions.pipeline.ports import read_pointer
 from onnxkit.cli import app
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
+from tests.support.artifacts import artifact, moto_serving
 
 REGION = "eu-west-1"
 BUCKET = "kit-artifacts"

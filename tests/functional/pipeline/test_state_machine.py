@@ -34,7 +34,6 @@ from typing import Any, cast
 
 import boto3
 import pytest
-from pipeline_artifacts import artifact, tarball
 
 from functions.pipeline import handlers
 from functions.pipeline.aws import S3Store
@@ -43,6 +42,7 @@ from onnxkit.config import OnnxKitConfig, load_config
 from onnxkit.contract import layout, workflow
 from onnxkit.local.runner import RunRequest, run_workflow
 from onnxkit.local.training import TrainingFailed
+from tests.support.artifacts import artifact, tarball
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
