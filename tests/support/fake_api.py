@@ -17,8 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from typer.testing import CliRunner
-
 REGION = "eu-west-1"
 SECRET = "fake-secret-key"
 CLASSES = ["no", "yes"]
@@ -214,10 +212,3 @@ def deploy_stack(name: str, outputs: dict[str, str], region: str = REGION) -> No
     boto3.client("cloudformation", region_name=region).create_stack(
         StackName=name, TemplateBody=json.dumps(template)
     )
-
-
-def invoke(runner: CliRunner, *args: Any) -> Any:
-    """Run ``onnxkit`` in-process."""
-    from onnxkit.cli import app
-
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

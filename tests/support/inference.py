@@ -1,4 +1,5 @@
-"""Shared helpers for the inference function's tests: events, a Lambda context, model swaps."""
+"""Helpers for the inference function's tests: fixture events, a Lambda context, one call of
+the handler, and the API's error shape."""
 
 from __future__ import annotations
 

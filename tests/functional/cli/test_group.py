@@ -10,7 +10,7 @@ import pytest
 
 from onnxkit.cli import COMMANDS
 from onnxkit.cli.group import load_command
-from tests.support.fake_api import invoke
+from tests.support.cli import invoke
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

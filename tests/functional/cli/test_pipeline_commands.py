@@ -20,7 +20,8 @@ import boto3
 import pytest
 
 from onnxkit.contract import workflow
-from tests.support.fake_api import REGION, deploy_stack, invoke
+from tests.support.cli import invoke
+from tests.support.fake_api import REGION, deploy_stack
 
 BUCKET = "kit-artifacts"
 GROUP = "onnxkit-dev-models"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.fake_api import REGION, deploy_stack, invoke, score
+from tests.support.cli import invoke
+from tests.support.fake_api import REGION, deploy_stack, score
 
 BAD = {3, 17}
 

@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-from tests.support.fake_api import invoke
+from tests.support.cli import invoke
 
 pytestmark = pytest.mark.xdist_group("trained-churn")
 

@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 from functions.pipeline import handlers
 from functions.pipeline.aws import S3Store
 from functions.pipeline.ports import read_pointer
-from onnxkit.cli import app
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 from tests.support.artifacts import artifact, moto_serving
+from tests.support.cli import invoke
 
 REGION = "eu-west-1"
 BUCKET = "kit-artifacts"
@@ -90,9 +90,7 @@ def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 
 def _invoke(*args: str) -> Any:
-    return CliRunner().invoke(
-        app, ["rollback", *args], catch_exceptions=False, env={"COLUMNS": "120"}
-    )
+    return invoke(CliRunner(env={"COLUMNS": "120"}), "rollback", *args)
 
 
 def test_rollback_on_a_deployed_environment(kit: dict[str, Any]) -> None:

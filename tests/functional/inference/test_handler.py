@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.inference import EVENTS, assert_error, call, event_with, load_event
+from tests.support.inference import assert_error, call, event_with, load_event
+from tests.support.paths import EVENTS
 
 pytestmark = pytest.mark.xdist_group("inference")
 
