@@ -20,8 +20,8 @@ import boto3
 import pytest
 
 from onnxkit.contract import workflow
+from tests.support.aws import REGION, create_bucket, create_role, create_stub_function, deploy_stack
 from tests.support.cli import invoke
-from tests.support.fake_api import REGION, deploy_stack
 
 BUCKET = "kit-artifacts"
 GROUP = "onnxkit-dev-models"
@@ -118,8 +118,7 @@ def mirror_definition(passed: bool = True, fail_at: str | None = None) -> dict[s
 def kit(moto: str) -> Iterator[dict[str, str]]:
     """A deployed dev kit in moto: bucket, key, registry group, pipeline, training job."""
     _moto_config(moto, True)
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    create_bucket(BUCKET, versioned=False)
     key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
@@ -453,9 +452,6 @@ def test_train_without_a_pipeline_stack(runner, moto, tmp_path: Path):
 
 def _pointer_behind_live() -> dict[str, str]:
     """A promotion killed after moving ``live`` to v2 but before the pointer (still v1)."""
-    import io
-    import zipfile
-
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     for version in ("v1", "v2"):
         sagemaker.create_model_package(
@@ -469,21 +465,9 @@ def _pointer_behind_live() -> dict[str, str]:
             },
         )
     s3 = boto3.client("s3", region_name=REGION)
-    role = boto3.client("iam", region_name=REGION).create_role(
-        RoleName="inference", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
     lam = boto3.client("lambda", region_name=REGION)
     function = "onnxkit-dev-inference"
-    lam.create_function(
-        FunctionName=function,
-        Runtime="python3.12",
-        Role=role,
-        Handler="app.handler",
-        Code={"ZipFile": code.getvalue()},
-    )
+    create_stub_function(lam, function, create_role("inference"))
     published = {}
     for version in ("v1", "v2"):
         lam.update_function_configuration(

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.aws import REGION, SECRET_ACCESS_KEY, deploy_stack
 from tests.support.cli import invoke
-from tests.support.fake_api import REGION, deploy_stack, score
+from tests.support.fake_api import score
 
 BAD = {3, 17}
 
@@ -212,7 +213,7 @@ def test_jsonl_in_and_out_with_unreadable_line(tmp_path, runner, fake_api):
 
 def test_env_signs_with_sigv4_verified_by_the_server(tmp_path, runner, fake_api, moto):
     api, url = fake_api
-    api.secret = "fake-secret-key"
+    api.secret = SECRET_ACCESS_KEY
     deploy_stack(
         "OnnxKit-dev-Serving",
         {"ApiUrl": url, "AuthMode": "iam", "FunctionName": "f", "LiveAliasArn": "arn"},
@@ -370,7 +371,7 @@ def test_sigv4_with_temporary_credentials_signs_the_session_token(
     tmp_path, runner, fake_api, monkeypatch
 ):
     api, url = fake_api
-    api.secret = "fake-secret-key"
+    api.secret = SECRET_ACCESS_KEY
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token-from-sso")
     seen: list[tuple[str, bool]] = []
     real_check = api.check_auth
