@@ -151,6 +151,20 @@ def pipeline(definition: dict[str, Any]) -> str:
     return arn
 
 
+def register(properties: dict[str, str]) -> None:
+    """An approved model package in the kit's group, with these metadata properties."""
+    boto3.client("sagemaker", region_name=REGION).create_model_package(
+        ModelPackageGroupName=GROUP,
+        ModelApprovalStatus="Approved",
+        CustomerMetadataProperties=properties,
+        InferenceSpecification={
+            "Containers": [{"Image": "onnx"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )
+
+
 def test_train_uploads_multipart_with_kms_and_starts_a_named_execution(tmp_path, runner, kit):
     machine = pipeline(mirror_definition())
     data = tmp_path / "churn.csv"
@@ -375,13 +389,10 @@ def test_status_unknown_execution_is_one_line(runner, kit):
 
 
 def test_models_lists_versions_and_marks_the_live_one(runner, kit):
-    sagemaker = boto3.client("sagemaker", region_name=REGION)
     for version, accuracy in (("v1", "0.88"), ("v2", "0.91")):
-        sagemaker.create_model_package(
-            ModelPackageGroupName=GROUP,
-            ModelApprovalStatus="Approved",
-            # What the Register state writes (infra/constructs/training_workflow.py).
-            CustomerMetadataProperties={
+        # What the Register state writes (infra/constructs/training_workflow.py).
+        register(
+            {
                 "model_version": version,
                 "sha256": "0" * 64,
                 "serving_variant": "int8",
@@ -389,12 +400,7 @@ def test_models_lists_versions_and_marks_the_live_one(runner, kit):
                 "execution": f"run-{version}",
                 "metric.accuracy": accuracy,
                 "metric.f1_macro": "0.8",
-            },
-            InferenceSpecification={
-                "Containers": [{"Image": "onnx"}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
+            }
         )
     pointer = {
         "model_name": "churn",
@@ -452,18 +458,8 @@ def test_train_without_a_pipeline_stack(runner, moto, tmp_path: Path):
 
 def _pointer_behind_live() -> dict[str, str]:
     """A promotion killed after moving ``live`` to v2 but before the pointer (still v1)."""
-    sagemaker = boto3.client("sagemaker", region_name=REGION)
     for version in ("v1", "v2"):
-        sagemaker.create_model_package(
-            ModelPackageGroupName=GROUP,
-            ModelApprovalStatus="Approved",
-            CustomerMetadataProperties={"model_version": version, "metric.accuracy": "0.9"},
-            InferenceSpecification={
-                "Containers": [{"Image": "onnx"}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )
+        register({"model_version": version, "metric.accuracy": "0.9"})
     s3 = boto3.client("s3", region_name=REGION)
     lam = boto3.client("lambda", region_name=REGION)
     function = "onnxkit-dev-inference"
