@@ -152,7 +152,7 @@ def warm(model_dir: Path, pickle: Path, rounds: int) -> dict[str, list[float]]:
 
     model = handler.FUNCTION.runtime.model
     assert model is not None
-    base = json.loads((ROOT / "tests/functions/events/inference_predict_list.json").read_text())
+    base = json.loads((ROOT / "tests/events/inference_predict_list.json").read_text())
     one, thousand = rows_of(1), rows_of(1000)
 
     def event(body: str, content_type: str = "application/json") -> dict[str, Any]:
@@ -255,7 +255,7 @@ def cold(model_dir: Path, pickle: Path, runs: int) -> dict[str, list[float]]:
     """Wall time of fresh processes, interleaved; the first (pyc-warming) run is dropped."""
     env = dict(os.environ, MODEL_URI=str(model_dir), PYTHONPATH=str(ROOT))
     env.pop("POWERTOOLS_METRICS_DISABLED", None)
-    event = str(ROOT / "tests/functions/events/inference_predict_list.json")
+    event = str(ROOT / "tests/events/inference_predict_list.json")
     scripts = {
         "floor": "import numpy, onnxruntime",
         "ours": OURS.format(event=event),

@@ -1,4 +1,5 @@
-"""Fixtures shared by every tier: trained model artifacts, made once per test session."""
+"""Fixtures shared by every tier: trained model artifacts, made once per test session, and
+(from tests/support/aws.py) the moto server."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from onnxkit.datasets import bundled
 
 ArtifactFactory = Callable[..., Path]
+
+# The moto server fixtures (tests/support/aws.py), for any tier.
+pytest_plugins = ["tests.support.aws"]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import typer
 from onnxkit import stopping
 from onnxkit.cli.group import LazyGroup
 
-# command -> its summary in ``onnxkit --help`` (tests/cli check each against the docstring).
+# command -> its summary in ``onnxkit --help`` (tests/functional/cli/test_group.py checks each
+# against the command's docstring).
 COMMANDS: dict[str, str] = {
     "predict": "Score rows over HTTPS: batched, retried with backoff, written batch by batch, "
     "resumable.",

@@ -1,4 +1,4 @@
-"""The inference handler, driven by REST API proxy events from events/inference_*.json."""
+"""The inference handler, driven by REST API proxy events from tests/events/inference_*.json."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from inference_support import EVENTS, assert_error, call, event_with, load_event
+
+from tests.support.inference import assert_error, call, event_with, load_event
+from tests.support.paths import EVENTS
 
 pytestmark = pytest.mark.xdist_group("inference")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cli_fakes import invoke
 
 from onnxkit.cli.train import execution_name, parse_sets
 from onnxkit.cloud.api import RetryPolicy, region_from_url
@@ -106,25 +105,3 @@ def test_summary_of_a_run_that_failed_in_train():
     assert steps[workflow.EVALUATE].status == "pending"
     assert run.training_job_name == "j-1"
     assert run.error == {"error": "States.TaskFailed", "cause": "AlgorithmError"}
-
-
-def test_connection_errors_are_retried_then_reported(tmp_path, runner):
-    import socket
-
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    (tmp_path / "rows.csv").write_text("x\n1\n")
-    result = invoke(
-        runner,
-        "predict",
-        "--url",
-        f"http://127.0.0.1:{port}/",
-        "--input",
-        tmp_path / "rows.csv",
-        "--attempts",
-        3,
-    )
-    assert result.exit_code == 1
-    assert result.stderr.count("retrying") == 2
-    assert "gave up after 3 attempts: cannot reach" in result.stderr.splitlines()[-1]

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference_support import call, event_with
 
 from onnxkit.contract.manifest import load_manifest
 from onnxkit.datasets import bundled
+from tests.support.inference import call, event_with
 
 pytestmark = pytest.mark.xdist_group("inference")
 

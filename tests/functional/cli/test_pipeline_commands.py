@@ -18,9 +18,10 @@ from typing import Any
 
 import boto3
 import pytest
-from cli_fakes import REGION, deploy_stack, invoke
 
 from onnxkit.contract import workflow
+from tests.support.aws import REGION, create_bucket, create_role, create_stub_function, deploy_stack
+from tests.support.cli import invoke
 
 BUCKET = "kit-artifacts"
 GROUP = "onnxkit-dev-models"
@@ -117,8 +118,7 @@ def mirror_definition(passed: bool = True, fail_at: str | None = None) -> dict[s
 def kit(moto: str) -> Iterator[dict[str, str]]:
     """A deployed dev kit in moto: bucket, key, registry group, pipeline, training job."""
     _moto_config(moto, True)
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    create_bucket(BUCKET, versioned=False)
     key = boto3.client("kms", region_name=REGION).create_key()["KeyMetadata"]["Arn"]
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
@@ -149,6 +149,20 @@ def pipeline(definition: dict[str, Any]) -> str:
     )["stateMachineArn"]
     deploy_stack("OnnxKit-dev-Pipeline", {"StateMachineArn": arn, "NotificationTopicArn": "t"})
     return arn
+
+
+def register(properties: dict[str, str]) -> None:
+    """An approved model package in the kit's group, with these metadata properties."""
+    boto3.client("sagemaker", region_name=REGION).create_model_package(
+        ModelPackageGroupName=GROUP,
+        ModelApprovalStatus="Approved",
+        CustomerMetadataProperties=properties,
+        InferenceSpecification={
+            "Containers": [{"Image": "onnx"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )
 
 
 def test_train_uploads_multipart_with_kms_and_starts_a_named_execution(tmp_path, runner, kit):
@@ -375,13 +389,10 @@ def test_status_unknown_execution_is_one_line(runner, kit):
 
 
 def test_models_lists_versions_and_marks_the_live_one(runner, kit):
-    sagemaker = boto3.client("sagemaker", region_name=REGION)
     for version, accuracy in (("v1", "0.88"), ("v2", "0.91")):
-        sagemaker.create_model_package(
-            ModelPackageGroupName=GROUP,
-            ModelApprovalStatus="Approved",
-            # What the Register state writes (infra/constructs/training_workflow.py).
-            CustomerMetadataProperties={
+        # What the Register state writes (infra/constructs/training_workflow.py).
+        register(
+            {
                 "model_version": version,
                 "sha256": "0" * 64,
                 "serving_variant": "int8",
@@ -389,12 +400,7 @@ def test_models_lists_versions_and_marks_the_live_one(runner, kit):
                 "execution": f"run-{version}",
                 "metric.accuracy": accuracy,
                 "metric.f1_macro": "0.8",
-            },
-            InferenceSpecification={
-                "Containers": [{"Image": "onnx"}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
+            }
         )
     pointer = {
         "model_name": "churn",
@@ -452,37 +458,12 @@ def test_train_without_a_pipeline_stack(runner, moto, tmp_path: Path):
 
 def _pointer_behind_live() -> dict[str, str]:
     """A promotion killed after moving ``live`` to v2 but before the pointer (still v1)."""
-    import io
-    import zipfile
-
-    sagemaker = boto3.client("sagemaker", region_name=REGION)
     for version in ("v1", "v2"):
-        sagemaker.create_model_package(
-            ModelPackageGroupName=GROUP,
-            ModelApprovalStatus="Approved",
-            CustomerMetadataProperties={"model_version": version, "metric.accuracy": "0.9"},
-            InferenceSpecification={
-                "Containers": [{"Image": "onnx"}],
-                "SupportedContentTypes": ["application/json"],
-                "SupportedResponseMIMETypes": ["application/json"],
-            },
-        )
+        register({"model_version": version, "metric.accuracy": "0.9"})
     s3 = boto3.client("s3", region_name=REGION)
-    role = boto3.client("iam", region_name=REGION).create_role(
-        RoleName="inference", AssumeRolePolicyDocument="{}"
-    )["Role"]["Arn"]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
     lam = boto3.client("lambda", region_name=REGION)
     function = "onnxkit-dev-inference"
-    lam.create_function(
-        FunctionName=function,
-        Runtime="python3.12",
-        Role=role,
-        Handler="app.handler",
-        Code={"ZipFile": code.getvalue()},
-    )
+    create_stub_function(lam, function, create_role("inference"))
     published = {}
     for version in ("v1", "v2"):
         lam.update_function_configuration(

@@ -150,39 +150,3 @@ def artifact(version: str, **kwargs: Any) -> tuple[dict[str, Any], bytes]:
     model_bytes = b"onnx-graph-" + version.encode()
     manifest = manifest_dict(version, model_bytes=model_bytes, **kwargs)
     return manifest, tarball(manifest, model_bytes)
-
-
-def moto_serving(
-    region: str, bucket: str, function: str, environment: dict[str, str] | None = None
-) -> tuple[Any, Any, str]:
-    """Inside an active ``mock_aws``: a versioned artifact bucket and a stub inference function
-    whose ``live`` alias points at its first published version.
-
-    Returns the S3 client, the Lambda client and that version.
-    """
-    import zipfile
-
-    import boto3
-
-    s3 = boto3.client("s3", region_name=region)
-    location = {} if region == "us-east-1" else {"LocationConstraint": region}
-    s3.create_bucket(Bucket=bucket, **({"CreateBucketConfiguration": location} if location else {}))
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    role = boto3.client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"][
-        "Arn"
-    ]
-    code = io.BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
-    lam = boto3.client("lambda", region_name=region)
-    lam.create_function(
-        FunctionName=function,
-        Runtime="python3.12",
-        Role=role,
-        Handler="app.handler",
-        Code={"ZipFile": code.getvalue()},
-        **({"Environment": {"Variables": environment}} if environment else {}),
-    )
-    version = lam.publish_version(FunctionName=function)["Version"]
-    lam.create_alias(FunctionName=function, Name="live", FunctionVersion=version)
-    return s3, lam, version

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from cli_fakes import invoke
 
 from onnxkit.cli import COMMANDS
 from onnxkit.cli.group import load_command
+from tests.support.cli import invoke
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))

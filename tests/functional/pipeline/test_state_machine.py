@@ -24,17 +24,14 @@ transition) is executed as synthesized.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import boto3
 import pytest
-from pipeline_artifacts import artifact, tarball
 
 from functions.pipeline import handlers
 from functions.pipeline.aws import S3Store
@@ -43,6 +40,8 @@ from onnxkit.config import OnnxKitConfig, load_config
 from onnxkit.contract import layout, workflow
 from onnxkit.local.runner import RunRequest, run_workflow
 from onnxkit.local.training import TrainingFailed
+from tests.support.artifacts import artifact, tarball
+from tests.support.aws import create_bucket, create_role, create_stub_function, mocked
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -178,19 +177,14 @@ class Script:
 def cloud(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """moto with the bucket, the inference function and alias, the topic and a queue on it,
     the pipeline functions, and the adapted state machine."""
-    from moto import mock_aws
     from moto.awslambda_simple.models import LambdaSimpleBackend
 
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
         "ARTIFACT_BUCKET": BUCKET,
         "FUNCTION_NAME": "inference",
         "ALIAS_NAME": layout.ALIAS_NAME,
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     script = Script()
 
     def invoke(
@@ -218,27 +212,16 @@ def cloud(template: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator
         "stepfunctions": {"execute_state_machine": True},
         "lambda": {"use_docker": False},
     }
-    with mock_aws(config=settings):
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        role = boto3.client("iam").create_role(RoleName="role", AssumeRolePolicyDocument="{}")[
-            "Role"
-        ]["Arn"]
+    with mocked(monkeypatch, REGION, config=settings):
+        s3 = create_bucket(BUCKET, REGION)
+        role = create_role("role", REGION)
         lam = boto3.client("lambda", region_name=REGION)
-        code = io.BytesIO()
-        with zipfile.ZipFile(code, "w") as archive:
-            archive.writestr("app.py", "def handler(event, context):\n    return {}\n")
-        arns = {}
-        for function in ("inference", "Evaluate", "Promote", "Train", "Register"):
-            arns[function] = lam.create_function(
-                FunctionName=function,
-                Runtime="python3.12",
-                Role=role,
-                Handler="app.handler",
-                Code={"ZipFile": code.getvalue()},
-                Environment={"Variables": {"MODEL_URI": "", "MODEL_SHA256": ""}},
-            )["FunctionArn"]
+        arns = {
+            function: create_stub_function(
+                lam, function, role, {"MODEL_URI": "", "MODEL_SHA256": ""}
+            )
+            for function in ("inference", "Evaluate", "Promote", "Train", "Register")
+        }
         lam.create_alias(
             FunctionName="inference",
             Name="live",

@@ -3,57 +3,39 @@ against moto (CloudFormation stacks carrying the outputs docs/CONTRACTS.md names
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any, cast
 
-import boto3
 import pytest
-from moto import mock_aws
-from pipeline_artifacts import artifact, moto_serving
 from typer.testing import CliRunner
 
 from functions.pipeline import handlers
 from functions.pipeline.aws import S3Store
 from functions.pipeline.ports import read_pointer
-from onnxkit.cli import app
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
+from tests.support.artifacts import artifact
+from tests.support.aws import REGION, deploy_stack, mocked, moto_serving
+from tests.support.cli import invoke
 
-REGION = "eu-west-1"
 BUCKET = "kit-artifacts"
 FUNCTION = "kit-inference"
 
 pytestmark = pytest.mark.xdist_group("pipeline-moto")
 
 
-def _stack(cfn: Any, name: str, outputs: dict[str, str]) -> None:
-    template = {
-        "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
-    }
-    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
-
-
 @pytest.fixture
 def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A deployed "test" environment in moto with two promoted versions of ``cancer``."""
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
         "ARTIFACT_BUCKET": BUCKET,
         "FUNCTION_NAME": FUNCTION,
         "ALIAS_NAME": "live",
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
+    with mocked(monkeypatch, REGION):
         s3, lam, _ = moto_serving(REGION, BUCKET, FUNCTION)
-        cfn = boto3.client("cloudformation", region_name=REGION)
-        _stack(
-            cfn,
+        deploy_stack(
             "OnnxKit-test-Artifacts",
             {
                 "ArtifactBucketName": BUCKET,
@@ -62,8 +44,7 @@ def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
                 "KmsKeyArn": "arn:aws:kms:eu-west-1:1:key/x",
             },
         )
-        _stack(
-            cfn,
+        deploy_stack(
             "OnnxKit-test-Serving",
             {
                 "ApiUrl": "https://example.invalid/",
@@ -90,9 +71,7 @@ def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 
 def _invoke(*args: str) -> Any:
-    return CliRunner().invoke(
-        app, ["rollback", *args], catch_exceptions=False, env={"COLUMNS": "120"}
-    )
+    return invoke(CliRunner(env={"COLUMNS": "120"}), "rollback", *args)
 
 
 def test_rollback_on_a_deployed_environment(kit: dict[str, Any]) -> None:

@@ -17,10 +17,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from typer.testing import CliRunner
-
-REGION = "eu-west-1"
-SECRET = "fake-secret-key"
 CLASSES = ["no", "yes"]
 FEATURES = [{"name": "x", "kind": "numeric"}, {"name": "colour", "kind": "categorical"}]
 
@@ -201,23 +197,3 @@ def serve(api: FakeApi) -> tuple[ThreadingHTTPServer, str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/prod/"
-
-
-def deploy_stack(name: str, outputs: dict[str, str], region: str = REGION) -> None:
-    """Create a stack whose only job is to carry these outputs."""
-    import boto3
-
-    template = {
-        "Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}},
-        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
-    }
-    boto3.client("cloudformation", region_name=region).create_stack(
-        StackName=name, TemplateBody=json.dumps(template)
-    )
-
-
-def invoke(runner: CliRunner, *args: Any) -> Any:
-    """Run ``onnxkit`` in-process."""
-    from onnxkit.cli import app
-
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import pytest
-from pipeline_artifacts import manifest_dict
 
 from functions.pipeline import evaluate as evaluate_module
 from functions.pipeline import handlers
@@ -14,6 +13,7 @@ from functions.pipeline.evaluate import gate_reasons
 from onnxkit.contract.gate import QualityGate, chance_std, required_lift
 from onnxkit.contract.manifest import Manifest
 from onnxkit.local import runner
+from tests.support.artifacts import manifest_dict
 
 GATE = QualityGate.model_validate({})
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 
 import pytest
-from cli_fakes import invoke
+
+from tests.support.cli import invoke
 
 pytestmark = pytest.mark.xdist_group("trained-churn")
 

@@ -10,15 +10,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from inference_support import assert_error, call, load_event
-from moto import mock_aws
 
 from functions.inference import runtime as runtime_module
 from functions.inference.app import InferenceFunction
 from functions.inference.runtime import Settings
 from functions.inference.source import ModelLocator, ModelSourceError, NoModelYet, S3Location
+from tests.support.aws import create_bucket, mocked
+from tests.support.inference import assert_error, call, load_event
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.xdist_group("inference")
 BUCKET = "onnxkit-artifacts-test"
@@ -178,18 +178,8 @@ def test_without_a_model_uri_predict_and_model_are_503_health_and_openapi_200(
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    with mock_aws():
-        client = boto3.client("s3", region_name="eu-west-1")
-        client.create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        yield client
+    with mocked(monkeypatch):
+        yield create_bucket(BUCKET)
 
 
 def _upload_model(s3: Any, model_dir: Path, prefix: str) -> str:
@@ -311,9 +301,7 @@ def test_an_s3_read_failure_is_retried_later(
     runtime = function.runtime
     assert runtime.problem is not None and runtime.problem.code == "model_unavailable"
     assert "NoSuchBucket" in runtime.reason
-    s3.create_bucket(
-        Bucket="late-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-    )
+    create_bucket("late-bucket", versioned=False)
     for name in ("model.onnx", "manifest.json"):
         s3.put_object(
             Bucket="late-bucket",
@@ -461,7 +449,7 @@ def test_serve_exits_1_on_a_pointer_whose_manifest_was_changed(
         text=True,
         check=False,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     assert done.returncode == 1, done.stderr
     assert "manifest digest mismatch" in done.stderr

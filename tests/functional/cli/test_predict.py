@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_fakes import REGION, deploy_stack, invoke, score
+
+from tests.support.aws import REGION, SECRET_ACCESS_KEY, deploy_stack
+from tests.support.cli import invoke
+from tests.support.fake_api import score
 
 BAD = {3, 17}
 
@@ -104,6 +107,21 @@ def test_gives_up_after_attempts_with_one_line(tmp_path, runner, fake_api):
     assert api.predict_calls == 3
 
 
+def test_connection_errors_are_retried_then_reported(tmp_path, runner):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "rows.csv").write_text("x\n1\n")
+    result = predict(
+        runner, url=f"http://127.0.0.1:{port}/", input=tmp_path / "rows.csv", attempts=3
+    )
+    assert result.exit_code == 1
+    assert result.stderr.count("retrying") == 2
+    assert "gave up after 3 attempts: cannot reach" in result.stderr.splitlines()[-1]
+
+
 def test_interrupted_run_resumes_without_rescoring(tmp_path, runner, fake_api):
     api, url = fake_api
     rows = write_rows(tmp_path / "rows.csv", 45)
@@ -195,7 +213,7 @@ def test_jsonl_in_and_out_with_unreadable_line(tmp_path, runner, fake_api):
 
 def test_env_signs_with_sigv4_verified_by_the_server(tmp_path, runner, fake_api, moto):
     api, url = fake_api
-    api.secret = "fake-secret-key"
+    api.secret = SECRET_ACCESS_KEY
     deploy_stack(
         "OnnxKit-dev-Serving",
         {"ApiUrl": url, "AuthMode": "iam", "FunctionName": "f", "LiveAliasArn": "arn"},
@@ -353,7 +371,7 @@ def test_sigv4_with_temporary_credentials_signs_the_session_token(
     tmp_path, runner, fake_api, monkeypatch
 ):
     api, url = fake_api
-    api.secret = "fake-secret-key"
+    api.secret = SECRET_ACCESS_KEY
     monkeypatch.setenv("AWS_SESSION_TOKEN", "token-from-sso")
     seen: list[tuple[str, bool]] = []
     real_check = api.check_auth

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_artifacts import artifact, manifest_dict, tarball
 
 from functions.pipeline.evaluate import (
     digest_problems,
@@ -24,6 +23,8 @@ from onnxkit.contract.gate import QualityGate
 from onnxkit.contract.manifest import Manifest
 from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore
 from onnxkit.rollback import rollback
+from tests.support.artifacts import artifact, manifest_dict, tarball
+from tests.support.paths import REPO
 
 GATE = QualityGate.model_validate({})
 
@@ -410,7 +411,7 @@ def test_evaluate_and_promote_load_neither_scikit_learn_nor_onnxruntime(tmp_path
         capture_output=True,
         text=True,
         check=False,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "models/cancer/production.json").is_file()

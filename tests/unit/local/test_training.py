@@ -49,7 +49,8 @@ def test_hyperparameters_are_name_value_arguments() -> None:
 
 
 # What sagemaker_training 5.1.4 makes of each value (environment.read_hyperparameters, then
-# mapping.to_cmd_args); tests/e2e/test_sagemaker_toolkit.py checks the same table against it.
+# mapping.to_cmd_args); tests/infra/test_training_container.py checks the local arguments against
+# the toolkit itself.
 TOOLKIT_DECODING = [
     ("1.50", "1.5"),
     ("007", "007"),

@@ -1,16 +1,16 @@
-"""Shared helpers for the inference function's tests: events, a Lambda context, model swaps."""
+"""Helpers for the inference function's tests: fixture events, a Lambda context, one call of
+the handler, and the API's error shape."""
 
 from __future__ import annotations
 
 import copy
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-EVENTS = Path(__file__).parent / "events"
+from tests.support.paths import EVENTS
 
 
 @cache
@@ -19,7 +19,7 @@ def _event(name: str) -> str:
 
 
 def load_event(name: str) -> dict[str, Any]:
-    """A fresh copy of ``events/inference_<name>.json`` (a REST API proxy event)."""
+    """A fresh copy of ``tests/events/inference_<name>.json`` (a REST API proxy event)."""
     return copy.deepcopy(json.loads(_event(name)))
 
 

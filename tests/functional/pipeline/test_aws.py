@@ -15,8 +15,6 @@ from typing import Any, cast
 
 import boto3
 import pytest
-from moto import mock_aws
-from pipeline_artifacts import artifact, manifest_dict, moto_serving, tarball
 
 from functions.pipeline import handlers
 from functions.pipeline.aws import LambdaServing, S3Store, split_s3_uri
@@ -25,6 +23,8 @@ from functions.pipeline.promote import reconcile, resolve
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 from onnxkit.rollback import rollback
+from tests.support.artifacts import artifact, manifest_dict, tarball
+from tests.support.aws import mocked, moto_serving
 
 BUCKET = "onnxkit-artifacts"
 FUNCTION = "onnxkit-inference"
@@ -64,16 +64,12 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """moto with the artifact bucket, the inference function (version 1, the CDK-managed one
     reading the production pointer) and its ``live`` alias."""
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
         "ARTIFACT_BUCKET": BUCKET,
         "FUNCTION_NAME": FUNCTION,
         "ALIAS_NAME": "live",
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
+    with mocked(monkeypatch, REGION):
         s3, lam, cdk_version = moto_serving(
             REGION,
             BUCKET,
@@ -277,20 +273,13 @@ def test_a_crash_after_any_aws_call_leaves_one_live_model(
     """Unlike a fault (the call fails and the step's clean-up runs), a crash keeps the call's
     effect and runs nothing after it. After each, the next promotion and a rollback land on the
     designed state: the model ``live`` served is the live one."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "ARTIFACT_BUCKET": BUCKET,
-        "FUNCTION_NAME": FUNCTION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("ARTIFACT_BUCKET", BUCKET)
+    monkeypatch.setenv("FUNCTION_NAME", FUNCTION)
     real = boto3.client
     n = 0
     while True:
         n += 1
-        with mock_aws():
+        with mocked(monkeypatch, REGION):
             s3, lam, _ = moto_serving(
                 REGION,
                 BUCKET,

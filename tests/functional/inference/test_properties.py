@@ -13,9 +13,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from inference_support import assert_error, call, event_with
 
 from functions.inference.decode import numbers_only
+from tests.support.inference import assert_error, call, event_with
 
 pytestmark = pytest.mark.xdist_group("inference")
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline_artifacts import artifact
 
 from functions.pipeline.ports import read_pointer
 from functions.pipeline.promote import promote, reconcile, resolve
@@ -24,8 +23,8 @@ from onnxkit.contract.manifest import Manifest
 from onnxkit.local.serving import production_model_dir
 from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore, workdir_lock
 from onnxkit.rollback import rollback
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.artifacts import artifact
+from tests.support.paths import REPO
 
 CHILD = r"""
 import json, os, signal, sys
