@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from onnxkit.cli import app
 from onnxkit.cloud import scoring
 from onnxkit.datasets import bundled
-from onnxkit.server import serving
+from onnxkit.local.gateway import serving
 from training_jobs import train
 
 CHURN = bundled("customer_churn").path

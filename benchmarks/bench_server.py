@@ -1,6 +1,6 @@
 """HTTP server candidates for ``onnxkit serve``: ``python benchmarks/bench_server.py``.
 
-The same inference handler and ASGI app (onnxkit.server.InferenceApp) behind uvicorn with
+The same inference handler and ASGI app (onnxkit.local.gateway.InferenceApp) behind uvicorn with
 httptools (what ``onnxkit serve`` runs), hypercorn and granian, against gunicorn with 2 workers
 serving the scikit-learn pickle with Flask; 1-row JSON bodies, 16 connections (wrk), 127.0.0.1
 only. Each round starts every server fresh (start-up = spawn to the first 200), loads it for
@@ -39,7 +39,7 @@ from benchmarks.bench_inference import (  # noqa: E402
 
 def app_factory() -> Any:
     """The InferenceApp for the model in ONNXKIT_BENCH_MODEL (granian imports this)."""
-    from onnxkit.server import InferenceApp, Limits, load_function
+    from onnxkit.local.gateway import InferenceApp, Limits, load_function
 
     function = load_function(os.environ["ONNXKIT_BENCH_MODEL"])
     return InferenceApp(function.lambda_handler, None, Limits())

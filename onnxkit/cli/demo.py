@@ -20,9 +20,9 @@ from onnxkit.cli import present
 from onnxkit.config import load_config
 from onnxkit.datasets import bundled
 from onnxkit.errors import KitError
+from onnxkit.local.gateway import serving
 from onnxkit.local.runner import RunRequest, model_name_for, run_workflow
 from onnxkit.local.serving import production_model_dir
-from onnxkit.server import serving
 
 DEFAULT_WORKDIR = Path("onnxkit-work/demo")
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from onnxkit.cli import present
+from onnxkit.local.gateway import ServeError
 from onnxkit.local.serving import run_server
-from onnxkit.server import ServeError
 
 
 def serve(

@@ -60,7 +60,7 @@ def run_server(
 ) -> None:
     """Serve ``model`` with the inference handler until SIGINT or SIGTERM; ``on_start`` gets
     the server (its ``url`` and ``model``) once it listens. ServeError when it cannot start."""
-    from onnxkit.server import create_server, load_function  # noqa: PLC0415 - loads onnxruntime
+    from onnxkit.local.gateway import create_server, load_function  # noqa: PLC0415 - loads onnxruntime
 
     server = create_server(load_function(model, sha256), host, port, api_key or None)
     on_start(server)

@@ -191,7 +191,7 @@ def test_refusals_are_one_line_and_non_zero(
 
 
 def test_serving_context_manager(churn_model: Path) -> None:
-    from onnxkit.server import serving
+    from onnxkit.local.gateway import serving
 
     with serving(str(churn_model)) as url:
         response = httpx.post(f"{url}/predict", json={"instances": [CHURN_ROW]})
@@ -203,7 +203,7 @@ def test_serving_context_manager(churn_model: Path) -> None:
 def test_the_server_takes_the_function_it_serves_and_writes_no_environment(
     churn_model: Path, tmp_path: Path
 ) -> None:
-    from onnxkit.server import create_server, load_function
+    from onnxkit.local.gateway import create_server, load_function
 
     before = dict(os.environ)
     env = {"MAX_INSTANCES": "1", "TMPDIR": str(tmp_path)}
@@ -236,7 +236,7 @@ def _npy(array: Any) -> bytes:
 def test_npy_bodies_over_http(train_artifact: Callable[..., Path], client: httpx.Client) -> None:
     import numpy as np
 
-    from onnxkit.server import proxy_event
+    from onnxkit.local.gateway import proxy_event
 
     # A binary media type arrives base64-encoded, as from API Gateway, even when its bytes are
     # UTF-8 (a .npy file never is: its magic starts with 0x93).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from onnxkit.server import Limits, serving
+from onnxkit.local.gateway import Limits, serving
 
 pytestmark = pytest.mark.xdist_group("serve")
 

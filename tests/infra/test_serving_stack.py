@@ -101,7 +101,7 @@ def test_predict_body_is_validated_against_a_schema(dev: Synthesized) -> None:
 
 
 def test_npy_bodies_are_binary_and_not_held_to_the_json_schema(dev: Synthesized) -> None:
-    from onnxkit.server import BINARY_MEDIA_TYPES
+    from onnxkit.local.gateway import BINARY_MEDIA_TYPES
 
     api = dev.one("Serving", "AWS::ApiGateway::RestApi")["Properties"]
     assert "application/x-npy" in api["BinaryMediaTypes"]

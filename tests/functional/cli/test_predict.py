@@ -508,7 +508,7 @@ def test_tokens_score_exactly_as_missing_cells_through_onnxkit_serve(
 ):
     from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
     from onnxkit.datasets import bundled
-    from onnxkit.server import serving
+    from onnxkit.local.gateway import serving
 
     model_dir = train_artifact("customer_churn", model="logistic_regression")
     with bundled("customer_churn").path.open(newline="") as handle:

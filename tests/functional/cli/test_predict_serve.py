@@ -14,7 +14,7 @@ pytestmark = pytest.mark.xdist_group("trained-churn")
 
 def test_predict_file_through_onnxkit_serve(tmp_path, runner, train_artifact):
     from onnxkit.datasets import bundled
-    from onnxkit.server import serving
+    from onnxkit.local.gateway import serving
 
     model_dir = train_artifact("customer_churn", model="logistic_regression")
     source = bundled("customer_churn").path
