@@ -530,17 +530,23 @@ def score_file(
         if on_start is not None:
             on_start(model, resumed)
         job = Job(model_ref, in_fmt, out_fmt, tuple(header) if header else None, id_column)
-        _run(
-            job=job,
-            model=model,
-            input_path=input_path,
-            handle=handle,
-            progress=progress,
-            record_path=record_path,
-            workers=workers,
-            batch_rows=batch_rows,
-            progress_bar=progress_bar,
-        )
+        try:
+            _run(
+                job=job,
+                model=model,
+                input_path=input_path,
+                handle=handle,
+                progress=progress,
+                record_path=record_path,
+                workers=workers,
+                batch_rows=batch_rows,
+                progress_bar=progress_bar,
+            )
+        except BrokenInput as error:
+            raise BrokenInput(
+                f"{input_path} {error}; stopped there: the {progress.next_row} rows before it "
+                f"are in {output}"
+            ) from None
     progress.complete = True
     write_progress(record_path, progress)
     return Summary(
