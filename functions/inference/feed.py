@@ -241,6 +241,19 @@ class FeedBuilder:
         return feed
 
 
+def row_problems(features: Sequence[FeatureSpec], rows: Sequence[Sequence[Any]]) -> dict[int, str]:
+    """Every bad value of ``rows`` (no MAX_DETAILS cap), as ``{row index: "feature: problem;
+    ..."}``: what :class:`FeedBuilder` would name for each row, so a batch can refuse just
+    those rows and feed the rest."""
+    found: dict[int, list[str]] = {}
+    for column, spec in enumerate(features):
+        for index, row in enumerate(rows):
+            problem = _value_problem(spec, row[column])
+            if problem:
+                found.setdefault(index, []).append(f"{spec.name}: {problem}")
+    return {index: "; ".join(problems) for index, problems in sorted(found.items())}
+
+
 def build_feed(
     rows: Sequence[Sequence[Any]], features: Sequence[FeatureSpec], numbers_only: bool = False
 ) -> dict[str, np.ndarray]:

@@ -367,6 +367,52 @@ def print_rejected(console: Console, report: Any) -> None:
         console.print(f"... and {more} more (the error column of the output lists all)")
 
 
+# --- onnxkit score --------------------------------------------------------------------------
+def batch_scoring_started(console: Console, model: Any, input_path: Path, resumed: int) -> None:
+    """Which model scores which file (and where a resumed run picks up)."""
+    console.print(
+        f"scoring {input_path} with {model.model_name} {model.model_version}"
+        + (f"; resuming after row {resumed}" if resumed else ""),
+        highlight=False,
+    )
+
+
+@contextmanager
+def bytes_progress(console: Console, total: int, completed: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar over the input's bytes; yields the function that advances it."""
+    with Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("scoring", total=total, completed=completed)
+        yield lambda n: progress.advance(task, n)
+
+
+def print_batch_summary(console: Console, summary: Any) -> None:
+    """Rows in, scored, rejected, model version, seconds; then the first rejected rows."""
+    resumed = f" ({summary.resumed_rows} before resuming)" if summary.resumed_rows else ""
+    console.print(
+        f"rows in {summary.rows}{resumed} = {summary.scored} scored + {summary.rejected} "
+        f"rejected; model {summary.model_name} {summary.model_version}; "
+        f"{summary.seconds:.1f}s -> {summary.output}",
+        highlight=False,
+    )
+    if not summary.rejected:
+        return
+    table = Table("line", "why it was rejected", title="rejected rows", title_justify="left")
+    for line, reason in summary.samples[:MAX_REJECTED_SHOWN]:
+        table.add_row(str(line), reason)
+    console.print(table)
+    more = summary.rejected - min(len(summary.samples), MAX_REJECTED_SHOWN)
+    if more > 0:
+        console.print(f"... and {more} more (the error field of the output lists all)")
+
+
 # --- onnxkit models ------------------------------------------------------------------------
 # Shown first when present; any other metric is listed after them.
 _PREFERRED = ("accuracy", "f1_macro", "roc_auc", "log_loss", "r2", "rmse", "mae")

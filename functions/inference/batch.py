@@ -1,0 +1,231 @@
+"""Batch scoring: a chunk of raw records in, per row a prediction or the reason it was refused.
+
+The same rules as ``POST /predict``, without HTTP: records are read with the served manifest's
+missing tokens and the contract's number grammar (:mod:`onnxkit.contract.values`), fed through
+the model's :class:`~.feed.FeedBuilder`, and scored by the model that :func:`open_model` loads
+with the runtime's digest checks (:mod:`.predictor`, :mod:`.source`). Where the API refuses a
+whole body for one bad value, a batch refuses just that row (:func:`.feed.row_problems` names
+it, with the API's wording) and scores the others.
+
+Two kinds of record, as a CSV file or a Step Functions ``ItemReader`` hands them over:
+
+- :func:`score_cells`: CSV cells (text) by header; columns the model does not take are ignored;
+- :func:`score_instances`: JSON objects keyed by feature name (other keys are ignored: ids,
+  targets) or arrays in signature order, as ``instances`` of a ``POST /predict`` body.
+
+No files, processes or output formats here: the shell (``onnxkit score``) and, later, the cloud
+batch function own those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from onnxkit.contract.values import FLOAT32_MAX, ValueProblem
+
+from .errors import ApiError
+from .feed import FeatureSpec, describe, read_missing, row_problems
+from .predictor import Model, load_model
+from .runtime import DEFAULT_CACHE
+from .source import ModelLocator
+
+# A column made of these characters only holds plain numbers and empty fields (decode.py's rule).
+_PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record that is not one at all (a JSON line that does not parse), and why."""
+
+    reason: str
+
+
+@dataclass
+class RowResult:
+    """One row's answer: ``prediction`` (+ ``probabilities`` for classification), or ``reason``."""
+
+    prediction: Any = None
+    probabilities: np.ndarray | None = None  # float32, in model.classes order
+    reason: str | None = None
+
+
+class MissingColumns(ValueError):
+    """The header lacks feature columns the model needs."""
+
+
+def open_model(
+    uri: str,
+    sha256: str | None = None,
+    manifest_sha256: str | None = None,
+    *,
+    cache_dir: Path = DEFAULT_CACHE,
+    threads: int | None = None,
+) -> Model:
+    """The model at ``uri`` (a path, a pointer, an archive or s3), loaded as the function loads
+    it: pinned digests checked, manifest validated. ModelSourceError when it cannot be served."""
+    located = ModelLocator(cache_dir).locate(uri, sha256, manifest_sha256)
+    return load_model(located, threads=threads)
+
+
+def parse_json_line(line: bytes | str) -> Any:
+    """One JSON Lines record, or :class:`Unreadable` (orjson refuses NaN, Infinity and numbers
+    beyond double range, as the API does)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        return Unreadable(f"not valid JSON ({str(error).split(':', 1)[0]})")
+
+
+def feature_positions(features: Sequence[FeatureSpec], header: Sequence[str]) -> list[int]:
+    """Where each feature's cells are in a header's records; MissingColumns names the absent."""
+    position = {name: index for index, name in reversed(list(enumerate(header)))}
+    missing = [spec.name for spec in features if spec.name not in position]
+    if missing:
+        raise MissingColumns(
+            f"input is missing feature column(s) the model needs: {', '.join(missing)}"
+        )
+    return [position[spec.name] for spec in features]
+
+
+def score_cells(
+    model: Model, header: Sequence[str], records: Sequence[Sequence[str]]
+) -> list[RowResult]:
+    """Score CSV records (lists of cells under ``header``), one result per record in order."""
+    features = model.features
+    positions = feature_positions(features, header)
+    width = len(header)
+    problems: dict[int, list[str]] = {}
+    good = []
+    for index, record in enumerate(records):
+        if len(record) != width:
+            problems[index] = [f"expected {width} fields (the header's), got {len(record)}"]
+        else:
+            good.append(index)
+    rows: list[Sequence[Any]] = []
+    if good:
+        whole = [records[i] for i in good] if len(good) != len(records) else records
+        cells = [[record[p] for record in whole] for p in positions]
+        column_problems: dict[int, list[str]] = {}
+        values = [
+            _numbers(spec, column, column_problems)
+            if spec.numeric
+            else read_missing(spec, column)[0]
+            for spec, column in zip(features, cells, strict=True)
+        ]
+        for position, reasons in column_problems.items():
+            problems[good[position]] = reasons
+        all_rows = list(zip(*values, strict=True))
+        kept = [(i, row) for i, row in zip(good, all_rows, strict=True) if i not in problems]
+        good = [i for i, _ in kept]
+        rows = [row for _, row in kept]
+    return _score(model, len(records), good, rows, problems)
+
+
+def score_instances(model: Model, instances: Sequence[Any]) -> list[RowResult]:
+    """Score JSON instances (objects keyed by feature name, or arrays in signature order; an
+    :class:`Unreadable` is refused with its reason), one result per instance in order."""
+    features = model.features
+    names = [spec.name for spec in features]
+    n_features = len(names)
+    problems: dict[int, list[str]] = {}
+    good: list[int] = []
+    rows: list[Sequence[Any]] = []
+    for index, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            absent = [name for name in names if name not in instance]
+            if absent:
+                problems[index] = [
+                    f"{name}: missing feature (send null if unknown)" for name in absent
+                ]
+                continue
+            rows.append(tuple(instance[name] for name in names))
+        elif isinstance(instance, list):
+            if len(instance) != n_features:
+                problems[index] = [f"expected {n_features} values, got {len(instance)}"]
+                continue
+            rows.append(instance)
+        elif isinstance(instance, Unreadable):
+            problems[index] = [instance.reason]
+            continue
+        else:
+            problems[index] = [
+                f"an instance is a list of {n_features} values or an object keyed by feature "
+                f"name, not {describe(instance)}"
+            ]
+            continue
+        good.append(index)
+    return _score(model, len(instances), good, rows, problems)
+
+
+def _numbers(
+    spec: FeatureSpec, fields: Sequence[str], problems: dict[int, list[str]]
+) -> list[float | None]:
+    """A numeric column read with the feature's rule (as the API reads a CSV body's)."""
+    rule = spec.rule
+    text = "".join(fields)
+    if text.isascii() and not text.encode().translate(None, _PLAIN_NUMBER_BYTES):
+        tokens = rule.missing_tokens
+        numbers: list[float | None]
+        try:
+            if any(not token.encode().translate(None, _PLAIN_NUMBER_BYTES) for token in tokens):
+                numbers = [None if not f or f in tokens else float(f) for f in fields]
+            else:
+                numbers = [float(f) if f else None for f in fields]
+        except ValueError:  # "1e", "--1": the careful loop names them
+            pass
+        else:
+            if max(map(abs, filter(None, numbers)), default=0.0) <= FLOAT32_MAX:
+                return numbers
+    parsed: list[float | None] = []
+    for index, field in enumerate(fields):
+        try:
+            parsed.append(rule.number(field))
+        except ValueProblem as problem:
+            problems.setdefault(index, []).append(f"{spec.name}: {problem}")
+            parsed.append(None)
+    return parsed
+
+
+def _score(
+    model: Model,
+    size: int,
+    good: list[int],
+    rows: list[Sequence[Any]],
+    problems: dict[int, list[str]],
+) -> list[RowResult]:
+    """Feed the rows the readers accepted; rows the FeedBuilder refuses join ``problems``."""
+    results = [RowResult() for _ in range(size)]
+    for index, reasons in problems.items():
+        results[index].reason = "; ".join(reasons)
+    if not rows:
+        return results
+    try:
+        feed = model.feed(rows)
+    except ApiError:
+        refused = row_problems(model.features, rows)
+        if not refused:  # the builder refused something no row can be blamed for
+            raise
+        for position, reason in refused.items():
+            results[good[position]].reason = reason
+        kept = [p for p in range(len(rows)) if p not in refused]
+        if not kept:
+            return results
+        good = [good[p] for p in kept]
+        feed = model.feed([rows[p] for p in kept])
+    answer = model.predict_feed(feed)
+    predictions = answer["predictions"]
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind != "f":
+        predictions = predictions.tolist()  # labels; float32 values stay numpy, as the API's
+    probabilities = answer.get("probabilities")
+    for position, index in enumerate(good):
+        result = results[index]
+        result.prediction = predictions[position]
+        if probabilities is not None:
+            result.probabilities = probabilities[position]
+    return results

@@ -1,0 +1,696 @@
+"""``onnxkit score`` on this machine: a CSV/JSONL file scored in chunks, in parallel, resumably.
+
+The scoring itself is the inference runtime's (:mod:`functions.inference.batch`: the API's
+decoding rules, the function's model loading and digest checks). This module streams the
+input, hands chunks to worker processes (each loads the model once), writes their outputs in
+input order and records each committed chunk.
+
+Input: CSV with a header row, or JSON Lines (objects or arrays). It is read in binary, record by
+record (a CSV record ends at a line break outside quotes), so memory stays flat whatever the
+file's size and every chunk knows its byte offset. Blank lines are not rows.
+
+Output (JSON Lines, or CSV when the name ends in ``.csv``): one record per input row, in input
+order: ``row`` (0-based data row, as ``onnxkit predict`` numbers them), ``line`` (1-based line
+of the input where the row starts), the ``--id-column``'s value under its own name,
+``prediction``, the probabilities (JSONL: ``probabilities`` by class; CSV: ``proba_<class>``),
+``model_version`` and ``error`` (null / empty when scored, else why the row was refused).
+
+Resume: after each chunk's output is written and fsynced, ``<output>.progress.json`` is
+replaced (written, fsynced, renamed) with the input offset reached, the output's committed
+length and the counts. Running the same command again checks that the record belongs to this
+input (size, mtime, a hash of its first MiB), this model (digest) and these options, truncates
+the output to the committed length and continues from the offset: nothing lost, nothing
+written twice. A finished run marks the record ``complete``; scoring into a complete output
+is refused (``--overwrite`` starts afresh), as is writing over a file that has no record.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from onnxkit.errors import KitError
+
+PROGRESS_SUFFIX = ".progress.json"
+PROGRESS_VERSION = 1
+HEAD_BYTES = 1 << 20  # the input's first MiB is hashed to recognise it on resume
+DEFAULT_BATCH_ROWS = 5000
+MAX_SAMPLES = 10  # rejected rows kept for the summary (the output lists all)
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class BrokenInput(KitError):
+    """The input's structure breaks (a quote that never closes): nothing after it is a row."""
+
+
+def input_format(path: Path) -> str:
+    """``csv`` or ``jsonl``, from the input's name."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    raise KitError(f"{path}: unsupported input format {suffix or '(none)'}; use .csv or .jsonl")
+
+
+def output_format(path: Path) -> str:
+    """``csv`` when the output's name ends in .csv, else ``jsonl``."""
+    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+
+
+def progress_path(output: Path) -> Path:
+    """The record of committed chunks beside ``output``."""
+    return output.with_name(output.name + PROGRESS_SUFFIX)
+
+
+def output_columns(classes: list[Any] | None, id_column: str | None) -> list[str]:
+    """The CSV output's columns."""
+    probas = [f"proba_{c}" for c in classes] if classes else []
+    ids = [id_column] if id_column else []
+    return ["row", "line", *ids, "prediction", *probas, "model_version", "error"]
+
+
+# --- model -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRef:
+    """What a worker needs to load the model exactly as the main process did."""
+
+    uri: str
+    sha256: str | None = None
+    manifest_sha256: str | None = None
+
+
+def workdir_model(workdir: Path, name: str | None) -> ModelRef:
+    """The work directory's live model (its production pointer, as ``run --serve`` serves it)."""
+    from onnxkit.local.serving import production_pointer  # noqa: PLC0415  # pipeline code
+
+    if name is None:
+        pointers = sorted((workdir / "models").glob("*/production.json"))
+        if not pointers:
+            raise KitError(f"no promoted model in {workdir} (run `onnxkit run` first)")
+        if len(pointers) > 1:
+            names = ", ".join(p.parent.name for p in pointers)
+            raise KitError(f"{workdir} has several promoted models ({names}): pass --name")
+        name = pointers[0].parent.name
+    _, path = production_pointer(workdir, name)
+    return ModelRef(str(path))
+
+
+def load(ref: ModelRef, threads: int | None = None) -> Any:
+    """The model (functions.inference.predictor.Model); KitError when it cannot be served."""
+    from functions.inference.batch import open_model  # noqa: PLC0415  # loads onnxruntime
+    from functions.inference.source import ModelSourceError  # noqa: PLC0415
+
+    try:
+        return open_model(
+            ref.uri,
+            ref.sha256,
+            ref.manifest_sha256,
+            cache_dir=Path.home() / ".cache" / "onnxkit" / "models",
+            threads=threads,
+        )
+    except ModelSourceError as error:
+        raise KitError(f"cannot load the model: {error}") from None
+    except OSError as error:
+        raise KitError(f"cannot load the model {ref.uri}: {error}") from None
+
+
+# --- reading ---------------------------------------------------------------------------------
+@dataclass
+class Chunk:
+    """Consecutive records of the input: their bytes, first lines and data row numbers."""
+
+    index: int
+    first_row: int
+    records: list[bytes]
+    lines: list[int]
+    end_offset: int  # input byte offset after the chunk
+    next_line: int  # the line number the next record would start on
+
+
+def _records(handle: IO[bytes], fmt: str, line: int) -> Iterator[tuple[bytes, int, int]]:
+    """(record bytes, its first line, offset after it) from the handle's position on."""
+    offset = handle.tell()
+    pending: list[bytes] = []
+    quotes = 0
+    start = line
+    for raw in iter(handle.readline, b""):
+        offset += len(raw)
+        if not pending:
+            start = line
+            if not raw.strip(b"\r\n"):
+                line += 1
+                continue  # a blank line is not a row
+        line += 1
+        if fmt == "jsonl":
+            yield raw, start, offset
+            continue
+        pending.append(raw)
+        quotes += raw.count(b'"')
+        if quotes % 2 == 0:
+            yield b"".join(pending), start, offset
+            pending, quotes = [], 0
+    if pending:
+        raise BrokenInput(
+            f"line {start}: a quoted field opened here never closes (unexpected end of data)"
+        )
+
+
+def read_header(path: Path) -> tuple[list[str], int, int]:
+    """A CSV input's header (BOM dropped), the byte offset after it and the next line."""
+    with open_input(path) as handle:
+        try:
+            record, start, offset = next(_records(handle, "csv", 1))
+        except StopIteration:
+            raise KitError(f"{path} is empty: a CSV input needs a header row") from None
+    text = _decode(record.removeprefix(UTF8_BOM), path)
+    header = _parse_csv(text)
+    if header is None:
+        raise KitError(f"{path}: the header row is not valid CSV")
+    return header, offset, _line_after(record, start)
+
+
+def _line_after(record: bytes, start: int) -> int:
+    """The line after a record that starts on line ``start``."""
+    return start + record.count(b"\n") + (0 if record.endswith(b"\n") else 1)
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """The input opened for reading bytes; KitError when it cannot be."""
+    try:
+        return path.open("rb")
+    except OSError as error:
+        raise KitError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def chunks(
+    handle: IO[bytes], fmt: str, *, batch_rows: int, first_row: int, line: int, index: int = 0
+) -> Iterator[Chunk]:
+    """The input from the handle's position, ``batch_rows`` records at a time."""
+    records: list[bytes] = []
+    lines: list[int] = []
+    row = first_row
+    offset = handle.tell()
+    next_line = line
+    try:
+        for raw, start, offset in _records(handle, fmt, line):
+            record = raw.removeprefix(UTF8_BOM) if fmt == "jsonl" and row == 0 else raw
+            records.append(record)
+            lines.append(start)
+            next_line = _line_after(record, start)
+            if len(records) == batch_rows:
+                yield Chunk(index, row, records, lines, offset, next_line)
+                index, row = index + 1, row + len(records)
+                records, lines = [], []
+    except BrokenInput:
+        if records:  # the rows before the break are still scored and written
+            yield Chunk(index, row, records, lines, offset, next_line)
+        raise
+    if records:
+        yield Chunk(index, row, records, lines, offset, next_line)
+
+
+def _decode(record: bytes, path: Path | None = None) -> str:
+    try:
+        return record.decode("utf-8")
+    except UnicodeDecodeError as error:
+        where = f"{path}: " if path else ""
+        raise KitError(f"{where}not UTF-8 text ({error.reason})") from None
+
+
+def _parse_csv(text: str) -> list[str] | None:
+    """One CSV record's fields, or None when it is malformed."""
+    try:
+        parsed = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error:
+        return None
+    return parsed[0] if len(parsed) == 1 else None
+
+
+# --- one chunk, in a worker ------------------------------------------------------------------
+@dataclass
+class ChunkResult:
+    """A chunk's output bytes and counts."""
+
+    index: int
+    data: bytes
+    scored: int
+    rejected: int
+    samples: list[tuple[int, str]]  # (line, reason) of the first rejected rows
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every chunk of a run shares."""
+
+    model: ModelRef
+    input_format: str
+    output_format: str
+    header: tuple[str, ...] | None
+    id_column: str | None
+
+
+_worker: dict[str, Any] = {}
+
+
+def init_worker(job: Job) -> None:
+    """A worker process's start: load the model once (one ONNX Runtime thread: one core)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    _worker["job"] = job
+    _worker["model"] = load(job.model, threads=1)
+
+
+def work(chunk: Chunk) -> ChunkResult:
+    """Score one chunk in this worker."""
+    return score_chunk(_worker["model"], _worker["job"], chunk)
+
+
+def score_chunk(model: Any, job: Job, chunk: Chunk) -> ChunkResult:
+    """Parse, score and format one chunk."""
+    from functions.inference import batch  # noqa: PLC0415  # loads onnxruntime
+
+    ids: list[Any]
+    parse_reasons: dict[int, str] = {}
+    if job.input_format == "csv":
+        assert job.header is not None
+        records = _csv_records(chunk.records, parse_reasons)
+        results = batch.score_cells(model, job.header, records)
+        id_at = job.header.index(job.id_column) if job.id_column else None
+        ids = [
+            record[id_at] if id_at is not None and id_at < len(record) else None
+            for record in records
+        ]
+    else:
+        instances = [batch.parse_json_line(record) for record in chunk.records]
+        results = batch.score_instances(model, instances)
+        key = job.id_column
+        ids = [
+            instance.get(key) if key and isinstance(instance, dict) else None
+            for instance in instances
+        ]
+    for position, reason in parse_reasons.items():
+        results[position].reason = reason
+    return _format(model, job, chunk, results, ids)
+
+
+def _csv_records(raw: list[bytes], reasons: dict[int, str]) -> list[list[str]]:
+    """The chunk's CSV records; malformed ones become empty records with a reason."""
+    try:
+        text = b"".join(raw).decode("utf-8")
+        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        if len(records) == len(raw) and all(records):
+            return records
+    except (UnicodeDecodeError, csv.Error):
+        pass
+    records = []
+    for position, record in enumerate(raw):
+        try:
+            fields = _parse_csv(record.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            reasons[position] = f"not UTF-8 text ({error.reason})"
+            fields = []
+        else:
+            if fields is None:
+                reasons[position] = "malformed CSV record"
+                fields = []
+        records.append(fields)
+    return records
+
+
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _format(model: Any, job: Job, chunk: Chunk, results: list[Any], ids: list[Any]) -> ChunkResult:
+    classes = model.classes if model.task == "classification" else None
+    version = model.model_version
+    out = io.StringIO()
+    scored = rejected = 0
+    samples: list[tuple[int, str]] = []
+    writer = csv.writer(out, lineterminator="\n") if job.output_format == "csv" else None
+    for position, result in enumerate(results):
+        line = chunk.lines[position]
+        if result.reason is None:
+            scored += 1
+        else:
+            rejected += 1
+            if len(samples) < MAX_SAMPLES:
+                samples.append((line, result.reason))
+        record: dict[str, Any] = {"row": chunk.first_row + position, "line": line}
+        if job.id_column:
+            record[job.id_column] = ids[position]
+        record["prediction"] = result.prediction
+        if writer is None:
+            if classes:
+                record["probabilities"] = (
+                    None
+                    if result.probabilities is None
+                    else dict(zip(map(str, classes), result.probabilities, strict=True))
+                )
+            record["model_version"] = version
+            record["error"] = result.reason
+            out.write(orjson.dumps(record, option=_DUMP).decode())
+            out.write("\n")
+        else:
+            probas = (
+                [""] * len(classes or [])
+                if result.probabilities is None
+                else [str(p) for p in result.probabilities]
+            )
+            cells = ["" if value is None else value for value in record.values()]
+            writer.writerow([*(str(c) for c in cells), *probas, version, result.reason or ""])
+    return ChunkResult(chunk.index, out.getvalue().encode(), scored, rejected, samples)
+
+
+# --- progress record -------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """The committed state of one output: where in the input, how much output, the counts."""
+
+    input: dict[str, Any]
+    model: dict[str, Any]
+    options: dict[str, Any]
+    input_offset: int
+    output_bytes: int
+    next_row: int = 0
+    next_line: int = 1
+    chunks: int = 0
+    scored: int = 0
+    rejected: int = 0
+    samples: list[list[Any]] = field(default_factory=list)
+    complete: bool = False
+    version: int = PROGRESS_VERSION
+
+
+def input_identity(path: Path) -> dict[str, Any]:
+    """What recognises the input again: size, mtime and a hash of its first MiB."""
+    stat = path.stat()
+    with open_input(path) as handle:
+        head = hashlib.sha256(handle.read(HEAD_BYTES)).hexdigest()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "head_sha256": head}
+
+
+def read_progress(path: Path) -> Progress | None:
+    """The progress record, or None when there is none; KitError when it is unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise KitError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        data = orjson.loads(raw)
+        if data.get("version") != PROGRESS_VERSION:
+            raise ValueError("unknown version")
+        return Progress(**data)
+    except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+        raise KitError(
+            f"{path} is not an onnxkit score progress record; remove it or pass --overwrite"
+        ) from None
+
+
+def write_progress(path: Path, progress: Progress) -> None:
+    """Replace the record atomically and durably (write, fsync, rename, fsync the folder)."""
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("wb") as handle:
+        handle.write(orjson.dumps(asdict(progress)))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# --- a run -----------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    """What a run did (counts include the rows committed before a resume)."""
+
+    rows: int
+    scored: int
+    rejected: int
+    model_name: str
+    model_version: str
+    seconds: float
+    resumed_rows: int
+    output: Path
+    samples: list[list[Any]]
+
+
+def score_file(
+    *,
+    model_ref: ModelRef,
+    input_path: Path,
+    output: Path,
+    id_column: str | None = None,
+    workers: int = 1,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    overwrite: bool = False,
+    progress_bar: Callable[[int, int], Any] | None = None,
+    on_start: Callable[[Any, int], None] | None = None,
+) -> Summary:
+    """Score ``input_path`` into ``output`` (see the module's docstring); KitError on bad input.
+
+    ``progress_bar(total_bytes, done_bytes)`` is a context manager yielding ``advance(bytes)``;
+    ``on_start(model, resumed_rows)`` is told what is about to run."""
+    started = time.perf_counter()
+    if workers < 1:
+        raise KitError("--workers must be at least 1")
+    if batch_rows < 1:
+        raise KitError("--batch-rows must be at least 1")
+    if not input_path.is_file():
+        raise KitError(f"input file {input_path} not found")
+    in_fmt, out_fmt = input_format(input_path), output_format(output)
+    if output.resolve() == input_path.resolve():
+        raise KitError("--output must not be the input file")
+    model = load(model_ref)
+    header: list[str] | None = None
+    start_offset, start_line = 0, 1
+    if in_fmt == "csv":
+        header, start_offset, start_line = read_header(input_path)
+        from functions.inference.batch import MissingColumns, feature_positions  # noqa: PLC0415
+
+        try:
+            feature_positions(model.features, header)
+        except MissingColumns as error:
+            raise KitError(f"{input_path}: {error}") from None
+        if id_column is not None and id_column not in header:
+            raise KitError(f"{input_path} has no id column {id_column!r}")
+    classes = model.classes if model.task == "classification" else None
+    identity = input_identity(input_path)
+    model_facts = {"name": model.model_name, "version": model.model_version, "sha256": model.sha256}
+    options = {"id_column": id_column, "output_format": out_fmt, "input_format": in_fmt}
+    record_path = progress_path(output)
+    progress = None if overwrite else read_progress(record_path)
+    if progress is not None:
+        _check_resumable(progress, record_path, identity, model_facts, options, output)
+    elif output.exists() and not overwrite and output.stat().st_size > 0:
+        raise KitError(
+            f"{output} exists and has no progress record ({record_path.name}): pass --overwrite "
+            "or another --output"
+        )
+    resumed = progress.next_row if progress is not None else 0
+    try:
+        handle = output.open("r+b" if progress is not None else "wb")
+    except OSError as error:
+        raise KitError(f"cannot write {output}: {error.strerror}") from None
+    with handle:
+        if progress is None:
+            if out_fmt == "csv":
+                head = ",".join(_csv_cell(c) for c in output_columns(classes, id_column))
+                handle.write((head + "\n").encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+            progress = Progress(
+                input=identity,
+                model=model_facts,
+                options=options,
+                input_offset=start_offset,
+                output_bytes=handle.tell(),
+                next_line=start_line,
+            )
+            write_progress(record_path, progress)
+        else:
+            handle.truncate(progress.output_bytes)
+        handle.seek(progress.output_bytes)
+        if on_start is not None:
+            on_start(model, resumed)
+        job = Job(model_ref, in_fmt, out_fmt, tuple(header) if header else None, id_column)
+        try:
+            _run(
+                job=job,
+                model=model,
+                input_path=input_path,
+                handle=handle,
+                progress=progress,
+                record_path=record_path,
+                workers=workers,
+                batch_rows=batch_rows,
+                progress_bar=progress_bar,
+            )
+        except BrokenInput as error:
+            raise BrokenInput(
+                f"{input_path} {error}; stopped there: the {progress.next_row} rows before it "
+                f"are in {output}"
+            ) from None
+    progress.complete = True
+    write_progress(record_path, progress)
+    return Summary(
+        rows=progress.next_row,
+        scored=progress.scored,
+        rejected=progress.rejected,
+        model_name=model.model_name,
+        model_version=model.model_version,
+        seconds=time.perf_counter() - started,
+        resumed_rows=resumed,
+        output=output,
+        samples=progress.samples,
+    )
+
+
+def _csv_cell(text: str) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([text])
+    return out.getvalue()
+
+
+def _check_resumable(
+    progress: Progress,
+    record_path: Path,
+    identity: dict[str, Any],
+    model_facts: dict[str, Any],
+    options: dict[str, Any],
+    output: Path,
+) -> None:
+    if progress.complete:
+        raise KitError(
+            f"{output} is already complete ({progress.next_row} rows, model "
+            f"{progress.model.get('version')}); pass --overwrite or another --output"
+        )
+    if progress.input != identity:
+        raise KitError(
+            f"{record_path.name} records a run over another input (or the input changed since): "
+            "pass --overwrite or another --output"
+        )
+    if progress.model.get("sha256") != model_facts["sha256"]:
+        raise KitError(
+            f"{output} was started with model {progress.model.get('version')} "
+            f"(sha256 {progress.model.get('sha256')}), not {model_facts['version']}: pass "
+            "--overwrite or another --output"
+        )
+    if progress.options != options:
+        raise KitError(
+            f"{output} was started with other options ({progress.options}): pass --overwrite "
+            "or another --output"
+        )
+    try:
+        size = output.stat().st_size
+    except FileNotFoundError:
+        size = -1
+    if size < progress.output_bytes:
+        raise KitError(
+            f"{output} is shorter than its progress record says ({size} < "
+            f"{progress.output_bytes} bytes): pass --overwrite"
+        )
+
+
+def _run(
+    *,
+    job: Job,
+    model: Any,
+    input_path: Path,
+    handle: IO[bytes],
+    progress: Progress,
+    record_path: Path,
+    workers: int,
+    batch_rows: int,
+    progress_bar: Callable[[int, int], Any] | None,
+) -> None:
+    total = progress.input["size"]
+    with open_input(input_path) as source:
+        source.seek(progress.input_offset)
+        pieces = chunks(
+            source,
+            job.input_format,
+            batch_rows=batch_rows,
+            first_row=progress.next_row,
+            line=progress.next_line,
+            index=progress.chunks,
+        )
+        bar = progress_bar(total, progress.input_offset) if progress_bar else None
+        advance = bar.__enter__() if bar is not None else (lambda n: None)
+        try:
+            for chunk, result in _results(job, model, pieces, workers):
+                handle.write(result.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+                done = progress.input_offset
+                progress.input_offset = chunk.end_offset
+                progress.output_bytes = handle.tell()
+                progress.next_row = chunk.first_row + len(chunk.records)
+                progress.next_line = chunk.next_line
+                progress.chunks = chunk.index + 1
+                progress.scored += result.scored
+                progress.rejected += result.rejected
+                room = MAX_SAMPLES - len(progress.samples)
+                progress.samples.extend([list(s) for s in result.samples[: max(room, 0)]])
+                write_progress(record_path, progress)
+                advance(chunk.end_offset - done)
+        finally:
+            if bar is not None:
+                bar.__exit__(None, None, None)
+
+
+def _results(
+    job: Job, model: Any, pieces: Iterator[Chunk], workers: int
+) -> Iterator[tuple[Chunk, ChunkResult]]:
+    """Each chunk with its result, in input order; ``workers`` processes score ahead."""
+    if workers == 1:
+        for chunk in pieces:
+            yield chunk, score_chunk(model, job, chunk)
+        return
+    context = multiprocessing.get_context("spawn")  # no forked onnxruntime threads
+    pool = futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=init_worker, initargs=(job,)
+    )
+    pending: deque[tuple[Chunk, futures.Future[ChunkResult]]] = deque()
+    try:
+        broken: BrokenInput | None = None
+        while True:
+            while broken is None and len(pending) < 2 * workers:
+                try:
+                    chunk = next(pieces)
+                except StopIteration:
+                    break
+                except BrokenInput as error:
+                    broken = error  # the chunks before it are still written
+                    break
+                pending.append((chunk, pool.submit(work, chunk)))
+            if not pending:
+                break
+            chunk, future = pending.popleft()
+            try:
+                result = future.result()
+            except futures.process.BrokenProcessPool:
+                raise KitError(
+                    "a scoring worker process died; run the same command again to resume"
+                ) from None
+            yield chunk, result
+        if broken is not None:
+            raise broken
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
