@@ -21,22 +21,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from onnxkit.contract.values import FLOAT32_MAX, ValueProblem
-
+from .decode import csv_numbers
 from .errors import ApiError
 from .feed import FeatureSpec, describe, read_missing, row_problems
 from .predictor import Model, load_model
 from .runtime import DEFAULT_CACHE
 from .source import ModelLocator
-
-# A column made of these characters only holds plain numbers and empty fields (decode.py's rule).
-_PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,7 @@ def score_cells(
         cells = [[record[p] for record in whole] for p in positions]
         column_problems: dict[int, list[str]] = {}
         values = [
-            _numbers(spec, column, column_problems)
+            csv_numbers(spec, column, partial(_report, column_problems, spec.name))
             if spec.numeric
             else read_missing(spec, column)[0]
             for spec, column in zip(features, cells, strict=True)
@@ -163,33 +160,8 @@ def score_instances(model: Model, instances: Sequence[Any]) -> list[RowResult]:
     return _score(model, len(instances), good, rows, problems)
 
 
-def _numbers(
-    spec: FeatureSpec, fields: Sequence[str], problems: dict[int, list[str]]
-) -> list[float | None]:
-    """A numeric column read with the feature's rule (as the API reads a CSV body's)."""
-    rule = spec.rule
-    text = "".join(fields)
-    if text.isascii() and not text.encode().translate(None, _PLAIN_NUMBER_BYTES):
-        tokens = rule.missing_tokens
-        numbers: list[float | None]
-        try:
-            if any(not token.encode().translate(None, _PLAIN_NUMBER_BYTES) for token in tokens):
-                numbers = [None if not f or f in tokens else float(f) for f in fields]
-            else:
-                numbers = [float(f) if f else None for f in fields]
-        except ValueError:  # "1e", "--1": the careful loop names them
-            pass
-        else:
-            if max(map(abs, filter(None, numbers)), default=0.0) <= FLOAT32_MAX:
-                return numbers
-    parsed: list[float | None] = []
-    for index, field in enumerate(fields):
-        try:
-            parsed.append(rule.number(field))
-        except ValueProblem as problem:
-            problems.setdefault(index, []).append(f"{spec.name}: {problem}")
-            parsed.append(None)
-    return parsed
+def _report(problems: dict[int, list[str]], feature: str, index: int, problem: str) -> None:
+    problems.setdefault(index, []).append(f"{feature}: {problem}")
 
 
 def _score(

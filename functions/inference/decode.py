@@ -26,8 +26,8 @@ import binascii
 import csv
 import io
 import threading
-from collections.abc import Mapping, Sequence
-from functools import cache
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache, partial
 from operator import itemgetter
 from typing import Any, cast
 
@@ -420,7 +420,7 @@ def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any,
         return []
     columns = list(zip(*records, strict=True))
     values = [
-        _csv_numbers(spec, column, indices, details)
+        csv_numbers(spec, column, partial(_report, details, indices, spec.name))
         if spec.numeric
         else read_missing(spec, column)[0]
         for spec, column in zip(features, columns, strict=True)
@@ -436,13 +436,18 @@ def rows_from_csv(text: str, features: Sequence[FeatureSpec]) -> list[tuple[Any,
 _PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
 
 
-def _csv_numbers(
-    spec: FeatureSpec,
-    fields: Sequence[str],
-    indices: Sequence[int],
-    details: list[dict[str, Any]],
+def _report(
+    details: list[dict[str, Any]], indices: Sequence[int], feature: str, position: int, problem: str
+) -> None:
+    if len(details) < MAX_DETAILS:
+        details.append(detail(indices[position], feature, problem))
+
+
+def csv_numbers(
+    spec: FeatureSpec, fields: Sequence[str], report: Callable[[int, str], None]
 ) -> list[float | None]:
-    """A numeric CSV column read with the feature's rule; problems go to ``details``."""
+    """A numeric CSV column read with the feature's rule; ``report(position, problem)`` is
+    called for each cell the rule refuses (read as None). The API and the batch scorer share it."""
     rule = spec.rule
     text = "".join(fields)
     if text.isascii() and not text.encode().translate(None, _PLAIN_NUMBER_BYTES):
@@ -465,8 +470,7 @@ def _csv_numbers(
         try:
             parsed.append(rule.number(field))
         except ValueProblem as problem:
-            if len(details) < MAX_DETAILS:
-                details.append(detail(indices[position], spec.name, str(problem)))
+            report(position, str(problem))
             parsed.append(None)
     return parsed
 
