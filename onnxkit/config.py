@@ -106,6 +106,25 @@ class ApiSettings(_Section):
     quota_per_day: int | None = Field(None, ge=1, description="api_key mode only.")
 
 
+class ScoringSettings(_Section):
+    """Batch scoring: the scoring function and the Distributed Map over the input's parts.
+
+    The scoring function is the inference code under its own name, so its reserved concurrency
+    (= ``max_concurrency``) caps what batch runs take from the account's Lambda concurrency and
+    the inference function's own capacity is never spent on them.
+    """
+
+    memory_mb: int = Field(2048, ge=512, le=10240)
+    timeout_seconds: int = Field(300, ge=30, le=900, description="One child: its parts.")
+    max_concurrency: int = Field(
+        50, ge=1, le=1000, description="Children at once; also the function's reserved concurrency."
+    )
+    tolerated_failure_percentage: float = Field(0, ge=0, le=100)
+    part_mb: int = Field(16, ge=1, le=256, description="Input bytes per part (unit of work).")
+    parts_per_child: int = Field(1, ge=1, le=100)
+    output_retention_days: int = Field(30, ge=1, le=3650, description="scoring/ expires after.")
+
+
 class AlarmSettings(_Section):
     """CloudWatch alarms on the serving path."""
 
@@ -135,6 +154,7 @@ class OnnxKitConfig(_Section):
     )
     api: ApiSettings = Field(default_factory=lambda: ApiSettings.model_validate({}))
     alarms: AlarmSettings = Field(default_factory=lambda: AlarmSettings.model_validate({}))
+    scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings.model_validate({}))
     retraining_schedule: str | None = None
     removal_policy: Literal["destroy", "retain"] = "destroy"
     log_retention_days: int = 30
@@ -186,6 +206,7 @@ PRESETS: Final[Mapping[str, Mapping[str, Any]]] = {
         "lambda": {"memory_mb": 2048, "reserved_concurrency": 100},
         "api": {"throttle_rate_limit": 200, "throttle_burst_limit": 400},
         "alarms": {"p99_latency_ms": 500, "evaluation_periods": 3},
+        "scoring": {"max_concurrency": 200},
     },
 }
 

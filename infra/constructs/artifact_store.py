@@ -13,7 +13,12 @@ from constructs import Construct
 
 from infra.nag import acknowledge, allow
 from onnxkit.config import OnnxKitConfig
-from onnxkit.contract.layout import CHECKPOINT_PREFIX, bucket_name, model_package_group_name
+from onnxkit.contract.layout import (
+    CHECKPOINT_PREFIX,
+    SCORING_PREFIX,
+    bucket_name,
+    model_package_group_name,
+)
 
 
 def artifact_bucket_name(config: OnnxKitConfig, stack: Stack) -> str:
@@ -152,6 +157,12 @@ def artifact_store(stack: Stack, config: OnnxKitConfig) -> ArtifactStore:
             ),
             s3.LifecycleRule(
                 id="checkpoints", prefix=CHECKPOINT_PREFIX, expiration=Duration.days(14)
+            ),
+            # Batch scoring inputs the CLI uploaded and the runs' outputs are working copies.
+            s3.LifecycleRule(
+                id="scoring",
+                prefix=SCORING_PREFIX,
+                expiration=Duration.days(config.scoring.output_retention_days),
             ),
         ],
         removal_policy=removal,

@@ -26,6 +26,7 @@ DATA_PREFIX: Final = "data/"  # training input (the DataUri output)
 SCHEDULED_TRAIN_PREFIX: Final = f"{DATA_PREFIX}train/"  # what a scheduled retraining reads
 TRAINING_PREFIX: Final = "training/"  # training/<job>/output/model.tar.gz
 CHECKPOINT_PREFIX: Final = "checkpoints/"  # checkpoints/<job>/ (spot training)
+SCORING_PREFIX: Final = "scoring/"  # batch scoring: input/ uploads, output/<run>/ results
 MODELS_PREFIX: Final = "models/"  # promoted models, pointers and promotion records
 POINTER_FILE: Final = "production.json"
 INTENT_FILE: Final = "promotion.json"  # the write-ahead record of a promotion or rollback
@@ -57,8 +58,8 @@ def is_pointer_uri(uri: str) -> bool:
 
 
 # --- Deployed names (the CDK app writes them, the CLI and the pipeline steps read them) ---
-StackPart = Literal["Artifacts", "Pipeline", "Serving"]
-STACK_PARTS: Final[tuple[StackPart, ...]] = ("Artifacts", "Pipeline", "Serving")
+StackPart = Literal["Artifacts", "Pipeline", "Serving", "Scoring"]
+STACK_PARTS: Final[tuple[StackPart, ...]] = ("Artifacts", "Pipeline", "Serving", "Scoring")
 
 # CfnOutput ids per stack.
 BUCKET_OUTPUT: Final = "ArtifactBucketName"
@@ -71,10 +72,13 @@ API_URL_OUTPUT: Final = "ApiUrl"  # ends with "/"
 FUNCTION_NAME_OUTPUT: Final = "FunctionName"
 LIVE_ALIAS_OUTPUT: Final = "LiveAliasArn"
 AUTH_MODE_OUTPUT: Final = "AuthMode"  # "iam" or "api_key"
+SCORING_STATE_MACHINE_OUTPUT: Final = "ScoringStateMachineArn"
+SCORING_FUNCTION_OUTPUT: Final = "ScoringFunctionName"
 STACK_OUTPUTS: Final[dict[StackPart, tuple[str, ...]]] = {
     "Artifacts": (BUCKET_OUTPUT, DATA_URI_OUTPUT, MODEL_PACKAGE_GROUP_OUTPUT, KMS_KEY_OUTPUT),
     "Pipeline": (STATE_MACHINE_OUTPUT, TOPIC_OUTPUT),
     "Serving": (API_URL_OUTPUT, FUNCTION_NAME_OUTPUT, LIVE_ALIAS_OUTPUT, AUTH_MODE_OUTPUT),
+    "Scoring": (SCORING_STATE_MACHINE_OUTPUT, SCORING_FUNCTION_OUTPUT),
 }
 
 ALIAS_NAME: Final = "live"  # the inference function's alias: what it serves is the live model
@@ -93,6 +97,16 @@ def inference_function_name(env: str) -> str:
 def state_machine_name(env: str) -> str:
     """The training state machine's name."""
     return f"onnxkit-{env}-training"
+
+
+def scoring_state_machine_name(env: str) -> str:
+    """The batch scoring state machine's name."""
+    return f"onnxkit-{env}-scoring"
+
+
+def scoring_function_name(env: str) -> str:
+    """The batch scoring function's name (the inference code, its own concurrency)."""
+    return f"onnxkit-{env}-scoring"
 
 
 def bucket_name(env: str, account: str, region: str) -> str:

@@ -41,31 +41,32 @@ from typing import IO, Any
 
 import orjson
 
+from functions.inference import table
+from onnxkit.contract import scoring as contract
 from onnxkit.errors import KitError
 
 PROGRESS_SUFFIX = ".progress.json"
 PROGRESS_VERSION = 1
 HEAD_BYTES = 1 << 20  # the input's first MiB is hashed to recognise it on resume
 DEFAULT_BATCH_ROWS = 5000
-MAX_SAMPLES = 10  # rejected rows kept for the summary (the output lists all)
-UTF8_BOM = b"\xef\xbb\xbf"
+MAX_SAMPLES = table.MAX_SAMPLES  # rejected rows kept for the summary (the output lists all)
 
 
 class BrokenInput(KitError):
     """The input's structure breaks (a quote that never closes): nothing after it is a row."""
 
 
-def input_format(path: Path) -> str:
+def input_format(path: Path) -> table.Format:
     """``csv`` or ``jsonl``, from the input's name."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if suffix in (".csv", ".txt"):
-        return "csv"
-    raise KitError(f"{path}: unsupported input format {suffix or '(none)'}; use .csv or .jsonl")
+    found = contract.input_format(path.name)
+    if found is None:
+        raise KitError(
+            f"{path}: unsupported input format {path.suffix or '(none)'}; use .csv or .jsonl"
+        )
+    return found
 
 
-def output_format(path: Path) -> str:
+def output_format(path: Path) -> table.Format:
     """``csv`` when the output's name ends in .csv, else ``jsonl``."""
     return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
@@ -77,9 +78,7 @@ def progress_path(output: Path) -> Path:
 
 def output_columns(classes: list[Any] | None, id_column: str | None) -> list[str]:
     """The CSV output's columns."""
-    probas = [f"proba_{c}" for c in classes] if classes else []
-    ids = [id_column] if id_column else []
-    return ["row", "line", *ids, "prediction", *probas, "model_version", "error"]
+    return table.output_columns(classes, id_column, "row,line")
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -140,34 +139,6 @@ class Chunk:
     next_line: int  # the line number the next record would start on
 
 
-def _records(handle: IO[bytes], fmt: str, line: int) -> Iterator[tuple[bytes, int, int]]:
-    """(record bytes, its first line, offset after it) from the handle's position on."""
-    offset = handle.tell()
-    pending: list[bytes] = []
-    quotes = 0
-    start = line
-    for raw in iter(handle.readline, b""):
-        offset += len(raw)
-        if not pending:
-            start = line
-            if not raw.strip(b"\r\n"):
-                line += 1
-                continue  # a blank line is not a row
-        line += 1
-        if fmt == "jsonl":
-            yield raw, start, offset
-            continue
-        pending.append(raw)
-        quotes += raw.count(b'"')
-        if quotes % 2 == 0:
-            yield b"".join(pending), start, offset
-            pending, quotes = [], 0
-    if pending:
-        raise BrokenInput(
-            f"line {start}: a quoted field opened here never closes (unexpected end of data)"
-        )
-
-
 def read_header(path: Path) -> tuple[list[str], int, int]:
     """A CSV input's header (BOM dropped), the byte offset after it and the next line."""
     with open_input(path) as handle:
@@ -175,16 +146,21 @@ def read_header(path: Path) -> tuple[list[str], int, int]:
             record, start, offset = next(_records(handle, "csv", 1))
         except StopIteration:
             raise KitError(f"{path} is empty: a CSV input needs a header row") from None
-    text = _decode(record.removeprefix(UTF8_BOM), path)
-    header = _parse_csv(text)
-    if header is None:
-        raise KitError(f"{path}: the header row is not valid CSV")
-    return header, offset, _line_after(record, start)
+    try:
+        header = table.parse_header(record)
+    except ValueError as error:
+        raise KitError(f"{path}: {error}") from None
+    return header, offset, table.line_after(record, start)
 
 
-def _line_after(record: bytes, start: int) -> int:
-    """The line after a record that starts on line ``start``."""
-    return start + record.count(b"\n") + (0 if record.endswith(b"\n") else 1)
+def _records(handle: IO[bytes], fmt: table.Format, line: int) -> Iterator[tuple[bytes, int, int]]:
+    """(record, its first line, offset after it) from the handle's position on."""
+    base = handle.tell()
+    try:
+        for record, start, consumed in table.records(iter(handle.readline, b""), fmt, line):
+            yield record, start, base + consumed
+    except table.BrokenRecord as error:
+        raise BrokenInput(str(error)) from None
 
 
 def open_input(path: Path) -> IO[bytes]:
@@ -196,7 +172,13 @@ def open_input(path: Path) -> IO[bytes]:
 
 
 def chunks(
-    handle: IO[bytes], fmt: str, *, batch_rows: int, first_row: int, line: int, index: int = 0
+    handle: IO[bytes],
+    fmt: table.Format,
+    *,
+    batch_rows: int,
+    first_row: int,
+    line: int,
+    index: int = 0,
 ) -> Iterator[Chunk]:
     """The input from the handle's position, ``batch_rows`` records at a time."""
     records: list[bytes] = []
@@ -206,10 +188,10 @@ def chunks(
     next_line = line
     try:
         for raw, start, offset in _records(handle, fmt, line):
-            record = raw.removeprefix(UTF8_BOM) if fmt == "jsonl" and row == 0 else raw
+            record = raw.removeprefix(table.UTF8_BOM) if fmt == "jsonl" and row == 0 else raw
             records.append(record)
             lines.append(start)
-            next_line = _line_after(record, start)
+            next_line = table.line_after(record, start)
             if len(records) == batch_rows:
                 yield Chunk(index, row, records, lines, offset, next_line)
                 index, row = index + 1, row + len(records)
@@ -220,23 +202,6 @@ def chunks(
         raise
     if records:
         yield Chunk(index, row, records, lines, offset, next_line)
-
-
-def _decode(record: bytes, path: Path | None = None) -> str:
-    try:
-        return record.decode("utf-8")
-    except UnicodeDecodeError as error:
-        where = f"{path}: " if path else ""
-        raise KitError(f"{where}not UTF-8 text ({error.reason})") from None
-
-
-def _parse_csv(text: str) -> list[str] | None:
-    """One CSV record's fields, or None when it is malformed."""
-    try:
-        parsed = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-    except csv.Error:
-        return None
-    return parsed[0] if len(parsed) == 1 else None
 
 
 # --- one chunk, in a worker ------------------------------------------------------------------
@@ -253,13 +218,10 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class Job:
-    """What every chunk of a run shares."""
+    """What every chunk of a run shares: the model to load and the table's shape."""
 
     model: ModelRef
-    input_format: str
-    output_format: str
-    header: tuple[str, ...] | None
-    id_column: str | None
+    table: table.Job
 
 
 _worker: dict[str, Any] = {}
@@ -278,99 +240,12 @@ def work(chunk: Chunk) -> ChunkResult:
 
 
 def score_chunk(model: Any, job: Job, chunk: Chunk) -> ChunkResult:
-    """Parse, score and format one chunk."""
-    from functions.inference import batch  # noqa: PLC0415  # loads onnxruntime
-
-    ids: list[Any]
-    parse_reasons: dict[int, str] = {}
-    if job.input_format == "csv":
-        assert job.header is not None
-        records = _csv_records(chunk.records, parse_reasons)
-        results = batch.score_cells(model, job.header, records)
-        id_at = job.header.index(job.id_column) if job.id_column else None
-        ids = [
-            record[id_at] if id_at is not None and id_at < len(record) else None
-            for record in records
-        ]
-    else:
-        instances = [batch.parse_json_line(record) for record in chunk.records]
-        results = batch.score_instances(model, instances)
-        key = job.id_column
-        ids = [
-            instance.get(key) if key and isinstance(instance, dict) else None
-            for instance in instances
-        ]
-    for position, reason in parse_reasons.items():
-        results[position].reason = reason
-    return _format(model, job, chunk, results, ids)
-
-
-def _csv_records(raw: list[bytes], reasons: dict[int, str]) -> list[list[str]]:
-    """The chunk's CSV records; malformed ones become empty records with a reason."""
-    try:
-        text = b"".join(raw).decode("utf-8")
-        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-        if len(records) == len(raw) and all(records):
-            return records
-    except (UnicodeDecodeError, csv.Error):
-        pass
-    records = []
-    for position, record in enumerate(raw):
-        try:
-            fields = _parse_csv(record.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            reasons[position] = f"not UTF-8 text ({error.reason})"
-            fields = []
-        else:
-            if fields is None:
-                reasons[position] = "malformed CSV record"
-                fields = []
-        records.append(fields)
-    return records
-
-
-_DUMP = orjson.OPT_SERIALIZE_NUMPY
-
-
-def _format(model: Any, job: Job, chunk: Chunk, results: list[Any], ids: list[Any]) -> ChunkResult:
-    classes = model.classes if model.task == "classification" else None
-    version = model.model_version
-    out = io.StringIO()
-    scored = rejected = 0
-    samples: list[tuple[int, str]] = []
-    writer = csv.writer(out, lineterminator="\n") if job.output_format == "csv" else None
-    for position, result in enumerate(results):
-        line = chunk.lines[position]
-        if result.reason is None:
-            scored += 1
-        else:
-            rejected += 1
-            if len(samples) < MAX_SAMPLES:
-                samples.append((line, result.reason))
-        record: dict[str, Any] = {"row": chunk.first_row + position, "line": line}
-        if job.id_column:
-            record[job.id_column] = ids[position]
-        record["prediction"] = result.prediction
-        if writer is None:
-            if classes:
-                record["probabilities"] = (
-                    None
-                    if result.probabilities is None
-                    else dict(zip(map(str, classes), result.probabilities, strict=True))
-                )
-            record["model_version"] = version
-            record["error"] = result.reason
-            out.write(orjson.dumps(record, option=_DUMP).decode())
-            out.write("\n")
-        else:
-            probas = (
-                [""] * len(classes or [])
-                if result.probabilities is None
-                else [str(p) for p in result.probabilities]
-            )
-            cells = ["" if value is None else value for value in record.values()]
-            writer.writerow([*(str(c) for c in cells), *probas, version, result.reason or ""])
-    return ChunkResult(chunk.index, out.getvalue().encode(), scored, rejected, samples)
+    """Parse, score and format one chunk (the cloud scoring function's code)."""
+    results, ids = table.score_records(model, job.table, chunk.records)
+    out = table.format_records(
+        model, job.table, results, ids, first_row=chunk.first_row, lines=chunk.lines
+    )
+    return ChunkResult(chunk.index, out.data, out.scored, out.rejected, out.samples)
 
 
 # --- progress record -------------------------------------------------------------------------
@@ -529,7 +404,8 @@ def score_file(
         handle.seek(progress.output_bytes)
         if on_start is not None:
             on_start(model, resumed)
-        job = Job(model_ref, in_fmt, out_fmt, tuple(header) if header else None, id_column)
+        shape = table.Job(in_fmt, out_fmt, tuple(header) if header else None, id_column)
+        job = Job(model_ref, shape)
         try:
             _run(
                 job=job,
@@ -625,7 +501,7 @@ def _run(
         source.seek(progress.input_offset)
         pieces = chunks(
             source,
-            job.input_format,
+            job.table.input_format,
             batch_rows=batch_rows,
             first_row=progress.next_row,
             line=progress.next_line,

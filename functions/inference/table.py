@@ -1,0 +1,224 @@
+"""Tables for batch scoring: CSV/JSONL records in, one output record per row out.
+
+What ``onnxkit score`` on a laptop and the cloud scoring function share, so both read and write
+rows by one rule: :func:`records` splits bytes into records (a CSV record ends at a line break
+outside quotes; a blank line is not a row), :func:`score_records` scores a run of them with
+:mod:`.batch` (the API's decoding rules), and :func:`format_records` writes the output records:
+JSON Lines, or CSV with one ``proba_<class>`` column per class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from . import batch
+
+UTF8_BOM = b"\xef\xbb\xbf"
+MAX_SAMPLES = 10  # rejected rows a chunk reports by line (the output lists all)
+Format = Literal["csv", "jsonl"]
+_DUMP = orjson.OPT_SERIALIZE_NUMPY
+
+
+class BrokenRecord(ValueError):
+    """A quoted CSV field opens at ``line`` and never closes: nothing after it is a row."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(
+            f"line {line}: a quoted field opened here never closes (unexpected end of data)"
+        )
+        self.line = line
+
+
+def records(lines: Iterable[bytes], fmt: Format, line: int) -> Iterator[tuple[bytes, int, int]]:
+    """(record, its first line, bytes consumed so far) from raw lines (each with its ``\\n``).
+
+    ``line`` is the number of the first line given; blank lines are skipped but counted."""
+    consumed = 0
+    pending: list[bytes] = []
+    quotes = 0
+    start = line
+    for raw in lines:
+        consumed += len(raw)
+        if not pending:
+            start = line
+            if not raw.strip(b"\r\n"):
+                line += 1
+                continue
+        line += 1
+        if fmt == "jsonl":
+            yield raw, start, consumed
+            continue
+        pending.append(raw)
+        quotes += raw.count(b'"')
+        if quotes % 2 == 0:
+            yield b"".join(pending), start, consumed
+            pending, quotes = [], 0
+    if pending:
+        raise BrokenRecord(start)
+
+
+def line_after(record: bytes, start: int) -> int:
+    """The line after a record that starts on line ``start``."""
+    return start + record.count(b"\n") + (0 if record.endswith(b"\n") else 1)
+
+
+def parse_csv(text: str) -> list[str] | None:
+    """One CSV record's fields, or None when it is malformed."""
+    try:
+        parsed = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error:
+        return None
+    return parsed[0] if len(parsed) == 1 else None
+
+
+def parse_header(record: bytes) -> list[str]:
+    """A CSV header record's names (BOM dropped); ValueError when it is not one."""
+    try:
+        text = record.removeprefix(UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason})") from None
+    header = parse_csv(text)
+    if header is None:
+        raise ValueError("the header row is not valid CSV")
+    return header
+
+
+def csv_records(raw: Sequence[bytes], reasons: dict[int, str]) -> list[list[str]]:
+    """The CSV records' fields; a malformed one becomes ``[]`` with its reason in ``reasons``."""
+    try:
+        text = b"".join(raw).decode("utf-8")
+        parsed = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+        if len(parsed) == len(raw) and all(parsed):
+            return parsed
+    except (UnicodeDecodeError, csv.Error):
+        pass
+    fields_list: list[list[str]] = []
+    for position, record in enumerate(raw):
+        try:
+            fields = parse_csv(record.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            reasons[position] = f"not UTF-8 text ({error.reason})"
+            fields = []
+        else:
+            if fields is None:
+                reasons[position] = "malformed CSV record"
+                fields = []
+        fields_list.append(fields)
+    return fields_list
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every chunk of a run shares."""
+
+    input_format: Format
+    output_format: Format
+    header: tuple[str, ...] | None
+    id_column: str | None
+
+
+@dataclass
+class Formatted:
+    """A chunk's output bytes and counts."""
+
+    data: bytes
+    scored: int
+    rejected: int
+    samples: list[tuple[int, str]] = field(default_factory=list)  # (line, reason), first few
+    rejections: list[tuple[int, int, str]] = field(default_factory=list)  # (row, line, reason)
+
+
+def score_records(
+    model: batch.Model, job: Job, chunk: Sequence[bytes]
+) -> tuple[list[batch.RowResult], list[Any]]:
+    """Each record's result and ``--id-column`` value (None when there is none)."""
+    ids: list[Any]
+    reasons: dict[int, str] = {}
+    if job.input_format == "csv":
+        if job.header is None:
+            raise ValueError("a CSV job needs the header")
+        rows = csv_records(chunk, reasons)
+        results = batch.score_cells(model, job.header, rows)
+        at = job.header.index(job.id_column) if job.id_column else None
+        ids = [row[at] if at is not None and at < len(row) else None for row in rows]
+    else:
+        instances = [batch.parse_json_line(record) for record in chunk]
+        results = batch.score_instances(model, instances)
+        key = job.id_column
+        ids = [item.get(key) if key and isinstance(item, dict) else None for item in instances]
+    for position, reason in reasons.items():
+        results[position].reason = reason
+    return results, ids
+
+
+def output_columns(
+    classes: Sequence[Any] | None, id_column: str | None, position: str
+) -> list[str]:
+    """The CSV output's columns; ``position`` names the row and line fields (``row,line``)."""
+    probas = [f"proba_{c}" for c in classes] if classes else []
+    ids = [id_column] if id_column else []
+    return [*position.split(","), *ids, "prediction", *probas, "model_version", "error"]
+
+
+def format_records(
+    model: batch.Model,
+    job: Job,
+    results: Sequence[batch.RowResult],
+    ids: Sequence[Any],
+    *,
+    first_row: int,
+    lines: Sequence[int],
+    lead: dict[str, Any] | None = None,
+    row_field: str = "row",
+    line_field: str = "line",
+    keep_rejections: int = 0,
+) -> Formatted:
+    """The output records of consecutive rows (``lead``'s fields first, then row and line)."""
+    classes = model.classes if model.task == "classification" else None
+    version = model.model_version
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n") if job.output_format == "csv" else None
+    done = Formatted(b"", 0, 0)
+    for position, result in enumerate(results):
+        line = lines[position]
+        if result.reason is None:
+            done.scored += 1
+        else:
+            done.rejected += 1
+            if len(done.samples) < MAX_SAMPLES:
+                done.samples.append((line, result.reason))
+            if len(done.rejections) < keep_rejections:
+                done.rejections.append((first_row + position, line, result.reason))
+        record: dict[str, Any] = dict(lead or {})
+        record[row_field] = first_row + position
+        record[line_field] = line
+        if job.id_column:
+            record[job.id_column] = ids[position]
+        record["prediction"] = result.prediction
+        if writer is None:
+            if classes:
+                record["probabilities"] = (
+                    None
+                    if result.probabilities is None
+                    else dict(zip(map(str, classes), result.probabilities, strict=True))
+                )
+            record["model_version"] = version
+            record["error"] = result.reason
+            out.write(orjson.dumps(record, option=_DUMP).decode())
+            out.write("\n")
+        else:
+            probas = (
+                [""] * len(classes or [])
+                if result.probabilities is None
+                else [str(p) for p in result.probabilities]
+            )
+            cells = ["" if value is None else value for value in record.values()]
+            writer.writerow([*(str(c) for c in cells), *probas, version, result.reason or ""])
+    done.data = out.getvalue().encode()
+    return done
