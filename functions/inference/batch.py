@@ -30,7 +30,7 @@ import orjson
 
 from .decode import csv_numbers
 from .errors import ApiError
-from .feed import FeatureSpec, describe, read_missing, row_problems
+from .feed import describe, read_missing, row_problems
 from .predictor import Model, load_model
 from .runtime import DEFAULT_CACHE
 from .source import ModelLocator
@@ -79,15 +79,16 @@ def parse_json_line(line: bytes | str) -> Any:
         return Unreadable(f"not valid JSON ({str(error).split(':', 1)[0]})")
 
 
-def feature_positions(features: Sequence[FeatureSpec], header: Sequence[str]) -> list[int]:
-    """Where each feature's cells are in a header's records; MissingColumns names the absent."""
+def feature_positions(names: Sequence[str], header: Sequence[str]) -> list[int]:
+    """Where each named feature's cells are in a header's records (the first column of that
+    name); MissingColumns names the absent."""
     position = {name: index for index, name in reversed(list(enumerate(header)))}
-    missing = [spec.name for spec in features if spec.name not in position]
+    missing = [name for name in names if name not in position]
     if missing:
         raise MissingColumns(
             f"input is missing feature column(s) the model needs: {', '.join(missing)}"
         )
-    return [position[spec.name] for spec in features]
+    return [position[name] for name in names]
 
 
 def score_cells(
@@ -95,7 +96,7 @@ def score_cells(
 ) -> list[RowResult]:
     """Score CSV records (lists of cells under ``header``), one result per record in order."""
     features = model.features
-    positions = feature_positions(features, header)
+    positions = feature_positions([spec.name for spec in features], header)
     width = len(header)
     problems: dict[int, list[str]] = {}
     good = []

@@ -35,15 +35,21 @@ class BrokenRecord(ValueError):
         self.line = line
 
 
-def records(lines: Iterable[bytes], fmt: Format, line: int) -> Iterator[tuple[bytes, int, int]]:
+def records(
+    lines: Iterable[bytes], fmt: Format, line: int, stop: int | None = None
+) -> Iterator[tuple[bytes, int, int]]:
     """(record, its first line, bytes consumed so far) from raw lines (each with its ``\\n``).
 
-    ``line`` is the number of the first line given; blank lines are skipped but counted."""
+    ``line`` is the number of the first line given; blank lines are skipped but counted. With
+    ``stop``, no record starts at or after that many bytes (one that starts before may end
+    after it: a part of a file owns the records that start inside it)."""
     consumed = 0
     pending: list[bytes] = []
     quotes = 0
     start = line
     for raw in lines:
+        if stop is not None and not pending and consumed >= stop:
+            return
         consumed += len(raw)
         if not pending:
             start = line

@@ -360,7 +360,7 @@ def score_file(
         from functions.inference.batch import MissingColumns, feature_positions  # noqa: PLC0415
 
         try:
-            feature_positions(model.features, header)
+            feature_positions([spec.name for spec in model.features], header)
         except MissingColumns as error:
             raise KitError(f"{input_path}: {error}") from None
         if id_column is not None and id_column not in header:
