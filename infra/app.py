@@ -13,19 +13,21 @@ from cdk_nag import AwsSolutionsChecks
 
 from infra.stacks.artifacts import ArtifactsStack
 from infra.stacks.pipeline import PipelineStack
+from infra.stacks.scoring import ScoringStack
 from infra.stacks.serving import ServingStack
 from onnxkit.config import ConfigError, OnnxKitConfig, load_config, setting_keys
 
 
 @dataclass(frozen=True)
 class Kit:
-    """The app and its three stacks, for tests and for ``main``."""
+    """The app and its four stacks, for tests and for ``main``."""
 
     app: App
     config: OnnxKitConfig
     artifacts: ArtifactsStack
     serving: ServingStack
     pipeline: PipelineStack
+    scoring: ScoringStack
 
 
 def config_from_context(app: App) -> OnnxKitConfig:
@@ -40,7 +42,7 @@ def config_from_context(app: App) -> OnnxKitConfig:
 
 
 def build(app: App, config: OnnxKitConfig, *, nag: bool = True) -> Kit:
-    """Add the three stacks (and the cdk-nag AwsSolutions plugin) to ``app``."""
+    """Add the four stacks (and the cdk-nag AwsSolutions plugin) to ``app``."""
     # The region is concrete (the SageMaker image lookup needs it); the account stays a
     # deploy-time value so templates (and cdk-nag's finding ids) are the same everywhere.
     env = Environment(region=config.region)
@@ -72,9 +74,18 @@ def build(app: App, config: OnnxKitConfig, *, nag: bool = True) -> Kit:
         tags=tags,
         description="onnxkit: training state machine",
     )
+    scoring = ScoringStack(
+        app,
+        config.stack_name("Scoring"),
+        config=config,
+        artifacts=artifacts.artifacts,
+        env=env,
+        tags=tags,
+        description="onnxkit: batch scoring function and Distributed Map state machine",
+    )
     if nag:
         Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    return Kit(app, config, artifacts, serving, pipeline)
+    return Kit(app, config, artifacts, serving, pipeline, scoring)
 
 
 def main() -> int:

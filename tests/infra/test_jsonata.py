@@ -23,11 +23,11 @@ HARNESS = """
 const jsonata = require('jsonata');
 let raw = '';
 process.stdin.on('data', c => raw += c).on('end', async () => {
-  const {expression, states} = JSON.parse(raw);
+  const {expression, states, variables} = JSON.parse(raw);
   const expr = jsonata(expression.replace(/^\\{% /, '').replace(/ %\\}$/, ''));
   expr.registerFunction('uuid', () => '123e4567-e89b-42d3-a456-426614174000', '<:s>');
   try {
-    const value = await expr.evaluate({}, {states});
+    const value = await expr.evaluate({}, {...variables, states});
     process.stdout.write(JSON.stringify({value}));
   } catch (error) {
     process.stdout.write(JSON.stringify({error: error.message}));
@@ -37,13 +37,14 @@ process.stdin.on('data', c => raw += c).on('end', async () => {
 CONTEXT = {"Execution": {"Name": "run-1"}}
 
 
-def evaluate(expression: str, **states: Any) -> Any:
-    """Evaluate a ``{% ... %}`` expression with ``$states`` bound."""
+def evaluate(expression: str, variables: dict[str, Any] | None = None, **states: Any) -> Any:
+    """Evaluate a ``{% ... %}`` expression with ``$states`` and workflow ``variables`` bound."""
     if not (REPO_ROOT / "node_modules" / "jsonata").exists():
         pytest.fail("the JSONata engine is not installed: run `make install` (npm ci)")
     result = subprocess.run(
         ["node", "-e", HARNESS],
-        input=json.dumps({"expression": expression, "states": {"context": CONTEXT, **states}}),
+        input=json.dumps({"expression": expression, "states": {"context": CONTEXT, **states},
+                          "variables": variables or {}}),
         cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     outcome = json.loads(result.stdout)
