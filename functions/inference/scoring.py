@@ -113,7 +113,12 @@ def _now() -> str:
 
 # --- Plan ------------------------------------------------------------------------------------
 def plan(
-    request: contract.ScoringRequest, *, bucket: str, model_name: str, store: Store
+    request: contract.ScoringRequest,
+    *,
+    bucket: str,
+    model_name: str,
+    store: Store,
+    part_bytes: int = contract.DEFAULT_PART_BYTES,
 ) -> contract.Plan:
     """Pin the live model, check the input against it, write the parts (``plan.json``).
 
@@ -131,7 +136,8 @@ def plan(
                 f"{where} is outside s3://{bucket}/{prefix}: the scoring function may read and "
                 "write only there"
             )
-    if request.part_bytes < 1:
+    part_bytes = request.part_bytes or part_bytes
+    if part_bytes < 1:
         raise contract.ScoringError("part_bytes must be at least 1")
     model, features = pin_model(store, bucket, model_name)
     objects = _input_objects(store, bucket, in_key)
@@ -155,14 +161,14 @@ def plan(
                 raise contract.ScoringError(
                     f"s3://{bucket}/{key} has no id column {request.id_column!r}"
                 )
-        offsets = list(range(data_start, size, request.part_bytes)) or [data_start]
+        offsets = list(range(data_start, size, part_bytes)) or [data_start]
         for index, start in enumerate(offsets):
             parts.append(
                 contract.Part(
                     part=len(parts),
                     key=key,
                     start=start,
-                    end=min(start + request.part_bytes, size),
+                    end=min(start + part_bytes, size),
                     size=size,
                     header=header,
                     data_start=data_start,

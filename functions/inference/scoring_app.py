@@ -28,6 +28,7 @@ class ScoringFunction:
     model_name: str
     store: Store
     models: Models = field(default_factory=Models)
+    part_bytes: int = contract.DEFAULT_PART_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], client: Any = None) -> ScoringFunction:
@@ -36,7 +37,12 @@ class ScoringFunction:
             import boto3  # noqa: PLC0415  # the Lambda runtime's; only the cloud builds one
 
             client = boto3.client("s3")
-        return cls(env[layout.ARTIFACT_BUCKET_ENV], env[layout.MODEL_NAME_ENV], S3Store(client))
+        return cls(
+            env[layout.ARTIFACT_BUCKET_ENV],
+            env[layout.MODEL_NAME_ENV],
+            S3Store(client),
+            part_bytes=int(env.get(layout.PART_BYTES_ENV) or contract.DEFAULT_PART_BYTES),
+        )
 
     def lambda_handler(self, event: Any, context: Any) -> Any:
         """Lambda's signature."""
@@ -60,7 +66,11 @@ class ScoringFunction:
         request = contract.decode(event.get("request"), contract.ScoringRequest)
         if step == "plan":
             return plan(
-                request, bucket=self.bucket, model_name=self.model_name, store=self.store
+                request,
+                bucket=self.bucket,
+                model_name=self.model_name,
+                store=self.store,
+                part_bytes=self.part_bytes,
             ).to_dict()
         if step == "summarize":
             planned = contract.decode(event.get("plan"), contract.Plan)

@@ -63,6 +63,7 @@ class ScoringFunction(Construct):
             environment={
                 layout.ARTIFACT_BUCKET_ENV: artifacts.bucket_name(self),
                 layout.MODEL_NAME_ENV: config.model_name,
+                layout.PART_BYTES_ENV: str(settings.part_mb * 1024 * 1024),
                 "ORT_DISABLE_TELEMETRY": "1",
             },
         )

@@ -131,6 +131,8 @@ MAX_BODY_BYTES_ENV: Final = "MAX_BODY_BYTES"
 ARTIFACT_BUCKET_ENV: Final = "ARTIFACT_BUCKET"
 FUNCTION_NAME_ENV: Final = "FUNCTION_NAME"
 ALIAS_NAME_ENV: Final = "ALIAS_NAME"
+# The scoring function's: bytes of input per part unless a run asks for another size.
+PART_BYTES_ENV: Final = "PART_BYTES"
 
 # --- Limits -------------------------------------------------------------------------------
 MAX_INSTANCES: Final = 1000  # rows per /predict call by default (413 above)

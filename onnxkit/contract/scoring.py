@@ -66,7 +66,7 @@ class ScoringRequest(_Struct, kw_only=True, frozen=True):
     input_uri: str  # s3://bucket/scoring/input/... : one object, or a prefix ending in "/"
     output_uri: str  # s3://bucket/scoring/output/<run>/
     id_column: str | None = None
-    part_bytes: int = DEFAULT_PART_BYTES
+    part_bytes: int | None = None  # None: the function's configured part size
 
 
 class PinnedModel(_Struct, kw_only=True, frozen=True):

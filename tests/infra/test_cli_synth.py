@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from onnxkit.contract.layout import STACK_PARTS, stack_name
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CDK = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 pytestmark = pytest.mark.xdist_group("cdk-cli")
@@ -48,7 +50,7 @@ def test_npx_cdk_synth_builds_the_cloud_assembly(tmp_path: Path) -> None:
         for name, artifact in manifest["artifacts"].items()
         if artifact["type"] == "aws:cloudformation:stack"
     }
-    assert stacks == {"OnnxKit-dev-Artifacts", "OnnxKit-dev-Serving", "OnnxKit-dev-Pipeline"}
+    assert stacks == {stack_name("dev", part) for part in STACK_PARTS}
     for stack in stacks:
         template = json.loads((outdir / f"{stack}.template.json").read_text())
         assert template["Resources"]

@@ -165,6 +165,7 @@ def test_the_scoring_function_runs_the_inference_bundle_under_its_own_name(
     assert function["MemorySize"] == dev.kit.config.scoring.memory_mb
     env = function["Environment"]["Variables"]
     assert set(env) >= {layout.ARTIFACT_BUCKET_ENV, layout.MODEL_NAME_ENV}
+    assert int(env[layout.PART_BYTES_ENV]) == dev.kit.config.scoring.part_mb * 1024 * 1024
     serving = dev.one("Serving", "AWS::Lambda::Function")["Properties"]
     assert function["Code"]["S3Key"] == serving["Code"]["S3Key"]  # the very same bundle
     machine = dev.one("Scoring", "AWS::StepFunctions::StateMachine")["Properties"]

@@ -296,3 +296,28 @@ def test_malformed_events_are_one_line_errors(s3: Any, tmp_path: Path, event: An
     with pytest.raises(contract.ScoringError) as caught:
         handler.handle(event)
     assert "\n" not in str(caught.value)
+
+
+def test_the_lambda_entry_builds_the_function_from_its_environment(
+    s3: Any, cancer_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    name = promote(s3, cancer_model)
+    monkeypatch.setenv(layout.ARTIFACT_BUCKET_ENV, BUCKET)
+    monkeypatch.setenv(layout.MODEL_NAME_ENV, name)
+    monkeypatch.setenv(layout.PART_BYTES_ENV, "4096")
+    monkeypatch.delitem(sys.modules, "functions.inference.scoring_handler", raising=False)
+    entry = importlib.import_module("functions.inference.scoring_handler")
+    s3.upload_file(str(bundled("breast_cancer").path), BUCKET, "scoring/input/e/x.csv")
+    request = {
+        "input_uri": f"s3://{BUCKET}/scoring/input/e/x.csv",
+        "output_uri": f"s3://{BUCKET}/scoring/output/e/",
+    }
+    planned = entry.lambda_handler({"step": "plan", "request": request}, None)
+    size = bundled("breast_cancer").path.stat().st_size
+    assert planned["parts"] == -(
+        -(size - len(bundled("breast_cancer").path.read_bytes().split(b"\n")[0]) - 1) // 4096
+    )
+    assert planned["model"]["name"] == name
