@@ -466,12 +466,12 @@ def scoring_run_progress(console: Console) -> Iterator[Callable[[Any], None]]:
         yield update
 
 
-def print_scoring_run(console: Console, summary: Any, output: Any) -> None:
+def print_scoring_run(console: Console, summary: Any, parts: int, output: Any) -> None:
     """Rows in, scored, rejected, model, duration; the first rejected rows; failed parts."""
     console.print(
         f"rows in {summary.rows} = {summary.scored} scored + {summary.rejected} rejected; "
         f"model {summary.model.name} {summary.model.version}; {summary.seconds:.1f}s; "
-        f"{len(summary.parts)} parts -> {output}",
+        f"{parts} parts -> {output}",
         highlight=False,
     )
     if summary.rejected:

@@ -254,7 +254,8 @@ def _finish(env: str, kit: Any, state: Any, local: Path | None, console: Any) ->
                 f"{state.request.output_uri}summary.json"
             )
         raise CloudError(state.failure())
-    present.print_scoring_run(console, summary, local or summary.output_uri)
+    parts = batch.part_count(summary)
+    present.print_scoring_run(console, summary, parts, local or summary.output_uri)
     if summary.failed_parts:
         numbers = ", ".join(str(p.part) for p in summary.failed_parts)
         then = f"; then: onnxkit score --env {env} --execution {state.name}" + (
@@ -269,14 +270,14 @@ def _finish(env: str, kit: Any, state: Any, local: Path | None, console: Any) ->
         )
         missing = f"; {local} was not written" if local else ""
         raise CloudError(
-            f"{len(summary.failed_parts)} of {len(summary.parts)} parts failed (part "
+            f"{len(summary.failed_parts)} of {parts} parts failed (part "
             f"{numbers}): their rows are not in the output{missing}; {fix}"
         )
     if state.status != "SUCCEEDED":
         raise CloudError(state.failure())
     if local is not None:
         model = batch.output_model(s3, kit.bucket, summary.model)
-        total = sum(batch.part_sizes(s3, summary.output_uri).values())
+        total = batch.records_bytes(s3, summary)
         with present.bytes_progress(console, total, 0, label="merging") as advance:
             rows = batch.merge(
                 s3, summary, model, local, id_column=state.request.id_column, advance=advance

@@ -307,6 +307,11 @@ def read_summary(s3: Any, output_uri: str) -> contract.Summary | None:
     return summary
 
 
+def part_count(summary: contract.Summary) -> int:
+    """The run's parts, scored or failed (a failed part may be in ``parts`` too, or not)."""
+    return len({p.part for p in summary.parts} | {p.part for p in summary.failed_parts})
+
+
 @dataclass(frozen=True)
 class OutputModel:
     """What the output format needs of the run's model (what format_records reads of one)."""
@@ -331,16 +336,19 @@ def output_model(s3: Any, bucket: str, pinned: contract.PinnedModel) -> OutputMo
     return OutputModel(manifest.model_name, pinned.version, manifest.task, manifest.classes)
 
 
-def part_sizes(s3: Any, output_uri: str) -> dict[str, int]:
-    """Size of every object under ``<output>parts/``, by key (one listing, for the progress)."""
-    bucket, prefix = contract.parse_s3_uri(output_uri)
-    sizes: dict[str, int] = {}
+def records_bytes(s3: Any, summary: contract.Summary) -> int:
+    """The size of the parts' records objects (one listing, for the merge's progress)."""
+    bucket, prefix = contract.parse_s3_uri(summary.output_uri)
+    wanted = {contract.part_keys(prefix, p.part)[0] for p in summary.parts}
     pages = s3.get_paginator("list_objects_v2").paginate(
         Bucket=bucket, Prefix=prefix + contract.PARTS_FOLDER
     )
-    for page in pages:
-        sizes.update({item["Key"]: int(item["Size"]) for item in page.get("Contents", [])})
-    return sizes
+    return sum(
+        int(item["Size"])
+        for page in pages
+        for item in page.get("Contents", [])
+        if item["Key"] in wanted
+    )
 
 
 def merge(
@@ -378,7 +386,7 @@ def merge(
                     )
                 if part.rows:
                     body = _part_body(s3, bucket, prefix, part.part)
-                    rows += _merge_part(part, body, model, job, handle, advance)
+                    rows += merge_part(part, body, model, job, handle, advance)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, destination)
@@ -423,7 +431,7 @@ def _lines(body: IO[bytes], advance: Callable[[int], None]) -> Iterator[bytes]:
         yield rest
 
 
-def _merge_part(
+def merge_part(
     part: contract.PartSummary,
     body: IO[bytes],
     model: OutputModel,
