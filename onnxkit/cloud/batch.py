@@ -12,9 +12,10 @@ over the same model and input: the records are formatted by the same code
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -368,11 +369,9 @@ def merge(
     fmt: table.Format = "csv" if destination.suffix.lower() == ".csv" else "jsonl"
     job = table.Job(summary.format, fmt, None, id_column)
     bucket, prefix = contract.parse_s3_uri(summary.output_uri)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - renamed or removed below
-        dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial", delete=False
-    )
+    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     try:
-        with handle:
+        with partial.open("wb") as handle:
             if fmt == "csv":
                 classes = model.classes if model.task == "classification" else None
                 header = table.output_columns(classes, id_column, "row,line")
@@ -386,20 +385,22 @@ def merge(
                     )
                 if part.rows:
                     body = _part_body(s3, bucket, prefix, part.part)
-                    rows += merge_part(part, body, model, job, handle, advance)
+                    try:
+                        rows += merge_part(part, body, model, job, handle, advance)
+                    finally:
+                        body.close()
+            if rows != summary.rows:
+                raise CloudError(f"the parts hold {rows} rows, summary.json says {summary.rows}")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(handle.name, destination)
+        os.replace(partial, destination)
     except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
     return rows
 
 
 def _csv_line(cells: list[str]) -> bytes:
-    import csv  # noqa: PLC0415
-    import io  # noqa: PLC0415
-
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerow(cells)
     return out.getvalue().encode()

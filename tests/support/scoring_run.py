@@ -176,7 +176,8 @@ class ScoringCloud:
 
     ``outcome``: ``succeed`` (objects, then SUCCEEDED), ``failed_parts`` (objects without the
     ``failed`` parts, a summary naming them, then FAILED as the Map fails past its tolerance),
-    ``fail`` (FAILED with ``error`` / ``cause``, no summary). The run ends on the
+    ``fail`` (FAILED with ``error`` / ``cause``, no summary). ``drop`` leaves objects out (by
+    name under the output folder) to break the contract. The run ends on the
     ``ends_at_poll``-th DescribeExecution of the execution."""
 
     def __init__(
@@ -191,6 +192,7 @@ class ScoringCloud:
         error: str = "States.TaskFailed",
         cause: str = "",
         seed: int = 7,
+        drop: Sequence[str] = (),
     ) -> None:
         from moto.stepfunctions.models import StepFunctionBackend
 
@@ -201,6 +203,7 @@ class ScoringCloud:
         self.ends_at_poll = ends_at_poll
         self.error, self.cause = error, cause
         self.random = random.Random(seed)
+        self.drop = drop  # names under the output folder left unwritten (a broken run)
         self.polls: dict[str, int] = {}
         self.parts: dict[str, int] = {}  # parts per execution, once it ended
         self.written: list[str] = []  # keys, in the order they were put
@@ -258,6 +261,8 @@ class ScoringCloud:
         objects = [*((k, self.run.parts[k]) for k in keys), *self.run.others.items()]
         objects.append((output_prefix + contract.SUMMARY_FILE, contract.encode(self.run.summary)))
         for name, body in objects:
+            if name.removeprefix(output_prefix) in self.drop:
+                continue
             s3.put_object(Bucket=bucket, Key=name, Body=body)
             self.written.append(name)
         self.parts[execution.execution_arn] = len(self.run.summary.parts) + len(

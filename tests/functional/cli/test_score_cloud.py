@@ -245,6 +245,21 @@ def test_a_failed_execution_is_one_line_with_its_error_and_cause(
     )
 
 
+def test_a_merge_that_fails_leaves_no_file_behind(
+    tmp_path, runner, machine, churn_model, monkeypatch
+):
+    header, rows = _rows(30)
+    data = _write_csv(tmp_path / "rows.csv", header, rows)
+    ScoringCloud(monkeypatch, churn_model, rows_per_part=10, drop=["parts/000002.jsonl"])
+    out = tmp_path / "preds.csv"
+    result = invoke(runner, "score", "--env", "dev", "-i", data, "-o", out, "--interval", 0)
+    name = _executions(machine)[0]["name"]
+    assert _one_error_line(result) == (
+        f"error: {OUTPUT}{name}/parts/000002.jsonl is missing, but summary.json counts its rows"
+    )
+    assert list(tmp_path.iterdir()) == [data]  # neither preds.csv nor a partial file
+
+
 def test_execution_follows_an_existing_run_into_a_local_file(
     tmp_path, runner, machine, churn_model, monkeypatch
 ):
