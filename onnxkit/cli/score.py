@@ -84,9 +84,9 @@ def score(
     region: Annotated[str | None, typer.Option(help="With --env: AWS region.")] = None,
     profile: Annotated[str | None, typer.Option(help="With --env: AWS profile.")] = None,
 ) -> None:
-    """Score a CSV/JSONL file locally (chunked, parallel, streaming, resumable), or in the cloud.
+    """Score a CSV/JSONL file here, or in the cloud with --env.
 
-    The same decoding rules, model loading and digest checks as POST /predict. Every row is
+    Here: chunked, parallel, streaming, resumable, with the same decoding rules, model loading and digest checks as POST /predict. Every row is
     scored or rejected with its line and reason (the output's ``error`` field); exit code 0 when
     all rows are scored, 2 when some were rejected, 1 on failure. An interrupted run resumes
     where its last committed chunk ended when run again with the same arguments. With --env the
