@@ -86,12 +86,12 @@ def score(
 ) -> None:
     """Score a CSV/JSONL file here, or in the cloud with --env.
 
-    Here: chunked, parallel, streaming, resumable, with the same decoding rules, model loading and digest checks as POST /predict. Every row is
-    scored or rejected with its line and reason (the output's ``error`` field); exit code 0 when
-    all rows are scored, 2 when some were rejected, 1 on failure. An interrupted run resumes
-    where its last committed chunk ended when run again with the same arguments. With --env the
-    scoring state machine scores the file with the live model; a local --output gets the same
-    file a local run writes.
+    Here: chunked, parallel, streaming, resumable, with the same decoding rules, model loading
+    and digest checks as POST /predict. Every row is scored or rejected with its line and reason
+    (the output's ``error`` field); exit code 0 when all rows are scored, 2 when some were
+    rejected, 1 on failure. An interrupted run resumes where its last committed chunk ended when
+    run again with the same arguments. With --env the scoring state machine scores the file with
+    the live model; a local --output gets the same file a local run writes.
     """
     if sum(x is not None for x in (model, workdir, env)) != 1:
         raise KitError(
