@@ -20,6 +20,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -378,10 +379,12 @@ def batch_scoring_started(console: Console, model: Any, input_path: Path, resume
 
 
 @contextmanager
-def bytes_progress(console: Console, total: int, completed: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar over the input's bytes; yields the function that advances it."""
+def bytes_progress(
+    console: Console, total: int, completed: int, label: str = "scoring"
+) -> Iterator[Callable[[int], None]]:
+    """A progress bar over bytes (the input's, or downloaded ones); yields its advance."""
     with Progress(
-        TextColumn("scoring"),
+        TextColumn(label),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -389,7 +392,7 @@ def bytes_progress(console: Console, total: int, completed: int) -> Iterator[Cal
         console=console,
         transient=False,
     ) as progress:
-        task = progress.add_task("scoring", total=total, completed=completed)
+        task = progress.add_task(label, total=total, completed=completed)
         yield lambda n: progress.advance(task, n)
 
 
@@ -411,6 +414,83 @@ def print_batch_summary(console: Console, summary: Any) -> None:
     more = summary.rejected - min(len(summary.samples), MAX_REJECTED_SHOWN)
     if more > 0:
         console.print(f"... and {more} more (the error field of the output lists all)")
+
+
+# --- onnxkit score --env ------------------------------------------------------------------
+def scoring_run_started(name: str, arn: str, request: Any, local: Path | None) -> None:
+    """The execution just started, where it reads and writes (stdout: a script may want it)."""
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"started {name}")
+    out.print(f"  input   {request.input_uri}")
+    out.print(f"  output  {request.output_uri}" + (f" -> {local}" if local else ""))
+    out.print(f"  arn     {arn}")
+
+
+def scoring_run_follow_hint(env: str, name: str, arn: str) -> None:
+    """How to follow an execution without waiting here, and without the console."""
+    out = Console(soft_wrap=True, highlight=False)
+    out.print(f"follow it with: onnxkit score --env {env} --execution {name} [--output FILE]")
+    out.print(f"  or: aws stepfunctions describe-execution --execution-arn {arn}")
+
+
+@contextmanager
+def scoring_run_progress(console: Console) -> Iterator[Callable[[Any], None]]:
+    """The execution's status and its parts done of all; yields the function given each new
+    :class:`onnxkit.cloud.batch.RunState`."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("parts{task.fields[failed]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("starting", total=None, failed="")
+
+        def update(state: Any) -> None:
+            parts = state.parts
+            description = state.status.lower().replace("_", " ")
+            if parts is None:
+                progress.update(task, description=description)
+                return
+            failed = f", {parts.failed} failed" if parts.failed else ""
+            progress.update(
+                task,
+                description=description,
+                total=parts.total or None,
+                completed=parts.done,
+                failed=failed,
+            )
+
+        yield update
+
+
+def print_scoring_run(console: Console, summary: Any, parts: int, output: Any) -> None:
+    """Rows in, scored, rejected, model, duration; the first rejected rows; failed parts."""
+    console.print(
+        f"rows in {summary.rows} = {summary.scored} scored + {summary.rejected} rejected; "
+        f"model {summary.model.name} {summary.model.version}; {summary.seconds:.1f}s; "
+        f"{parts} parts -> {output}",
+        highlight=False,
+    )
+    if summary.rejected:
+        table = Table(
+            "row", "line", "why it was rejected", title="rejected rows", title_justify="left"
+        )
+        for row in summary.rejected_rows[:MAX_REJECTED_SHOWN]:
+            table.add_row(str(row.row), "" if row.line is None else str(row.line), row.reason)
+        console.print(table)
+        more = summary.rejected - min(len(summary.rejected_rows), MAX_REJECTED_SHOWN)
+        if more > 0:
+            console.print(f"... and {more} more (the error field of the output lists all)")
+    if summary.failed_parts:
+        table = Table(
+            "part", "object", "bytes", title="failed parts (not scored)", title_justify="left"
+        )
+        for part in summary.failed_parts:
+            table.add_row(str(part.part), part.key, f"{part.start}-{part.end}")
+        console.print(table)
 
 
 # --- onnxkit models ------------------------------------------------------------------------

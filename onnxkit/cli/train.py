@@ -15,13 +15,12 @@ from onnxkit.cli import present
 from onnxkit.cli.status import EXIT_CODES, watch
 from onnxkit.cloud.discovery import discover
 from onnxkit.cloud.errors import CloudError
-from onnxkit.cloud.executions import execution_link
+from onnxkit.cloud.executions import execution_link, execution_name
 from onnxkit.contract.layout import KMS_KEY_OUTPUT
 
 # Multipart above 8 MiB, in 8 MiB parts (S3's minimum part is 5 MiB).
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 MULTIPART_CHUNK = 8 * 1024 * 1024
-_NAME_LIMIT = 80  # Step Functions execution names
 
 
 def train(
@@ -101,17 +100,6 @@ def _default_name(data: str, model: str | None) -> str:
     stem = Path(data.rstrip("/")).stem or "data"
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stem}-{model or 'default'}-{stamp}"
-
-
-def execution_name(raw: str) -> str:
-    """A valid, readable Step Functions execution name."""
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
-    if not cleaned:
-        raise CloudError(f"--name {raw!r}: use letters, digits, '-' or '_'")
-    if len(cleaned) > _NAME_LIMIT:
-        # Keep the tail: it carries the timestamp that makes the name unique.
-        cleaned = cleaned[-_NAME_LIMIT:].lstrip("-_")
-    return cleaned
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

@@ -7,6 +7,7 @@ stack builds. The training job is read with the SageMaker SDK (``sagemaker.core`
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from onnxkit.cloud.errors import CloudError
 from onnxkit.contract import workflow
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+_NAME_LIMIT = 80  # Step Functions execution names
 
 
 @dataclass
@@ -86,6 +88,17 @@ def execution_arn(state_machine_arn: str, name_or_arn: str) -> str:
     if not machine:
         raise CloudError(f"not a state machine ARN: {state_machine_arn}")
     return f"{prefix}:execution:{machine}:{name_or_arn}"
+
+
+def execution_name(raw: str) -> str:
+    """A valid, readable Step Functions execution name."""
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", raw).strip("-")
+    if not cleaned:
+        raise CloudError(f"--name {raw!r}: use letters, digits, '-' or '_'")
+    if len(cleaned) > _NAME_LIMIT:
+        # Keep the tail: it carries the timestamp that makes the name unique.
+        cleaned = cleaned[-_NAME_LIMIT:].lstrip("-_")
+    return cleaned
 
 
 def latest_execution(sfn: Any, state_machine_arn: str) -> str:
