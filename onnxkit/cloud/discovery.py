@@ -1,10 +1,10 @@
 """Find a deployed kit from its CloudFormation stack outputs, by environment name.
 
 Stack names and output ids are the kernel's (:mod:`onnxkit.contract.layout`,
-docs/CONTRACTS.md): ``OnnxKit-<env>-Artifacts``, ``OnnxKit-<env>-Pipeline`` and
-``OnnxKit-<env>-Serving``. AWS access uses boto3's standard credential chain and region
-(environment, profile, SSO, instance role); ``AWS_ENDPOINT_URL`` is honoured, which is how the
-tests point everything at moto.
+docs/CONTRACTS.md): ``OnnxKit-<env>-Artifacts``, ``-Pipeline``, ``-Serving`` and
+``-Scoring``. AWS access uses boto3's standard credential chain and region (environment,
+profile, SSO, instance role); ``AWS_ENDPOINT_URL`` is honoured, which is how the tests point
+everything at moto.
 """
 
 from __future__ import annotations
