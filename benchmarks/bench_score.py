@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 BATCH_ROWS = 5000  # onnxkit score's default chunk
 DATASETS = ("breast_cancer", "customer_churn")
+CPU_SECONDS: list[float] = []
+SERVER_PID: list[int] = []  # user + system seconds of each run_timed command, in order
 
 
 # --- artifacts ----------------------------------------------------------------------------
@@ -151,8 +153,12 @@ def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, dict[int, fl
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    _, stderr = proc.communicate()
+    assert proc.stderr is not None
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # CPU of it and its reaped workers
     elapsed = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    CPU_SECONDS.append(usage.ru_utime + usage.ru_stime)
     stop.set()
     poller.join()
     if proc.returncode != 0:
@@ -167,10 +173,17 @@ def served(model: Path, env: dict[str, str]) -> Iterator[str]:
 
     port = free_port()
     argv = [str(BIN / "onnxkit"), "serve", "--model", str(model), "--port", str(port)]
-    with process(argv, env, ROOT):
+    with process(argv, env, ROOT) as server:
         url = f"http://127.0.0.1:{port}"
         _wait_model(url)
+        SERVER_PID[:] = [server.pid]
         yield url
+
+
+def process_cpu(pid: int) -> float:
+    """User + system seconds a live process has used (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_model(url: str, timeout: float = 60) -> None:
@@ -393,6 +406,8 @@ def rounds_for(
         "predict": [],
         "bare": [],
         "main_mib": [],
+        "score_cpu": [],
+        "predict_cpu": [],
         "worker_mib": [],
     }
     with served(model, env) as url:
@@ -417,10 +432,12 @@ def rounds_for(
             main, *workers_ = peaks.values()
             got["main_mib"].append(main)
             got["worker_mib"] += workers_
+            got["score_cpu"].append(CPU_SECONDS[-1])
             return seconds
 
         def predict() -> float:
             out = work / "predict.csv"
+            server = process_cpu(SERVER_PID[0])
             seconds, _ = run_timed(
                 [
                     str(BIN / "onnxkit"),
@@ -435,6 +452,7 @@ def rounds_for(
                 ],
                 env,
             )
+            got["predict_cpu"].append(CPU_SECONDS[-1] + process_cpu(SERVER_PID[0]) - server)
             return seconds
 
         candidates = {
@@ -453,6 +471,7 @@ def rounds_for(
                     file=sys.stderr,
                     flush=True,
                 )
+    got["cpu_ratio"] = [p / s for s, p in zip(got["score_cpu"], got["predict_cpu"], strict=True)]
     got["vs_predict"] = [s / p for s, p in zip(got["score"], got["predict"], strict=True)]
     got["vs_bare"] = [s / b for s, b in zip(got["score"], got["bare"], strict=True)]
     return got
@@ -533,6 +552,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {dataset} | {med_range(r['score'])} | {med_range(r['predict'])} | "
             f"{med_range(r['bare'])} | {med_range(r['vs_predict'], '{:.1f}')}x | "
             f"{med_range(r['vs_bare'], '{:.3f}')}x |"
+        )
+    print("\nCPU seconds (user + system, the CLI with its workers; predict adds the server's):\n")
+    print("| dataset | score CPU s | predict via serve CPU s | predict ÷ score CPU |")
+    print("|---|---|---|---|")
+    for dataset, r in results.items():
+        print(
+            f"| {dataset} | {med_range(r['score_cpu'], '{:.1f}')} | "
+            f"{med_range(r['predict_cpu'], '{:.1f}')} | {med_range(r['cpu_ratio'], '{:.1f}')}x |"
         )
     print("\n| dataset | rows | score main process peak RSS MiB | each worker's peak RSS MiB |")
     print("|---|---|---|---|")
