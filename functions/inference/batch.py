@@ -19,18 +19,20 @@ batch function own those.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
+from onnxkit.contract.values import FLOAT32_MAX
+
 from .decode import csv_numbers
 from .errors import ApiError
-from .feed import describe, read_missing, row_problems
+from .feed import FeatureSpec, describe, read_missing, row_problems, string_column
 from .predictor import Model, load_model
 from .runtime import DEFAULT_CACHE
 from .source import ModelLocator
@@ -125,6 +127,99 @@ def score_cells(
     return _score(model, len(records), good, rows, problems)
 
 
+def score_columns(
+    model: Model, header: Sequence[str], columns: Sequence[Sequence[str]]
+) -> list[RowResult] | None:
+    """Score CSV records given as whole columns of cells (one per header column, every record
+    as wide as the header), when every row feeds the model as it is: all rows scored, the same
+    answers as :func:`score_cells`. None when anything needs :func:`score_cells`' row-by-row
+    reading (an empty or refused cell, a number it must check): the caller then calls it.
+
+    The numeric columns are read as float64 arrays by one C call per column (no Python float
+    per cell), and an all-numeric model's feed is cut from one matrix."""
+    features = model.features
+    positions = feature_positions([spec.name for spec in features], header)
+    size = len(columns[0]) if columns else 0
+    if not size:
+        return None
+    numbers: list[np.ndarray] = []
+    for spec, position in zip(features, positions, strict=True):
+        if spec.numeric:
+            column = plain_numbers(spec, columns[position])
+            if column is None:
+                return None
+            numbers.append(column)
+    builder = model.feed
+    if builder.all_numeric:
+        feed = builder.from_matrix(np.stack(numbers, axis=1))
+    else:
+        feed = _mixed_feed(features, [columns[p] for p in positions], iter(numbers))
+    if feed is None:
+        return None
+    results = [RowResult() for _ in range(size)]
+    _fill(model, feed, results, range(size))
+    return results
+
+
+# A column made of these characters only holds plain numbers (and empty cells), which float()
+# and the contract's number grammar read alike (see decode.csv_numbers).
+_PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
+
+
+def plain_numbers(spec: FeatureSpec, cells: Sequence[str]) -> np.ndarray | None:
+    """float64 values of a numeric CSV column of plain numbers, exactly as
+    :func:`.decode.csv_numbers` reads them when it refuses none and finds none missing; None
+    for anything else (an empty cell, a missing token, other characters, a number beyond
+    float32's range)."""
+    text = "".join(cells)
+    if not text.isascii() or text.encode().translate(None, _PLAIN_NUMBER_BYTES):
+        return None
+    if _numeric_tokens(spec.rule.missing_tokens):
+        return None  # "-999" may be a missing token: csv_numbers reads cell by cell
+    if not all(cells):  # empty cells are missing values: NaN, as None becomes in a feed
+        cells = [cell or "nan" for cell in cells]
+    try:
+        # str -> float64 in C, by float()'s own rule (csv_numbers' float(f)).
+        values = np.array(cells, dtype=np.float64)
+    except ValueError:  # "1e", "--1": csv_numbers names them
+        return None
+    # Elementwise: NaN (a missing value) compares False, and is not out of range.
+    if values.shape != (len(cells),) or (np.abs(values) > FLOAT32_MAX).any():
+        return None
+    return values
+
+
+@lru_cache(maxsize=16)
+def _numeric_tokens(tokens: frozenset[str]) -> bool:
+    """Whether a missing token looks like a plain number ("-999"): then cells must be read one
+    by one, as csv_numbers does."""
+    return any(not token.encode().translate(None, _PLAIN_NUMBER_BYTES) for token in tokens)
+
+
+def _mixed_feed(
+    features: Sequence[FeatureSpec], cells: Sequence[Sequence[str]], numbers: Iterator[np.ndarray]
+) -> dict[str, np.ndarray] | None:
+    """The feed FeedBuilder builds column by column (numeric and categorical features) when
+    it refuses nothing; None when it would refuse something."""
+    feed: dict[str, np.ndarray] = {}
+    for spec, column in zip(features, cells, strict=True):
+        if spec.numeric:
+            number = next(numbers)
+            if not spec.nullable and np.isnan(number).any():
+                return None  # a missing value the model does not impute
+            array = number.astype(np.float32).reshape(-1, 1)
+            if np.isinf(array).any():
+                return None
+            feed[spec.onnx_input] = array
+            continue
+        # score_cells reads the missing categories, then FeedBuilder reads them again.
+        values, kinds = read_missing(spec, read_missing(spec, column)[0])
+        if not kinds <= spec.allowed_types:
+            return None  # a missing category the model does not impute
+        feed[spec.onnx_input] = string_column(values)
+    return feed
+
+
 def score_instances(model: Model, instances: Sequence[Any]) -> list[RowResult]:
     """Score JSON instances (objects keyed by feature name, or arrays in signature order; an
     :class:`Unreadable` is refused with its reason), one result per instance in order."""
@@ -191,6 +286,14 @@ def _score(
             return results
         good = [good[p] for p in kept]
         feed = model.feed([rows[p] for p in kept])
+    _fill(model, feed, results, good)
+    return results
+
+
+def _fill(
+    model: Model, feed: dict[str, np.ndarray], results: list[RowResult], good: Sequence[int]
+) -> None:
+    """Run the model on ``feed`` (the rows ``good`` of ``results``) and fill their answers."""
     answer = model.predict_feed(feed)
     predictions = answer["predictions"]
     if isinstance(predictions, np.ndarray) and predictions.dtype.kind != "f":
@@ -201,4 +304,3 @@ def _score(
         result.prediction = predictions[position]
         if probabilities is not None:
             result.probabilities = probabilities[position]
-    return results

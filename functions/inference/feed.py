@@ -136,7 +136,8 @@ def _numeric_column(values: Sequence[Any]) -> np.ndarray:
         return np.array(values, dtype=np.float32).reshape(-1, 1)
 
 
-def _string_column(values: Sequence[Any]) -> np.ndarray:
+def string_column(values: Sequence[Any]) -> np.ndarray:
+    """A categorical input ``[N, 1]`` (object), a missing value (None) as MISSING_CATEGORY."""
     column = np.array(values, dtype=object).reshape(-1, 1)
     if None in values:
         column[column == None] = MISSING_CATEGORY  # noqa: E711  # elementwise comparison
@@ -224,7 +225,7 @@ class FeedBuilder:
             values, kinds = read_missing(spec, sent)
             if kinds <= spec.allowed_types:
                 if not spec.numeric:
-                    feed[spec.onnx_input] = _string_column(values)
+                    feed[spec.onnx_input] = string_column(values)
                     continue
                 array = _numeric_column(values)
                 if not np.isinf(array).any():

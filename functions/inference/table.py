@@ -13,8 +13,10 @@ import csv
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from itertools import repeat
+from typing import Any, Literal, cast
 
+import numpy as np
 import orjson
 
 from . import batch
@@ -119,6 +121,26 @@ def csv_records(raw: Sequence[bytes], reasons: dict[int, str]) -> list[list[str]
     return fields_list
 
 
+def plain_csv_columns(raw: Sequence[bytes], width: int) -> list[list[str]] | None:
+    """The cells of CSV records by column, when they need no CSV parser: UTF-8, no quote, no
+    carriage return, no NUL, every record one line of ``width`` fields. None otherwise
+    (:func:`csv_records` then parses them and names what is wrong)."""
+    blob = b"".join(raw)
+    if not raw or b'"' in blob or b"\r" in blob or b"\0" in blob:
+        return None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.removesuffix("\n").split("\n")
+    if len(lines) != len(raw) or text.count(",") != len(raw) * (width - 1):
+        return None
+    if set(map(str.count, lines, repeat(","))) != {width - 1}:
+        return None
+    cells = ",".join(lines).split(",")
+    return [cells[column::width] for column in range(width)]
+
+
 @dataclass(frozen=True)
 class Job:
     """What every chunk of a run shares."""
@@ -149,6 +171,12 @@ def score_records(
     if job.input_format == "csv":
         if job.header is None:
             raise ValueError("a CSV job needs the header")
+        columns = plain_csv_columns(chunk, len(job.header))
+        if columns is not None:
+            fast = batch.score_columns(model, job.header, columns)
+            if fast is not None:
+                at = job.header.index(job.id_column) if job.id_column else None
+                return fast, list(columns[at]) if at is not None else [None] * len(fast)
         rows = csv_records(chunk, reasons)
         results = batch.score_cells(model, job.header, rows)
         at = job.header.index(job.id_column) if job.id_column else None
@@ -188,6 +216,11 @@ def format_records(
     """The output records of consecutive rows (``lead``'s fields first, then row and line)."""
     classes = model.classes if model.task == "classification" else None
     version = model.model_version
+    if job.output_format == "jsonl" and not keep_rejections:
+        fast = _jsonl_scored(classes, version, job.id_column, results, ids, first_row, lines,
+                             lead or {}, row_field, line_field)  # fmt: skip
+        if fast is not None:
+            return Formatted(fast, len(results), 0)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n") if job.output_format == "csv" else None
     done = Formatted(b"", 0, 0)
@@ -228,3 +261,84 @@ def format_records(
             writer.writerow([*(str(c) for c in cells), *probas, version, result.reason or ""])
     done.data = out.getvalue().encode()
     return done
+
+
+def _jsonl_scored(
+    classes: Sequence[Any] | None,
+    version: str,
+    id_column: str | None,
+    results: Sequence[batch.RowResult],
+    ids: Sequence[Any],
+    first_row: int,
+    lines: Sequence[int],
+    lead: dict[str, Any],
+    row_field: str,
+    line_field: str,
+) -> bytes | None:
+    """:func:`format_records`' JSON Lines when every row was scored, byte for byte, without a
+    dict and an orjson call per row: the numbers of all rows are serialised by one orjson call
+    per column, and each record is a template filled with them. None when a row was refused,
+    a field name repeats, or a value is not of the kinds the template knows."""
+    size = len(results)
+    if not size or any(result.reason is not None for result in results):
+        return None
+    names = [*lead, row_field, line_field, *([id_column] if id_column else []), "prediction"]
+    names += [*(["probabilities"] if classes else []), "model_version", "error"]
+    if len(set(names)) != len(names):
+        return None  # a later field overwrites an earlier one: the dict's rules
+    predictions = _json_cells([result.prediction for result in results])
+    if predictions is None:
+        return None
+    columns: list[Sequence[Any]] = [range(first_row, first_row + size), lines]
+    head = orjson.dumps({**lead, row_field: 0}, option=_DUMP)[:-2].decode()  # ..."row":
+    parts = [_escape(head), "{}", f",{_key(line_field)}{{}}"]
+    if id_column:
+        id_cells = _json_cells(list(ids))
+        if id_cells is None:
+            return None
+        parts.append(f",{_key(id_column)}{{}}")
+        columns.append(id_cells)
+    parts.append(f",{_key('prediction')}{{}}")
+    columns.append(predictions)
+    if classes:
+        probabilities = [result.probabilities for result in results]
+        shape = (len(classes),)
+        if not all(p is not None and p.dtype == np.float32 and p.shape == shape
+                   for p in probabilities):  # fmt: skip
+            return None
+        matrix = np.ascontiguousarray(np.stack(cast(list[np.ndarray], probabilities)).T)
+        keys = [_key(str(c)) for c in classes]
+        if len(set(keys)) != len(keys):
+            return None  # the dict keeps one of them
+        parts.append(f",{_key('probabilities')}{{{{" + ",".join(k + "{}" for k in keys) + "}}")
+        columns += [_split_numbers(orjson.dumps(row, option=_DUMP)) for row in matrix]
+    tail = orjson.dumps({"model_version": version, "error": None}).decode()[1:]
+    parts.append("," + _escape(tail) + "\n")
+    template = "".join(parts)
+    return "".join(map(template.format, *columns)).encode()
+
+
+def _escape(text: str) -> str:
+    """``text`` as a literal part of a str.format template."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _key(name: str) -> str:
+    """A field name as JSON, with its colon, escaped for str.format."""
+    return _escape(orjson.dumps(name).decode()) + ":"
+
+
+def _split_numbers(array_json: bytes) -> list[str]:
+    """The items of orjson's JSON of a 1-D numeric array."""
+    return array_json.decode()[1:-1].split(",")
+
+
+def _json_cells(values: list[Any]) -> Sequence[str] | None:
+    """Each value as orjson writes it (ints, strings, None, numpy float32 scalars), or None."""
+    kinds = set(map(type, values))
+    if kinds == {np.float32}:
+        return _split_numbers(orjson.dumps(np.array(values, dtype=np.float32), option=_DUMP))
+    if kinds <= {int, str, type(None)}:
+        written = {(type(v), v): orjson.dumps(v).decode() for v in set(values)}
+        return [written[type(v), v] for v in values]
+    return None

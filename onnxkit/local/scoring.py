@@ -186,6 +186,19 @@ def chunks(
     row = first_row
     offset = handle.tell()
     next_line = line
+    if fmt == "csv":
+        # Blocks of one-line records first (no per-line Python); the rest, if any, below.
+        while (piece := _plain_lines(handle, batch_rows - len(records))) is not None:
+            found, offset = piece
+            records += found
+            lines += range(next_line, next_line + len(found))
+            next_line += len(found)
+            if len(records) == batch_rows:
+                yield Chunk(index, row, records, lines, offset, next_line)
+                index, row = index + 1, row + len(records)
+                records, lines = [], []
+        handle.seek(offset)
+        line = next_line
     try:
         for raw, start, offset in _records(handle, fmt, line):
             record = raw.removeprefix(table.UTF8_BOM) if fmt == "jsonl" and row == 0 else raw
@@ -202,6 +215,28 @@ def chunks(
         raise
     if records:
         yield Chunk(index, row, records, lines, offset, next_line)
+
+
+def _plain_lines(handle: IO[bytes], most: int) -> tuple[list[bytes], int] | None:
+    """Up to ``most`` records of a CSV input from the handle's position and the offset after
+    them, when every line read is a record: no quote (a record may span lines), no blank line
+    (not a row), no carriage return. None at the end, at a line without a line break or longer
+    than a block, or at a block that breaks the rule: :func:`table.records` reads on from
+    there (the caller seeks back to the offset last returned)."""
+    start = handle.tell()
+    block = handle.read(max(most * 64, 1 << 16))  # a chunk's worth of short rows
+    end = block.rfind(b"\n") + 1
+    if not end:
+        return None
+    block = block[:end]
+    if b'"' in block or b"\r" in block or b"\n\n" in block or block.startswith(b"\n"):
+        return None
+    found = block.splitlines(keepends=True)  # no \r: it splits at \n only
+    if len(found) > most:
+        found = found[:most]
+    end = start + sum(map(len, found))
+    handle.seek(end)
+    return found, end
 
 
 # --- one chunk, in a worker ------------------------------------------------------------------
