@@ -19,9 +19,11 @@ batch function own those.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -161,9 +163,51 @@ def score_columns(
     return results
 
 
+def score_numeric_block(
+    model: Model, header: Sequence[str], block: bytes, rows: int
+) -> dict[str, Any] | None:
+    """The model's answer (``predictions``, ``probabilities``) for ``rows`` one-line CSV
+    records under ``header`` in ``block``, when every feature cell is a plain finite number
+    and every row has the header's width and feeds the model as it is: the answers
+    :func:`score_cells` gives them. None when anything needs it (a model with a categorical
+    feature or a numeric missing token, a quote, blank, CR, NUL or underscore anywhere, an
+    empty, missing or malformed feature cell, a row of another width, NaN, a value beyond
+    float32). Other columns (ids, targets) may hold any text.
+
+    numpy's text reader converts the feature columns in C, by the same correctly rounded rule
+    as ``float()`` (the tests compare them on the spellings either accepts)."""
+    features = model.features
+    if not model.feed.all_numeric or any(
+        _numeric_tokens(spec.rule.missing_tokens) for spec in features
+    ):
+        return None
+    if any(byte in block for byte in _NOT_IN_PLAIN_BLOCKS) or block[:1] == b"\n":
+        return None
+    width = len(header) - 1
+    if set(map(bytes.count, block.split(b"\n")[:-1], repeat(b","))) != {width}:
+        return None  # a row of another width (or a blank line: no commas)
+    positions = feature_positions([spec.name for spec in features], header)
+    try:
+        matrix = np.loadtxt(
+            io.BytesIO(block), delimiter=",", usecols=positions, dtype=np.float64,
+            comments=None, ndmin=2, encoding="latin1",
+        )  # fmt: skip
+    except ValueError:  # "1e", "", "NA": score_cells names them
+        return None
+    if matrix.shape != (rows, len(positions)) or np.isnan(matrix).any():
+        return None  # "nan" is not a number to score_cells
+    feed = model.feed.from_matrix(matrix)
+    if feed is None:
+        return None
+    return model.predict_feed(feed)
+
+
 # A column made of these characters only holds plain numbers (and empty cells), which float()
 # and the contract's number grammar read alike (see decode.csv_numbers).
 _PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
+# Bytes after which a block's cells need score_cells: quotes, blanks and number spellings
+# (1_000, " 1") that float() and numpy's reader may read differently from the contract.
+_NOT_IN_PLAIN_BLOCKS = (b'"', b"\r", b" ", b"\t", b"\0", b"_", b"\n\n", b"\x0b", b"\x0c")
 
 
 def plain_numbers(spec: FeatureSpec, cells: Sequence[str]) -> np.ndarray | None:

@@ -276,56 +276,138 @@ def _jsonl_scored(
     line_field: str,
 ) -> bytes | None:
     """:func:`format_records`' JSON Lines when every row was scored, byte for byte, without a
-    dict and an orjson call per row: the numbers of all rows are serialised by one orjson call
-    per column, and each record is a template filled with them. None when a row was refused,
-    a field name repeats, or a value is not of the kinds the template knows."""
+    dict and an orjson call per row (:func:`_jsonl_columns`). None when a row was refused or a
+    value is not of the kinds the columns know."""
     size = len(results)
     if not size or any(result.reason is not None for result in results):
         return None
-    names = [*lead, row_field, line_field, *([id_column] if id_column else []), "prediction"]
-    names += [*(["probabilities"] if classes else []), "model_version", "error"]
-    if len(set(names)) != len(names):
-        return None  # a later field overwrites an earlier one: the dict's rules
     predictions = _json_cells([result.prediction for result in results])
     if predictions is None:
         return None
-    columns: list[Sequence[Any]] = [range(first_row, first_row + size), lines]
-    head = orjson.dumps({**lead, row_field: 0}, option=_DUMP)[:-2].decode()  # ..."row":
-    parts = [_escape(head), "{}", f",{_key(line_field)}{{}}"]
-    if id_column:
-        id_cells = _json_cells(list(ids))
-        if id_cells is None:
-            return None
-        parts.append(f",{_key(id_column)}{{}}")
-        columns.append(id_cells)
-    parts.append(f",{_key('prediction')}{{}}")
-    columns.append(predictions)
+    id_cells = _json_cells(list(ids)) if id_column else None
+    if id_column and id_cells is None:
+        return None
+    matrix = None
     if classes:
         probabilities = [result.probabilities for result in results]
         shape = (len(classes),)
         if not all(p is not None and p.dtype == np.float32 and p.shape == shape
                    for p in probabilities):  # fmt: skip
             return None
-        matrix = np.ascontiguousarray(np.stack(cast(list[np.ndarray], probabilities)).T)
-        keys = [_key(str(c)) for c in classes]
-        if len(set(keys)) != len(keys):
-            return None  # the dict keeps one of them
-        parts.append(f",{_key('probabilities')}{{{{" + ",".join(k + "{}" for k in keys) + "}}")
-        columns += [_split_numbers(orjson.dumps(row, option=_DUMP)) for row in matrix]
+        matrix = np.stack(cast(list[np.ndarray], probabilities))
+    return _jsonl_columns(
+        classes, version, id_column, predictions, matrix, id_cells, first_row, lines, lead,
+        row_field, line_field,
+    )  # fmt: skip
+
+
+def _jsonl_columns(
+    classes: Sequence[Any] | None,
+    version: str,
+    id_column: str | None,
+    predictions: Sequence[str],
+    probabilities: np.ndarray | None,
+    ids: Sequence[str] | None,
+    first_row: int,
+    lines: Sequence[int],
+    lead: dict[str, Any],
+    row_field: str,
+    line_field: str,
+) -> bytes | None:
+    """JSON Lines of scored rows from columns of JSON texts (and an ``[N, classes]`` float32
+    probability matrix), as ``orjson.dumps`` of :func:`format_records`' dict writes each row:
+    the literal text between the fields is fixed, so the records are the columns interleaved
+    with it and joined in C. None when a field name repeats (the dict would keep one)."""
+    size = len(predictions)
+    names = [*lead, row_field, line_field, *([id_column] if id_column else []), "prediction"]
+    names += [*(["probabilities"] if classes else []), "model_version", "error"]
+    if len(set(names)) != len(names):
+        return None
+    head = orjson.dumps({**lead, row_field: 0}, option=_DUMP)[:-2].decode()  # {...,"row":
+    literals = [head, f",{_name(line_field)}"]
+    columns: list[Sequence[str]] = [
+        list(map(str, range(first_row, first_row + size))),
+        list(map(str, lines)),
+    ]
+    if id_column:
+        assert ids is not None
+        literals.append(f",{_name(id_column)}")
+        columns.append(ids)
+    literals.append(f",{_name('prediction')}")
+    columns.append(predictions)
     tail = orjson.dumps({"model_version": version, "error": None}).decode()[1:]
-    parts.append("," + _escape(tail) + "\n")
-    template = "".join(parts)
-    return "".join(map(template.format, *columns)).encode()
+    if classes:
+        assert probabilities is not None
+        keys = [_name(str(c)) for c in classes]
+        if len(set(keys)) != len(keys):
+            return None
+        literals.append(f",{_name('probabilities')}{{{keys[0]}")
+        literals += [f",{key}" for key in keys[1:]]
+        columns += [
+            _split_numbers(orjson.dumps(np.ascontiguousarray(probabilities[:, k]), option=_DUMP))
+            for k in range(len(keys))
+        ]
+        tail = "}" + "," + tail
+    else:
+        tail = "," + tail
+    literals.append(tail + "\n")
+    step = 2 * len(columns) + 1
+    pieces: list[str] = [""] * (size * step)
+    for k, literal in enumerate(literals):
+        pieces[2 * k :: step] = [literal] * size
+    for k, column in enumerate(columns):
+        pieces[2 * k + 1 :: step] = column
+    return "".join(pieces).encode()
 
 
-def _escape(text: str) -> str:
-    """``text`` as a literal part of a str.format template."""
-    return text.replace("{", "{{").replace("}", "}}")
+def score_plain_block(
+    model: batch.Model,
+    job: Job,
+    block: bytes,
+    *,
+    first_row: int,
+    first_line: int,
+    lead: dict[str, Any] | None = None,
+    row_field: str = "row",
+    line_field: str = "line",
+) -> Formatted | None:
+    """One-line CSV records of plain numbers (``block``, a line each) scored and written as
+    JSON Lines in whole columns: the bytes :func:`score_records` + :func:`format_records` write
+    for them. None when any row needs those (the caller splits the block and calls them)."""
+    if job.input_format != "csv" or job.output_format != "jsonl" or job.header is None:
+        return None
+    if job.id_column is not None:
+        return None
+    rows = block.count(b"\n")
+    if not rows or not block.endswith(b"\n"):
+        return None
+    answer = batch.score_numeric_block(model, job.header, block, rows)
+    if answer is None:
+        return None
+    classes = model.classes if model.task == "classification" else None
+    predictions = answer["predictions"]
+    cells: Sequence[str] | None
+    if isinstance(predictions, list):  # string labels
+        cells = _json_cells(predictions)
+    elif not isinstance(predictions, np.ndarray) or predictions.ndim != 1:
+        return None
+    elif predictions.dtype.kind in "iu" or predictions.dtype == np.float32:
+        cells = _split_numbers(orjson.dumps(predictions, option=_DUMP))
+    else:
+        cells = _json_cells(predictions.tolist())
+    probabilities = answer.get("probabilities")
+    if cells is None or len(cells) != rows or (classes and probabilities is None):
+        return None
+    data = _jsonl_columns(
+        classes, model.model_version, None, cells, probabilities, None, first_row,
+        range(first_line, first_line + rows), lead or {}, row_field, line_field,
+    )  # fmt: skip
+    return None if data is None else Formatted(data, rows, 0)
 
 
-def _key(name: str) -> str:
-    """A field name as JSON, with its colon, escaped for str.format."""
-    return _escape(orjson.dumps(name).decode()) + ":"
+def _name(name: str) -> str:
+    """A field name as JSON, with its colon."""
+    return orjson.dumps(name).decode() + ":"
 
 
 def _split_numbers(array_json: bytes) -> list[str]:

@@ -33,7 +33,7 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,14 +129,23 @@ def load(ref: ModelRef, threads: int | None = None) -> Any:
 # --- reading ---------------------------------------------------------------------------------
 @dataclass
 class Chunk:
-    """Consecutive records of the input: their bytes, first lines and data row numbers."""
+    """Consecutive records of the input: their bytes, first lines and data row numbers.
+
+    A run of one-line CSV records comes as one ``block`` (a record a line, no record list):
+    the worker scores it whole when it can and splits it into records when it cannot."""
 
     index: int
     first_row: int
     records: list[bytes]
-    lines: list[int]
+    lines: Sequence[int]
     end_offset: int  # input byte offset after the chunk
     next_line: int  # the line number the next record would start on
+    block: bytes = b""
+
+    @property
+    def size(self) -> int:
+        """How many records (rows) the chunk holds."""
+        return len(self.lines)
 
 
 def read_header(path: Path) -> tuple[list[str], int, int]:
@@ -188,15 +197,15 @@ def chunks(
     next_line = line
     if fmt == "csv":
         # Blocks of one-line records first (no per-line Python); the rest, if any, below.
-        while (piece := _plain_lines(handle, batch_rows - len(records))) is not None:
-            found, offset = piece
-            records += found
-            lines += range(next_line, next_line + len(found))
-            next_line += len(found)
-            if len(records) == batch_rows:
-                yield Chunk(index, row, records, lines, offset, next_line)
-                index, row = index + 1, row + len(records)
-                records, lines = [], []
+        row_bytes = 64.0  # a guess, then what the blocks so far held
+        while (piece := _plain_block(handle, batch_rows, row_bytes)) is not None:
+            block, count, offset = piece
+            row_bytes = len(block) / count
+            yield Chunk(
+                index, row, [], range(next_line, next_line + count), offset, next_line + count,
+                block,
+            )  # fmt: skip
+            index, row, next_line = index + 1, row + count, next_line + count
         handle.seek(offset)
         line = next_line
     try:
@@ -217,26 +226,29 @@ def chunks(
         yield Chunk(index, row, records, lines, offset, next_line)
 
 
-def _plain_lines(handle: IO[bytes], most: int) -> tuple[list[bytes], int] | None:
-    """Up to ``most`` records of a CSV input from the handle's position and the offset after
-    them, when every line read is a record: no quote (a record may span lines), no blank line
-    (not a row), no carriage return. None at the end, at a line without a line break or longer
-    than a block, or at a block that breaks the rule: :func:`table.records` reads on from
-    there (the caller seeks back to the offset last returned)."""
+def _plain_block(handle: IO[bytes], most: int, row_bytes: float) -> tuple[bytes, int, int] | None:
+    """Up to ``most`` one-line records of a CSV input from the handle's position, the number of
+    them and the offset after them, when every line read is a record: no quote (a record may
+    span lines), no blank line (not a row), no carriage return. None at the end, at a line
+    without a line break or longer than a block, or at a block that breaks the rule:
+    :func:`table.records` reads on from there (the caller seeks back to the offset last
+    returned)."""
     start = handle.tell()
-    block = handle.read(max(most * 64, 1 << 16))  # a chunk's worth of short rows
+    block = handle.read(max(int(most * row_bytes * 1.05), 1 << 16))
     end = block.rfind(b"\n") + 1
     if not end:
         return None
     block = block[:end]
     if b'"' in block or b"\r" in block or b"\n\n" in block or block.startswith(b"\n"):
         return None
-    found = block.splitlines(keepends=True)  # no \r: it splits at \n only
-    if len(found) > most:
-        found = found[:most]
-    end = start + sum(map(len, found))
-    handle.seek(end)
-    return found, end
+    count = block.count(b"\n")
+    if count > most:
+        end = 0
+        for _ in range(most):
+            end = block.index(b"\n", end) + 1
+        block, count = block[:end], most
+    handle.seek(start + len(block))
+    return block, count, start + len(block)
 
 
 # --- one chunk, in a worker ------------------------------------------------------------------
@@ -276,7 +288,15 @@ def work(chunk: Chunk) -> ChunkResult:
 
 def score_chunk(model: Any, job: Job, chunk: Chunk) -> ChunkResult:
     """Parse, score and format one chunk (the cloud scoring function's code)."""
-    results, ids = table.score_records(model, job.table, chunk.records)
+    records = chunk.records
+    if chunk.block:
+        whole = table.score_plain_block(
+            model, job.table, chunk.block, first_row=chunk.first_row, first_line=chunk.lines[0]
+        )
+        if whole is not None:
+            return ChunkResult(chunk.index, whole.data, whole.scored, 0, [])
+        records = chunk.block.splitlines(keepends=True)  # no \r in a block: \n only
+    results, ids = table.score_records(model, job.table, records)
     out = table.format_records(
         model, job.table, results, ids, first_row=chunk.first_row, lines=chunk.lines
     )
@@ -552,7 +572,7 @@ def _run(
                 done = progress.input_offset
                 progress.input_offset = chunk.end_offset
                 progress.output_bytes = handle.tell()
-                progress.next_row = chunk.first_row + len(chunk.records)
+                progress.next_row = chunk.first_row + chunk.size
                 progress.next_line = chunk.next_line
                 progress.chunks = chunk.index + 1
                 progress.scored += result.scored
