@@ -147,6 +147,10 @@ class Chunk:
         """How many records (rows) the chunk holds."""
         return len(self.lines)
 
+    def split(self) -> list[bytes]:
+        """The chunk's records, one bytes object each."""
+        return self.block.splitlines(keepends=True) if self.block else self.records  # \n only
+
 
 def read_header(path: Path) -> tuple[list[str], int, int]:
     """A CSV input's header (BOM dropped), the byte offset after it and the next line."""
@@ -295,7 +299,7 @@ def score_chunk(model: Any, job: Job, chunk: Chunk) -> ChunkResult:
         )
         if whole is not None:
             return ChunkResult(chunk.index, whole.data, whole.scored, 0, [])
-        records = chunk.block.splitlines(keepends=True)  # no \r in a block: \n only
+        records = chunk.split()
     results, ids = table.score_records(model, job.table, records)
     out = table.format_records(
         model, job.table, results, ids, first_row=chunk.first_row, lines=chunk.lines

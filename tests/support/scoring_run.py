@@ -98,7 +98,7 @@ def build_run(
         if number in failed:
             failed_parts.append(part)
         else:
-            results, ids = table.score_records(model, job, chunk.records)
+            results, ids = table.score_records(model, job, chunk.split())
             out = table.format_records(
                 model,
                 job,
@@ -114,7 +114,7 @@ def build_run(
             result = contract.PartResult(
                 part=number,
                 key=input_key,
-                rows=len(chunk.records),
+                rows=chunk.size,
                 scored=out.scored,
                 rejected=out.rejected,
                 lines=chunk.next_line - first_line,
@@ -150,7 +150,7 @@ def build_run(
                 )
                 for r in result.rejections
             ]
-        start, first_line, row = chunk.end_offset, chunk.next_line, row + len(chunk.records)
+        start, first_line, row = chunk.end_offset, chunk.next_line, row + chunk.size
     run.summary = contract.Summary(
         input_uri=f"s3://{bucket}/{input_key}",
         output_uri=f"s3://{bucket}/{output_prefix}",
