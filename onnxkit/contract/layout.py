@@ -71,11 +71,20 @@ API_URL_OUTPUT: Final = "ApiUrl"  # ends with "/"
 FUNCTION_NAME_OUTPUT: Final = "FunctionName"
 LIVE_ALIAS_OUTPUT: Final = "LiveAliasArn"
 AUTH_MODE_OUTPUT: Final = "AuthMode"  # "iam" or "api_key"
+API_KIND_OUTPUT: Final = "ApiKind"  # an ApiKind; absent in stacks from before it: "rest"
 STACK_OUTPUTS: Final[dict[StackPart, tuple[str, ...]]] = {
     "Artifacts": (BUCKET_OUTPUT, DATA_URI_OUTPUT, MODEL_PACKAGE_GROUP_OUTPUT, KMS_KEY_OUTPUT),
     "Pipeline": (STATE_MACHINE_OUTPUT, TOPIC_OUTPUT),
-    "Serving": (API_URL_OUTPUT, FUNCTION_NAME_OUTPUT, LIVE_ALIAS_OUTPUT, AUTH_MODE_OUTPUT),
+    "Serving": (
+        API_URL_OUTPUT,
+        FUNCTION_NAME_OUTPUT,
+        LIVE_ALIAS_OUTPUT,
+        AUTH_MODE_OUTPUT,
+        API_KIND_OUTPUT,
+    ),
 }
+# The Serving stack's front door: API Gateway REST API, HTTP API, or a Lambda function URL.
+ApiKind = Literal["rest", "http", "function_url"]
 
 ALIAS_NAME: Final = "live"  # the inference function's alias: what it serves is the live model
 
