@@ -8,7 +8,9 @@ builds two inference functions over it in one process: this checkout's, which se
 interleaved rounds: the REST event through both (and through the old one twice, as an A/A
 control of the noise), and the same request as an HTTP API and a function URL event through the
 new one. A value is the median over rounds, a ratio the median of the per-round paired ratios.
-EMF lines go to /dev/null on both sides alike.
+EMF lines go to /dev/null on both sides alike. For the cost arithmetic (docs/deploy.md) it also
+times a 1000-row JSON body per format through the new handler, parsed without pysimdjson as on
+the Lambda runtime (no wheel for CPython 3.14 on arm64), and prints the size of one EMF line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import statistics
@@ -30,7 +33,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_inference import Context, per_round, train  # noqa: E402  (this folder)
+from bench_inference import Context, per_round, rows_of, train  # noqa: E402  (this folder)
 
 
 def app_at(revision: str, work: Path) -> ModuleType:
@@ -74,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         old_again = before.InferenceFunction(settings, telemetry).lambda_handler
         new = after.InferenceFunction(settings, telemetry).lambda_handler
 
+    from functions.inference import decode
+
     rest = json.loads((ROOT / "tests/events/inference_predict_list.json").read_text())
     http, url = as_format(rest, "http"), as_format(rest, "function_url")
+    big = dict(rest, body=json.dumps({"instances": rows_of(1000)}))
+    big_events = {fmt: as_format(big, fmt) for fmt in ("rest", "http", "function_url")}
     context = Context()
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         expected = old(rest, context)
@@ -93,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         per_round(candidates, 3)  # warm-up
         times = per_round(candidates, args.rounds)
+        decode.SIMDJSON_MIN_BYTES = 10**9  # the orjson path: Lambda's runtime has no pysimdjson
+        batches = per_round(
+            {f"1000 rows {fmt}": (lambda e=e: new(e, context), 5) for fmt, e in big_events.items()},
+            max(5, args.rounds // 4),
+        )
+    emf = io.StringIO()
+    with contextlib.redirect_stdout(emf):
+        new(rest, context)
 
     base = times["before_rest"]
     print(f"warm 1-row POST /predict, int8 MLP, {args.rounds} interleaved rounds of "
@@ -106,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name.replace('_', ' ')} | {statistics.median(values) * 1e6:,.1f} | "
             f"{statistics.median(ratios):.3f} (range {low:.2f}-{high:.2f}) |"
         )
+    print("\n| 1000-row JSON body (orjson path), new handler | median us |\n|---|---:|")
+    for name, values in batches.items():
+        print(f"| {name} | {statistics.median(values) * 1e6:,.0f} |")
+    body_kb = len(big["body"]) / 1024
+    print(f"\n1000-row request body: {body_kb:.0f} KiB; one EMF line: {len(emf.getvalue())} bytes")
     return 0
 
 
