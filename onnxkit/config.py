@@ -98,12 +98,26 @@ class LambdaSettings(_Section):
 
 
 class ApiSettings(_Section):
-    """The REST API in front of the ``live`` alias."""
+    """The front door of the ``live`` alias: a REST API, an HTTP API or a function URL."""
 
+    kind: layout.ApiKind = Field(
+        "rest", description="rest (API Gateway REST), http (API Gateway HTTP API) or function_url."
+    )
     auth_mode: Literal["iam", "api_key"] = "iam"
-    throttle_rate_limit: float = Field(50, gt=0, le=10_000, description="Requests per second.")
-    throttle_burst_limit: int = Field(100, ge=1, le=5_000)
+    throttle_rate_limit: float = Field(
+        50, gt=0, le=10_000, description="Requests per second (rest, http)."
+    )
+    throttle_burst_limit: int = Field(100, ge=1, le=5_000, description="rest, http.")
     quota_per_day: int | None = Field(None, ge=1, description="api_key mode only.")
+
+    @model_validator(mode="after")
+    def _kind(self) -> ApiSettings:
+        if self.auth_mode == "api_key" and self.kind != "rest":
+            raise ValueError(
+                "kind: auth_mode=api_key needs kind=rest (HTTP APIs and function URLs have "
+                "no API keys or usage plans); use auth_mode=iam"
+            )
+        return self
 
 
 class ScoringSettings(_Section):
@@ -182,6 +196,11 @@ class OnnxKitConfig(_Section):
             raise ValueError("training.target: a retraining schedule needs the label column")
         if self.api.quota_per_day is not None and self.api.auth_mode != "api_key":
             raise ValueError("api.quota_per_day: needs api.auth_mode=api_key")
+        if self.api.kind == "function_url" and self.function.reserved_concurrency is None:
+            raise ValueError(
+                "api.kind: a function URL has no throttling of its own; set "
+                "lambda.reserved_concurrency to bound its concurrency"
+            )
         return self
 
     @property

@@ -1,11 +1,18 @@
 """The inference API: Powertools routes over one :class:`~.runtime.Runtime`, and their wiring.
 
 :func:`routes` registers ``POST /predict``, ``GET /model``, ``GET /health`` and
-``GET /openapi.json`` on a fresh resolver whose routes read only the runtime they are given and
-the event Powertools hands them; request decoding is :mod:`.decode`'s. Every client mistake
-becomes a 4xx ``{"error": {...}}``; only our own faults give a 500, carrying the request id and
-nothing internal. :class:`InferenceFunction` builds the runtime and the telemetry once and is
-what both callers call: the Lambda entry point (:mod:`.handler`) and ``onnxkit serve``.
+``GET /openapi.json`` on one resolver per event format, whose routes read only the runtime they
+are given and the event Powertools hands them; request decoding is :mod:`.decode`'s. Every
+client mistake becomes a 4xx ``{"error": {...}}``; only our own faults give a 500, carrying the
+request id and nothing internal. :class:`InferenceFunction` builds the runtime and the telemetry
+once and is what both callers call: the Lambda entry point (:mod:`.handler`) and
+``onnxkit serve``.
+
+The three front doors (``api.kind``) send three event formats to the same handler: the REST
+API's proxy events (payload 1.0, no ``version`` key), the HTTP API's payload 2.0 and a function
+URL's (payload 2.0 too, from a ``*.lambda-url.*`` domain). :func:`event_format` tells them apart
+with two dictionary lookups, and each format has its Powertools resolver, built once at init
+with the same routes; their responses differ only in how headers are carried.
 """
 
 from __future__ import annotations
@@ -14,7 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler import (
+    APIGatewayHttpResolver,
+    APIGatewayRestResolver,
+    LambdaFunctionUrlResolver,
+    Response,
+)
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
@@ -40,9 +53,49 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     return Response(status_code=status, content_type=JSON, body=text, headers=headers)
 
 
+def event_format(event: Any) -> str:
+    """``rest`` (payload 1.0), ``http`` (HTTP API payload 2.0) or ``function_url``."""
+    if not isinstance(event, dict) or event.get("version") != "2.0":
+        return "rest"  # REST proxy events carry no version (an HTTP API's 1.0 says "1.0")
+    context = event.get("requestContext")
+    domain = context.get("domainName") if isinstance(context, dict) else None
+    return "function_url" if isinstance(domain, str) and ".lambda-url." in domain else "http"
+
+
 def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
-    """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``."""
-    app = APIGatewayRestResolver()
+    """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``
+    for every front door's event format."""
+    resolvers: dict[str, ApiGatewayResolver] = {
+        "rest": APIGatewayRestResolver(),
+        "http": APIGatewayHttpResolver(),
+        "function_url": LambdaFunctionUrlResolver(),
+    }
+    for app in resolvers.values():
+        _register(app, runtime, telemetry)
+    rest = resolvers["rest"]
+
+    def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            # The REST path pays one dict lookup for the other formats (version is absent).
+            app = rest if "version" not in event else resolvers[event_format(event)]
+            return app.resolve(event, context)
+        except Exception:  # a malformed event that Powertools itself cannot wrap
+            telemetry.logger.exception("unresolvable event")
+            ids = event.get("requestContext") if isinstance(event, dict) else None
+            request_id = ids.get("requestId") if isinstance(ids, dict) else None
+            body = ApiError(500, "internal_error", "internal error").body(request_id)
+            return {
+                "statusCode": 500,
+                "headers": {"Content-Type": JSON},
+                "body": orjson.dumps(body).decode(),
+                "isBase64Encoded": False,
+            }
+
+    return telemetry.wrap(resolve)
+
+
+def _register(app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry) -> None:
+    """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
 
     @app.post(PREDICT_PATH)
@@ -99,29 +152,10 @@ def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
     @app.exception_handler(Exception)
     def fault(_: Exception) -> Response:
         telemetry.logger.exception("unhandled error")
-        try:
-            request_id = app.current_event.request_context.request_id
-        except (AttributeError, KeyError, TypeError):
-            request_id = None
+        ids = app.current_event.raw_event.get("requestContext")  # requestId: every format
+        request_id = ids.get("requestId") if isinstance(ids, dict) else None
         error = ApiError(500, "internal_error", "internal error; quote the request id")
         return _json(500, error.body(request_id))
-
-    def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        try:
-            return app.resolve(event, context)
-        except Exception:  # a malformed event that Powertools itself cannot wrap
-            telemetry.logger.exception("unresolvable event")
-            ids = event.get("requestContext") if isinstance(event, dict) else None
-            request_id = ids.get("requestId") if isinstance(ids, dict) else None
-            body = ApiError(500, "internal_error", "internal error").body(request_id)
-            return {
-                "statusCode": 500,
-                "headers": {"Content-Type": JSON},
-                "body": orjson.dumps(body).decode(),
-                "isBase64Encoded": False,
-            }
-
-    return telemetry.wrap(resolve)
 
 
 class InferenceFunction:

@@ -1,6 +1,7 @@
 """Everything a request body can be, decoded into an ONNX Runtime feed or a precise 4xx.
 
-One entry point, :func:`predict_feed`, takes the API Gateway event (REST proxy, payload 1.0),
+One entry point, :func:`predict_feed`, takes the event (REST proxy 1.0, or payload 2.0 from an
+HTTP API or a function URL: each carries ``headers``, ``body`` and ``isBase64Encoded`` alike),
 the served signature's :class:`~.feed.FeedBuilder` and the limits, all as arguments. It picks
 the media type (``application/json``, ``text/csv``, ``application/x-npy``), undoes base64,
 enforces the body and instance limits, then takes the cheapest path that gives the same answer:

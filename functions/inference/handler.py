@@ -1,5 +1,5 @@
 """Lambda entry point: ``functions.inference.handler.lambda_handler`` (API Gateway REST proxy
-events, payload 1.0).
+events, payload 1.0; HTTP API and function URL events, payload 2.0).
 
 The function is built once, here at import, from the function's environment: Lambda's init,
 which SnapStart snapshots with the model loaded and its session warmed. Nothing is rebound

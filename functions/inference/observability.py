@@ -144,13 +144,20 @@ class Telemetry:
         logger = self.logger
         if status >= 400 or logger.log_level <= logging.DEBUG:
             log = logger.info if status >= 400 else logger.debug
-            log(
-                "request",
-                method=event.get("httpMethod"),
-                path=event.get("path"),
-                status=status,
-                latency_ms=round(elapsed_ms, 3),
-            )
+            method, path = _method_and_path(event)
+            log("request", method=method, path=path, status=status, latency_ms=round(elapsed_ms, 3))
+
+
+def _method_and_path(event: Any) -> tuple[Any, Any]:
+    """The request's method and path: REST proxy events (1.0) carry them at the top, payload
+    2.0 events (HTTP API, function URL) in ``requestContext.http`` and ``rawPath``."""
+    if not isinstance(event, dict):
+        return None, None
+    if "httpMethod" in event:
+        return event.get("httpMethod"), event.get("path")
+    context = event.get("requestContext")
+    http = context.get("http") if isinstance(context, dict) else None
+    return (http.get("method") if isinstance(http, dict) else None), event.get("rawPath")
 
 
 class FastEMFProvider(AmazonCloudWatchEMFProvider):

@@ -1,16 +1,16 @@
-"""The REST API in front of the inference function's ``live`` alias."""
+"""The REST API in front of the inference function's ``live`` alias (``api.kind=rest``)."""
 
 from __future__ import annotations
 
 import json
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from infra.constructs.lambda_common import retention
+from infra.constructs.front_door import access_log_group
 from infra.nag import acknowledge
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract import api as contract_api
@@ -41,18 +41,14 @@ PREDICT_SCHEMA = apigw.JsonSchema(
 
 
 class InferenceApi(Construct):
-    """REST API in front of the alias: auth mode, throttling, body validation, access logs."""
+    """REST API in front of the alias (``api.kind=rest``): auth mode, throttling, body
+    validation, access logs. A :class:`~infra.constructs.front_door.FrontDoor`."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: OnnxKitConfig, alias: lambda_.IAlias
     ) -> None:
         super().__init__(scope, construct_id)
-        access_logs = logs.LogGroup(
-            self,
-            "ApiAccessLogs",
-            retention=retention(config),
-            removal_policy=RemovalPolicy.RETAIN if config.retained else RemovalPolicy.DESTROY,
-        )
+        access_logs = access_log_group(self, config)
         iam_auth = config.api.auth_mode == "iam"
         api = apigw.RestApi(
             self,
@@ -169,3 +165,37 @@ class InferenceApi(Construct):
             "documented way to let API Gateway write execution logs.",
         )
         self.rest_api = api
+
+    @property
+    def url(self) -> str:
+        """The stage's invoke URL, ending with ``/``."""
+        return self.rest_api.url
+
+    def _metric(self, name: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/ApiGateway",
+            metric_name=name,
+            dimensions_map={"ApiName": self.rest_api.rest_api_name, "Stage": STAGE_NAME},
+            statistic=statistic,
+            period=period,
+        )
+
+    def metric_requests(self, period: Duration) -> cloudwatch.IMetric:
+        """``Count`` of the stage."""
+        return self._metric("Count", "Sum", period)
+
+    def metric_client_errors(self, period: Duration) -> cloudwatch.IMetric:
+        """``4XXError`` of the stage."""
+        return self._metric("4XXError", "Sum", period)
+
+    def metric_server_errors(self, period: Duration) -> cloudwatch.IMetric:
+        """``5XXError`` of the stage."""
+        return self._metric("5XXError", "Sum", period)
+
+    def metric_latency(self, statistic: str, period: Duration) -> cloudwatch.IMetric:
+        """``Latency`` of the stage (ms, API Gateway's own time included)."""
+        return self._metric("Latency", statistic, period)
+
+    def latency_graph(self, period: Duration) -> list[cloudwatch.IMetric]:
+        """p99 and p50 ``Latency``."""
+        return [self.metric_latency("p99", period), self.metric_latency("p50", period)]

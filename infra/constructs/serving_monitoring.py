@@ -1,9 +1,13 @@
-"""Alarms and a dashboard for the inference function and its API."""
+"""Alarms and a dashboard for the inference function and its front door.
+
+The front door's own metrics (requests, 4xx, 5xx, latency) are whichever ``api.kind`` serves:
+the REST API's stage, the HTTP API's, or the function URL's invocation metrics
+(:class:`~infra.constructs.front_door.FrontDoor`); throttles and errors are the function's.
+"""
 
 from __future__ import annotations
 
 from aws_cdk import Duration
-from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_kms as kms
@@ -12,7 +16,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
-from infra.constructs.inference_api import STAGE_NAME
+from infra.constructs.front_door import FrontDoor
 from onnxkit.config import OnnxKitConfig
 
 
@@ -26,7 +30,7 @@ class ServingMonitoring(Construct):
         *,
         config: OnnxKitConfig,
         function: lambda_.IFunction,
-        api: apigw.RestApi,
+        front_door: FrontDoor,
         key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -42,22 +46,8 @@ class ServingMonitoring(Construct):
         )
         if settings.email:
             topic.add_subscription(subscriptions.EmailSubscription(settings.email))
-        api_name = api.rest_api_name
-        stage_dims = {"ApiName": api_name, "Stage": STAGE_NAME}
-        api_5xx = cloudwatch.Metric(
-            namespace="AWS/ApiGateway",
-            metric_name="5XXError",
-            dimensions_map=stage_dims,
-            statistic="Sum",
-            period=period,
-        )
-        latency = cloudwatch.Metric(
-            namespace="AWS/ApiGateway",
-            metric_name="Latency",
-            dimensions_map=stage_dims,
-            statistic="p99",
-            period=period,
-        )
+        api_5xx = front_door.metric_server_errors(period)
+        latency = front_door.metric_latency("p99", period)
         throttles = function.metric_throttles(period=period, statistic="Sum")
         errors = function.metric_errors(period=period, statistic="Sum")
         alarms = [
@@ -87,34 +77,15 @@ class ServingMonitoring(Construct):
             cloudwatch.GraphWidget(
                 title="Requests and errors",
                 left=[
-                    cloudwatch.Metric(
-                        namespace="AWS/ApiGateway",
-                        metric_name="Count",
-                        dimensions_map=stage_dims,
-                        statistic="Sum",
-                        period=period,
-                    ),
+                    front_door.metric_requests(period),
                     api_5xx,
-                    cloudwatch.Metric(
-                        namespace="AWS/ApiGateway",
-                        metric_name="4XXError",
-                        dimensions_map=stage_dims,
-                        statistic="Sum",
-                        period=period,
-                    ),
+                    front_door.metric_client_errors(period),
                 ],
             ),
             cloudwatch.GraphWidget(
                 title="Latency (ms)",
                 left=[
-                    latency,
-                    cloudwatch.Metric(
-                        namespace="AWS/ApiGateway",
-                        metric_name="Latency",
-                        dimensions_map=stage_dims,
-                        statistic="p50",
-                        period=period,
-                    ),
+                    *front_door.latency_graph(period),
                     function.metric_duration(period=period, statistic="p99"),
                 ],
             ),

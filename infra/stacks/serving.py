@@ -1,4 +1,5 @@
-"""The stateless serving stack: inference Lambda + ``live`` alias behind a REST API."""
+"""The stateless serving stack: inference Lambda + ``live`` alias behind its front door
+(``api.kind``: a REST API, an HTTP API or a function URL)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.constructs.artifact_store import Artifacts
+from infra.constructs.front_door import FrontDoor
+from infra.constructs.function_url import FunctionUrlFrontDoor
+from infra.constructs.http_api import HttpInferenceApi
 from infra.constructs.inference_api import InferenceApi
 from infra.constructs.inference_function import InferenceFunction
 from infra.constructs.serving_monitoring import ServingMonitoring
@@ -14,7 +18,7 @@ from onnxkit.contract import layout
 
 
 class ServingStack(Stack):
-    """Inference function, its ``live`` alias, the REST API, alarms and dashboard."""
+    """Inference function, its ``live`` alias, its front door, alarms and dashboard."""
 
     def __init__(
         self,
@@ -29,17 +33,27 @@ class ServingStack(Stack):
         self.add_stack_dependency(artifacts.stack)
         inference = InferenceFunction(self, "Inference", config=config, artifacts=artifacts)
         self.function, self.alias = inference.function, inference.alias
-        self.api = InferenceApi(self, "Api", config=config, alias=self.alias).rest_api
+        # The REST API keeps its construct id ("Api"), so its resources keep their logical ids.
+        self.front_door: FrontDoor
+        if config.api.kind == "http":
+            self.front_door = HttpInferenceApi(self, "HttpApi", config=config, alias=self.alias)
+        elif config.api.kind == "function_url":
+            self.front_door = FunctionUrlFrontDoor(
+                self, "FunctionUrl", config=config, alias=self.alias
+            )
+        else:
+            self.front_door = InferenceApi(self, "Api", config=config, alias=self.alias)
         self.monitoring = ServingMonitoring(
             self,
             "Monitoring",
             config=config,
             function=self.function,
-            api=self.api,
+            front_door=self.front_door,
             key=artifacts.key,
         )
 
-        CfnOutput(self, layout.API_URL_OUTPUT, value=self.api.url)
+        CfnOutput(self, layout.API_URL_OUTPUT, value=self.front_door.url)
         CfnOutput(self, layout.FUNCTION_NAME_OUTPUT, value=self.function.function_name)
         CfnOutput(self, layout.LIVE_ALIAS_OUTPUT, value=self.alias.function_arn)
         CfnOutput(self, layout.AUTH_MODE_OUTPUT, value=config.api.auth_mode)
+        CfnOutput(self, layout.API_KIND_OUTPUT, value=config.api.kind)

@@ -13,7 +13,7 @@ import typer
 from onnxkit.cli import present
 from onnxkit.cloud import api as api_mod
 from onnxkit.cloud import scoring
-from onnxkit.cloud.api import SigV4Signer, region_from_url
+from onnxkit.cloud.api import SigV4Signer, kind_from_url, region_from_url, signing_service
 from onnxkit.cloud.discovery import aws_session, discover
 from onnxkit.cloud.errors import CloudError
 from onnxkit.contract.layout import MAX_INSTANCES
@@ -52,7 +52,7 @@ def predict(
         typer.Option(
             help="auto | iam | api_key | none. auto: the stack's "
             "AuthMode, api_key when a key is given, SigV4 for an "
-            "execute-api URL, else none."
+            "execute-api or lambda-url URL, else none."
         ),
     ] = "auto",
     output: Annotated[
@@ -237,12 +237,14 @@ def _endpoint(
         kit = discover(env, ("Serving",), region=region, profile=profile)
         base_url, session, sign_region = kit.api_url, kit.session, kit.region
         mode = kit.auth_mode if auth == "auto" else auth
+        kind = kit.api_kind  # the stack says which front door, hence which SigV4 service
     else:
         assert url is not None
         if not url.startswith(("http://", "https://")):
             raise CloudError(f"--url must start with http:// or https://, not {url!r}")
         base_url = url
         sign_region = region_from_url(url) or region
+        kind = kind_from_url(url) or "rest"
         if auth != "auto":
             mode = auth
         elif api_key:
@@ -264,7 +266,7 @@ def _endpoint(
                 "profile (AWS_PROFILE) or set AWS_ACCESS_KEY_ID/"
                 "AWS_SECRET_ACCESS_KEY, or use --api-key"
             )
-        args["signer"] = SigV4Signer(credentials, sign_region)
+        args["signer"] = SigV4Signer(credentials, sign_region, signing_service(kind))
     return base_url, mode, args
 
 

@@ -1,8 +1,9 @@
 """An HTTPS client for the inference API: SigV4 or API-key auth, retries with backoff.
 
-The same client talks to API Gateway (``iam`` auth mode: SigV4 for service ``execute-api``
-with the standard credential chain; ``api_key`` mode: the ``x-api-key`` header) and to
-``onnxkit serve`` on this machine (no auth).
+The same client talks to every front door (``api.kind``) and to ``onnxkit serve`` on this
+machine (no auth). ``iam`` auth signs with SigV4 from the standard credential chain, for
+service ``execute-api`` behind API Gateway (a REST or an HTTP API) and ``lambda`` for a
+function URL (:func:`signing_service`); ``api_key`` mode (REST only) sends ``x-api-key``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import orjson
 
 from onnxkit.cloud.errors import CloudError
 from onnxkit.contract.api import error_message
+from onnxkit.contract.layout import ApiKind
 
 AuthKind = Literal["iam", "api_key", "none"]
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com$")
+_FUNCTION_URL_HOST = re.compile(r"^[a-z0-9]+\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
 
 
 class ApiError(CloudError):
@@ -60,17 +63,35 @@ DEFAULT_POLICY = RetryPolicy()
 
 
 def region_from_url(url: str) -> str | None:
-    """The region of an ``execute-api`` URL, else None."""
-    match = _EXECUTE_API_HOST.match(httpx.URL(url).host)
+    """The region of an API Gateway (``execute-api``) or function URL (``lambda-url``) URL,
+    else None."""
+    host = httpx.URL(url).host
+    match = _EXECUTE_API_HOST.match(host) or _FUNCTION_URL_HOST.match(host)
     return match.group(1) if match else None
 
 
-class SigV4Signer:
-    """Signs requests for API Gateway with botocore's SigV4Auth (service ``execute-api``)."""
+def kind_from_url(url: str) -> ApiKind | None:
+    """``function_url`` for a ``*.lambda-url.<region>.on.aws`` URL, ``rest`` for an
+    ``execute-api`` one (a REST and an HTTP API sign alike), else None."""
+    host = httpx.URL(url).host
+    if _FUNCTION_URL_HOST.match(host):
+        return "function_url"
+    return "rest" if _EXECUTE_API_HOST.match(host) else None
 
-    def __init__(self, credentials: Any, region: str) -> None:
+
+def signing_service(kind: str) -> str:
+    """The SigV4 service of a front door: ``lambda`` for a function URL, else ``execute-api``."""
+    return "lambda" if kind == "function_url" else "execute-api"
+
+
+class SigV4Signer:
+    """Signs requests with botocore's SigV4Auth for ``service`` (``execute-api`` for API
+    Gateway, ``lambda`` for a function URL)."""
+
+    def __init__(self, credentials: Any, region: str, service: str = "execute-api") -> None:
         self._credentials = credentials
         self.region = region
+        self.service = service
 
     def headers(
         self, method: str, url: str, body: bytes, headers: Mapping[str, str]
@@ -82,7 +103,7 @@ class SigV4Signer:
         # Frozen per request: refreshable credentials (SSO, roles) may rotate between batches.
         frozen = self._credentials.get_frozen_credentials()
         request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
-        SigV4Auth(frozen, "execute-api", self.region).add_auth(request)
+        SigV4Auth(frozen, self.service, self.region).add_auth(request)
         return dict(request.headers.items())
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from onnxkit.cloud.errors import CloudError, describe_aws_error
 from onnxkit.contract.layout import (
+    API_KIND_OUTPUT,
     API_URL_OUTPUT,
     AUTH_MODE_OUTPUT,
     BUCKET_OUTPUT,
@@ -89,6 +90,12 @@ class Kit:
     def auth_mode(self) -> str:
         """``iam`` (SigV4) or ``api_key``."""
         return self.outputs.get(AUTH_MODE_OUTPUT, "iam")
+
+    @property
+    def api_kind(self) -> str:
+        """The front door: ``rest``, ``http`` or ``function_url`` (stacks from before the
+        ``ApiKind`` output had a REST API)."""
+        return self.outputs.get(API_KIND_OUTPUT, "rest")
 
     @property
     def state_machine_arn(self) -> str:

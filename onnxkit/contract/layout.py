@@ -74,12 +74,21 @@ LIVE_ALIAS_OUTPUT: Final = "LiveAliasArn"
 AUTH_MODE_OUTPUT: Final = "AuthMode"  # "iam" or "api_key"
 SCORING_STATE_MACHINE_OUTPUT: Final = "ScoringStateMachineArn"
 SCORING_FUNCTION_OUTPUT: Final = "ScoringFunctionName"
+API_KIND_OUTPUT: Final = "ApiKind"  # an ApiKind; absent in stacks from before it: "rest"
 STACK_OUTPUTS: Final[dict[StackPart, tuple[str, ...]]] = {
     "Artifacts": (BUCKET_OUTPUT, DATA_URI_OUTPUT, MODEL_PACKAGE_GROUP_OUTPUT, KMS_KEY_OUTPUT),
     "Pipeline": (STATE_MACHINE_OUTPUT, TOPIC_OUTPUT),
-    "Serving": (API_URL_OUTPUT, FUNCTION_NAME_OUTPUT, LIVE_ALIAS_OUTPUT, AUTH_MODE_OUTPUT),
+    "Serving": (
+        API_URL_OUTPUT,
+        FUNCTION_NAME_OUTPUT,
+        LIVE_ALIAS_OUTPUT,
+        AUTH_MODE_OUTPUT,
+        API_KIND_OUTPUT,
+    ),
     "Scoring": (SCORING_STATE_MACHINE_OUTPUT, SCORING_FUNCTION_OUTPUT),
 }
+# The Serving stack's front door: API Gateway REST API, HTTP API, or a Lambda function URL.
+ApiKind = Literal["rest", "http", "function_url"]
 
 ALIAS_NAME: Final = "live"  # the inference function's alias: what it serves is the live model
 

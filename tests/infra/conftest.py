@@ -34,6 +34,10 @@ VARIANT = {
     "lambda.reserved_concurrency": "20",
 }
 
+# The cheaper front doors (api.kind), on dev otherwise.
+HTTP_API = {"api.kind": "http"}
+FUNCTION_URL = {"api.kind": "function_url", "lambda.reserved_concurrency": "10"}
+
 
 def cdk_json_context() -> dict[str, Any]:
     """The feature flags and defaults the CLI passes to the app from cdk.json."""
@@ -98,3 +102,15 @@ def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     """dev with API keys, a retraining schedule, on-demand training and x86_64."""
     return synthesize(tmp_path_factory.mktemp("cdk-variant"), "dev", VARIANT)
+
+
+@pytest.fixture(scope="session")
+def http_kit(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """dev behind an HTTP API (``api.kind=http``)."""
+    return synthesize(tmp_path_factory.mktemp("cdk-http"), "dev", HTTP_API)
+
+
+@pytest.fixture(scope="session")
+def url_kit(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """dev behind a function URL (``api.kind=function_url``, 10 reserved executions)."""
+    return synthesize(tmp_path_factory.mktemp("cdk-url"), "dev", FUNCTION_URL)

@@ -26,11 +26,15 @@ RESOURCELESS = {
 
 @SYNTH_GROUP
 def test_no_unacknowledged_nag_findings(
-    dev: Synthesized, prod: Synthesized, variant: Synthesized
+    dev: Synthesized,
+    prod: Synthesized,
+    variant: Synthesized,
+    http_kit: Synthesized,
+    url_kit: Synthesized,
 ) -> None:
     # Under pytest CDK runs "in memory": an unacknowledged finding already failed synth.
-    # The report on disk says the same, for each environment.
-    for kit in (dev, prod, variant):
+    # The report on disk says the same, for each environment and each front door.
+    for kit in (dev, prod, variant, http_kit, url_kit):
         report = json.loads((kit.outdir / "validation-report.json").read_text())
         violations = [v for r in report["pluginReports"] for v in r["violations"]]
         assert violations == [], kit.kit.config.env
@@ -38,10 +42,10 @@ def test_no_unacknowledged_nag_findings(
 
 @SYNTH_GROUP
 def test_every_acknowledgement_names_one_finding_with_a_reason(
-    dev: Synthesized, variant: Synthesized
+    dev: Synthesized, variant: Synthesized, http_kit: Synthesized, url_kit: Synthesized
 ) -> None:
     seen = {}
-    for kit in (dev, variant):
+    for kit in (dev, variant, http_kit, url_kit):
         for construct in kit.kit.app.node.find_all():
             for entry in construct.node.metadata:
                 if entry.type == ACKNOWLEDGED:
@@ -57,6 +61,10 @@ def test_every_acknowledgement_names_one_finding_with_a_reason(
     # The API-key acknowledgement exists only where API keys are configured.
     apig4 = [p for (p, f) in seen if f.endswith("AwsSolutions-APIG4")]
     assert apig4 == ["OnnxKit-dev-Serving/Api/RestApi"]
+    # The HTTP API and the function URL need none of the REST API's acknowledgements
+    # (WAF, Cognito, API keys, the account's logging role): nothing else to acknowledge.
+    rest_only = {p for (p, f) in seen if p.startswith("OnnxKit-dev-Serving/Api/")}
+    assert rest_only and not {p for (p, _) in seen if "/HttpApi/" in p or "/FunctionUrl/" in p}
 
 
 def test_acknowledge_refuses_vague_entries() -> None:
@@ -102,12 +110,15 @@ def test_nag_fails_synth_on_a_new_wildcard(tmp_path: Path) -> None:
 
 @SYNTH_GROUP
 def test_cfn_lint_finds_no_errors(
-    dev: Synthesized, prod: Synthesized, variant: Synthesized
+    dev: Synthesized,
+    prod: Synthesized,
+    variant: Synthesized,
+    http_kit: Synthesized,
+    url_kit: Synthesized,
 ) -> None:
-    templates = sorted(
-        str(p) for kit in (dev, prod, variant) for p in kit.outdir.glob("*.template.json")
-    )
-    assert len(templates) == 3 * len(STACK_PARTS)  # dev, prod and the variant
+    kits = (dev, prod, variant, http_kit, url_kit)
+    templates = sorted(str(p) for kit in kits for p in kit.outdir.glob("*.template.json"))
+    assert len(templates) == 5 * len(STACK_PARTS)  # dev, prod, variant, http, url
     result = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), "--format", "parseable", "--", *templates],
         capture_output=True,

@@ -75,3 +75,40 @@ def test_npx_cdk_synth_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None
     assert ours == [
         "onnxkit: invalid setting api.auth_mode='cognito': Input should be 'iam' or 'api_key'"
     ], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "resource"),
+    [
+        (("-c", "api.kind=http"), "AWS::ApiGatewayV2::Api"),
+        (
+            ("-c", "api.kind=function_url", "-c", "lambda.reserved_concurrency=10"),
+            "AWS::Lambda::Url",
+        ),
+    ],
+)
+def test_npx_cdk_synth_builds_each_front_door(
+    tmp_path: Path, settings: tuple[str, ...], resource: str
+) -> None:
+    """The cheaper front doors synthesize through the real CLI, CDK's validation on."""
+    outdir = tmp_path / "cdk.out"
+    result = _cli("-c", "env=dev", *settings, outdir=outdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    serving = json.loads((outdir / "OnnxKit-dev-Serving.template.json").read_text())
+    assert any(r["Type"] == resource for r in serving["Resources"].values())
+    assert not any(r["Type"].startswith("AWS::ApiGateway::") for r in serving["Resources"].values())
+    assert serving["Outputs"]["ApiKind"]["Value"] == settings[1].removeprefix("api.kind=")
+    report = json.loads((outdir / "validation-report.json").read_text())
+    assert [v for r in report["pluginReports"] for v in r["violations"]] == []
+    assert "Template validation found issues" not in result.stderr, result.stderr
+
+
+def test_npx_cdk_synth_rejects_api_keys_on_a_function_url_in_one_line(tmp_path: Path) -> None:
+    settings = ("-c", "api.kind=function_url", "-c", "api.auth_mode=api_key")
+    result = _cli("-c", "env=prod", *settings, outdir=tmp_path / "bad")
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("onnxkit:")]
+    assert ours == [
+        "onnxkit: invalid setting api.kind='function_url': auth_mode=api_key needs kind=rest "
+        "(HTTP APIs and function URLs have no API keys or usage plans); use auth_mode=iam"
+    ], result.stderr

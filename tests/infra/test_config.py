@@ -96,6 +96,20 @@ def test_the_gate_defaults_to_a_margin_over_the_baseline_in_every_environment() 
             "invalid setting training.hyperparameters",
         ),
         ({"log_retention_days": "10"}, "invalid setting log_retention_days='10'"),
+        ({"api.kind": "grpc"}, "invalid setting api.kind='grpc': Input should be 'rest', 'http'"),
+        (
+            {"api.kind": "function_url", "api.auth_mode": "api_key"},
+            "invalid setting api.kind='function_url': auth_mode=api_key needs kind=rest",
+        ),
+        (
+            {"api.kind": "http", "api.auth_mode": "api_key"},
+            "invalid setting api.kind='http': auth_mode=api_key needs kind=rest",
+        ),
+        (
+            {"api.kind": "function_url"},
+            "invalid setting api.kind='function_url': a function URL has no throttling of its "
+            "own; set lambda.reserved_concurrency",
+        ),
     ],
 )
 def test_bad_values_are_one_line_naming_the_setting(overrides: dict[str, str], line: str) -> None:
@@ -104,6 +118,16 @@ def test_bad_values_are_one_line_naming_the_setting(overrides: dict[str, str], l
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(line), message
+
+
+def test_the_front_door_is_a_setting() -> None:
+    assert load_config("dev").api.kind == "rest"  # today's REST API stays the default
+    assert load_config("dev", {"api.kind": "http"}).api.kind == "http"
+    url = load_config("dev", {"api.kind": "function_url", "lambda.reserved_concurrency": "5"})
+    assert (url.api.kind, url.function.reserved_concurrency) == ("function_url", 5)
+    # prod reserves concurrency already, so a function URL needs nothing more there.
+    assert load_config("prod", {"api.kind": "function_url"}).api.kind == "function_url"
+    assert "api.kind" in setting_keys()
 
 
 def test_unknown_environment() -> None:

@@ -1,4 +1,5 @@
-"""The serving stack: function, live alias, REST API, alarms, dashboard, outputs."""
+"""The serving stack: function, live alias, its front door (REST API, HTTP API or function URL),
+alarms, dashboard, outputs."""
 
 from __future__ import annotations
 
@@ -147,8 +148,9 @@ def test_alarms_dashboard_and_outputs(dev: Synthesized) -> None:
     assert all(a["Properties"]["AlarmActions"] for a in alarms)
     assert dev.resources("Serving", "AWS::CloudWatch::Dashboard")
     outputs = dev.template("Serving")["Outputs"]
-    assert {"ApiUrl", "FunctionName", "LiveAliasArn", "AuthMode"} <= set(outputs)
+    assert {"ApiUrl", "FunctionName", "LiveAliasArn", "AuthMode", "ApiKind"} <= set(outputs)
     assert outputs["AuthMode"]["Value"] == "iam"
+    assert outputs["ApiKind"]["Value"] == "rest"
     assert json.dumps(outputs["ApiUrl"]["Value"]).endswith('/"]]}')
 
 
@@ -160,3 +162,132 @@ def test_inference_role_reads_only_the_model_store(dev: Synthesized) -> None:
     assert "s3:PutObject" not in text
     gets = [s for s in statements if "s3:GetObject" in s["Action"]]
     assert gets and all("/models/*" in json.dumps(s["Resource"]) for s in gets)
+
+
+# --- the cheaper front doors (api.kind) -------------------------------------------------------
+def _alarm_metrics(kit: Synthesized) -> dict[str, tuple[str, str, str, dict[str, Any]]]:
+    """Alarm logical-id prefix -> (namespace, metric, statistic, dimensions)."""
+    out = {}
+    for name, alarm in kit.resources("Serving", "AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        stat = props.get("ExtendedStatistic", props.get("Statistic"))
+        dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
+        out[name.removeprefix("Monitoring")[:-8]] = (
+            props["Namespace"],
+            props["MetricName"],
+            stat,
+            dims,
+        )
+    return out
+
+
+def _dashboard_metrics(kit: Synthesized) -> str:
+    body = kit.one("Serving", "AWS::CloudWatch::Dashboard")["Properties"]["DashboardBody"]
+    return json.dumps(body)
+
+
+def test_only_the_chosen_front_door_is_built(
+    dev: Synthesized, http_kit: Synthesized, url_kit: Synthesized
+) -> None:
+    rest_types = ("AWS::ApiGateway::RestApi", "AWS::ApiGateway::Stage")
+    http_types = ("AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage")
+    for kit, present, absent in (
+        (dev, rest_types, (*http_types, "AWS::Lambda::Url")),
+        (http_kit, http_types, (*rest_types, "AWS::Lambda::Url")),
+        (url_kit, ("AWS::Lambda::Url",), (*rest_types, *http_types)),
+    ):
+        for kind in present:
+            assert kit.resources("Serving", kind), (kit.kit.config.api.kind, kind)
+        for kind in absent:
+            assert not kit.resources("Serving", kind), (kit.kit.config.api.kind, kind)
+    # The REST API keeps its logical ids: choosing rest changes nothing that was deployed.
+    assert any(name.startswith("ApiRestApi") for name in dev.template("Serving")["Resources"])
+
+
+def test_http_api_routes_use_iam_payload_2_and_the_alias(http_kit: Synthesized) -> None:
+    api = http_kit.one("Serving", "AWS::ApiGatewayV2::Api")["Properties"]
+    assert (api["ProtocolType"], api["Name"]) == ("HTTP", "onnxkit-dev")
+    routes = http_kit.resources("Serving", "AWS::ApiGatewayV2::Route").values()
+    keys = {route["Properties"]["RouteKey"] for route in routes}
+    assert keys == {
+        "POST /predict", "GET /model", "GET /health", "GET /openapi.json", "$default"
+    }  # fmt: skip
+    assert all(route["Properties"]["AuthorizationType"] == "AWS_IAM" for route in routes)
+    (integration,) = http_kit.resources("Serving", "AWS::ApiGatewayV2::Integration").values()
+    props = integration["Properties"]
+    assert (props["IntegrationType"], props["PayloadFormatVersion"]) == ("AWS_PROXY", "2.0")
+    alias_id = next(iter(http_kit.resources("Serving", "AWS::Lambda::Alias")))
+    assert props["IntegrationUri"] == {"Ref": alias_id}
+    assert props["TimeoutInMillis"] <= 30_000  # the HTTP API's ceiling
+    # API Gateway may invoke the alias only, from this API.
+    for permission in http_kit.resources("Serving", "AWS::Lambda::Permission").values():
+        assert permission["Properties"]["FunctionName"] == {"Ref": alias_id}
+        assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+
+
+def test_http_api_stage_throttles_and_logs(http_kit: Synthesized) -> None:
+    stage = http_kit.one("Serving", "AWS::ApiGatewayV2::Stage")["Properties"]
+    assert (stage["StageName"], stage["AutoDeploy"]) == ("$default", True)
+    throttle = stage["DefaultRouteSettings"]
+    assert (throttle["ThrottlingRateLimit"], throttle["ThrottlingBurstLimit"]) == (50, 100)
+    logs = stage["AccessLogSettings"]
+    assert "DestinationArn" in logs
+    fields = json.loads(logs["Format"])
+    assert fields["requestId"] == "$context.requestId" and fields["status"] == "$context.status"
+    assert fields["user"] == "$context.identity.userArn"  # the SigV4 caller
+    api_id = next(iter(http_kit.resources("Serving", "AWS::ApiGatewayV2::Api")))
+    url = http_kit.template("Serving")["Outputs"]["ApiUrl"]["Value"]
+    assert url == {"Fn::Join": ["", [{"Fn::GetAtt": [api_id, "ApiEndpoint"]}, "/"]]}
+    assert http_kit.template("Serving")["Outputs"]["ApiKind"]["Value"] == "http"
+
+
+def test_http_api_alarms_and_dashboard_read_http_api_metrics(http_kit: Synthesized) -> None:
+    alarms = _alarm_metrics(http_kit)
+    api_id = next(iter(http_kit.resources("Serving", "AWS::ApiGatewayV2::Api")))
+    assert alarms["Api5xx"] == ("AWS/ApiGateway", "5xx", "Sum", {"ApiId": {"Ref": api_id}})
+    assert alarms["ApiLatencyP99"] == (
+        "AWS/ApiGateway",
+        "Latency",
+        "p99",
+        {"ApiId": {"Ref": api_id}},
+    )
+    assert alarms["LambdaThrottles"][1] == "Throttles"
+    dashboard = _dashboard_metrics(http_kit)
+    for metric in ("Count", "4xx", "5xx", "Latency"):
+        assert f'\\"AWS/ApiGateway\\",\\"{metric}\\",\\"ApiId\\"' in dashboard, metric
+    assert "4XXError" not in dashboard and "ApiName" not in dashboard
+
+
+def test_function_url_is_iam_on_the_live_alias(url_kit: Synthesized) -> None:
+    url = url_kit.one("Serving", "AWS::Lambda::Url")["Properties"]
+    assert url["AuthType"] == "AWS_IAM"
+    assert url["Qualifier"] == "live"
+    assert url["InvokeMode"] == "BUFFERED"
+    function_id = next(
+        name
+        for name, f in url_kit.resources("Serving", "AWS::Lambda::Function").items()
+        if f["Properties"].get("Handler") == INFERENCE_HANDLER
+    )
+    assert url["TargetFunctionArn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    # No resource policy opens it: callers need lambda:InvokeFunctionUrl in their own policy.
+    assert not url_kit.resources("Serving", "AWS::Lambda::Permission")
+    # Its only bound is the function's reserved concurrency.
+    assert _function(url_kit)["ReservedConcurrentExecutions"] == 10
+    outputs = url_kit.template("Serving")["Outputs"]
+    url_id = next(iter(url_kit.resources("Serving", "AWS::Lambda::Url")))
+    assert outputs["ApiUrl"]["Value"] == {"Fn::GetAtt": [url_id, "FunctionUrl"]}
+    assert (outputs["ApiKind"]["Value"], outputs["AuthMode"]["Value"]) == ("function_url", "iam")
+
+
+def test_function_url_alarms_and_dashboard_read_url_metrics(url_kit: Synthesized) -> None:
+    alarms = _alarm_metrics(url_kit)
+    live = {"FunctionName": "onnxkit-dev-inference", "Resource": "onnxkit-dev-inference:live"}
+    assert alarms["Api5xx"] == ("AWS/Lambda", "Url5xxCount", "Sum", live)
+    # Lambda documents UrlRequestLatency for Average and Maximum; the p99 alarm reads the
+    # alias's Duration, which has percentiles.
+    assert alarms["ApiLatencyP99"] == ("AWS/Lambda", "Duration", "p99", live)
+    assert {alarms["LambdaThrottles"][1], alarms["LambdaErrors"][1]} == {"Throttles", "Errors"}
+    dashboard = _dashboard_metrics(url_kit)
+    for metric in ("UrlRequestCount", "Url4xxCount", "Url5xxCount", "UrlRequestLatency"):
+        assert f'\\"AWS/Lambda\\",\\"{metric}\\"' in dashboard, metric
+    assert "AWS/ApiGateway" not in dashboard

@@ -2,7 +2,10 @@
 
 The verifier recomputes the signature from the raw request following the SigV4 spec
 step by step (canonical request, string to sign, derived key) - it does not call botocore's
-signer, so a mistake in how the CLI signs cannot cancel out here.
+signer, so a mistake in how the CLI signs cannot cancel out here - and refuses a scope whose
+service or region is not the front door's (``execute-api`` for a REST or HTTP API, ``lambda``
+for a function URL). :func:`botocore_signature` is the second opinion: botocore's SigV4Auth
+recomputing the same signature from the same fake credentials.
 """
 
 from __future__ import annotations
@@ -43,15 +46,19 @@ def verify_sigv4(
     *,
     secret: str,
     service: str = "execute-api",
+    region: str | None = None,
 ) -> str | None:
-    """None when the Authorization header is a valid SigV4 signature, else why not."""
+    """None when the Authorization header is a valid SigV4 signature for ``service`` (and
+    ``region``, when given), else why not."""
     auth = headers.get("authorization", "")
     if not auth.startswith("AWS4-HMAC-SHA256 "):
         return "no SigV4 Authorization header"
     parts = dict(p.strip().split("=", 1) for p in auth[len("AWS4-HMAC-SHA256 ") :].split(","))
-    _, date, region, svc, terminator = parts["Credential"].split("/")
+    _, date, signed_region, svc, terminator = parts["Credential"].split("/")
     if svc != service or terminator != "aws4_request":
-        return f"wrong scope {parts['Credential']}"
+        return f"wrong scope {parts['Credential']}: service {svc}, expected {service}"
+    if region is not None and signed_region != region:
+        return f"wrong scope {parts['Credential']}: region {signed_region}, expected {region}"
     signed = parts["SignedHeaders"].split(";")
     if "host" not in signed or "x-amz-date" not in signed:
         return "host and x-amz-date must be signed"
@@ -67,10 +74,10 @@ def verify_sigv4(
     if payload_hash != _sha(body):
         return "payload hash mismatch"
     canonical = "\n".join([method, path, query, canonical_headers, ";".join(signed), _sha(body)])
-    scope = f"{date}/{region}/{service}/aws4_request"
+    scope = f"{date}/{signed_region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, _sha(canonical.encode())])
     key = _hmac(("AWS4" + secret).encode(), date)
-    for piece in (region, service, "aws4_request"):
+    for piece in (signed_region, service, "aws4_request"):
         key = _hmac(key, piece)
     expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, parts["Signature"]):
@@ -78,11 +85,35 @@ def verify_sigv4(
     return None
 
 
+def botocore_signature(
+    method: str, url: str, headers: dict[str, str], body: bytes, *, access_key: str, secret: str
+) -> str:
+    """The signature botocore's SigV4Auth computes for the request as received (same signed
+    headers, same X-Amz-Date and scope), from the fake credentials."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    auth = headers["authorization"][len("AWS4-HMAC-SHA256 ") :]
+    parts = dict(p.strip().split("=", 1) for p in auth.split(","))
+    _, _, region, service, _ = parts["Credential"].split("/")
+    signed = parts["SignedHeaders"].split(";")
+    request = AWSRequest(method=method, url=url, data=body, headers={h: headers[h] for h in signed})
+    request.context["timestamp"] = headers["x-amz-date"]
+    token = headers.get("x-amz-security-token")
+    signer = SigV4Auth(Credentials(access_key, secret, token), service, region)
+    canonical = signer.canonical_request(request)
+    return str(signer.signature(signer.string_to_sign(request, canonical), request))
+
+
 @dataclass
 class FakeApi:
     """State shared with the handler: scripted statuses, auth, and what was received."""
 
     secret: str | None = None  # SigV4 required when set
+    service: str = "execute-api"  # the SigV4 service the front door takes
+    region: str | None = None  # the region it is in (None: any)
+    access_key: str | None = None  # set: botocore must compute the same signature too
     api_key: str | None = None  # x-api-key required when set
     max_instances: int = 1000
     script: deque[int] = field(default_factory=deque)  # statuses to answer /predict with first
@@ -91,6 +122,7 @@ class FakeApi:
     predict_calls: int = 0
     auth_failures: list[str] = field(default_factory=list)
     regions: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check_auth(self, handler: BaseHTTPRequestHandler, body: bytes) -> str | None:
@@ -98,11 +130,33 @@ class FakeApi:
         if self.api_key is not None and headers.get("x-api-key") != self.api_key:
             return "Forbidden"
         if self.secret is not None:
-            problem = verify_sigv4(handler.command, handler.path, headers, body, secret=self.secret)
+            problem = verify_sigv4(
+                handler.command,
+                handler.path,
+                headers,
+                body,
+                secret=self.secret,
+                service=self.service,
+                region=self.region,
+            )
+            if problem is None and self.access_key is not None:
+                url = f"http://{headers['host']}{handler.path}"
+                ours = botocore_signature(
+                    handler.command,
+                    url,
+                    headers,
+                    body,
+                    access_key=self.access_key,
+                    secret=self.secret,
+                )
+                if ours != headers["authorization"].rsplit("Signature=", 1)[1]:
+                    problem = "botocore computes another signature"
             if problem:
                 self.auth_failures.append(problem)
                 return problem
-            self.regions.append(headers["authorization"].split("/")[2])
+            scope = headers["authorization"].split("/")
+            self.regions.append(scope[2])
+            self.services.append(scope[3])
         return None
 
     def predict(self, body: bytes) -> tuple[int, dict[str, Any]]:

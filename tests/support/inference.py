@@ -1,12 +1,18 @@
 """Helpers for the inference function's tests: fixture events, a Lambda context, one call of
-the handler, and the API's error shape."""
+the handler, and the API's error shape.
+
+The ``inference_*.json`` fixtures are REST API proxy events (payload 1.0). :func:`as_format`
+carries one into the HTTP API's payload 2.0 or a function URL's, using the documented
+examples ``http_api_predict.json`` and ``function_url_predict.json`` as the envelope: the same
+request (method, path, headers, body, base64 flag, request id) in the other front door's shape.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -23,11 +29,63 @@ def load_event(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads(_event(name)))
 
 
-def event_with(base: str = "predict_list", **changes: Any) -> dict[str, Any]:
-    """A fixture event with top-level fields replaced (``body``, ``httpMethod``, ``path``...)."""
+Format = Literal["rest", "http", "function_url"]
+FORMATS: tuple[Format, ...] = ("rest", "http", "function_url")
+# The HTTP API's routes (infra/constructs/http_api.py); anything else takes its $default route.
+HTTP_API_ROUTES = {
+    ("POST", "/predict"), ("GET", "/model"), ("GET", "/health"), ("GET", "/openapi.json")
+}  # fmt: skip
+
+
+@cache
+def _envelope(fmt: Format) -> str:
+    name = {"http": "http_api_predict", "function_url": "function_url_predict"}[fmt]
+    return (EVENTS / f"{name}.json").read_text()
+
+
+def _v2_headers(event: dict[str, Any]) -> dict[str, str]:
+    """Payload 2.0 headers: lower-case names, repeated headers joined with commas."""
+    multi = event.get("multiValueHeaders")
+    if not isinstance(multi, dict) or not multi:
+        multi = {name: [value] for name, value in (event.get("headers") or {}).items()}
+    headers: dict[str, str] = {}
+    for name, values in multi.items():
+        key = str(name).lower()
+        joined = ",".join(str(value) for value in values)
+        headers[key] = f"{headers[key]},{joined}" if key in headers else joined
+    return headers
+
+
+def as_format(event: dict[str, Any], fmt: Format) -> dict[str, Any]:
+    """A REST proxy event as the front door ``fmt`` would deliver the same request."""
+    if fmt == "rest":
+        return event
+    out: dict[str, Any] = json.loads(_envelope(fmt))
+    method, path = event.get("httpMethod"), event.get("path")
+    context = out["requestContext"]
+    headers = _v2_headers(event)
+    headers["host"] = context["domainName"]  # the front door's own host
+    route = "$default"
+    if fmt == "http" and (method, path) in HTTP_API_ROUTES:
+        route = f"{method} {path}"
+    out.update(
+        routeKey=route, rawPath=path, headers=headers, isBase64Encoded=event.get("isBase64Encoded")
+    )
+    context.update(routeKey=route, requestId=(event.get("requestContext") or {}).get("requestId"))
+    context["http"].update(method=method, path=path)
+    if event.get("body") is None:
+        out.pop("body")  # payload 2.0 leaves the key out when there is no body
+    else:
+        out["body"] = event["body"]
+    return out
+
+
+def event_with(base: str = "predict_list", fmt: Format = "rest", **changes: Any) -> dict[str, Any]:
+    """A fixture event with top-level REST fields replaced (``body``, ``httpMethod``,
+    ``path``...), in the front door ``fmt``'s format."""
     event = load_event(base)
     event.update(changes)
-    return event
+    return as_format(event, fmt)
 
 
 class FakeContext:

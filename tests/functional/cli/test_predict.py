@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.aws import REGION, SECRET_ACCESS_KEY, deploy_stack
+from tests.support.aws import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, deploy_stack
 from tests.support.cli import invoke
 from tests.support.fake_api import score
 
@@ -225,6 +225,59 @@ def test_env_signs_with_sigv4_verified_by_the_server(tmp_path, runner, fake_api,
     assert api.auth_failures == []
     assert api.regions == [REGION] * 4  # GET model + three batches, all signed
     assert len(read_output(out)) == 7
+
+
+@pytest.mark.parametrize(
+    ("kind", "service"),
+    [("rest", "execute-api"), ("http", "execute-api"), ("function_url", "lambda")],
+)
+def test_each_front_door_is_signed_for_its_service(tmp_path, runner, fake_api, moto, kind, service):
+    """The stack's ApiKind picks the SigV4 service; the server checks scope and signature
+    (its own SigV4 computation, and botocore's from the same fake credentials)."""
+    api, url = fake_api
+    api.secret, api.service, api.region, api.access_key = (
+        SECRET_ACCESS_KEY, service, REGION, ACCESS_KEY_ID
+    )  # fmt: skip
+    deploy_stack("OnnxKit-dev-Serving", {"ApiUrl": url, "AuthMode": "iam", "ApiKind": kind})
+    write_rows(tmp_path / "rows.csv", 5)
+    out = tmp_path / "preds.csv"
+    result = predict(runner, env="dev", input=tmp_path / "rows.csv", output=out, batch_size=2)
+    assert result.exit_code == 0, result.output
+    assert api.auth_failures == []
+    assert api.services == [service] * 4 and api.regions == [REGION] * 4  # GET model + 3 POSTs
+    assert len(read_output(out)) == 5
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected", "region", "problem"),
+    [
+        ("rest", "lambda", REGION, "service execute-api, expected lambda"),
+        ("function_url", "execute-api", REGION, "service lambda, expected execute-api"),
+        ("function_url", "lambda", "us-east-2", f"region {REGION}, expected us-east-2"),
+    ],
+)
+def test_a_signature_for_another_service_or_region_is_refused(
+    tmp_path, runner, fake_api, moto, kind, expected, region, problem
+):
+    api, url = fake_api
+    api.secret, api.service, api.region = SECRET_ACCESS_KEY, expected, region
+    deploy_stack("OnnxKit-dev-Serving", {"ApiUrl": url, "AuthMode": "iam", "ApiKind": kind})
+    write_rows(tmp_path / "rows.csv", 2)
+    result = predict(runner, env="dev", input=tmp_path / "rows.csv")
+    assert result.exit_code == 1
+    assert len(api.auth_failures) == 1 and api.auth_failures[0].endswith(problem)
+    assert result.stderr.strip().splitlines()[-1].startswith("error: HTTP 403")
+
+
+def test_a_stack_without_api_kind_is_a_rest_api(tmp_path, runner, fake_api, moto):
+    """Stacks deployed before the ApiKind output keep signing for execute-api."""
+    api, url = fake_api
+    api.secret, api.service, api.access_key = SECRET_ACCESS_KEY, "execute-api", ACCESS_KEY_ID
+    deploy_stack("OnnxKit-dev-Serving", {"ApiUrl": url, "AuthMode": "iam"})
+    write_rows(tmp_path / "rows.csv", 1)
+    result = predict(runner, env="dev", input=tmp_path / "rows.csv")
+    assert result.exit_code == 0, result.output
+    assert api.services == ["execute-api"] * 2 and api.auth_failures == []
 
 
 def test_bad_signature_is_a_clean_403(tmp_path, runner, fake_api, monkeypatch):

@@ -1,4 +1,5 @@
-"""The inference handler, driven by REST API proxy events from tests/events/inference_*.json."""
+"""The inference handler, driven by REST API proxy events from tests/events/inference_*.json,
+and by the same requests as the HTTP API (payload 2.0) and a function URL deliver them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.inference import assert_error, call, event_with, load_event
+from tests.support.inference import (
+    FORMATS,
+    FakeContext,
+    Format,
+    as_format,
+    assert_error,
+    call,
+    event_with,
+    load_event,
+)
 from tests.support.paths import EVENTS
 
 pytestmark = pytest.mark.xdist_group("inference")
@@ -105,17 +115,59 @@ def test_every_event_fixture_has_a_case() -> None:
     assert names == set(CASES)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_event_fixture(name: str, use_model: UseModel) -> None:
+def test_event_fixture(name: str, fmt: Format, use_model: UseModel) -> None:
     model, settings, status, code = CASES[name]
     handler = use_model(model, **settings)
-    got_status, headers, body = call(handler, load_event(name))
+    got_status, headers, body = call(handler, as_format(load_event(name), fmt))
     assert got_status == status, body
     assert headers["content-type"] == "application/json"
     if code is None:
         assert "error" not in body
     else:
         assert_error(body, code)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_front_door_answers_alike(name: str, use_model: UseModel) -> None:
+    """Same request, same answer, byte for byte, whichever front door delivered it; the
+    responses differ only in how the headers are carried (payload 2.0 has no multiValue)."""
+    model, settings, _, _ = CASES[name]
+    handler = use_model(model, **settings)
+    rest, http, url = (
+        handler.lambda_handler(as_format(load_event(name), fmt), FakeContext()) for fmt in FORMATS
+    )
+    assert http == url
+    assert (http["statusCode"], http["body"]) == (rest["statusCode"], rest["body"])
+    assert {k: v[-1] for k, v in rest["multiValueHeaders"].items()} == http["headers"]
+
+
+DOCUMENTED = {"http": "http_api_predict", "function_url": "function_url_predict"}
+
+
+@pytest.mark.parametrize("fmt", ["http", "function_url"])
+def test_documented_payload_2_events_predict(fmt: Format, use_model: UseModel) -> None:
+    """The fixtures written from AWS's documented payload 2.0 examples, as they are."""
+    from functions.inference.app import event_format
+
+    event = json.loads((EVENTS / f"{DOCUMENTED[fmt]}.json").read_text())
+    assert event_format(event) == fmt
+    assert event_format(load_event("predict_list")) == "rest"
+    status, _, body = call(use_model("breast_cancer"), event)
+    assert status == 200 and len(body["predictions"]) == 1
+    assert body == call(use_model("breast_cancer"), load_event("predict_list"))[2]
+
+
+@pytest.mark.parametrize("fmt", ["http", "function_url"])
+def test_converted_events_keep_the_documented_shape(fmt: Format) -> None:
+    documented = json.loads((EVENTS / f"{DOCUMENTED[fmt]}.json").read_text())
+    for name in CASES:
+        event = as_format(load_event(name), fmt)
+        assert set(event) - {"body"} == set(documented) - {"body"}, name
+        assert set(event["requestContext"]) == set(documented["requestContext"]), name
+        assert all(key == key.lower() for key in event["headers"]), name
+        assert event["requestContext"]["http"]["path"] == event["rawPath"]
 
 
 def _predict(handler: Any, event_name: str) -> dict[str, Any]:
@@ -265,8 +317,9 @@ def test_method_not_allowed_names_the_allowed_method(use_model: UseModel) -> Non
     assert headers["allow"] == "POST"
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_an_internal_fault_is_a_500_with_request_id_and_no_internals(
-    use_model: UseModel, monkeypatch: pytest.MonkeyPatch
+    fmt: Format, use_model: UseModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     handler = use_model("breast_cancer")
 
@@ -274,7 +327,7 @@ def test_an_internal_fault_is_a_500_with_request_id_and_no_internals(
         raise RuntimeError("secret internal detail /opt/model")
 
     monkeypatch.setattr(handler.runtime.model, "run", explode)
-    status, _, body = call(handler, load_event("predict_list"))
+    status, _, body = call(handler, as_format(load_event("predict_list"), fmt))
     assert status == 500
     assert_error(body, "internal_error")
     assert body["error"]["request_id"] == "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"

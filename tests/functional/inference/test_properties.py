@@ -1,4 +1,5 @@
-"""Property tests: whatever a client sends, the handler answers with no 5xx and a clear error."""
+"""Property tests: whatever a client sends, the handler answers with no 5xx and a clear error,
+whichever front door delivers it (REST proxy 1.0, HTTP API 2.0, function URL)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.inference.decode import numbers_only
-from tests.support.inference import assert_error, call, event_with
+from tests.support.inference import FORMATS, Format, assert_error, call, event_with
 
 pytestmark = pytest.mark.xdist_group("inference")
 
@@ -63,6 +64,13 @@ def runtimes(train_artifact: Callable[..., Path]) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(params=FORMATS)
+def fmt(request: pytest.FixtureRequest) -> Format:
+    """The front door whose event format carries each generated request."""
+    format_: Format = request.param
+    return format_
+
+
 @pytest.fixture
 def handler(runtimes: dict[str, Any]) -> Any:
     """The function serving the churn model."""
@@ -96,6 +104,7 @@ def _check(handler: Any, event: dict[str, Any]) -> tuple[int, Any]:
 )
 def test_arbitrary_requests_never_fail_on_our_side(
     handler: Any,
+    fmt: Format,
     body: str | None,
     base64_flag: bool,
     headers: dict[str, str] | None,
@@ -109,6 +118,7 @@ def test_arbitrary_requests_never_fail_on_our_side(
         multiValueHeaders={k: [v] for k, v in headers.items()} if headers else None,
         httpMethod=method,
         path=path,
+        fmt=fmt,
     )
     _check(handler, event)
 
@@ -116,13 +126,14 @@ def test_arbitrary_requests_never_fail_on_our_side(
 @SETTINGS
 @given(instances=json_values, content_type=content_types)
 def test_arbitrary_json_bodies_get_predictions_or_a_4xx(
-    handler: Any, instances: Any, content_type: str
+    handler: Any, fmt: Format, instances: Any, content_type: str
 ) -> None:
     headers = {"Content-Type": content_type}
     event = event_with(
         body=json.dumps({"instances": instances}),
         headers=headers,
         multiValueHeaders={"Content-Type": [content_type]},
+        fmt=fmt,
     )
     status, body = _check(handler, event)
     if status == 200:
@@ -139,7 +150,7 @@ churn_rows = st.tuples(numbers, numbers, categories, categories, numbers, catego
 @SETTINGS
 @given(rows=st.lists(churn_rows, min_size=1, max_size=30), as_objects=st.booleans())
 def test_valid_rows_always_predict(
-    handler: Any, rows: list[tuple[Any, ...]], as_objects: bool
+    handler: Any, fmt: Format, rows: list[tuple[Any, ...]], as_objects: bool
 ) -> None:
     names = [spec.name for spec in handler.runtime.model.features]
     instances: list[Any] = (
@@ -147,7 +158,8 @@ def test_valid_rows_always_predict(
         if as_objects
         else [list(r) for r in rows]
     )
-    status, body = _check(handler, event_with(body=json.dumps({"instances": instances})))
+    event = event_with(body=json.dumps({"instances": instances}), fmt=fmt)
+    status, body = _check(handler, event)
     assert status == 200, body
     assert len(body["predictions"]) == len(rows)
     assert set(body["predictions"]) <= set(body["classes"])
@@ -174,11 +186,14 @@ def test_numbers_only_is_sound(instances: Any) -> None:
     body=st.text(alphabet=st.sampled_from(list('0123456789.,-+eE \n"abcx')), max_size=120)
     | st.text(max_size=60)
 )
-def test_arbitrary_csv_bodies_get_predictions_or_a_4xx(handler: Any, body: str) -> None:
+def test_arbitrary_csv_bodies_get_predictions_or_a_4xx(
+    handler: Any, fmt: Format, body: str
+) -> None:
     event = event_with(
         body=body,
         headers={"Content-Type": "text/csv"},
         multiValueHeaders={"Content-Type": ["text/csv"]},
+        fmt=fmt,
     )
     _check(handler, event)
 
@@ -199,8 +214,11 @@ valid_numeric_rows = st.lists(
 
 @SETTINGS
 @given(instances=numeric_json | valid_numeric_rows)
-def test_numbers_only_bodies_on_an_all_numeric_model(numeric_handler: Any, instances: Any) -> None:
-    status, body = _check(numeric_handler, event_with(body=json.dumps({"instances": instances})))
+def test_numbers_only_bodies_on_an_all_numeric_model(
+    numeric_handler: Any, fmt: Format, instances: Any
+) -> None:
+    event = event_with(body=json.dumps({"instances": instances}), fmt=fmt)
+    status, body = _check(numeric_handler, event)
     well_formed = (
         isinstance(instances, list)
         and 0 < len(instances) <= 1000
@@ -269,7 +287,7 @@ npy_bodies = (
 @SETTINGS
 @given(raw=npy_bodies, encoded=st.booleans(), numeric=st.booleans())
 def test_arbitrary_npy_bodies_get_predictions_or_a_4xx(
-    runtimes: dict[str, Any], raw: bytes, encoded: bool, numeric: bool
+    runtimes: dict[str, Any], fmt: Format, raw: bytes, encoded: bool, numeric: bool
 ) -> None:
     function = runtimes["numeric" if numeric else "churn"]
     event = event_with(
@@ -277,6 +295,7 @@ def test_arbitrary_npy_bodies_get_predictions_or_a_4xx(
         isBase64Encoded=encoded,
         headers={"Content-Type": "application/x-npy"},
         multiValueHeaders={"Content-Type": ["application/x-npy"]},
+        fmt=fmt,
     )
     status, body = _check(function, event)
     if status == 200:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from onnxkit.cli.train import execution_name, parse_sets
-from onnxkit.cloud.api import RetryPolicy, region_from_url
+from onnxkit.cloud.api import RetryPolicy, kind_from_url, region_from_url, signing_service
 from onnxkit.cloud.errors import CloudError
 from onnxkit.cloud.executions import execution_arn, summarize
 from onnxkit.contract import workflow
@@ -26,6 +26,17 @@ def test_region_from_execute_api_urls_only():
         "eu-west-1"
     )
     assert region_from_url("http://127.0.0.1:8080/") is None
+
+
+def test_function_urls_sign_for_lambda_and_api_gateway_for_execute_api():
+    url = "https://p4zbqhkd3xgwzy5kkgqbnjzc2e0ucdhk.lambda-url.eu-west-2.on.aws/"
+    assert (region_from_url(url), kind_from_url(url)) == ("eu-west-2", "function_url")
+    gateway = "https://abc123.execute-api.us-east-1.amazonaws.com/"
+    assert (region_from_url(gateway), kind_from_url(gateway)) == ("us-east-1", "rest")
+    assert kind_from_url("http://127.0.0.1:8080/") is None
+    assert kind_from_url("https://lambda-url.example.com.on.aws/") is None
+    services = [signing_service(kind) for kind in ("rest", "http", "function_url")]
+    assert services == ["execute-api", "execute-api", "lambda"]
 
 
 def test_execution_names_are_readable_and_valid():
