@@ -10,6 +10,7 @@ what both callers call: the Lambda entry point (:mod:`.handler`) and ``onnxkit s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
 
 from . import decode
+from .capture import Sink, scored
 from .errors import ApiError
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
@@ -40,8 +42,9 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Resp
     return Response(status_code=status, content_type=JSON, body=text, headers=headers)
 
 
-def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
-    """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``."""
+def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) -> Handler:
+    """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``;
+    ``capture`` gets every answered ``/predict`` call (:mod:`.capture`)."""
     app = APIGatewayRestResolver()
     settings = runtime.settings
 
@@ -57,6 +60,10 @@ def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
         )
         result = model.predict_feed(feed)
         telemetry.count_instances(len(next(iter(feed.values()))))
+        if capture is not None:
+            event = app.current_event
+            call = scored(event.request_context.request_id, time.time(), model, feed, result)
+            capture(call)
         return _json(200, result)
 
     @app.get(MODEL_PATH)
@@ -126,21 +133,23 @@ def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
 
 class InferenceFunction:
     """The function as one object: its runtime (the model, loaded here), its telemetry and the
-    handler over both, ``lambda_handler(event, context)``."""
+    handler over both, ``lambda_handler(event, context)``; with ``capture``, every answered
+    ``/predict`` call goes to that sink as well."""
 
     def __init__(
         self,
         settings: Settings,
         telemetry: Telemetry | None = None,
         locator: ModelLocator | None = None,
+        capture: Sink | None = None,
     ) -> None:
         self.telemetry = telemetry or Telemetry()
         self.runtime = Runtime(
             settings, locator, log=self.telemetry.logger, on_load=self.telemetry.use_model
         )
-        self.lambda_handler = routes(self.runtime, self.telemetry)
+        self.lambda_handler = routes(self.runtime, self.telemetry, capture)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> InferenceFunction:
+    def from_env(cls, env: Mapping[str, str], capture: Sink | None = None) -> InferenceFunction:
         """The function configured by environment variables (docs/CONTRACTS.md)."""
-        return cls(Settings.from_env(env), Telemetry.from_env(env))
+        return cls(Settings.from_env(env), Telemetry.from_env(env), capture=capture)

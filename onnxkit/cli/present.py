@@ -539,13 +539,15 @@ def print_models(
 _err = Console(stderr=True, highlight=False)
 
 
-def serving_started(server: Any, api_key: str | None) -> None:
+def serving_started(server: Any, api_key: str | None, capture: Path | None = None) -> None:
     """Where the server listens and what it serves."""
     info = server.model
+    captured = f"; capturing to {capture}" if capture is not None else ""
     _err.print(
         f"serving {info.model_name} {info.model_version} at [bold]{server.url}[/bold] "
-        f"({'x-api-key required' if api_key else 'no auth'}); Ctrl-C stops",
+        f"({'x-api-key required' if api_key else 'no auth'}{captured}); Ctrl-C stops",
         soft_wrap=True,
+        highlight=False,
     )
 
 
@@ -554,6 +556,13 @@ def serving_failed(error: Exception) -> None:
     _err.print(f"[red]error:[/red] {error}", soft_wrap=True)
 
 
-def serving_stopped() -> None:
-    """The server has stopped."""
+def serving_stopped(capture: Any = None) -> None:
+    """The server has stopped (and, with ``--capture``, what it captured)."""
     _err.print("stopping")
+    if capture is not None:
+        lost = f", [red]{capture.lost} lost[/red] (write errors)" if capture.lost else ""
+        _err.print(
+            f"captured {capture.records} rows of {capture.calls} calls in "
+            f"{len(capture.files)} file{'s' if len(capture.files) != 1 else ''}{lost}",
+            highlight=False,
+        )
