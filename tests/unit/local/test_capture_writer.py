@@ -55,7 +55,7 @@ def test_close_writes_every_queued_call_in_order(tmp_path: Path) -> None:
 
 
 def test_files_rotate_by_size(tmp_path: Path) -> None:
-    writer = CaptureWriter(tmp_path, max_bytes=2000)
+    writer = CaptureWriter(tmp_path, max_bytes=2000, linger=0)
     for index in range(60):
         writer(_call(index, rows=1))
         if index % 5 == 4:
