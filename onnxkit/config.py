@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from onnxkit.contract import layout
+from onnxkit.contract.drift import DriftThresholds
 from onnxkit.contract.gate import QualityGate
 
 ENVIRONMENTS: Final = ("local", "dev", "prod")
@@ -151,6 +152,43 @@ class AlarmSettings(_Section):
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+_DRIFT: Final = DriftThresholds()  # the defaults are the contract's
+
+
+class DriftSettings(_Section):
+    """When captured requests count as drifted from the training data (``onnxkit drift``).
+
+    Each measure must exceed its threshold and also what chance gives at the capture's and the
+    reference's sizes with probability ``significance`` (onnxkit/contract/drift.py).
+    """
+
+    psi: float = Field(
+        _DRIFT.psi, gt=0, le=10, description="Population stability index of a feature."
+    )
+    missing_rate: float = Field(
+        _DRIFT.missing_rate, gt=0, le=1, description="Absolute change of a missing share."
+    )
+    unseen_rate: float = Field(
+        _DRIFT.unseen_rate,
+        gt=0,
+        le=1,
+        description="Share of categories outside the reference's, above its own.",
+    )
+    prediction_psi: float = Field(
+        _DRIFT.prediction_psi, gt=0, le=10, description="Index of the predictions."
+    )
+    significance: float = Field(
+        _DRIFT.significance,
+        gt=0,
+        lt=0.5,
+        description="Chance of a measure passing its chance limit with no drift.",
+    )
+
+    def thresholds(self) -> DriftThresholds:
+        """The contract's thresholds."""
+        return DriftThresholds(**self.model_dump())
+
+
 class OnnxKitConfig(_Section):
     """Everything one environment needs."""
 
@@ -169,6 +207,7 @@ class OnnxKitConfig(_Section):
     api: ApiSettings = Field(default_factory=lambda: ApiSettings.model_validate({}))
     alarms: AlarmSettings = Field(default_factory=lambda: AlarmSettings.model_validate({}))
     scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings.model_validate({}))
+    drift: DriftSettings = Field(default_factory=lambda: DriftSettings.model_validate({}))
     retraining_schedule: str | None = None
     removal_policy: Literal["destroy", "retain"] = "destroy"
     log_retention_days: int = 30

@@ -22,7 +22,7 @@ import skl2onnx
 import sklearn
 from sklearn.pipeline import Pipeline
 
-from onnxkit.contract.layout import FAILURE_FILE, SERVING_FILE, sha256_file
+from onnxkit.contract.layout import FAILURE_FILE, REFERENCE_FILE, SERVING_FILE, sha256_file
 from onnxkit.contract.manifest import (
     SCHEMA_VERSION,
     Baseline,
@@ -41,7 +41,22 @@ from onnxkit.contract.manifest import (
     write_manifest,
 )
 from onnxkit.contract.metrics import BASELINE, metric_line
-from training_jobs.data import Dataset, Schema, combined_digest, input_digests
+from onnxkit.contract.reference import (
+    FeatureStats,
+    Reference,
+    categorical_stats,
+    class_predictions,
+    encode_reference,
+    numeric_stats,
+    value_predictions,
+)
+from training_jobs.data import (
+    MISSING_CATEGORY,
+    Dataset,
+    Schema,
+    combined_digest,
+    input_digests,
+)
 from training_jobs.export import onnx_input_name
 from training_jobs.hyperparameters import Hyperparameters
 
@@ -158,6 +173,40 @@ def library_versions() -> dict[str, str]:
     }
 
 
+# --------------------------------------------------------------------------- reference
+
+
+def reference_statistics(
+    schema: Schema,
+    X_train: pd.DataFrame,
+    classes: list[Any],
+    predicted: np.ndarray,
+) -> Reference:
+    """What drift is measured against: each feature over the training rows as the graph reads
+    them (float32 numbers with NaN, categories with "" for missing), and the served graph's
+    predictions on the held-out rows (``predicted``: labels, or values)."""
+    features: list[FeatureStats] = []
+    for column in schema.features:
+        values = X_train[column]
+        if column in schema.numeric:
+            features.append(numeric_stats(str(column), values.to_numpy(np.float64)))
+        else:
+            texts = [None if v == MISSING_CATEGORY else str(v) for v in values.tolist()]
+            features.append(categorical_stats(str(column), texts))
+    if schema.task == "classification":
+        predictions: Any = class_predictions(classes, predicted.ravel().tolist())
+    else:
+        predictions = value_predictions(np.asarray(predicted, dtype=np.float64).ravel())
+    return Reference(features=features, predictions=predictions)
+
+
+def write_reference(reference: Reference, model_dir: Path) -> Path:
+    """Write ``reference.json`` beside the graphs (the manifest then lists its digest)."""
+    path = Path(model_dir) / REFERENCE_FILE
+    path.write_bytes(encode_reference(reference))
+    return path
+
+
 # --------------------------------------------------------------------------- manifest
 
 
@@ -199,10 +248,13 @@ def build_manifest(
     quantization: Quantization,
     data: DataFingerprint,
 ) -> Manifest:
-    """The manifest of the graphs in ``model_dir`` (the serving one and, if int8, fp32)."""
+    """The manifest of the files in ``model_dir``: the serving graph, the fp32 one when int8
+    serves, and the reference statistics."""
+    paths = [*model_dir.glob("*.onnx"), model_dir / REFERENCE_FILE]
     files = {
         p.name: FileInfo(size_bytes=p.stat().st_size, sha256=sha256_file(p))
-        for p in sorted(model_dir.glob("*.onnx"))
+        for p in sorted(paths)
+        if p.is_file()
     }
     serving_info = files[SERVING_FILE]
     created = datetime.now(UTC).replace(microsecond=0)

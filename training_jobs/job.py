@@ -17,6 +17,7 @@ from sklearn.pipeline import Pipeline
 
 from onnxkit.contract.layout import FP32_FILE, SERVING_FILE
 from onnxkit.contract.manifest import Manifest
+from onnxkit.contract.reference import Reference
 from onnxkit.contract.values import ValueRule
 from training_jobs import artifact
 from training_jobs.data import (
@@ -40,8 +41,13 @@ from training_jobs.decision import (
 )
 from training_jobs.errors import TrainingError
 from training_jobs.estimators import build_pipeline, fit, make_estimator
-from training_jobs.evaluation import compute_metrics, measure_baseline, predict_sklearn
-from training_jobs.export import feeds_for, to_onnx
+from training_jobs.evaluation import (
+    compute_metrics,
+    measure_baseline,
+    predict_onnx,
+    predict_sklearn,
+)
+from training_jobs.export import feeds_for, session, to_onnx
 from training_jobs.hyperparameters import Hyperparameters
 
 
@@ -93,6 +99,7 @@ def run(hp: Hyperparameters) -> Manifest:
             variants["int8"] = choice.report
         refuse_unservable(choice, variants["fp32"])
         place_graphs(model_dir, fp32_path, choice.graph)
+    artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
     manifest = artifact.build_manifest(
         hyperparameters=hp,
         schema=schema,
@@ -154,6 +161,15 @@ def hold_out(pipeline: Pipeline, inputs: Inputs) -> HeldOut:
         reference_metrics=compute_metrics(
             schema.task, inputs.y_valid, reference.labels, reference.probabilities, classes
         ),
+    )
+
+
+def reference_statistics(model_dir: Path, inputs: Inputs, held_out: HeldOut) -> Reference:
+    """The training rows' statistics and the served graph's predictions on the held-out rows
+    (the graph clients get answers from, so a capture compares like with like)."""
+    predicted = predict_onnx(session(model_dir / SERVING_FILE), held_out.feeds, held_out.task)
+    return artifact.reference_statistics(
+        inputs.schema, inputs.X_train, held_out.classes, predicted.labels
     )
 
 

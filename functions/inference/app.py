@@ -17,6 +17,7 @@ with the same routes; their responses differ only in how headers are carried.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
 
 from . import decode
+from .capture import Sink, scored
 from .errors import ApiError
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
@@ -62,16 +64,17 @@ def event_format(event: Any) -> str:
     return "function_url" if isinstance(domain, str) and ".lambda-url." in domain else "http"
 
 
-def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
+def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) -> Handler:
     """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``
-    for every front door's event format."""
+    for every front door's event format; ``capture`` gets every answered ``/predict`` call
+    (:mod:`.capture`)."""
     resolvers: dict[str, ApiGatewayResolver] = {
         "rest": APIGatewayRestResolver(),
         "http": APIGatewayHttpResolver(),
         "function_url": LambdaFunctionUrlResolver(),
     }
     for app in resolvers.values():
-        _register(app, runtime, telemetry)
+        _register(app, runtime, telemetry, capture)
     rest = resolvers["rest"]
 
     def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -94,7 +97,9 @@ def routes(runtime: Runtime, telemetry: Telemetry) -> Handler:
     return telemetry.wrap(resolve)
 
 
-def _register(app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry) -> None:
+def _register(
+    app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry, capture: Sink | None
+) -> None:
     """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
 
@@ -110,6 +115,11 @@ def _register(app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry) -
         )
         result = model.predict_feed(feed)
         telemetry.count_instances(len(next(iter(feed.values()))))
+        if capture is not None:
+            # Every front door's event carries requestContext.requestId (payload 1.0 and 2.0).
+            context = app.current_event.raw_event.get("requestContext") or {}
+            call = scored(str(context.get("requestId", "")), time.time(), model, feed, result)
+            capture(call)
         return _json(200, result)
 
     @app.get(MODEL_PATH)
@@ -160,21 +170,23 @@ def _register(app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry) -
 
 class InferenceFunction:
     """The function as one object: its runtime (the model, loaded here), its telemetry and the
-    handler over both, ``lambda_handler(event, context)``."""
+    handler over both, ``lambda_handler(event, context)``; with ``capture``, every answered
+    ``/predict`` call goes to that sink as well."""
 
     def __init__(
         self,
         settings: Settings,
         telemetry: Telemetry | None = None,
         locator: ModelLocator | None = None,
+        capture: Sink | None = None,
     ) -> None:
         self.telemetry = telemetry or Telemetry()
         self.runtime = Runtime(
             settings, locator, log=self.telemetry.logger, on_load=self.telemetry.use_model
         )
-        self.lambda_handler = routes(self.runtime, self.telemetry)
+        self.lambda_handler = routes(self.runtime, self.telemetry, capture)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> InferenceFunction:
+    def from_env(cls, env: Mapping[str, str], capture: Sink | None = None) -> InferenceFunction:
         """The function configured by environment variables (docs/CONTRACTS.md)."""
-        return cls(Settings.from_env(env), Telemetry.from_env(env))
+        return cls(Settings.from_env(env), Telemetry.from_env(env), capture=capture)

@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from onnxkit.contract.layout import MANIFEST_FILE, SERVING_FILE, version_prefix
+from onnxkit.contract.layout import (
+    MANIFEST_FILE,
+    REFERENCE_FILE,
+    SERVING_FILE,
+    version_prefix,
+)
 
 from .evaluate import digest_problems, read_artifact
 from .ports import (
@@ -236,7 +241,7 @@ def promote(
     "sha256", "previous_lambda_version"}``."""
     # 1. verify
     with store.open_uri(candidate["artifact_uri"]) as stream:
-        artifact = read_artifact(stream, keep={SERVING_FILE})
+        artifact = read_artifact(stream, keep={SERVING_FILE, REFERENCE_FILE})
     manifest = artifact.manifest
     problems = digest_problems(artifact)
     if manifest.serving.sha256 != candidate["sha256"]:
@@ -257,6 +262,10 @@ def promote(
     model_uri = _store_immutable(
         store, prefix + SERVING_FILE, model_bytes, "application/octet-stream"
     )
+    if REFERENCE_FILE in artifact.files:  # absent in artifacts from before it
+        _store_immutable(
+            store, prefix + REFERENCE_FILE, artifact.files[REFERENCE_FILE], "application/json"
+        )
     manifest_uri = _store_immutable(
         store, prefix + MANIFEST_FILE, artifact.manifest_bytes, "application/json"
     )

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "serve": "Serve a model with the same handler as the Lambda function: POST /predict, GET "
     "/model, GET /health, GET /openapi.json.",
     "demo": "Train, gate, promote, serve and call a model locally, end to end.",
+    "drift": "Compare captured requests with the model's training data; exit 3 when something "
+    "drifted.",
 }
 
 

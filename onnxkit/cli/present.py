@@ -6,6 +6,7 @@ command modules only, so ``onnxkit --help`` never loads rich.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onnxkit.cloud import executions
+from onnxkit.contract.drift import DriftReport
 
 if TYPE_CHECKING:
     from onnxkit.cloud.registry import Version
@@ -535,17 +537,70 @@ def print_models(
         )
 
 
+# --- onnxkit drift -------------------------------------------------------------------------
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_drift(report: DriftReport) -> None:
+    """Each feature's scores against their limits (drifted ones in red), then the predictions'
+    shift and a one-line verdict."""
+    out = Console()
+    table = Table(
+        title=f"{report.model_name} {report.model_version}: {report.capture_rows} captured rows "
+        f"vs {report.reference_rows} training rows",
+        title_justify="left",
+    )
+    for column in ("feature", "kind", "PSI", "limit", "missing", "train", "unseen", "drifted"):
+        table.add_column(
+            column, justify="left" if column in {"feature", "kind", "drifted"} else "right"
+        )
+    for feature in report.features:
+        flagged = set(feature.drifted)
+        table.add_row(
+            f"[red]{feature.name}[/]" if flagged else feature.name,
+            "num" if feature.kind == "numeric" else "cat",
+            f"[red]{feature.psi:.3f}[/]" if "psi" in flagged else f"{feature.psi:.3f}",
+            "-" if math.isinf(feature.psi_limit) else f"{feature.psi_limit:.3f}",
+            _percent(feature.missing_rate),
+            _percent(feature.reference_missing_rate),
+            _percent(feature.unseen_rate),
+            ", ".join(feature.drifted) or "-",
+        )
+    out.print(table)
+    predictions = report.predictions
+    if predictions is not None:
+        verdict = "[red]shifted[/]" if predictions.drifted else "stable"
+        shares = ", ".join(
+            f"{label} {_percent(share)} (train {_percent(predictions.reference_shares[label])})"
+            for label, share in list(predictions.shares.items())[:6]
+        )
+        out.print(
+            f"predictions: PSI {predictions.psi:.3f} (limit {predictions.limit:.3f}) {verdict}; "
+            f"{shares}",
+            highlight=False,
+        )
+    if report.drifted:
+        out.print(f"[red]drift[/]: {', '.join(report.drifted)}", highlight=False)
+    else:
+        out.print("no drift", highlight=False)
+
+
 # --- onnxkit serve -------------------------------------------------------------------------
 _err = Console(stderr=True, highlight=False)
 
 
-def serving_started(server: Any, api_key: str | None) -> None:
+def serving_started(server: Any, api_key: str | None, capture: Path | None = None) -> None:
     """Where the server listens and what it serves."""
     info = server.model
+    captured = f"; capturing to {capture}" if capture is not None else ""
     _err.print(
         f"serving {info.model_name} {info.model_version} at [bold]{server.url}[/bold] "
-        f"({'x-api-key required' if api_key else 'no auth'}); Ctrl-C stops",
+        f"({'x-api-key required' if api_key else 'no auth'}{captured}); Ctrl-C stops",
         soft_wrap=True,
+        highlight=False,
     )
 
 
@@ -554,6 +609,13 @@ def serving_failed(error: Exception) -> None:
     _err.print(f"[red]error:[/red] {error}", soft_wrap=True)
 
 
-def serving_stopped() -> None:
-    """The server has stopped."""
+def serving_stopped(capture: Any = None) -> None:
+    """The server has stopped (and, with ``--capture``, what it captured)."""
     _err.print("stopping")
+    if capture is not None:
+        lost = f", [red]{capture.lost} lost[/red] (write errors)" if capture.lost else ""
+        _err.print(
+            f"captured {capture.records} rows of {capture.calls} calls in "
+            f"{len(capture.files)} file{'s' if len(capture.files) != 1 else ''}{lost}",
+            highlight=False,
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -36,10 +37,18 @@ def serve(
         str | None,
         typer.Option(help="Expected model digest (default: the manifest's); refuse on mismatch."),
     ] = None,
+    capture: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Write every scored row of POST /predict to this folder as JSON Lines capture "
+            "records (what `onnxkit drift --capture` reads); files rotate by size and age.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a model with the same handler as the Lambda function: POST /predict, GET /model,
     GET /health, GET /openapi.json."""
-    serve_model(model, host=host, port=port, api_key=api_key, sha256=sha256)
+    serve_model(model, host=host, port=port, api_key=api_key, sha256=sha256, capture=capture)
 
 
 def serve_model(
@@ -49,6 +58,7 @@ def serve_model(
     port: int,
     api_key: str | None = None,
     sha256: str | None = None,
+    capture: Path | None = None,
 ) -> None:
     """Serve ``model`` in the foreground until Ctrl-C or SIGTERM (``serve``, ``run --serve``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -59,9 +69,10 @@ def serve_model(
             port=port,
             api_key=api_key,
             sha256=sha256,
-            on_start=lambda server: present.serving_started(server, api_key),
+            on_start=lambda server: present.serving_started(server, api_key, capture),
+            capture=capture,
+            on_stop=present.serving_stopped,
         )
     except ServeError as error:
         present.serving_failed(error)
         raise typer.Exit(1) from None
-    present.serving_stopped()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
 
@@ -18,6 +19,9 @@ from typing import Final, Literal
 SERVING_FILE: Final = "model.onnx"  # the graph the inference function loads
 FP32_FILE: Final = "model.fp32.onnx"  # only when the serving graph is int8
 MANIFEST_FILE: Final = "manifest.json"
+# What the training data and the held-out predictions looked like (onnxkit/contract/reference.py);
+# listed with its digest in the manifest's files. Absent in artifacts from before it.
+REFERENCE_FILE: Final = "reference.json"
 ARCHIVE_FILE: Final = "model.tar.gz"  # SageMaker's tarball of SM_MODEL_DIR
 FAILURE_FILE: Final = "failure"  # in SM_OUTPUT_DIR: a failed job's one line (its FailureReason)
 
@@ -146,6 +150,18 @@ PART_BYTES_ENV: Final = "PART_BYTES"
 # --- Limits -------------------------------------------------------------------------------
 MAX_INSTANCES: Final = 1000  # rows per /predict call by default (413 above)
 MAX_BODY_BYTES: Final = 5 * 1024 * 1024  # a /predict body (413 above); API Gateway's is 10 MB
+
+# --- Request capture (onnxkit/contract/capture.py) -------------------------------------
+# JSON Lines files of capture records: ``capture-<UTC start>-<pid>-<sequence>.jsonl``.
+CAPTURE_PREFIX: Final = "capture-"
+CAPTURE_SUFFIX: Final = ".jsonl"
+
+
+def capture_file_name(started_at: datetime, pid: int, sequence: int) -> str:
+    """The name of one capture file: sorts by start time, unique per writer and file."""
+    stamp = started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{CAPTURE_PREFIX}{stamp}-{pid}-{sequence:06d}{CAPTURE_SUFFIX}"
+
 
 # --- The model-name rule ------------------------------------------------------------------
 # A model name becomes an S3 key segment, the training job name prefix (``<name>-<uuid>``

@@ -40,6 +40,7 @@ from onnxkit.contract.layout import MAX_BODY_BYTES, MODEL_SHA256_ENV, MODEL_URI_
 
 if TYPE_CHECKING:
     from functions.inference.app import InferenceFunction
+    from functions.inference.capture import Sink
 
 log = logging.getLogger("onnxkit.serve")
 
@@ -558,9 +559,13 @@ class LocalServer:
 
 
 def load_function(
-    model: str, sha256: str | None = None, env: Mapping[str, str] | None = None
+    model: str,
+    sha256: str | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: Sink | None = None,
 ) -> InferenceFunction:
-    """The inference function serving ``model``; ServeError if it is not served.
+    """The inference function serving ``model``; ServeError if it is not served. ``capture``
+    gets every answered ``/predict`` call (:mod:`onnxkit.local.capture`).
 
     Configured as in Lambda, from environment variables, but from a mapping built here (the
     process's environment is read, never written): ``MODEL_URI`` and ``MODEL_SHA256`` from the
@@ -576,7 +581,7 @@ def load_function(
         MODEL_URI_ENV: model,
         MODEL_SHA256_ENV: sha256 or "",
     }
-    function = InferenceFunction.from_env(settings)
+    function = InferenceFunction.from_env(settings, capture)
     if function.runtime.model is None:
         raise ServeError(function.runtime.reason or f"no model at {model}")
     return function
@@ -622,13 +627,17 @@ def serving(
     api_key: str | None = None,
     sha256: str | None = None,
     limits: Limits | None = None,
+    capture: Sink | None = None,
 ) -> Iterator[str]:
     """Serve a model in a background thread for the ``with`` block; yields the base URL.
+    ``capture`` gets every answered ``/predict`` call; closing it is the caller's.
 
     >>> with serving("model/") as url:  # doctest: +SKIP
     ...     httpx.post(f"{url}/predict", json={"instances": [[1.0, 2.0]]})
     """
-    server = create_server(load_function(model, sha256), host, port, api_key, limits)
+    server = create_server(
+        load_function(model, sha256, capture=capture), host, port, api_key, limits
+    )
     thread = threading.Thread(target=server.serve_forever, name="onnxkit-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

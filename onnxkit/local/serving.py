@@ -7,13 +7,16 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.pipeline.ports import Pointer, StepError
 from functions.pipeline.promote import reconcile, resolve
 from onnxkit.contract.layout import pointer_key
 from onnxkit.errors import KitError
 from onnxkit.local.store import LocalServing, LocalStore, workdir_lock
+
+if TYPE_CHECKING:
+    from onnxkit.local.capture import CaptureStats
 
 
 def live_pointer(workdir: Path, model_name: str, *, record: bool = False) -> Pointer:
@@ -57,12 +60,25 @@ def run_server(
     api_key: str | None,
     sha256: str | None,
     on_start: Callable[[Any], None],
+    capture: Path | None = None,
+    on_stop: Callable[[CaptureStats | None], None] | None = None,
 ) -> None:
     """Serve ``model`` with the inference handler until SIGINT or SIGTERM; ``on_start`` gets
-    the server (its ``url`` and ``model``) once it listens. ServeError when it cannot start."""
+    the server (its ``url`` and ``model``) once it listens. ServeError when it cannot start.
+    With ``capture``, every scored row is written there as a capture record, the last ones
+    when the server stops; ``on_stop`` then gets what was written."""
+    from onnxkit.local.capture import CaptureWriter  # noqa: PLC0415 - loads onnxruntime
     from onnxkit.local.gateway import create_server, load_function  # noqa: PLC0415 - loads onnxruntime
 
-    server = create_server(load_function(model, sha256), host, port, api_key or None)
+    writer = CaptureWriter(capture) if capture is not None else None
+    try:
+        server = create_server(
+            load_function(model, sha256, capture=writer), host, port, api_key or None
+        )
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
     on_start(server)
     # uvicorn catches SIGINT and SIGTERM while serving (a shell's background job inherits
     # SIGINT ignored: it still stops), finishes the requests in flight, then raises the
@@ -75,3 +91,12 @@ def run_server(
         pass
     finally:
         server.close()
+        stats = None
+        if writer is not None:
+            # After the server: the requests in flight have finished and queued their rows. A
+            # second Ctrl-C must not cut the last write short (SIGKILL still can).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            stats = writer.close()
+    if on_stop is not None:
+        on_stop(stats)
