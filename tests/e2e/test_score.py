@@ -150,3 +150,60 @@ def test_100k_rows_match_the_handler_survive_a_kill_and_report_rejections(
     assert f"rows in {ROWS} ({after['next_row']} before resuming)" in stderr
     assert part.read_bytes() == whole.read_bytes()  # nothing lost, nothing twice, same order
     assert json.loads(record_path.read_bytes())["complete"] is True
+
+
+# The peak after the model is loaded (loading has a transient peak of its own that would hide
+# what scoring holds): Linux resets VmHWM when "5" is written to /proc/self/clear_refs.
+MEASURE = """
+import sys
+from onnxkit.cli import app
+from onnxkit.local import scoring
+
+load = scoring.load
+def loaded(*args, **kwargs):
+    model = load(*args, **kwargs)
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+    return model
+scoring.load = loaded
+try:
+    app(sys.argv[1:])
+except SystemExit as stop:
+    if stop.code:
+        raise
+status = open("/proc/self/status").read()
+print(next(l.split()[1] for l in status.splitlines() if l.startswith("VmHWM")), file=sys.stderr)
+"""
+
+
+def _peak_kib(model: Path, source: Path, output: Path, *options: str) -> int:
+    """Peak resident memory of one in-process ``onnxkit score`` run (one worker: no children)."""
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, "score", "--model", str(model), "--input", str(source),
+         "--output", str(output), "--workers", "1", "--overwrite", *options],
+        capture_output=True, text=True, check=True, timeout=300,
+        env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"},
+    )  # fmt: skip
+    return int(result.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["numeric-blocks", "row-by-row"])
+def test_memory_stays_flat_whatever_the_file_size(
+    train_artifact: Any, tmp_path: Path, plain: bool
+) -> None:
+    """20x the rows may not cost more memory: nothing holds the input or the output whole
+    (400k rows are ~85 MB in and ~55 MB out; the allowance is 20 MB)."""
+    model = train_artifact("breast_cancer", model="mlp")
+    header, *lines = bundled("breast_cancer").path.read_bytes().splitlines(keepends=True)
+    if not plain:  # a quoted header sends every block down the row-by-row path
+        header = b'"' + header.replace(b",", b'",', 1)
+    sizes = {}
+    for rows in (20_000, 400_000):
+        source = tmp_path / f"rows{rows}.csv"
+        with source.open("wb") as handle:
+            handle.write(header)
+            for start in range(0, rows, len(lines)):
+                handle.writelines(lines[: min(len(lines), rows - start)])
+        sizes[rows] = _peak_kib(model, source, tmp_path / "out.jsonl")
+        source.unlink()
+    assert sizes[400_000] - sizes[20_000] < 20 * 1024, sizes
