@@ -316,19 +316,23 @@ def score_part(
             record.removeprefix(table.UTF8_BOM) if part.start == 0 and rows + i == 0 else record
             for i, (record, _, _) in enumerate(batch)
         ]
-        results, ids = table.score_records(model, job, chunk)
-        done = table.format_records(
-            model,
-            job,
-            results,
-            ids,
-            first_row=rows,
-            lines=[line for _, line, _ in batch],
-            lead={"part": part.part},
-            row_field="part_row",
-            line_field="part_line",
-            keep_rejections=contract.MAX_REJECTED_IN_SUMMARY - len(rejections),
-        )
+        lines = [line for _, line, _ in batch]
+        fields: dict[str, Any] = {
+            "lead": {"part": part.part},
+            "row_field": "part_row",
+            "line_field": "part_line",
+        }
+        done = None
+        if lines[-1] - lines[0] == len(lines) - 1:  # one line a record, no blank line between
+            done = table.score_plain_block(
+                model, job, b"".join(chunk), first_row=rows, first_line=lines[0], **fields
+            )
+        if done is None:
+            results, ids = table.score_records(model, job, chunk)
+            done = table.format_records(
+                model, job, results, ids, first_row=rows, lines=lines,
+                keep_rejections=contract.MAX_REJECTED_IN_SUMMARY - len(rejections), **fields,
+            )  # fmt: skip
         out.append(done.data)
         scored, rejected, rows = scored + done.scored, rejected + done.rejected, rows + len(batch)
         rejections += [
