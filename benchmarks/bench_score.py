@@ -287,9 +287,33 @@ def run_bare(model: Path, data: Path, workers: int, env: dict[str, str]) -> floa
 # --- per part -----------------------------------------------------------------------------
 
 
+class _MemoryStore:
+    """The scoring steps' object store over a dict (no S3 I/O in the measurement)."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def read(self, bucket: str, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def listing(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        return sorted((k, len(v)) for k, v in self.objects.items() if k.startswith(prefix))
+
+    def size(self, bucket: str, key: str) -> int | None:
+        return len(self.objects[key]) if key in self.objects else None
+
+    def lines(self, bucket: str, key: str, start: int) -> Iterator[bytes]:
+        return iter(io.BytesIO(self.objects[key][start:]))
+
+    def write(self, bucket: str, key: str, data: bytes) -> None:
+        self.objects[key] = data
+
+
 def part_cost(model_dir: Path, data: Path, part_mib: int, reps: int) -> dict[str, Any]:
-    """One part of whole CSV rows through what the cloud scoring function runs per part."""
-    from functions.inference import table
+    """One part of whole CSV rows through the cloud scoring function's own code for a part
+    (``functions.inference.scoring.score_part``), reading from and writing to memory."""
+    from functions.inference import scoring, table
+    from onnxkit.contract import scoring as contract
     from onnxkit.local.scoring import ModelRef, load
 
     model = load(ModelRef(str(model_dir)), threads=1)
@@ -297,30 +321,28 @@ def part_cost(model_dir: Path, data: Path, part_mib: int, reps: int) -> dict[str
         head = handle.readline()
         raw = handle.read(part_mib << 20)
     raw = raw[: raw.rindex(b"\n") + 1]
-    header = tuple(table.parse_header(head))
-    job = table.Job("csv", "jsonl", header, None)
-    split: list[float] = []
+    header = table.parse_header(head)
+    store = _MemoryStore({"scoring/input/x.csv": head + raw})
+    part = contract.Part(
+        part=0, key="scoring/input/x.csv", start=len(head), end=len(head) + len(raw),
+        size=len(head) + len(raw), header=header, data_start=len(head), first_line=2,
+    )  # fmt: skip
+    pinned = contract.PinnedModel(name="m", version="v", uri="-", sha256="0" * 64)
+    batch_input = contract.BatchInput(
+        bucket="b", output_prefix="scoring/output/r/", format="csv", model=pinned
+    )
     scored: list[float] = []
-    out_bytes = 0
-    rows = 0
+    result = None
     for _ in range(reps):
         started = time.perf_counter()
-        found = list(table.records(io.BytesIO(raw), "csv", 2))
-        middle = time.perf_counter()
-        records = [record for record, _, _ in found]
-        lines = [line for _, line, _ in found]
-        results, ids = table.score_records(model, job, records)
-        out = table.format_records(model, job, results, ids, first_row=0, lines=lines)
-        done = time.perf_counter()
-        split.append(middle - started)
-        scored.append(done - middle)
-        out_bytes, rows = len(out.data), len(records)
-        assert out.scored == rows
+        result = scoring.score_part(part, batch_input, model, store=store)
+        scored.append(time.perf_counter() - started)
+    assert result is not None and result.scored == result.rows
+    out = store.objects[contract.part_keys("scoring/output/r/", 0)[0]]
     return {
-        "rows": rows,
+        "rows": result.rows,
         "in_bytes": len(raw),
-        "out_bytes": out_bytes,
-        "split_ms": [s * 1e3 for s in split],
+        "out_bytes": len(out),
         "score_ms": [s * 1e3 for s in scored],
     }
 
@@ -581,15 +603,11 @@ def main(argv: list[str] | None = None) -> int:
             f"\nPer part ({DATASETS[0]}, MLP, one process, 1 ONNX Runtime thread, "
             f"{args.part_reps} reps; median (min-max)):\n"
         )
-        print(
-            "| part MiB | rows/part | input bytes/row | JSONL bytes/row | split ms | "
-            "score_records + format_records ms |"
-        )
-        print("|---|---|---|---|---|---|")
+        print("| part MiB | rows/part | input bytes/row | JSONL bytes/row | score_part ms |")
+        print("|---|---|---|---|---|")
         print(
             f"| {args.part_mib} | {part['rows']:,} | {part['in_bytes'] / part['rows']:.1f} | "
-            f"{part['out_bytes'] / part['rows']:.1f} | {med_range(part['split_ms'])} | "
-            f"{med_range(part['score_ms'])} |"
+            f"{part['out_bytes'] / part['rows']:.1f} | {med_range(part['score_ms'])} |"
         )
         print(
             f"\nLambda handler, one 1,000-row JSON body (as onnxkit predict sends), 50 calls: "
