@@ -41,7 +41,8 @@ class TrainingSettings(_Section):
     """The SageMaker training job."""
 
     instance_type: str = Field("ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[0-9]*[a-z]+$")
-    instance_count: int = Field(1, ge=1, le=20)
+    # The prebuilt scikit-learn container fits on one host; a second one would be paid for idle.
+    instance_count: int = Field(1, ge=1)
     volume_size_gb: int = Field(10, ge=1, le=1024)
     max_runtime_minutes: int = Field(60, ge=1, le=5 * 24 * 60)
     use_spot: bool = True
@@ -62,6 +63,16 @@ class TrainingSettings(_Section):
             if key in RESERVED_HYPERPARAMETERS or key.startswith("sagemaker_"):
                 raise ValueError(f"hyperparameter {key!r} is set by the pipeline")
         return values
+
+    @field_validator("instance_count")
+    @classmethod
+    def _one_instance(cls, count: int) -> int:
+        if count != 1:
+            raise ValueError(
+                "SageMaker's scikit-learn container trains on one instance; "
+                "choose a larger training.instance_type instead"
+            )
+        return count
 
     @model_validator(mode="after")
     def _spot(self) -> TrainingSettings:

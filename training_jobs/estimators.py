@@ -7,6 +7,7 @@ ONNX graph converted from it is the whole model.
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -25,6 +26,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from training_jobs.curve import printed_curve
 from training_jobs.data import Schema
 from training_jobs.errors import TrainingError
 
@@ -154,9 +156,11 @@ def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
 
 
-def fit(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray) -> Pipeline:
-    """Fit, with convergence warnings logged rather than raised."""
-    with warnings.catch_warnings():
+def fit(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, *, curve: bool = True) -> Pipeline:
+    """Fit, with convergence warnings logged rather than raised, and (``curve``) the learning
+    curve printed as it happens (``training_jobs.curve``)."""
+    watched = printed_curve(pipeline.named_steps["model"]) if curve else nullcontext()
+    with warnings.catch_warnings(), watched:
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*converge.*")
         pipeline.fit(X, y)

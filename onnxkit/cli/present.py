@@ -42,14 +42,46 @@ def console(*, stderr: bool = False, soft_wrap: bool = False) -> Console:
     return Console(stderr=stderr, soft_wrap=soft_wrap)
 
 
+# --- the learning curve (onnxkit run, onnxkit status) ---------------------------------------
+_BARS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 24
+
+
+def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """``values`` as at most ``width`` block characters, low to high (evenly spaced samples,
+    the last value always included)."""
+    if not values:
+        return ""
+    if len(values) > width:
+        step = (len(values) - 1) / (width - 1)
+        values = [values[round(i * step)] for i in range(width)]
+    low, high = min(values), max(values)
+    if high == low:
+        return _BARS[len(_BARS) // 2] * len(values)
+    scale = (len(_BARS) - 1) / (high - low)
+    return "".join(_BARS[round((v - low) * scale)] for v in values)
+
+
+def curve_summary(curve: dict[str, list[tuple[int, float]]]) -> list[str]:
+    """One line per curve name: its sparkline, last value and iteration."""
+    lines = []
+    for name, points in curve.items():
+        if points:
+            iteration, last = points[-1]
+            line = sparkline([v for _, v in points])
+            lines.append(f"{name} {line} {last:.4g} (iteration {iteration})")
+    return lines
+
+
 # --- onnxkit run / demo ----------------------------------------------------------------------
 class RunProgress:
-    """One line per state, a spinner while a task runs."""
+    """One line per state, a spinner while a task runs (with the learning curve in Train)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.status: Any = None
         self.started = 0.0
+        self.curve: dict[str, list[tuple[int, float]]] = {}
 
     def close(self) -> None:
         """Stop the spinner, if one runs."""
@@ -58,6 +90,11 @@ class RunProgress:
             self.status = None
 
     def __call__(self, state: str, phase: str, detail: dict[str, Any]) -> None:
+        if phase == "progress":
+            self.curve = {name: list(points) for name, points in detail["curve"].items()}
+            if self.status is not None:
+                self.status.update(f"{state}...  " + "  ".join(curve_summary(self.curve)))
+            return
         if phase == "start":
             self.started = time.perf_counter()
             self.status = self.console.status(f"{state}...")
@@ -71,6 +108,9 @@ class RunProgress:
             self.console.print(
                 f"[green]✓[/] {state:<15}{took}  {_detail(state, detail)}", highlight=False
             )
+            if state == "Train":
+                for line in curve_summary(self.curve):
+                    self.console.print(f"  {'':<15}{'':>6}  {line}", highlight=False)
         elif phase == "error":
             self.console.print(
                 f"[red]✗[/] {state:<15}{took}  {detail['cause']}", highlight=False, soft_wrap=True
@@ -214,9 +254,10 @@ def _link(text: str) -> Any:
     return Text(text, style="dim", no_wrap=True, overflow="ignore")
 
 
-def run_view(region: str, run: Any, training: Any) -> Any:
+def run_view(region: str, run: Any, training: Any, curve: Any = None) -> Any:
     """The status view of a pipeline run, a rich renderable; ``training`` is the training
-    job's view, or one line saying why it could not be read."""
+    job's view, or one line saying why it could not be read; ``curve`` the learning curve in
+    the job's log so far (name -> (iteration, value) points), or why it could not be read."""
     parts: list[Any] = []
     colour = {"promoted": "green", "rejected": "yellow", "failed": "red", "running": "cyan"}
     parts.append(
@@ -263,6 +304,10 @@ def run_view(region: str, run: Any, training: Any) -> Any:
                 parts.append(Text(f"  {when} {state}: {message}"))
             if training.failure_reason:
                 parts.append(Text(f"  failure: {training.failure_reason}", style="red"))
+            if isinstance(curve, str):
+                parts.append(Text(f"  learning curve: {curve}"))
+            elif curve:
+                parts.extend(Text(f"  {line}") for line in curve_summary(curve))
             if training.metrics:
                 metrics = Table("metric", "value", box=None, pad_edge=False, header_style="bold")
                 for name, value in sorted(training.metrics.items()):

@@ -15,7 +15,13 @@ from functions.pipeline.promote import resolve
 from onnxkit.cli import present
 from onnxkit.cloud.discovery import DiscoveryError, discover
 from onnxkit.cloud.errors import CloudError, describe_aws_error
-from onnxkit.cloud.executions import describe_run, execution_arn, latest_execution, training_job
+from onnxkit.cloud.executions import (
+    describe_run,
+    execution_arn,
+    latest_execution,
+    training_curve,
+    training_job,
+)
 from onnxkit.contract.layout import FUNCTION_NAME_OUTPUT
 
 # Exit codes when following a run to its end (documented in docs/cli.md).
@@ -103,9 +109,20 @@ def watch(kit: Any, arn: str, *, follow: bool, interval: float) -> str:
 
 
 def render(kit: Any, run: Any) -> Any:
-    """The status view of a run (a rich renderable), with its training job read now."""
-    training = _training(kit, run.training_job_name) if run.training_job_name else None
-    return present.run_view(kit.region, run, training)
+    """The status view of a run (a rich renderable), with its training job and the learning
+    curve in the job's log read now."""
+    name = run.training_job_name
+    training = _training(kit, name) if name else None
+    curve = _curve(kit, name) if name else None
+    return present.run_view(kit.region, run, training, curve)
+
+
+def _curve(kit: Any, name: str) -> Any:
+    """The job's learning curve so far, or one line saying why its log could not be read."""
+    try:
+        return training_curve(kit.client("logs"), name)
+    except (BotoCoreError, ClientError) as error:
+        return "not readable: " + " ".join(describe_aws_error(error).split())[:300]
 
 
 def _training(kit: Any, name: str) -> Any:

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from onnxkit.cloud.errors import CloudError
 from onnxkit.contract import workflow
+from onnxkit.contract.metrics import CURVE, parse_curve
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 _NAME_LIMIT = 80  # Step Functions execution names
@@ -266,6 +269,46 @@ def training_job(session: Any, region: str, name: str) -> TrainingView:
         transitions=transitions,
         metrics=metrics,
     )
+
+
+# SageMaker writes a training job's stdout and stderr to this group, one stream per host:
+# ``<job name>/algo-1-<epoch seconds>``.
+TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# A CloudWatch Logs filter pattern: a quoted term is matched as the exact text.
+_CURVE_FILTER = f'"[{CURVE}]"'
+MAX_CURVE_EVENTS = 50_000  # about 25,000 iterations of two values: more is not drawn anyway
+
+
+def training_curve(logs: Any, name: str) -> dict[str, list[tuple[int, float]]]:
+    """The learning curve the job has printed so far, read from its CloudWatch log with the
+    contract's parser; empty until the job's log exists."""
+    try:
+        # The job's own streams by name: "<job>/" is no other job's prefix (a name has no "/").
+        found = logs.describe_log_streams(
+            logGroupName=TRAINING_LOG_GROUP, logStreamNamePrefix=f"{name}/", limit=50
+        )
+    except ClientError as error:
+        # No log group yet (the region's first job has not started): no curve yet.
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return {}
+        raise
+    streams = [str(stream["logStreamName"]) for stream in found.get("logStreams", [])]
+    if not streams:
+        return {}
+    lines: list[str] = []
+    kwargs: dict[str, Any] = {
+        "logGroupName": TRAINING_LOG_GROUP,
+        "logStreamNames": streams,
+        "filterPattern": _CURVE_FILTER,
+    }
+    while len(lines) < MAX_CURVE_EVENTS:
+        page = logs.filter_log_events(**kwargs)
+        lines += [str(event.get("message", "")).rstrip("\n") for event in page.get("events", [])]
+        token = page.get("nextToken")
+        if not token:
+            break
+        kwargs["nextToken"] = token
+    return parse_curve("\n".join(lines))
 
 
 # --- console links ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import IO, Any
@@ -54,9 +55,12 @@ def run_child(
     stdout: IO[Any],
     cwd: os.PathLike[str] | str,
     timeout: float | None = None,
+    on_wait: Callable[[], None] | None = None,
+    every: float = 0.5,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``command`` (stderr into ``stdout``) until it exits; stop it on any exception,
-    ``subprocess.TimeoutExpired`` included, which is re-raised."""
+    ``subprocess.TimeoutExpired`` included, which is re-raised. ``on_wait`` is called every
+    ``every`` seconds while it runs (the local run's progress reads the log then)."""
     process = subprocess.Popen(
         list(command),
         env=env,
@@ -67,8 +71,27 @@ def run_child(
         preexec_fn=_die_with(os.getpid()),  # noqa: PLW1509 - async-signal-safe: one prctl call
     )
     try:
-        returncode = process.wait(timeout=timeout)
+        returncode = _wait(process, timeout, on_wait, every)
     except BaseException:
         stop_group(process)
         raise
     return subprocess.CompletedProcess(list(command), returncode)
+
+
+def _wait(
+    process: subprocess.Popen[Any],
+    timeout: float | None,
+    on_wait: Callable[[], None] | None,
+    every: float,
+) -> int:
+    if on_wait is None:
+        return process.wait(timeout=timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else deadline - time.monotonic()
+        try:
+            return process.wait(timeout=every if left is None else max(0.0, min(every, left)))
+        except subprocess.TimeoutExpired:
+            if left is not None and left <= every:
+                raise subprocess.TimeoutExpired(process.args, timeout or 0.0) from None
+        on_wait()

@@ -35,7 +35,8 @@ from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore, workdir
 EXIT_CODES = {workflow.PROMOTED: 0, workflow.REJECTED: 3, workflow.FAILED: 1}
 NOTIFICATIONS_FILE = "notifications.jsonl"
 
-# on_event(state, phase, detail): phase is "start", "done", "error" or "end".
+# on_event(state, phase, detail): phase is "start", "done", "error" or "end", and "progress"
+# while Train runs, with the learning curve so far as detail["curve"] (training.Curve).
 EventHandler = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -94,8 +95,9 @@ class RunResult:
 class _Run:
     """One execution: the task implementations of the workflow's states."""
 
-    def __init__(self, request: RunRequest) -> None:
+    def __init__(self, request: RunRequest, emit: EventHandler) -> None:
         self.request = request
+        self.emit = emit
         root = request.workdir.resolve()
         self.store = LocalStore(root)
         self.serving = LocalServing(root)
@@ -125,7 +127,12 @@ class _Run:
             channels["validation"] = self.request.validation
         root = self.request.workdir.resolve() / "jobs" / prepared["job_name"]
         self.job = training.prepare(root, prepared["job_name"], channels)
-        training.run(self.job, prepared["hyperparameters"], timeout=self.request.timeout)
+        training.run(
+            self.job,
+            prepared["hyperparameters"],
+            timeout=self.request.timeout,
+            on_curve=lambda curve: self.emit(workflow.TRAIN, "progress", {"curve": curve}),
+        )
         try:
             self.manifest = load_manifest(self.job.model_dir)
         except ManifestError as error:
@@ -236,7 +243,7 @@ def run_workflow(request: RunRequest, on_event: EventHandler | None = None) -> R
     """Execute the workflow locally, state by state, as the state machine would."""
     emit = on_event or (lambda state, phase, detail: None)
     request.workdir.mkdir(parents=True, exist_ok=True)
-    run = _Run(request)
+    run = _Run(request, emit)
     with ExitStack() as locked:
         path = _walk(run, emit, locked)
     if run.manifest is None and "evaluation" in run.state:

@@ -16,16 +16,18 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onnxkit.contract.layout import FAILURE_FILE
-from onnxkit.contract.metrics import parse_metric_lines
+from onnxkit.contract.metrics import parse_curve, parse_metric_lines
 from onnxkit.local.child import run_child
 
 ARTIFACT_FILE = "model.tar.gz"
+# The learning curve so far: (iteration, value) per curve name (onnxkit.contract.metrics).
+Curve = dict[str, list[tuple[int, float]]]
 
 
 class TrainingFailed(RuntimeError):
@@ -184,9 +186,40 @@ def pack(model_dir: Path, target: Path) -> Path:
     return target
 
 
-def run(job: TrainingJob, hyperparameters: dict[str, str], timeout: float | None = None) -> None:
+class CurveTail:
+    """The learning curve of a log that is still being written, read as it grows."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.offset = 0
+        self.curve: Curve = {}
+
+    def read(self) -> bool:
+        """Read the complete lines written since the last call; True when the curve grew."""
+        try:
+            with self.log.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return False
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written waits for next time
+        self.offset += len(complete)
+        grew = False
+        for name, points in parse_curve(complete.decode(errors="replace")).items():
+            self.curve.setdefault(name, []).extend(points)
+            grew = True
+        return grew
+
+
+def run(
+    job: TrainingJob,
+    hyperparameters: dict[str, str],
+    timeout: float | None = None,
+    on_curve: Callable[[Curve], None] | None = None,
+) -> None:
     """Run train.py in a subprocess with the SageMaker contract, then pack the artifact.
 
+    ``on_curve`` gets the learning curve so far whenever it grows while the job runs.
     Raises TrainingFailed with the job's FailureReason.
     """
     (job.root / "input" / "config" / "hyperparameters.json").write_text(
@@ -194,12 +227,22 @@ def run(job: TrainingJob, hyperparameters: dict[str, str], timeout: float | None
     )
     env = {**os.environ, **environment(job, hyperparameters)}
     command = [sys.executable, str(train_script()), *arguments(hyperparameters)]
+    tail = CurveTail(job.log)
     with job.log.open("w") as log:
         try:
             # Dies with onnxkit: a killed or interrupted run leaves no train.py behind.
-            completed = run_child(command, env=env, stdout=log, timeout=timeout, cwd=job.root)
+            completed = run_child(
+                command,
+                env=env,
+                stdout=log,
+                timeout=timeout,
+                cwd=job.root,
+                on_wait=None if on_curve is None else lambda: _follow(tail, on_curve),
+            )
         except subprocess.TimeoutExpired:
             raise TrainingFailed(f"training stopped after {timeout:.0f} s") from None
+    if on_curve is not None:
+        _follow(tail, on_curve)
     job.metrics = parse_metric_lines(job.log.read_text(errors="replace"))
     if completed.returncode != 0:
         failure = job.output_dir / FAILURE_FILE
@@ -211,3 +254,8 @@ def run(job: TrainingJob, hyperparameters: dict[str, str], timeout: float | None
             f"and no failure reason; see {job.log}"
         )
     pack(job.model_dir, job.artifact)
+
+
+def _follow(tail: CurveTail, on_curve: Callable[[Curve], None]) -> None:
+    if tail.read():
+        on_curve(tail.curve)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -354,3 +355,16 @@ def test_a_read_only_work_directory_gives_one_line(tmp_path: Path) -> None:
     finally:
         for path in [workdir, *workdir.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_the_mlps_learning_curve_shows_under_train(tmp_path: Path) -> None:
+    result = _invoke(
+        "run", "--workdir", str(tmp_path), "--model", "mlp", "--hp", "max_iter=15", *FAST
+    )
+    assert result.exit_code in (0, 3), result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    train = next(i for i, line in enumerate(lines) if line.startswith("✓ Train"))
+    # Early stopping may end the fit before max_iter, never before n_iter_no_change (10) + 1.
+    spark = r"[▁▂▃▄▅▆▇█]+ \S+ \(iteration (1[1-5])\)"
+    assert re.fullmatch(f"train_loss {spark}", lines[train + 1]), result.output
+    assert re.fullmatch(f"validation_score {spark}", lines[train + 2]), result.output

@@ -23,7 +23,7 @@ from functions.inference.feed import build_feed
 from functions.inference.manifest import read_serving_manifest
 from onnxkit.contract.layout import FP32_FILE, SERVING_FILE, sha256_file
 from onnxkit.contract.manifest import load_manifest
-from onnxkit.contract.metrics import parse_metric_lines
+from onnxkit.contract.metrics import parse_curve, parse_metric_lines
 from onnxkit.contract.values import DEFAULT_MISSING_TOKENS
 from onnxkit.datasets import bundled
 from training_jobs.estimators import MODELS
@@ -167,6 +167,19 @@ def test_every_estimator_writes_a_valid_served_artifact(
     for variant, report in manifest.variants.items():
         for name, value in report.metrics.items():
             assert scraped[f"{variant}:{name}"] == pytest.approx(value, rel=1e-5, abs=1e-9)
+
+    # The learning curve was printed while the MLP fitted: one loss and one validation score
+    # per iteration, from the first on, before the metric lines (customer_churn has fewer
+    # than 10,000 rows, so HistGradientBoosting's early stopping and its scores are off).
+    curve = parse_curve(job.stdout)
+    if model == "mlp":
+        losses = [iteration for iteration, _ in curve["train_loss"]]
+        assert losses == list(range(1, len(losses) + 1)) and len(losses) >= 2
+        assert [i for i, _ in curve["validation_score"]] == losses
+        assert job.stdout.index("[curve] ") < job.stdout.index("[metric] ")
+        assert scraped["curve:train_loss"] == curve["train_loss"][-1][1]
+    else:
+        assert curve == {}
 
     # Never a file called int8 that is not: the decision matches the graph's operators.
     graph = onnx.load(serving).graph

@@ -68,13 +68,28 @@ def test_npx_cdk_synth_builds_the_cloud_assembly(tmp_path: Path) -> None:
     assert "Template validation found issues" not in result.stderr, result.stderr
 
 
-def test_npx_cdk_synth_rejects_a_bad_setting_in_one_line(tmp_path: Path) -> None:
-    result = _cli("-c", "env=dev", "-c", "api.auth_mode=cognito", outdir=tmp_path / "bad")
+@pytest.mark.parametrize(
+    ("setting", "line"),
+    [
+        (
+            "api.auth_mode=cognito",
+            "invalid setting api.auth_mode='cognito': Input should be 'iam' or 'api_key'",
+        ),
+        (
+            "training.instance_count=2",
+            "invalid setting training.instance_count='2': SageMaker's scikit-learn container "
+            "trains on one instance; choose a larger training.instance_type instead",
+        ),
+    ],
+)
+def test_npx_cdk_synth_rejects_a_bad_setting_in_one_line(
+    tmp_path: Path, setting: str, line: str
+) -> None:
+    result = _cli("-c", "env=dev", "-c", setting, outdir=tmp_path / "bad")
     assert result.returncode != 0
-    ours = [line for line in result.stderr.splitlines() if line.startswith("onnxkit:")]
-    assert ours == [
-        "onnxkit: invalid setting api.auth_mode='cognito': Input should be 'iam' or 'api_key'"
-    ], result.stderr
+    ours = [out for out in result.stderr.splitlines() if out.startswith("onnxkit:")]
+    assert ours == [f"onnxkit: {line}"], result.stderr
+    assert not (tmp_path / "bad" / "manifest.json").exists()
 
 
 @pytest.mark.parametrize(

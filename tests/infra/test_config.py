@@ -110,6 +110,16 @@ def test_the_gate_defaults_to_a_margin_over_the_baseline_in_every_environment() 
             "invalid setting api.kind='function_url': a function URL has no throttling of its "
             "own; set lambda.reserved_concurrency",
         ),
+        (
+            {"training.instance_count": "2"},
+            "invalid setting training.instance_count='2': SageMaker's scikit-learn container "
+            "trains on one instance; choose a larger training.instance_type instead",
+        ),
+        (
+            {"training.instance_count": "0"},
+            "invalid setting training.instance_count='0': "
+            "Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_values_are_one_line_naming_the_setting(overrides: dict[str, str], line: str) -> None:

@@ -28,6 +28,7 @@ import pytest
 from onnxkit.contract import workflow as wf
 from onnxkit.contract.layout import SERVING_FILE
 from onnxkit.contract.manifest import load_manifest
+from onnxkit.contract.metrics import parse_curve, parse_metric_lines
 from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments, decode_hyperparameters
 from tests.e2e.test_training_job import feeds
@@ -185,6 +186,14 @@ def test_a_pipeline_run_trains_through_the_toolkit(
     assert manifest.library_versions["scikit-learn"] == CONTAINER_VERSIONS["sklearn"]
     assert manifest.signature.missing_values == ["NA", "null"]
     assert manifest.hyperparameters["max_iter"] == 60
+    # The learning curve came out while the MLP fitted, through the toolkit's output, whole
+    # lines that the MetricDefinitions' regexes read as the console will.
+    curve = parse_curve(job.stdout)
+    iterations = [iteration for iteration, _ in curve["train_loss"]]
+    assert iterations == list(range(1, len(iterations) + 1)) and len(iterations) >= 2
+    assert [iteration for iteration, _ in curve["validation_score"]] == iterations
+    scraped = parse_metric_lines(job.stdout)
+    assert scraped["curve:train_loss"] == curve["train_loss"][-1][1]
     # The artifact serves in this (the serving side's) onnxruntime.
     frame = pd.read_csv(churn.path).drop(columns=[churn.target]).head(50)
     session = ort.InferenceSession(str(root / "model" / SERVING_FILE))

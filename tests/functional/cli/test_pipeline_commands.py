@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -355,6 +356,72 @@ def test_status_notes_a_training_job_read_that_fails_for_any_reason(kit):
         f"training job {JOB}: not readable: RuntimeError: credential helper exited with status 1"
     ) in text
     assert f"#/jobs/{JOB}" in text
+
+
+def training_log(job: str, lines: list[str]) -> None:
+    """A training job's CloudWatch log stream as SageMaker names it, holding ``lines``."""
+    logs = boto3.client("logs", region_name=REGION)
+    group = "/aws/sagemaker/TrainingJobs"
+    if not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+        logs.create_log_group(logGroupName=group)
+    stream = f"{job}/algo-1-1700000000"
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    start = int(time.time() * 1000)  # CloudWatch refuses events older than 14 days
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName=stream,
+        logEvents=[{"timestamp": start + i, "message": line} for i, line in enumerate(lines)],
+    )
+
+
+def test_status_shows_the_learning_curve_in_the_training_jobs_log(runner, kit):
+    from onnxkit.cli.present import sparkline
+    from onnxkit.contract.metrics import curve_line, metric_line
+
+    losses = [0.9 / (i + 1) for i in range(40)]
+    scores = [min(0.95, 0.6 + 0.01 * i) for i in range(40)]
+    lines = ["task=classification model=mlp rows train=4000 validation=1000"]
+    for i, (loss, score) in enumerate(zip(losses, scores, strict=True), start=1):
+        lines += [curve_line(i, "train_loss", loss), curve_line(i, "validation_score", score)]
+    lines += ["Validation score did not improve ...", metric_line("fp32", "accuracy", 0.9)]
+    training_log(JOB, lines)
+    # A job whose name starts with this one's: its stream is not this job's.
+    training_log(JOB + "0", [curve_line(1, "train_loss", 777.5)])
+    machine = pipeline(mirror_definition(passed=True))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-curve")
+    result = invoke(runner, "status", "run-curve", "--env", "dev", "--follow", "--interval", 0)
+    assert result.exit_code == 0, result.output
+    shown = [line.strip() for line in result.stdout.splitlines()]
+    printed = [float(f"{v:.6g}") for v in losses]  # what the log holds
+    assert f"train_loss {sparkline(printed)} 0.0225 (iteration 40)" in shown, result.stdout
+    assert f"validation_score {sparkline(scores)} 0.95 (iteration 40)" in shown
+    assert "777.5" not in result.stdout
+
+
+def test_status_notes_an_unreadable_training_log_and_shows_the_rest(runner, kit, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    machine = pipeline(mirror_definition(passed=True))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-nolog")
+    result = invoke(runner, "status", "run-nolog", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert f"training job {JOB}  Completed" in result.stdout
+    assert "learning curve: not readable: cannot reach AWS: " in result.stdout
+    assert "quality gate passed" in result.stdout
+
+
+def test_status_without_a_training_log_yet_shows_no_curve(runner, kit):
+    machine = pipeline(mirror_definition(passed=True))
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    sfn.start_execution(stateMachineArn=machine, name="run-early")
+    result = invoke(runner, "status", "run-early", "--env", "dev")
+    assert result.exit_code == 0, result.output
+    assert "learning curve" not in result.stdout and "train_loss" not in result.stdout
 
 
 def test_status_shows_a_rejected_run_and_exits_3_when_following(runner, kit):

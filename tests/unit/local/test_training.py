@@ -163,3 +163,46 @@ def test_a_successful_job_is_packed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 )
 def test_model_names_fit_the_config_pattern(source: str, name: str) -> None:
     assert model_name_for(source) == name
+
+
+def test_the_curve_reaches_the_caller_while_the_job_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The job prints its first iteration, then waits until the caller has seen it: a curve
+    # read only after the job ended would never let it go on (it gives up after 60 s).
+    go = tmp_path / "go"
+    _fake_script(
+        tmp_path,
+        (
+            "import pathlib, sys, time\n"
+            "print('[curve] 1 train_loss=0.9', flush=True)\n"
+            "print('[curve] 1 validation_score=0.5', flush=True)\n"
+            f"go = pathlib.Path({str(go)!r})\n"
+            "for _ in range(600):\n"
+            "    if go.exists():\n"
+            "        break\n"
+            "    time.sleep(0.1)\n"
+            "else:\n"
+            "    sys.exit(3)\n"
+            "print('[curve] 2 train_loss=0.5')\n"
+            "print('[curve] 3 train_loss=0.25', end='')\n"  # never finished: not a point
+        ),
+        monkeypatch,
+    )
+    seen: list[dict[str, list[tuple[int, float]]]] = []
+
+    def on_curve(curve: dict[str, list[tuple[int, float]]]) -> None:
+        seen.append({name: list(points) for name, points in curve.items()})
+        go.touch()
+
+    training.run(_job(tmp_path), {"target": "target"}, on_curve=on_curve)
+    assert seen[0]["train_loss"] == [(1, 0.9)]  # while the job waited for it
+    assert seen[-1] == {"train_loss": [(1, 0.9), (2, 0.5)], "validation_score": [(1, 0.5)]}
+
+
+def test_a_timeout_still_stops_a_job_whose_curve_is_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_script(tmp_path, "import time\ntime.sleep(60)\n", monkeypatch)
+    with pytest.raises(training.TrainingFailed, match="stopped after 1 s"):
+        training.run(_job(tmp_path), {}, timeout=1, on_curve=lambda curve: None)
