@@ -10,7 +10,8 @@ control of the noise), and the same request as an HTTP API and a function URL ev
 new one. A value is the median over rounds, a ratio the median of the per-round paired ratios.
 EMF lines go to /dev/null on both sides alike. For the cost arithmetic (docs/deploy.md) it also
 times a 1000-row JSON body per format through the new handler, parsed without pysimdjson as on
-the Lambda runtime (no wheel for CPython 3.14 on arm64), and prints the size of one EMF line.
+the Lambda runtime (no wheel for CPython 3.14 on arm64), and prints the size of one EMF line
+and of each API Gateway kind's access log line.
 """
 
 from __future__ import annotations
@@ -125,8 +126,26 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in batches.items():
         print(f"| {name} | {statistics.median(values) * 1e6:,.0f} |")
     body_kb = len(big["body"]) / 1024
-    print(f"\n1000-row request body: {body_kb:.0f} KiB; one EMF line: {len(emf.getvalue())} bytes")
+    emf_bytes = len(emf.getvalue().rstrip("\n").encode())
+    print(f"\n1000-row request body: {body_kb:.0f} KiB; one EMF line: {emf_bytes} bytes")
+    print_access_log_bytes()
     return 0
+
+
+def print_access_log_bytes() -> None:
+    """The access log line of each API Gateway kind, as its synthesized format renders a signed
+    one-row call (tests/support/access_log.py), for docs/deploy.md's arithmetic."""
+    from infra.constructs.front_door import access_log_format
+    from infra.constructs.http_api import ACCESS_LOG_FIELDS
+    from infra.constructs.inference_api import rest_access_log_fields
+    from tests.support.access_log import render
+
+    for name, fields in (
+        ("http", ACCESS_LOG_FIELDS),
+        ("rest, iam", rest_access_log_fields(iam=True)),
+        ("rest, api_key", rest_access_log_fields(iam=False)),
+    ):
+        print(f"access log line, {name}: {len(render(access_log_format(fields)).encode())} bytes")
 
 
 if __name__ == "__main__":

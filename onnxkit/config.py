@@ -104,6 +104,10 @@ class LambdaSettings(_Section):
     timeout_seconds: int = Field(10, ge=1, le=29, description="API Gateway stops at 29 s.")
     reserved_concurrency: int | None = Field(None, ge=1, le=1000)
     snapstart: bool = True
+    system_log_level: Literal["DEBUG", "INFO", "WARN"] = Field(
+        "WARN",
+        description="Lambda's own log lines: WARN drops START/END/REPORT (docs/deploy.md).",
+    )
     max_instances: int = Field(
         layout.MAX_INSTANCES, ge=1, le=100_000, description="Rows per /predict call."
     )

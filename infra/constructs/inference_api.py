@@ -10,7 +10,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from infra.constructs.front_door import access_log_group
+from infra.constructs.front_door import access_log_format, access_log_group
 from infra.nag import acknowledge
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract import api as contract_api
@@ -35,6 +35,24 @@ PREDICT_SCHEMA = apigw.JsonSchema(
         )
     },
 )
+
+
+def rest_access_log_fields(*, iam: bool) -> dict[str, str]:
+    """The stage's access log line ($context of REST APIs, "Variables for access logging for
+    API Gateway"), in the keys of front_door.access_log_format. The caller is the SigV4 ARN,
+    or the API key's id in api_key mode; ``err`` names API Gateway's own refusals
+    (BAD_REQUEST_BODY, ACCESS_DENIED, THROTTLED, ...)."""
+    return {
+        "id": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "who": "$context.identity.userArn" if iam else "$context.identity.apiKeyId",
+        "req": "$context.httpMethod $context.resourcePath",
+        "st": "$context.status",
+        "ms": "$context.responseLatency",
+        "len": "$context.responseLength",
+        "err": "$context.error.responseType",
+    }
+
 
 # Only the application/json request model validates bodies: other content types (CSV, and the
 # binary .npy of contract_api.BINARY_MEDIA_TYPES) reach the function as they are.
@@ -65,16 +83,8 @@ class InferenceApi(Construct):
                 throttling_rate_limit=config.api.throttle_rate_limit,
                 throttling_burst_limit=config.api.throttle_burst_limit,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=True,
-                    http_method=True,
-                    ip=True,
-                    protocol=True,
-                    request_time=True,
-                    resource_path=True,
-                    response_length=True,
-                    status=True,
-                    user=True,
+                access_log_format=apigw.AccessLogFormat.custom(
+                    access_log_format(rest_access_log_fields(iam=iam_auth))
                 ),
                 logging_level=apigw.MethodLoggingLevel.ERROR,
                 metrics_enabled=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -34,6 +36,30 @@ def architecture(config: OnnxKitConfig) -> lambda_.Architecture:
         if config.function.architecture == "arm64"
         else (lambda_.Architecture.X86_64)
     )
+
+
+def log_options(system_level: Literal["DEBUG", "INFO", "WARN"] = "INFO") -> dict[str, Any]:
+    """``lambda.Function`` keyword arguments for Lambda's advanced logging controls: the JSON
+    log format, the given level for Lambda's own (system) lines, INFO for the code's.
+
+    JSON because log-level filtering needs it ("Configuring advanced logging controls for
+    Lambda functions", docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-
+    advanced.html). It changes neither line the kit's code prints: Lambda "doesn't double-encode
+    any logs that are already JSON encoded" ("Configuring JSON and plain text log formats",
+    .../monitoring-cloudwatchlogs-logformat.html), and the Python runtime formats only records
+    of the root logger (Powertools' Logger and Metrics write to stdout themselves).
+
+    The application level stays INFO, never WARN or above: Lambda files a stdout JSON line
+    without a valid "level" (and RFC 3339 "timestamp") as INFO ("Log-level filtering",
+    .../monitoring-cloudwatchlogs-log-level.html), and the Powertools EMF line carries neither,
+    so a stricter level would drop every custom metric, and with it the runtime's own
+    uncaught-error line (whose key is "log_level", not "level").
+    """
+    return {
+        "logging_format": lambda_.LoggingFormat.JSON,
+        "system_log_level_v2": lambda_.SystemLogLevel[system_level],
+        "application_log_level_v2": lambda_.ApplicationLogLevel.INFO,
+    }
 
 
 def function_role(scope: Construct, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:

@@ -14,6 +14,7 @@ from infra.constructs.lambda_common import (
     acknowledge_function_role,
     architecture,
     function_role,
+    log_options,
     retention,
 )
 from onnxkit.config import OnnxKitConfig
@@ -49,6 +50,8 @@ class PipelineStep(Construct):
             timeout=timeout or Duration.minutes(2),
             role=role,
             log_group=log_group,
+            # A few calls per training run: their REPORT lines (duration, memory) cost nothing.
+            **log_options("INFO"),
             tracing=lambda_.Tracing.ACTIVE,
             environment={
                 **environment,

@@ -14,6 +14,7 @@ from infra.constructs.lambda_common import (
     RUNTIME,
     architecture,
     function_role,
+    log_options,
     retention,
 )
 from onnxkit.config import OnnxKitConfig
@@ -60,6 +61,9 @@ class ScoringFunction(Construct):
             reserved_concurrent_executions=settings.max_concurrency,
             role=role,
             log_group=log_group,
+            # One call per 16 MB part: the REPORT lines cost nothing at that rate and their
+            # "Max Memory Used" is what sizes scoring.memory_mb.
+            **log_options("INFO"),
             environment={
                 layout.ARTIFACT_BUCKET_ENV: artifacts.bucket_name(self),
                 layout.MODEL_NAME_ENV: config.model_name,

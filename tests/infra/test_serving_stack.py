@@ -9,6 +9,11 @@ from typing import Any
 from infra.constructs.inference_api import STAGE_NAME
 from infra.constructs.inference_function import INFERENCE_HANDLER
 from tests.infra.conftest import SYNTH_GROUP, Synthesized
+from tests.support.access_log import render
+
+# The access-log bytes per request docs/deploy.md counts ("Per million predictions, by front
+# door"), for a one-row call signed by an assumed role (tests/support/access_log.py).
+ACCESS_LOG_BYTES = 227
 
 pytestmark = SYNTH_GROUP
 
@@ -83,6 +88,38 @@ def test_stage_throttling_logging_and_tracing(dev: Synthesized, prod: Synthesize
     assert settings["LoggingLevel"] == "ERROR"
     prod_stage = prod.one("Serving", "AWS::ApiGateway::Stage")["Properties"]
     assert prod_stage["MethodSettings"][0]["ThrottlingRateLimit"] == 200
+
+
+def _assert_access_log(log_format: str, *, who: str) -> None:
+    """What identifies a call and its outcome, in one compact line within the costed bytes."""
+    fields = json.loads(log_format)
+    assert fields["id"] == "$context.requestId" and fields["who"] == who
+    assert fields["st"] == "$context.status" and fields["ms"] == "$context.responseLatency"
+    assert fields["req"].startswith("$context.httpMethod $context.")
+    assert {"ip", "len", "err"} <= set(fields)
+    line = render(log_format)
+    assert "$context" not in line and json.loads(line)["st"] == "200"
+    assert len(line.encode()) <= ACCESS_LOG_BYTES, (len(line.encode()), line)
+
+
+def test_rest_access_log_is_short_and_names_the_caller(
+    dev: Synthesized, variant: Synthesized
+) -> None:
+    stage = dev.one("Serving", "AWS::ApiGateway::Stage")["Properties"]
+    _assert_access_log(stage["AccessLogSetting"]["Format"], who="$context.identity.userArn")
+    keyed = variant.one("Serving", "AWS::ApiGateway::Stage")["Properties"]
+    _assert_access_log(keyed["AccessLogSetting"]["Format"], who="$context.identity.apiKeyId")
+
+
+def test_function_logs_are_json_and_lambda_own_lines_warn_only(
+    dev: Synthesized, variant: Synthesized
+) -> None:
+    config = _function(dev)["LoggingConfig"]
+    assert (config["LogFormat"], config["SystemLogLevel"]) == ("JSON", "WARN")
+    # INFO, not stricter: Lambda files the EMF line (no "level" key) as INFO.
+    assert config["ApplicationLogLevel"] == "INFO"
+    assert "Ref" in config["LogGroup"]  # still the function's own group, with its retention
+    assert _function(variant)["LoggingConfig"]["SystemLogLevel"] == "INFO"
 
 
 def test_predict_body_is_validated_against_a_schema(dev: Synthesized) -> None:
@@ -232,9 +269,8 @@ def test_http_api_stage_throttles_and_logs(http_kit: Synthesized) -> None:
     assert (throttle["ThrottlingRateLimit"], throttle["ThrottlingBurstLimit"]) == (50, 100)
     logs = stage["AccessLogSettings"]
     assert "DestinationArn" in logs
-    fields = json.loads(logs["Format"])
-    assert fields["requestId"] == "$context.requestId" and fields["status"] == "$context.status"
-    assert fields["user"] == "$context.identity.userArn"  # the SigV4 caller
+    _assert_access_log(logs["Format"], who="$context.identity.userArn")  # the SigV4 caller
+    assert json.loads(logs["Format"])["err"] == "$context.integrationErrorMessage"
     api_id = next(iter(http_kit.resources("Serving", "AWS::ApiGatewayV2::Api")))
     url = http_kit.template("Serving")["Outputs"]["ApiUrl"]["Value"]
     assert url == {"Fn::Join": ["", [{"Fn::GetAtt": [api_id, "ApiEndpoint"]}, "/"]]}

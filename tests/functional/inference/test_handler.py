@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -349,6 +350,34 @@ def test_metrics_are_emitted_as_emf_with_the_model_version(
     assert ok["model_version"] == handler.runtime.model.model_version
     assert ["model_version", "service"] in ok["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
     assert bad["ClientErrors"] == [1.0]
+
+
+# The bytes docs/deploy.md ("Per million predictions, by front door") counts for the one line
+# a successful one-row request logs: the EMF line at the slowest latency a call can report
+# (just under the 29 s ceiling of lambda.timeout_seconds).
+EMF_LINE_BYTES = 326
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_one_row_request_logs_one_emf_line_within_the_costed_bytes(
+    fmt: Format,
+    use_model: UseModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from functions.inference import observability
+
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    handler = use_model("breast_cancer")
+    clock = iter([100.0, 100.0 + 28.9999994])  # perf_counter at start and end: 28999.999 ms
+    monkeypatch.setattr(observability, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    capsys.readouterr()
+    status, _, _ = call(handler, as_format(load_event("predict_list"), fmt))
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 200
+    (line,) = lines  # successes log at DEBUG: the EMF line is all a one-row call writes
+    assert json.loads(line)["Latency"] == [28999.999]
+    assert len(line.encode()) <= EMF_LINE_BYTES, (len(line.encode()), line)
 
 
 def test_error_logs_are_structured_json_with_the_request_id(
