@@ -111,6 +111,12 @@ class LambdaSettings(_Section):
     max_instances: int = Field(
         layout.MAX_INSTANCES, ge=1, le=100_000, description="Rows per /predict call."
     )
+    request_metrics: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="The function's per-request EMF line (Instances, Latency, errors): auto is "
+        "on behind the REST API, off behind http and function_url, whose own AWS metrics the "
+        "alarms read (docs/deploy.md).",
+    )
 
 
 class ApiSettings(_Section):
@@ -256,6 +262,12 @@ class OnnxKitConfig(_Section):
                 "lambda.reserved_concurrency to bound its concurrency"
             )
         return self
+
+    @property
+    def request_metrics(self) -> bool:
+        """Whether the inference function writes its per-request EMF metrics line."""
+        setting = self.function.request_metrics
+        return self.api.kind == "rest" if setting == "auto" else setting == "on"
 
     @property
     def retained(self) -> bool:

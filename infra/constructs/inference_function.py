@@ -78,6 +78,8 @@ class InferenceFunction(Construct):
                 "ORT_DISABLE_TELEMETRY": "1",
                 "POWERTOOLS_SERVICE_NAME": "onnxkit-inference",
                 "POWERTOOLS_METRICS_NAMESPACE": "onnxkit",
+                # One EMF line a request is most of what a cheap front door's request costs.
+                "POWERTOOLS_METRICS_DISABLED": "false" if config.request_metrics else "true",
                 "POWERTOOLS_LOG_LEVEL": "INFO",
             },
         )

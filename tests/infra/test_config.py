@@ -183,3 +183,19 @@ def test_the_app_exits_with_one_line_on_a_bad_setting(tmp_path: Path) -> None:
         "than or equal to 128"
     ], result.stderr
     assert not list(tmp_path.iterdir())  # nothing synthesized
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, True),
+        ({"api.kind": "http"}, False),
+        ({"api.kind": "function_url", "lambda.reserved_concurrency": "5"}, False),
+        ({"api.kind": "http", "lambda.request_metrics": "on"}, True),
+        ({"lambda.request_metrics": "off"}, False),
+    ],
+)
+def test_request_metrics_follow_the_front_door_unless_set(
+    overrides: dict[str, str], expected: bool
+) -> None:
+    assert load_config("dev", overrides).request_metrics is expected

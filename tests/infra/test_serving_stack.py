@@ -327,3 +327,14 @@ def test_function_url_alarms_and_dashboard_read_url_metrics(url_kit: Synthesized
     for metric in ("UrlRequestCount", "Url4xxCount", "Url5xxCount", "UrlRequestLatency"):
         assert f'\\"AWS/Lambda\\",\\"{metric}\\"' in dashboard, metric
     assert "AWS/ApiGateway" not in dashboard
+
+
+def test_request_metrics_are_on_behind_rest_and_off_behind_the_cheaper_doors(
+    dev: Synthesized, http_kit: Synthesized, url_kit: Synthesized
+) -> None:
+    """The per-request EMF line is most of a cheap door's log bytes; nothing alarms on it."""
+    for kit, disabled in ((dev, "false"), (http_kit, "true"), (url_kit, "true")):
+        function = kit.one("Serving", "AWS::Lambda::Function")["Properties"]
+        assert function["Environment"]["Variables"]["POWERTOOLS_METRICS_DISABLED"] == disabled
+        alarms = kit.resources("Serving", "AWS::CloudWatch::Alarm").values()
+        assert all(a["Properties"].get("Namespace") != "onnxkit" for a in alarms)

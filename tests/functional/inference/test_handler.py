@@ -380,6 +380,26 @@ def test_a_one_row_request_logs_one_emf_line_within_the_costed_bytes(
     assert len(line.encode()) <= EMF_LINE_BYTES, (len(line.encode()), line)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_with_request_metrics_off_a_one_row_request_logs_nothing(
+    fmt: Format, artifacts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Behind http and function_url (``lambda.request_metrics=auto``) the function gets
+    POWERTOOLS_METRICS_DISABLED=true: a successful call then costs no log bytes at all."""
+    from functions.inference.app import InferenceFunction
+    from functions.inference.observability import Telemetry
+    from functions.inference.runtime import Settings
+
+    env = {"POWERTOOLS_METRICS_DISABLED": "true"}
+    handler = InferenceFunction(
+        Settings(model_uri=str(artifacts["breast_cancer"])), Telemetry.from_env(env)
+    )
+    capsys.readouterr()
+    status, _, _ = call(handler, as_format(load_event("predict_list"), fmt))
+    assert status == 200
+    assert capsys.readouterr().out == ""
+
+
 def test_error_logs_are_structured_json_with_the_request_id(
     use_model: UseModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
