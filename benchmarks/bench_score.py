@@ -210,7 +210,7 @@ def bare_feeds(model: Any, data: Path, share: int, of: int) -> list[dict[str, An
     with data.open(newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader)
-        positions = feature_positions(model.features, header)
+        positions = feature_positions([spec.name for spec in model.features], header)
         numeric = [spec.numeric for spec in model.features]
         chunk: list[list[Any]] = []
         index = 0
