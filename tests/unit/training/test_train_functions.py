@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -539,3 +540,38 @@ def test_weight_int8_is_folded_to_the_fp32_graph_at_load(
         optimized[name] = op_counts(onnx.load(tmp_path / f"{name}.optimized.onnx"))
     # The Cast and Mul that restore the weights are constant-folded: the fp32 kernels run.
     assert optimized["weight"] == optimized["fp32"]
+
+
+def test_the_probe_bound_grows_with_the_row_s_length_but_stays_far_below_dynamic_int8() -> None:
+    from training_jobs.decision import ROW_BOUND, row_bound
+
+    assert row_bound(1) == ROW_BOUND
+    assert row_bound(50) > 1.07e-6 and row_bound(800) > 1.34e-6  # measured batch/one-row gaps
+    assert row_bound(10_000) < 1e-3  # dynamic int8 differs by more than 0.1 (the test above)
+
+
+def test_a_wide_logistic_regression_trains_its_batch_and_one_row_kernels_agree(
+    tmp_path: Path,
+) -> None:
+    """800 numeric features: float32 sums in another order differ by ~1e-6, which the flat
+    1e-6 bound refused ("no variant can be served"); the scaled bound serves it."""
+    from onnxkit.local.training import arguments
+    from training_jobs import train
+
+    rng = np.random.default_rng(0)
+    features = 800
+    data = rng.normal(size=(2000, features)) * rng.uniform(0.1, 100, size=features)
+    label = (data[:, 0] / data[:, 0].std() + data[:, 1] / data[:, 1].std() > 0).astype(int)
+    source = tmp_path / "wide.csv"
+    with source.open("w") as handle:
+        handle.write(",".join([*(f"x{i}" for i in range(features)), "label"]) + "\n")
+        np.savetxt(handle, np.column_stack([data, label]), delimiter=",", fmt="%.6g")
+    argv = arguments(
+        {"target": "label", "model": "logistic_regression", "train": str(source),
+         "model-dir": str(tmp_path / "model"), "output-dir": str(tmp_path / "output"),
+         "latency-runs": "0"}
+    )  # fmt: skip
+    assert train.main(argv) == 0
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    probe = manifest["variants"]["fp32"]["row_independence"]
+    assert probe["passed"] and probe["bound"] > 1e-6
