@@ -23,8 +23,12 @@ from training_jobs import artifact
 from training_jobs.data import (
     Dataset,
     Schema,
+    available_memory,
+    channel_files,
     choose_categories,
+    csv_size,
     infer_schema,
+    memory_problem,
     prepare,
     read_channel,
     split,
@@ -122,7 +126,14 @@ def run(hp: Hyperparameters) -> Manifest:
 
 
 def read_inputs(hp: Hyperparameters) -> Inputs:
-    """Read the channels, infer the schema, and hold rows out (or take the validation channel)."""
+    """Read the channels, infer the schema, and hold rows out (or take the validation channel).
+
+    Data that would not fit in memory fails here with one line, not as an out-of-memory kill."""
+    channels = [(hp.train, "train"), *([(hp.validation, "validation")] if hp.validation else [])]
+    data_bytes = sum(csv_size(p) for c, n in channels for p in channel_files(c, n)[1])
+    problem = memory_problem(data_bytes, available_memory())
+    if problem:
+        raise TrainingError(problem)
     train = read_channel(hp.train, "train")
     validation = read_channel(hp.validation, "validation") if hp.validation else None
     rule = ValueRule.of(hp.missing_tokens)

@@ -575,3 +575,42 @@ def test_a_wide_logistic_regression_trains_its_batch_and_one_row_kernels_agree(
     manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
     probe = manifest["variants"]["fp32"]["row_independence"]
     assert probe["passed"] and probe["bound"] > 1e-6
+
+
+def test_data_too_big_for_the_instance_fails_first_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an out-of-memory kill minutes in: the size found and the memory it needs, at once,
+    as train.py's one failure line (SageMaker's FailureReason)."""
+    from onnxkit.contract.layout import FAILURE_FILE
+    from onnxkit.datasets import bundled
+    from onnxkit.local.training import arguments
+    from training_jobs import data, train
+
+    source = bundled("breast_cancer")
+    available = data.BASE_MEMORY + data.MEMORY_PER_CSV_BYTE * source.path.stat().st_size
+    monkeypatch.setattr("training_jobs.job.available_memory", lambda: available - 1)
+    argv = arguments(
+        {"target": source.target, "model": "logistic_regression", "train": str(source.path),
+         "model-dir": str(tmp_path / "model"), "output-dir": str(tmp_path / "output"),
+         "latency-runs": "0"}
+    )  # fmt: skip
+    assert train.main(argv) != 0
+    line = (tmp_path / "output" / FAILURE_FILE).read_text().strip()
+    assert "\n" not in line and "GB of CSV" in line and "training.instance_type" in line
+    assert not (tmp_path / "model" / "model.onnx").exists()
+    # With one byte more it trains.
+    monkeypatch.setattr("training_jobs.job.available_memory", lambda: available)
+    assert train.main(argv) == 0
+
+
+def test_a_gzip_file_counts_its_uncompressed_bytes(tmp_path: Path) -> None:
+    import gzip
+
+    from training_jobs.data import csv_size, memory_problem
+
+    text = b"a,b\n" + b"1,2\n" * 100_000
+    (tmp_path / "x.csv.gz").write_bytes(gzip.compress(text))
+    assert csv_size(tmp_path / "x.csv.gz") == len(text)
+    assert memory_problem(10**9, None) is None  # unknown memory: no guess
+    assert memory_problem(10**6, 10**12) is None
