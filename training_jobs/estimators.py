@@ -113,6 +113,9 @@ def make_estimator(task: str, model: str, settings: EstimatorSettings, seed: int
             n_estimators=given("n_estimators", 100),
             max_depth=settings.max_depth,
             random_state=seed,
+            # Every core of the instance: the trees' seeds are drawn before the work is
+            # shared out, so the forest is the same whatever the number of jobs.
+            n_jobs=-1,
         )
     boosting = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
     return boosting(

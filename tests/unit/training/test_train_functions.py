@@ -614,3 +614,18 @@ def test_a_gzip_file_counts_its_uncompressed_bytes(tmp_path: Path) -> None:
     assert csv_size(tmp_path / "x.csv.gz") == len(text)
     assert memory_problem(10**9, None) is None  # unknown memory: no guess
     assert memory_problem(10**6, 10**12) is None
+
+
+def test_the_forest_uses_every_core_and_is_the_same_forest_as_on_one() -> None:
+    from training_jobs.estimators import make_estimator
+    from training_jobs.hyperparameters import parse_args
+
+    hp = parse_args(["--target", "y"])
+    forest = make_estimator("classification", "random_forest", hp.estimator, seed=3)
+    assert forest.n_jobs == -1
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(600, 8)), rng.integers(0, 2, size=600)
+    serial = make_estimator("classification", "random_forest", hp.estimator, seed=3)
+    serial.set_params(n_jobs=1)
+    parallel_proba = forest.fit(X, y).predict_proba(X)
+    assert np.array_equal(parallel_proba, serial.fit(X, y).predict_proba(X))
