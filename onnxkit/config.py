@@ -210,6 +210,18 @@ class DriftSettings(_Section):
         return DriftThresholds(**self.model_dump())
 
 
+UNSET_INTENDED_USE: Final = "Not stated: set card.intended_use in the config."
+UNSET_LIMITATIONS: Final = "Not stated: set card.limitations in the config."
+
+
+class CardSettings(_Section):
+    """What the model card (``onnxkit card``) says the model is for; the rest comes from the
+    manifest. The defaults say they are unset rather than guess."""
+
+    intended_use: str = Field(UNSET_INTENDED_USE, min_length=1)
+    limitations: str = Field(UNSET_LIMITATIONS, min_length=1)
+
+
 class OnnxKitConfig(_Section):
     """Everything one environment needs."""
 
@@ -229,6 +241,7 @@ class OnnxKitConfig(_Section):
     alarms: AlarmSettings = Field(default_factory=lambda: AlarmSettings.model_validate({}))
     scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings.model_validate({}))
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings.model_validate({}))
+    card: CardSettings = Field(default_factory=lambda: CardSettings.model_validate({}))
     retraining_schedule: str | None = None
     removal_policy: Literal["destroy", "retain"] = "destroy"
     log_retention_days: int = 30

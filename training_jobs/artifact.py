@@ -28,7 +28,9 @@ from onnxkit.contract.manifest import (
     Baseline,
     DataFingerprint,
     Feature,
+    FeatureImportance,
     FileInfo,
+    Importance,
     Manifest,
     Outputs,
     Parity,
@@ -136,6 +138,29 @@ def make_quantization(
         decision=decision,
         reason=reason,
         tolerance=tolerance,
+    )
+
+
+def make_importance(
+    *,
+    metric: str,
+    rows: int,
+    held_out_rows: int,
+    repeats: int,
+    random_state: int,
+    drops: dict[str, tuple[float, float]],
+) -> Importance:
+    """Permutation importance: per feature (signature order), the mean and std of the drop."""
+    return Importance(
+        method="permutation",
+        metric=metric,
+        rows=rows,
+        held_out_rows=held_out_rows,
+        repeats=repeats,
+        random_state=random_state,
+        features=[
+            FeatureImportance(name=name, mean=mean, std=std) for name, (mean, std) in drops.items()
+        ],
     )
 
 
@@ -247,6 +272,7 @@ def build_manifest(
     baseline: Baseline,
     quantization: Quantization,
     data: DataFingerprint,
+    importance: Importance | None = None,
 ) -> Manifest:
     """The manifest of the files in ``model_dir``: the serving graph, the fp32 one when int8
     serves, and the reference statistics."""
@@ -287,6 +313,7 @@ def build_manifest(
         hyperparameters=hyperparameters.recorded(),
         library_versions=library_versions(),
         data=data,
+        importance=importance,
     )
     return validated(manifest)  # type-checked, nested parts as structs
 

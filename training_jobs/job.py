@@ -48,6 +48,7 @@ from training_jobs.estimators import build_pipeline, fit, make_estimator
 from training_jobs.evaluation import (
     compute_metrics,
     measure_baseline,
+    measure_importance,
     predict_onnx,
     predict_sklearn,
 )
@@ -85,6 +86,12 @@ def run(hp: Hyperparameters) -> Manifest:
         schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
     )
     variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
+    importance = measure_importance(pipeline, inputs.X_valid, inputs.y_valid, schema.task, hp.seed)
+    print(
+        f"importance: permutation, {importance.metric}, {importance.rows} of "
+        f"{importance.held_out_rows} held-out rows, {importance.repeats} repeats",
+        flush=True,
+    )
     model_dir = Path(hp.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -119,6 +126,7 @@ def run(hp: Hyperparameters) -> Manifest:
             len(inputs.X_valid),
             schema.warnings,
         ),
+        importance=importance,
     )
     artifact.write(manifest, model_dir)
     artifact.report(manifest, hp.output_data_dir)

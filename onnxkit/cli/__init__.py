@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "demo": "Train, gate, promote, serve and call a model locally, end to end.",
     "drift": "Compare captured requests with the model's training data; exit 3 when something "
     "drifted.",
+    "card": "Render a model card: data, metrics against the baseline, quantization, importance, "
+    "drift.",
 }
 
 

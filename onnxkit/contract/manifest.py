@@ -12,6 +12,7 @@ nothing invalid is ever written. A change that breaks readers bumps ``SCHEMA_VER
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from onnxkit.contract.layout import (
     model_name_problem,
 )
 
-SCHEMA_VERSION: Final = "1.1"
+SCHEMA_VERSION: Final = "1.2"
 _MODEL_VERSION: Final = re.compile(MODEL_VERSION_PATTERN)
 
 Task = Literal["classification", "regression"]
@@ -219,6 +220,40 @@ class DataFingerprint(_Strict, kw_only=True, frozen=True):
     warnings: list[str] = msgspec.field(default_factory=list)
 
 
+class FeatureImportance(_Strict, kw_only=True, frozen=True):
+    """How much the metric drops when one feature's held-out values are shuffled."""
+
+    name: Annotated[str, Meta(min_length=1)]
+    mean: Annotated[float, Meta(description="Mean drop over the repeats (negative: noise).")]
+    std: NonNegativeFloat
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.mean) and math.isfinite(self.std)):
+            raise ValueError(f"importance of {self.name!r} is not a finite number")
+
+
+class Importance(_Strict, kw_only=True, frozen=True):
+    """Global feature importance: scikit-learn's permutation importance of the fitted Pipeline
+    on (a seeded sample of) the held-out rows, scored with the primary metric."""
+
+    method: Literal["permutation"]
+    metric: str
+    rows: Annotated[int, Meta(gt=0, description="Held-out rows scored (a seeded sample).")]
+    held_out_rows: Positive
+    repeats: Positive
+    random_state: int
+    # In signature order, one per feature; ``ranked()`` sorts them.
+    features: Annotated[list[FeatureImportance], Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        if self.rows > self.held_out_rows:
+            raise ValueError("importance scored more rows than were held out")
+
+    def ranked(self) -> list[FeatureImportance]:
+        """Features, the largest drop first (ties in signature order)."""
+        return sorted(self.features, key=lambda f: -f.mean)
+
+
 class Manifest(_Strict, kw_only=True, frozen=True):
     """Everything a reader needs to serve, evaluate or promote a model."""
 
@@ -241,6 +276,8 @@ class Manifest(_Strict, kw_only=True, frozen=True):
     hyperparameters: dict[str, Scalar]
     library_versions: dict[str, str]
     data: DataFingerprint
+    # Absent in manifests before 1.2 (and in any that did not measure it).
+    importance: Importance | None = None
 
     def __post_init__(self) -> None:
         problem = model_name_problem(self.model_name)
@@ -269,6 +306,10 @@ class Manifest(_Strict, kw_only=True, frozen=True):
             raise ValueError("serving digest or size disagrees with the file list")
         if self.serving.variant != self.quantization.decision:
             raise ValueError("serving variant disagrees with the quantization decision")
+        if self.importance is not None and [f.name for f in self.importance.features] != (
+            self.signature.feature_names
+        ):
+            raise ValueError("importance lists the signature's features, in its order")
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest:
@@ -304,6 +345,7 @@ class Manifest(_Strict, kw_only=True, frozen=True):
                 "decision": self.quantization.decision,
                 "reason": self.quantization.reason,
             },
+            "importance": self.importance.to_dict() if self.importance else None,
         }
 
 

@@ -27,9 +27,17 @@ class ModelReference:
     reference: Reference
 
 
-def load_model_reference(uri: str, cache_dir: Path | None = None) -> ModelReference:
-    """The manifest and ``reference.json`` of a model folder, model.onnx, model.tar.gz,
-    production pointer or s3 uri; KitError with one line otherwise."""
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model's manifest and, when it lists them, its reference statistics."""
+
+    manifest: Manifest
+    reference: Reference | None
+
+
+def load_model_files(uri: str, cache_dir: Path | None = None) -> ModelFiles:
+    """The manifest and (when listed) ``reference.json`` of a model folder, model.onnx,
+    model.tar.gz, production pointer or s3 uri; KitError with one line otherwise."""
     cache = cache_dir or Path(tempfile.gettempdir()) / "onnxkit-models"
     locator = ModelLocator(cache)
     try:
@@ -41,11 +49,7 @@ def load_model_reference(uri: str, cache_dir: Path | None = None) -> ModelRefere
         raise KitError(f"cannot read the manifest of {uri}: {error.strerror}") from None
     listed = manifest.files.get(REFERENCE_FILE)
     if listed is None:
-        raise KitError(
-            f"{manifest.model_name} {manifest.model_version} has no reference statistics (it "
-            f"was trained before onnxkit recorded {REFERENCE_FILE}); train it again with "
-            "`onnxkit run` or `onnxkit train` to get them"
-        )
+        return ModelFiles(manifest, None)
     path = located.manifest_path.parent / REFERENCE_FILE
     try:
         if path.is_file():
@@ -62,9 +66,22 @@ def load_model_reference(uri: str, cache_dir: Path | None = None) -> ModelRefere
     if sha256_bytes(raw) != listed.sha256:
         raise KitError(f"{REFERENCE_FILE} of {uri} does not match the manifest's sha256")
     try:
-        return ModelReference(manifest, parse_reference(raw))
+        return ModelFiles(manifest, parse_reference(raw))
     except ReferenceError as error:
         raise KitError(str(error)) from None
+
+
+def load_model_reference(uri: str, cache_dir: Path | None = None) -> ModelReference:
+    """The manifest and ``reference.json`` of a model; KitError when it has none."""
+    found = load_model_files(uri, cache_dir)
+    if found.reference is None:
+        manifest = found.manifest
+        raise KitError(
+            f"{manifest.model_name} {manifest.model_version} has no reference statistics (it "
+            f"was trained before onnxkit recorded {REFERENCE_FILE}); train it again with "
+            "`onnxkit run` or `onnxkit train` to get them"
+        )
+    return ModelReference(found.manifest, found.reference)
 
 
 def capture_files(source: Path) -> list[Path]:

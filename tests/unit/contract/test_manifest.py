@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from functions.inference.manifest import serving_manifest
 from onnxkit.contract.manifest import (
+    FeatureImportance,
     Manifest,
     ManifestError,
     encode_manifest,
@@ -235,3 +236,52 @@ def test_any_document_is_accepted_whole_or_refused_in_one_line(doc: dict[str, An
 def test_not_json_is_one_clear_error() -> None:
     with pytest.raises(ManifestError, match=r"^invalid manifest: "):
         parse_manifest(b"{nope")
+
+
+def with_importance(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["importance"] = {
+        "method": "permutation", "metric": "accuracy", "rows": 20, "held_out_rows": 20,
+        "repeats": 5, "random_state": 7,
+        "features": [{"name": "tenure months", "mean": 0.01, "std": 0.002},
+                     {"name": "plan", "mean": 0.12, "std": 0.01}],
+    }  # fmt: skip
+    return doc
+
+
+def test_importance_is_optional_and_public() -> None:
+    older = parse_manifest(json.dumps(valid_manifest()))
+    assert older.importance is None
+    assert older.public()["importance"] is None
+    manifest = parse_manifest(json.dumps(with_importance(valid_manifest())))
+    assert manifest.importance is not None
+    assert [f.name for f in manifest.importance.ranked()] == ["plan", "tenure months"]
+    assert manifest.public()["importance"]["features"][1] == {
+        "name": "plan",
+        "mean": 0.12,
+        "std": 0.01,
+    }
+    assert parse_manifest(encode_manifest(manifest)) == manifest
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda i: i["features"].reverse(),  # not the signature's order
+        lambda i: i["features"].pop(),
+        lambda i: i["features"][0].update(name="other"),
+        lambda i: i["features"][0].update(std=-0.1),
+        lambda i: i["features"][0].update(mean=None),
+        lambda i: i.update(rows=21),
+        lambda i: i.update(rows=0),
+        lambda i: i.update(method="shap"),
+    ],
+)
+def test_bad_importance_is_rejected(change: Any) -> None:
+    doc = with_importance(valid_manifest())
+    change(doc["importance"])
+    assert not accepts(doc)
+
+
+def test_importance_must_be_finite() -> None:
+    with pytest.raises(ValueError, match="not a finite number"):
+        FeatureImportance(name="x", mean=float("nan"), std=0.0)
