@@ -375,13 +375,18 @@ def choose_categories(X: pd.DataFrame, schema: Schema, max_categories: int) -> N
 
 def prepare(frame: pd.DataFrame, schema: Schema, target: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Features typed as the ONNX graph takes them (float32 with NaN, strings with '') and y."""
-    X = pd.DataFrame(index=frame.index)
+    columns: dict[str, pd.Series] = {}
     for column in schema.features:
         if column in schema.numeric:
-            X[column] = parse_numbers(frame[column], schema.rule, column, frame).astype(np.float32)
+            columns[column] = parse_numbers(frame[column], schema.rule, column, frame).astype(
+                np.float32
+            )
         else:
             texts = _texts(frame[column])
-            X[column] = texts.where(~missing_mask(texts, schema.rule), MISSING_CATEGORY)
+            columns[column] = texts.where(~missing_mask(texts, schema.rule), MISSING_CATEGORY)
+    # One frame from all the columns at once: inserting them one by one fragments it (pandas
+    # warns and slows down past about a hundred columns).
+    X = pd.DataFrame(columns, index=frame.index)
     labels = _texts(frame[target]).str.strip(_BLANK)
     if schema.task == "regression":
         return X, parse_numbers(labels, schema.rule, target, frame).to_numpy(dtype=np.float64)
