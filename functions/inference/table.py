@@ -376,8 +376,6 @@ def score_plain_block(
     for them. None when any row needs those (the caller splits the block and calls them)."""
     if job.input_format != "csv" or job.output_format != "jsonl" or job.header is None:
         return None
-    if job.id_column is not None:
-        return None
     rows = block.count(b"\n")
     if not rows or not block.endswith(b"\n"):
         return None
@@ -398,11 +396,26 @@ def score_plain_block(
     probabilities = answer.get("probabilities")
     if cells is None or len(cells) != rows or (classes and probabilities is None):
         return None
+    ids = None
+    if job.id_column is not None:
+        ids = _id_cells(block, job.header.index(job.id_column))
+        if ids is None:
+            return None
     data = _jsonl_columns(
-        classes, model.model_version, None, cells, probabilities, None, first_row,
+        classes, model.model_version, job.id_column, cells, probabilities, ids, first_row,
         range(first_line, first_line + rows), lead or {}, row_field, line_field,
     )  # fmt: skip
     return None if data is None else Formatted(data, rows, 0)
+
+
+def _id_cells(block: bytes, at: int) -> Sequence[str] | None:
+    """The JSON texts of column ``at`` of a block's one-line records (unquoted, so a field's
+    text is its value, as the csv module reads it); None when the block is not UTF-8."""
+    try:
+        lines = block.decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError:
+        return None
+    return _json_cells([line.split(",", at + 1)[at] for line in lines])
 
 
 def _name(name: str) -> str:

@@ -36,10 +36,12 @@ def _rows(dataset: str) -> tuple[list[str], list[bytes]]:
     return header.decode().strip().split(","), lines
 
 
-def _both(model: Any, header: list[str], block: bytes, **fields: Any) -> tuple[Any, bytes]:
+def _both(
+    model: Any, header: list[str], block: bytes, id_column: str | None = None, **fields: Any
+) -> tuple[Any, bytes]:
     from functions.inference import table
 
-    job = table.Job("csv", "jsonl", tuple(header), None)
+    job = table.Job("csv", "jsonl", tuple(header), id_column)
     whole = table.score_plain_block(model, job, block, first_row=7, first_line=9, **fields)
     records = block.splitlines(keepends=True)
     results, ids = table.score_records(model, job, records)
@@ -117,3 +119,21 @@ def test_a_block_of_another_shape_is_declined(models: dict[str, Any], change: An
     block = b"".join(lines[1:50]) + change(lines[0]) + lines[60]
     whole, _ = _both(models["breast_cancer"], header, block)
     assert whole is None
+
+
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_an_id_column_of_any_text_rides_along_in_the_same_bytes(
+    models: dict[str, Any], where: str
+) -> None:
+    header, lines = _rows("breast_cancer")
+    ids = ["c-1", "José", "", "00042", "x-y", "null", "1e3"] * 300  # a blank: row by row
+    rows = random.Random(5).choices(lines, k=len(ids))
+    if where == "first":
+        header = ["id", *header]
+        block = b"".join(f"{i},".encode() + row for i, row in zip(ids, rows, strict=True))
+    else:
+        header = [*header, "id"]
+        block = b"".join(row[:-1] + f",{i}\n".encode() for i, row in zip(ids, rows, strict=True))
+    whole, expected = _both(models["breast_cancer"], header, block, id_column="id")
+    assert whole is not None, "the whole-block path declined a block with an id column"
+    assert whole.data == expected
