@@ -7,8 +7,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from onnxkit.config import ConfigError, load_config
-from onnxkit.errors import KitError
+from onnxkit.cli.options import local_config
 
 
 def card(
@@ -36,16 +35,7 @@ def card(
     from onnxkit.local.card import build_card, render_markdown  # noqa: PLC0415
     from onnxkit.local.drift import load_model_files  # noqa: PLC0415 - loads the model source
 
-    overrides = {}
-    for item in setting or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise KitError(f"--set {item!r} is not key=value")
-        overrides[key.strip()] = value.strip()
-    try:
-        settings = load_config("local", overrides).card
-    except ConfigError as error:
-        raise KitError(str(error)) from None
+    settings = local_config(setting).card
     found = load_model_files(model)
     content = build_card(
         found.manifest,

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from onnxkit.cli import present
-from onnxkit.config import ConfigError, load_config
-from onnxkit.errors import KitError
+from onnxkit.cli.options import local_config
 
 DRIFTED_EXIT = 3
 
@@ -41,16 +40,7 @@ def drift(
     """
     from onnxkit.local.drift import drift_report  # noqa: PLC0415 - loads numpy
 
-    overrides = {}
-    for item in setting or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise KitError(f"--set {item!r} is not key=value")
-        overrides[key.strip()] = value.strip()
-    try:
-        thresholds = load_config("local", overrides).drift.thresholds()
-    except ConfigError as error:
-        raise KitError(str(error)) from None
+    thresholds = local_config(setting).drift.thresholds()
     report = drift_report(model, capture, thresholds)
     if as_json:
         from onnxkit.contract.drift import encode_report  # noqa: PLC0415

@@ -13,7 +13,8 @@ from typing import Annotated
 import typer
 
 from onnxkit.cli import present
-from onnxkit.config import RESERVED_HYPERPARAMETERS, ConfigError, load_config
+from onnxkit.cli.options import local_config, pairs
+from onnxkit.config import RESERVED_HYPERPARAMETERS
 from onnxkit.contract.layout import model_name_problem
 from onnxkit.datasets import bundled
 from onnxkit.errors import KitError
@@ -22,16 +23,6 @@ from onnxkit.local.serving import production_pointer
 
 DEFAULT_WORKDIR = Path("onnxkit-work")
 DEFAULT_DATASET = "breast_cancer"
-
-
-def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise KitError(f"{what} {item!r} is not key=value")
-        pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def run(
@@ -59,14 +50,11 @@ def run(
     """Train, evaluate, gate, register and promote a model on this machine."""
     if data is not None and dataset is not None:
         raise KitError("give --data or --dataset, not both")
-    hyperparameters = _pairs(hp, "--hp")
+    hyperparameters = pairs(hp, "--hp")
     reserved = sorted(set(hyperparameters) & RESERVED_HYPERPARAMETERS)
     if reserved:
         raise KitError(f"hyperparameter {reserved[0]} is set by the pipeline (use --name)")
-    try:
-        config = load_config("local", _pairs(setting, "--set"))
-    except ConfigError as error:
-        raise KitError(str(error)) from None
+    config = local_config(setting)
     if data is None:
         try:
             bundle = bundled(dataset or DEFAULT_DATASET)
