@@ -38,6 +38,7 @@ import orjson
 
 from onnxkit.cloud.api import ApiClient, ApiError
 from onnxkit.cloud.errors import CloudError
+from onnxkit.contract import scoring as contract
 from onnxkit.contract.api import error_message
 from onnxkit.contract.values import ValueProblem, ValueRule
 
@@ -182,13 +183,13 @@ def _jsonl_rows(handle: IO[str], signature: dict[str, str] | None) -> Iterator[R
 
 
 def input_format(path: Path) -> str:
-    """``csv`` or ``jsonl``, from the file name."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if suffix in (".csv", ".txt"):
-        return "csv"
-    raise CloudError(f"{path}: unsupported input format {suffix or '(none)'}; use .csv or .jsonl")
+    """``csv`` or ``jsonl``, from the file name (the contract's rule, as ``onnxkit score``)."""
+    found = contract.input_format(path.name)
+    if found is None:
+        raise CloudError(
+            f"{path}: unsupported input format {path.suffix or '(none)'}; use .csv or .jsonl"
+        )
+    return found
 
 
 def read_rows(
