@@ -305,23 +305,26 @@ def score_part(
         tuple(part.header) if part.header is not None else None,
         batch_input.id_column,
     )
-    counted = _CountedLines(part, store.lines(part_bucket(batch_input), part.key, _read_from(part)))
+    # Inputs and outputs live in the one artifact bucket (the scoring role's only grant).
+    bucket = batch_input.bucket
+    counted = _CountedLines(part, store.lines(bucket, part.key, _read_from(part)))
     stop = part.end - counted.first_start
     out: list[bytes] = []
     scored = rejected = rows = 0
     rejections: list[contract.Rejection] = []
     pending = table.records(counted, batch_input.format, 1, stop=stop)
+    # A part's records say where they are within the part (the summary places the part).
+    fields: dict[str, Any] = {
+        "lead": {"part": part.part},
+        "row_field": "part_row",
+        "line_field": "part_line",
+    }
     while batch := list(islice(pending, CHUNK_ROWS)):
         chunk = [
             record.removeprefix(table.UTF8_BOM) if part.start == 0 and rows + i == 0 else record
             for i, (record, _, _) in enumerate(batch)
         ]
         lines = [line for _, line, _ in batch]
-        fields: dict[str, Any] = {
-            "lead": {"part": part.part},
-            "row_field": "part_row",
-            "line_field": "part_line",
-        }
         done = None
         if lines[-1] - lines[0] == len(lines) - 1:  # one line a record, no blank line between
             done = table.score_plain_block(
@@ -340,7 +343,6 @@ def score_part(
             for row, line, reason in done.rejections
         ]
     data_key, result_key = contract.part_keys(batch_input.output_prefix, part.part)
-    bucket = part_bucket(batch_input)
     store.write(bucket, data_key, b"".join(out))
     result = contract.PartResult(
         part=part.part,
@@ -348,18 +350,13 @@ def score_part(
         rows=rows,
         scored=scored,
         rejected=rejected,
-        lines=counted.lines_before(part.end),
+        lines=counted.own,
         rejections=rejections,
         model_version=model.model_version,
         seconds=round(clock() - started, 6),
     )
     store.write(bucket, result_key, contract.encode(result))
     return result
-
-
-def part_bucket(batch_input: contract.BatchInput) -> str:
-    """Inputs and outputs live in the one artifact bucket (the scoring role's only grant)."""
-    return batch_input.bucket
 
 
 def _read_from(part: contract.Part) -> int:
@@ -378,17 +375,14 @@ class _CountedLines:
             dropped = next(self._lines, b"")
             self._offset += len(dropped)
         self.first_start = self._offset  # absolute offset of the part's first line
-        self._starts: list[int] = []
+        self._end = part.end
+        self.own = 0  # lines read that start before the part's end: the part's own lines
 
     def __iter__(self) -> Iterator[bytes]:
         for line in self._lines:
-            self._starts.append(self._offset)
+            self.own += self._offset < self._end
             self._offset += len(line)
             yield line
-
-    def lines_before(self, end: int) -> int:
-        """How many of the lines read start before ``end`` (the part's own lines)."""
-        return sum(1 for start in self._starts if start < end)
 
 
 # --- Summarize -------------------------------------------------------------------------------
