@@ -200,6 +200,13 @@ def output_columns(
     return [*position.split(","), *ids, "prediction", *probas, "model_version", "error"]
 
 
+def csv_header(classes: Sequence[Any] | None, id_column: str | None) -> bytes:
+    """The header line of a CSV output (``row,line``, ...), as the csv module writes it."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(output_columns(classes, id_column, "row,line"))
+    return out.getvalue().encode()
+
+
 def format_records(
     model: batch.Model,
     job: Job,

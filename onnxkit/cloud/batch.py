@@ -12,8 +12,6 @@ over the same model and input: the records are formatted by the same code
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import time
@@ -374,8 +372,7 @@ def merge(
         with partial.open("wb") as handle:
             if fmt == "csv":
                 classes = model.classes if model.task == "classification" else None
-                header = table.output_columns(classes, id_column, "row,line")
-                handle.write(_csv_line(header))
+                handle.write(table.csv_header(classes, id_column))
             rows = 0
             for part in sorted(summary.parts, key=lambda p: p.part):
                 if part.first_row != rows:
@@ -398,12 +395,6 @@ def merge(
         partial.unlink(missing_ok=True)
         raise
     return rows
-
-
-def _csv_line(cells: list[str]) -> bytes:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(cells)
-    return out.getvalue().encode()
 
 
 def _part_body(s3: Any, bucket: str, prefix: str, part: int) -> IO[bytes]:

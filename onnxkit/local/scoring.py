@@ -27,9 +27,7 @@ afresh), as is writing over a file that has no record.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import multiprocessing
 import os
 import time
@@ -78,11 +76,6 @@ def output_format(path: Path) -> table.Format:
 def progress_path(output: Path) -> Path:
     """The record of committed chunks beside ``output``."""
     return output.with_name(output.name + PROGRESS_SUFFIX)
-
-
-def output_columns(classes: list[Any] | None, id_column: str | None) -> list[str]:
-    """The CSV output's columns."""
-    return table.output_columns(classes, id_column, "row,line")
 
 
 # --- model -----------------------------------------------------------------------------------
@@ -446,8 +439,7 @@ def score_file(
     with handle:
         if progress is None:
             if out_fmt == "csv":
-                head = ",".join(_csv_cell(c) for c in output_columns(classes, id_column))
-                handle.write((head + "\n").encode())
+                handle.write(table.csv_header(classes, id_column))
             handle.flush()
             os.fsync(handle.fileno())
             progress = Progress(
@@ -496,12 +488,6 @@ def score_file(
         output=output,
         samples=progress.samples,
     )
-
-
-def _csv_cell(text: str) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([text])
-    return out.getvalue()
 
 
 def _check_resumable(
