@@ -26,6 +26,7 @@ from . import table
 from .batch import MissingColumns, feature_positions, open_model
 from .predictor import Model
 from .runtime import DEFAULT_CACHE
+from .source import S3Fetcher, S3Location
 
 CHUNK_ROWS = 10_000  # rows scored per session.run inside a part (memory stays bounded)
 READ_BYTES = 1 << 20
@@ -55,13 +56,11 @@ class S3Store:
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._fetcher = S3Fetcher(client)
 
     def read(self, bucket: str, key: str) -> bytes | None:
-        """GetObject; None on NoSuchKey."""
-        try:
-            return bytes(self.client.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except self.client.exceptions.NoSuchKey:
-            return None
+        """GetObject, as the model loader reads (None when missing, FetchFailed otherwise)."""
+        return self._fetcher.read(S3Location(bucket, key))
 
     def listing(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
         """ListObjectsV2, every page."""
