@@ -163,6 +163,26 @@ def capture_file_name(started_at: datetime, pid: int, sequence: int) -> str:
     return f"{CAPTURE_PREFIX}{stamp}-{pid}-{sequence:06d}{CAPTURE_SUFFIX}"
 
 
+# --- Cloud capture and drift (the artifact bucket) -----------------------------------------
+# The inference function's captured records land under ``capture/YYYY/MM/DD/HH/`` (the UTC hour
+# they were delivered in), each object JSON Lines of capture records, gzip-compressed or plain
+# (readers tell them apart by gzip's magic bytes). The scheduled drift check reads a window of
+# those hours and writes its reports under ``drift/``.
+CLOUD_CAPTURE_PREFIX: Final = "capture/"
+DRIFT_PREFIX: Final = "drift/"  # drift/reports/<UTC stamp>.json and drift/latest.json
+DRIFT_LATEST_KEY: Final = f"{DRIFT_PREFIX}latest.json"
+
+
+def capture_hour_prefix(hour: datetime) -> str:
+    """Key prefix of the capture objects delivered in one UTC hour."""
+    return f"{CLOUD_CAPTURE_PREFIX}{hour.astimezone(UTC):%Y/%m/%d/%H}/"
+
+
+def drift_report_key(checked_at: datetime) -> str:
+    """Key of one drift report: sorts by the time of the check."""
+    return f"{DRIFT_PREFIX}reports/{checked_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
+
+
 # --- The model-name rule ------------------------------------------------------------------
 # A model name becomes an S3 key segment, the training job name prefix (``<name>-<uuid>``
 # within SageMaker's 63 characters) and part of the model package group's name: so short,
