@@ -31,13 +31,21 @@ from aws_lambda_powertools.event_handler import (
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
+from onnxkit.contract.api import (
+    HEALTH_PATH,
+    JSON,
+    MODEL_PATH,
+    OPENAPI_PATH,
+    PREDICT_PATH,
+    detail,
+)
 
 from . import decode
 from .capture import Sink, scored
 from .errors import ApiError
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
+from .predictor import NON_FINITE_PROBLEM, non_finite_rows
 from .runtime import Runtime, Settings
 from .source import ModelLocator
 
@@ -114,6 +122,11 @@ def _register(
             max_instances=settings.max_instances,
         )
         result = model.predict_feed(feed)
+        withheld = non_finite_rows(result)
+        if withheld:  # a valid body the model cannot answer: 422, as onnxkit predict expects
+            details = [detail(row, None, NON_FINITE_PROBLEM) for row in withheld]
+            count = f"{len(withheld)} instance{'s' if len(withheld) > 1 else ''}"
+            raise ApiError(422, "non_finite_output", f"no finite answer for {count}", details)
         telemetry.count_instances(len(next(iter(feed.values()))))
         if capture is not None:
             # Every front door's event carries requestContext.requestId (payload 1.0 and 2.0).

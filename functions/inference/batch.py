@@ -35,7 +35,7 @@ from onnxkit.contract.values import FLOAT32_MAX
 from .decode import csv_numbers
 from .errors import ApiError
 from .feed import FeatureSpec, describe, read_missing, row_problems, string_column
-from .predictor import Model, load_model
+from .predictor import NON_FINITE_PROBLEM, Model, load_model, non_finite_rows
 from .runtime import DEFAULT_CACHE
 from .source import ModelLocator
 
@@ -199,7 +199,8 @@ def score_numeric_block(
     feed = model.feed.from_matrix(matrix)
     if feed is None:
         return None
-    return model.predict_feed(feed)
+    answer = model.predict_feed(feed)
+    return None if non_finite_rows(answer) else answer  # score_cells withholds those rows
 
 
 # A column made of these characters only holds plain numbers (and empty cells), which float()
@@ -339,12 +340,16 @@ def _fill(
 ) -> None:
     """Run the model on ``feed`` (the rows ``good`` of ``results``) and fill their answers."""
     answer = model.predict_feed(feed)
+    withheld = set(non_finite_rows(answer))
     predictions = answer["predictions"]
     if isinstance(predictions, np.ndarray) and predictions.dtype.kind != "f":
         predictions = predictions.tolist()  # labels; float32 values stay numpy, as the API's
     probabilities = answer.get("probabilities")
     for position, index in enumerate(good):
         result = results[index]
+        if position in withheld:
+            result.reason = NON_FINITE_PROBLEM
+            continue
         result.prediction = predictions[position]
         if probabilities is not None:
             result.probabilities = probabilities[position]

@@ -222,6 +222,10 @@ def openapi_document(
                         "400": _error_response("Invalid body or instances."),
                         "403": _error_response("Missing or wrong API key."),
                         "413": _error_response("Too many instances or body too large."),
+                        "422": _error_response(
+                            "Valid instances the model has no finite answer for (values that "
+                            "overflow its float32 arithmetic), named in details."
+                        ),
                         "415": _error_response(
                             "Unsupported content type (or .npy for a model with categorical "
                             "features)."

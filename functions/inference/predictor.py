@@ -30,6 +30,28 @@ class DigestMismatch(ModelSourceError):
     """The model file is not the one the deployment names: refuse to serve it."""
 
 
+# Why a row's answer is withheld: float32 arithmetic overflowed on its values (a value near
+# float32's range makes an MLP's logits infinite and its softmax NaN), so its label is arbitrary.
+NON_FINITE_PROBLEM = (
+    "the model's output is not finite for this row (its values overflow the model's float32 "
+    "arithmetic); no prediction"
+)
+
+
+def non_finite_rows(answer: dict[str, Any]) -> list[int]:
+    """Positions of the rows whose probabilities (classification) or prediction (regression) are
+    NaN or infinite: answers no one should act on."""
+    values = answer.get("probabilities")
+    if values is None:
+        values = answer["predictions"]
+    if not isinstance(values, np.ndarray) or values.dtype.kind != "f":
+        return []
+    finite = np.isfinite(values)
+    if finite.all():
+        return []
+    return np.flatnonzero(~finite.reshape(len(finite), -1).all(axis=1)).tolist()
+
+
 def vcpus() -> int:
     """CPUs this process may run on (a Lambda function's vCPUs)."""
     try:
