@@ -528,8 +528,8 @@ def report(
                 f"cold start above `import numpy, onnxruntime` ({floor * 1e3:.0f} ms)",
                 f"+{above:.0f} ms (minima +{low['ours'] - low['floor']:.0f} ms)",
                 "",
-                "<= +150 ms",
-                above <= 150,
+                "<= +100 ms",
+                above <= 100,
             )
         )
     if load_results:

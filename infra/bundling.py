@@ -125,6 +125,7 @@ class FunctionBundle:
     name: str  # the folder under functions/
     python_version: str  # "3.13"
     architecture: Architecture
+    prune: bool = True  # False: keep what the function never loads (the pruning's audit)
 
     @property
     def requirements(self) -> Path:
@@ -139,12 +140,12 @@ class FunctionBundle:
     @property
     def unloaded(self) -> tuple[str, ...]:
         """Glob patterns of installed files this function never loads (pruned)."""
-        return _UNLOADED.get(self.name, ())
+        return _UNLOADED.get(self.name, ()) if self.prune else ()
 
     @property
     def only_loaded(self) -> Mapping[str, frozenset[str]]:
         """Folders of which the function loads only the entries named (the rest is pruned)."""
-        return _ONLY_LOADED.get(self.name, {})
+        return _ONLY_LOADED.get(self.name, {}) if self.prune else {}
 
     @property
     def code(self) -> str:
@@ -166,7 +167,8 @@ class FunctionBundle:
         )
         digest.update(repr([sorted(rule) for rule in rules]).encode())
         digest.update(repr(sorted((k, sorted(v)) for k, v in self.only_loaded.items())).encode())
-        return f"{self.name}-{self.architecture}-py{self.python_version}-{digest.hexdigest()[:16]}"
+        name = self.name if self.prune else f"{self.name}-unpruned"
+        return f"{name}-{self.architecture}-py{self.python_version}-{digest.hexdigest()[:16]}"
 
     def asset_hash(self) -> str:
         """Changes whenever the dependencies or any bundled source file change."""

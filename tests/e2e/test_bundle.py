@@ -162,6 +162,37 @@ def test_x86_64_bundle_serves_from_a_clean_interpreter(
     print(f"\nx86_64 bundle: imported the handler in {plain['import_seconds']:.2f} s (plain)")
 
 
+def test_every_pruned_path_exists_and_is_never_loaded(
+    models: list[Path], events: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The pruning's audit: from the bundle with nothing pruned, the same runs (tracing off and
+    on) load none of what the pruned bundle leaves out, and every rule removes something."""
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    pruned = FunctionBundle("inference", python, "x86_64")
+    full = tmp_path / "full"
+    write_bundle(FunctionBundle("inference", python, "x86_64", prune=False), full)
+    full = full.resolve()
+    runtime = runtime_dir(tmp_path / "rt")
+    loaded = {
+        Path(f)
+        for report in (
+            serve([sys.executable], full, models, events, tmp_path),
+            serve([sys.executable], full, models, events, tmp_path, runtime=runtime),
+        )
+        for f in report["files"]
+    }
+    removed = {pattern: list(full.glob(pattern)) for pattern in pruned.unloaded}
+    for folder, keep in pruned.only_loaded.items():
+        removed[folder] = [p for p in (full / folder).iterdir() if p.name not in keep]
+    for rule, paths in removed.items():
+        assert paths, f"{rule} removes nothing"
+        for path in paths:
+            used = [f for f in loaded if f == path or path in f.parents]
+            assert not used, (rule, used[:3])
+    kept = {p for p in loaded if full in p.parents}
+    print(f"\nloaded {sum(p.stat().st_size for p in kept) / 1e6:.1f} MB of the full bundle")
+
+
 def _arm64_interpreter() -> tuple[list[str], str]:
     qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
     pythons = sorted(SYSROOT.glob("usr/bin/python3.[0-9]*"))
