@@ -22,7 +22,7 @@ export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help install container demo test lint typecheck unit bench clean
+.PHONY: help install container demo test lint typecheck unit bench clean arm64-sysroot
 
 help:
 	@echo "make demo   # train, quantize, serve and call the model locally (installs into .venv)"
@@ -66,6 +66,11 @@ typecheck: $(STAMP)
 
 test: install container lint typecheck
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# Debian's arm64 Python under qemu-user, for the arm64 bundle check in tests/e2e/test_bundle.py
+# (skipped without it). Needs root for apt; installs qemu-user-static, downloads ~16 MB.
+arm64-sysroot:
+	tests/support/arm64_sysroot.sh .cache/arm64-sysroot
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

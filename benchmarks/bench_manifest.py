@@ -2,7 +2,7 @@
 replaced (the pydantic model, and the serving side's JSON-Schema interpreter).
 
 Each reader runs in a fresh interpreter that has already imported what the inference function
-imports anyway (numpy, orjson, hashlib, Powertools' router), so the import time measured is
+imports anyway (numpy, orjson, hashlib, Powertools' Logger), so the import time measured is
 what the reader adds to a cold start.
 Rounds interleave the readers; the table shows medians and the median of per-round ratios.
 The replaced readers are taken from git (``--before``, default the last commit that had them).
@@ -27,7 +27,7 @@ PROBE = """
 import json, sys, time
 # What the inference function has imported before it reads a manifest.
 import hashlib, numpy, orjson
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools import Logger, Metrics
 raw = open(sys.argv[1], "rb").read()
 started = time.perf_counter()
 {setup}

@@ -69,6 +69,40 @@ _STRIP_PACKAGE_PATHS: Final = (
     # protobuf: only onnxruntime's stripped tools and Powertools' Kafka parser import it.
     "google",
 )
+# What one function never loads, by bundle: each entry was absent from every module and every
+# mapped file of the handler serving an int8 MLP and a forest from the bundle, in a clean
+# interpreter, with X-Ray tracing on and off (tests/e2e/test_bundle.py runs the pruned bundle
+# the same way; README "A lighter bundle"). Glob patterns, relative to the bundle's root.
+_UNLOADED: Final[Mapping[str, tuple[str, ...]]] = {
+    "inference": (
+        # The ONNX Runtime C API for other languages: the Python extension carries the runtime
+        # itself and loads only libonnxruntime_providers_shared.so beside it (25 MB on arm64).
+        "onnxruntime/capi/libonnxruntime.so*",
+        "onnxruntime/backend",
+        # numpy's test extensions and the subpackages `import numpy` leaves to first use.
+        "numpy/_core/_simd.*",
+        "numpy/_core/_multiarray_tests.*",
+        "numpy/_core/_umath_tests.*",
+        "numpy/_core/_rational_tests.*",
+        "numpy/_core/_struct_ufunc_tests.*",
+        "numpy/_core/_operand_flag_tests.*",
+        "numpy/random",
+        "numpy/fft",
+        "numpy/polynomial",
+        "numpy/ma",
+        "numpy/testing",
+        "numpy/typing",
+        "numpy/distutils",
+        # Powertools: the function uses its Logger, Metrics and Tracer, not its event handler
+        # (functions/inference/router.py replaced it).
+        "aws_lambda_powertools/event_handler",
+    ),
+}
+# Of these folders, only the entries named are loaded (the rest as in _UNLOADED): of Powertools'
+# utilities, the Logger imports its jmespath helper.
+_ONLY_LOADED: Final[Mapping[str, Mapping[str, frozenset[str]]]] = {
+    "inference": {"aws_lambda_powertools/utilities": frozenset({"__init__.py", "jmespath_utils"})},
+}
 # Sources, headers and type stubs: never imported at run time.
 _STRIP_SUFFIXES: Final = frozenset({".pyc", ".pyo", ".pyi", ".pxd", ".pyx", ".h", ".c", ".cpp"})
 _STRIP_DIST_INFO: Final = (
@@ -91,6 +125,7 @@ class FunctionBundle:
     name: str  # the folder under functions/
     python_version: str  # "3.13"
     architecture: Architecture
+    prune: bool = True  # False: keep what the function never loads (the pruning's audit)
 
     @property
     def requirements(self) -> Path:
@@ -101,6 +136,16 @@ class FunctionBundle:
     def sources(self) -> tuple[str, ...]:
         """Repository paths copied into the bundle as they are."""
         return ("functions/__init__.py", f"functions/{self.name}", *contract_sources(self.code))
+
+    @property
+    def unloaded(self) -> tuple[str, ...]:
+        """Glob patterns of installed files this function never loads (pruned)."""
+        return _UNLOADED.get(self.name, ()) if self.prune else ()
+
+    @property
+    def only_loaded(self) -> Mapping[str, frozenset[str]]:
+        """Folders of which the function loads only the entries named (the rest is pruned)."""
+        return _ONLY_LOADED.get(self.name, {}) if self.prune else {}
 
     @property
     def code(self) -> str:
@@ -118,9 +163,12 @@ class FunctionBundle:
             _STRIP_SUFFIXES,
             _STRIP_DIST_INFO,
             _DIST_INFO_KEEP,
+            self.unloaded,
         )
         digest.update(repr([sorted(rule) for rule in rules]).encode())
-        return f"{self.name}-{self.architecture}-py{self.python_version}-{digest.hexdigest()[:16]}"
+        digest.update(repr(sorted((k, sorted(v)) for k, v in self.only_loaded.items())).encode())
+        name = self.name if self.prune else f"{self.name}-unpruned"
+        return f"{name}-{self.architecture}-py{self.python_version}-{digest.hexdigest()[:16]}"
 
     def asset_hash(self) -> str:
         """Changes whenever the dependencies or any bundled source file change."""
@@ -189,13 +237,40 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def strip_tree(root: Path) -> None:
-    """Remove tests, caches, headers and dist-info extras from installed packages."""
+def _remove(target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+
+
+def prune_unloaded(
+    root: Path, unloaded: Sequence[str], only_loaded: Mapping[str, frozenset[str]]
+) -> list[str]:
+    """Remove what a function never loads: ``unloaded`` glob patterns, and every entry of an
+    ``only_loaded`` folder but those named. Returns the removed paths, relative to ``root``."""
+    targets = {path for pattern in unloaded for path in root.glob(pattern)}
+    for folder, keep in only_loaded.items():
+        if (root / folder).is_dir():
+            targets |= {p for p in (root / folder).iterdir() if p.name not in keep}
+    for target in targets:
+        _remove(target)
+    return sorted(t.relative_to(root).as_posix() for t in targets)
+
+
+def strip_tree(
+    root: Path,
+    unloaded: Sequence[str] = (),
+    only_loaded: Mapping[str, frozenset[str]] | None = None,
+) -> None:
+    """Remove tests, caches, headers and dist-info extras from installed packages, and what
+    the function never loads (:func:`prune_unloaded`)."""
     for relative in _STRIP_PACKAGE_PATHS:
         target = root / relative
         if target.is_file():
             target.unlink()
         shutil.rmtree(target, ignore_errors=True)
+    prune_unloaded(root, unloaded, only_loaded or {})
     for path in sorted(root.rglob("*"), reverse=True):
         if not path.exists():
             continue
@@ -235,7 +310,7 @@ def ensure_dependencies(bundle: FunctionBundle) -> Path:
                 f"pip could not install {bundle.requirements.relative_to(REPO_ROOT)} for "
                 f"{bundle.architecture}/py{bundle.python_version}: {lines[-1] if lines else '?'}"
             )
-        strip_tree(staging)
+        strip_tree(staging, bundle.unloaded, bundle.only_loaded)
         (staging / ".complete").write_text(bundle.dependency_key() + "\n")
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)

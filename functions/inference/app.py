@@ -1,8 +1,8 @@
-"""The inference API: Powertools routes over one :class:`~.runtime.Runtime`, and their wiring.
+"""The inference API: routes over one :class:`~.runtime.Runtime`, and their wiring.
 
 :func:`routes` registers ``POST /predict``, ``GET /model``, ``GET /health`` and
 ``GET /openapi.json`` on one resolver per event format, whose routes read only the runtime they
-are given and the event Powertools hands them; request decoding is :mod:`.decode`'s. Every
+are given and the event they are called for; request decoding is :mod:`.decode`'s. Every
 client mistake becomes a 4xx ``{"error": {...}}``; only our own faults give a 500, carrying the
 request id and nothing internal. :class:`InferenceFunction` builds the runtime and the telemetry
 once and is what both callers call: the Lambda entry point (:mod:`.handler`) and
@@ -11,8 +11,9 @@ once and is what both callers call: the Lambda entry point (:mod:`.handler`) and
 The three front doors (``api.kind``) send three event formats to the same handler: the REST
 API's proxy events (payload 1.0, no ``version`` key), the HTTP API's payload 2.0 and a function
 URL's (payload 2.0 too, from a ``*.lambda-url.*`` domain). :func:`event_format` tells them apart
-with two dictionary lookups, and each format has its Powertools resolver, built once at init
-with the same routes; their responses differ only in how headers are carried.
+with two dictionary lookups, and each format has its :class:`~.router.Router` (Powertools'
+event handler until it cost more than it gave: see :mod:`.router`), built once at init with the
+same routes; their responses differ only in how headers are carried.
 """
 
 from __future__ import annotations
@@ -22,14 +23,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aws_lambda_powertools.event_handler import (
-    APIGatewayHttpResolver,
-    APIGatewayRestResolver,
-    LambdaFunctionUrlResolver,
-    Response,
-)
-from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
 from onnxkit.contract.api import (
     HEALTH_PATH,
@@ -46,6 +39,7 @@ from .errors import ApiError
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
 from .predictor import NON_FINITE_PROBLEM, non_finite_rows
+from .router import NotFoundError, Response, Router
 from .runtime import Runtime, Settings
 from .source import ModelLocator
 
@@ -76,10 +70,10 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
     """A Lambda-style handler ``(event, context) -> result`` serving the API over ``runtime``
     for every front door's event format; ``capture`` gets every answered ``/predict`` call
     (:mod:`.capture`)."""
-    resolvers: dict[str, ApiGatewayResolver] = {
-        "rest": APIGatewayRestResolver(),
-        "http": APIGatewayHttpResolver(),
-        "function_url": LambdaFunctionUrlResolver(),
+    resolvers: dict[str, Router] = {
+        "rest": Router("rest"),
+        "http": Router("http"),
+        "function_url": Router("function_url"),
     }
     for app in resolvers.values():
         _register(app, runtime, telemetry, capture)
@@ -90,7 +84,7 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
             # The REST path pays one dict lookup for the other formats (version is absent).
             app = rest if "version" not in event else resolvers[event_format(event)]
             return app.resolve(event, context)
-        except Exception:  # a malformed event that Powertools itself cannot wrap
+        except Exception:  # a malformed event that the router cannot read
             telemetry.logger.exception("unresolvable event")
             ids = event.get("requestContext") if isinstance(event, dict) else None
             request_id = ids.get("requestId") if isinstance(ids, dict) else None
@@ -105,9 +99,7 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
     return telemetry.wrap(resolve)
 
 
-def _register(
-    app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry, capture: Sink | None
-) -> None:
+def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink | None) -> None:
     """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
 

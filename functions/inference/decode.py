@@ -228,9 +228,12 @@ def rows_from_instances(
                 )
             rows.append(tuple(instance))
         elif isinstance(instance, dict):
-            keys = instance.keys()
-            for key in keys - name_set:
-                details.append(detail(index, str(key), "unknown feature"))
+            if not instance.keys() <= name_set:  # in the order sent, not a set's hash order
+                details.extend(
+                    detail(index, str(key), "unknown feature")
+                    for key in instance
+                    if key not in name_set
+                )
             for name in names:
                 if name not in instance:
                     details.append(detail(index, name, "missing feature (send null if unknown)"))

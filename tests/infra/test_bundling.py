@@ -13,6 +13,7 @@ from infra.bundling import FunctionBundle, platform_tags, strip_tree, tree_size
 from tests.infra.conftest import SYNTH_GROUP, Synthesized
 
 LAMBDA_LIMIT = 250 * 1024 * 1024  # unzipped deployment package
+INFERENCE_BUDGET = 80_000_000  # the arm64 inference bundle, unzipped (issue 14)
 
 
 def asset_dir(kit: Synthesized, part: str, handler: str) -> Path:
@@ -22,6 +23,11 @@ def asset_dir(kit: Synthesized, part: str, handler: str) -> Path:
             key = fn["Properties"]["Code"]["S3Key"]
             return kit.outdir / f"asset.{key.removesuffix('.zip')}"
     raise AssertionError(handler)
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x")
 
 
 def _files(root: Path) -> set[str]:
@@ -34,6 +40,7 @@ def test_inference_bundle_fits_lambda(dev: Synthesized) -> None:
     size = tree_size(root)
     print(f"\ninference bundle (arm64, unzipped): {size / 1e6:.1f} MB = {size / 2**20:.1f} MiB")
     assert size < LAMBDA_LIMIT
+    assert size <= INFERENCE_BUDGET  # 104.6 MB before pruning what the function never loads
     files = _files(root)
     for required in (
         "functions/__init__.py",
@@ -68,6 +75,11 @@ def test_inference_bundle_fits_lambda(dev: Synthesized) -> None:
     native = [f for f in files if f.startswith("onnxruntime/capi/") and f.endswith(".so")]
     assert native and all("x86_64" not in f for f in native)
     assert any("aarch64" in f for f in native)
+    # Never loaded by the function (tests/e2e/test_bundle.py serves without them).
+    assert not any(f.startswith("onnxruntime/capi/libonnxruntime.so") for f in files)
+    assert not any(
+        f.startswith(("aws_lambda_powertools/event_handler/", "numpy/random/")) for f in files
+    )
 
 
 @SYNTH_GROUP
@@ -172,11 +184,46 @@ def test_strip_tree_removes_what_lambda_never_imports(tmp_path: Path) -> None:
         "botocore-1.0.dist-info/METADATA",
         "six.py",
     ):
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("x")
+        _touch(tmp_path / name)
     strip_tree(tmp_path)
     assert _files(tmp_path) == {"pkg/mod.py", "foo-1.0.dist-info/METADATA"}
+
+
+def test_prune_unloaded_removes_the_patterns_and_keeps_only_what_is_named(tmp_path: Path) -> None:
+    for name in (
+        "ort/capi/libonnxruntime.so.1.31.1",
+        "ort/capi/libonnxruntime_providers_shared.so",
+        "ort/capi/_pybind_state.py",
+        "np/random/mtrand.so",
+        "np/_core/_simd.cpython-314-aarch64-linux-gnu.so",
+        "np/_core/_simd_helpers.py",
+        "pt/utilities/__init__.py",
+        "pt/utilities/jmespath_utils/__init__.py",
+        "pt/utilities/parser/models.py",
+        "pt/utilities/batch.py",
+    ):
+        _touch(tmp_path / name)
+    removed = bundling.prune_unloaded(
+        tmp_path,
+        ("ort/capi/libonnxruntime.so*", "np/random", "np/_core/_simd.*", "absent/*"),
+        {"pt/utilities": frozenset({"__init__.py", "jmespath_utils"}), "absent": frozenset()},
+    )
+    assert removed == [
+        "np/_core/_simd.cpython-314-aarch64-linux-gnu.so", "np/random",
+        "ort/capi/libonnxruntime.so.1.31.1", "pt/utilities/batch.py", "pt/utilities/parser",
+    ]  # fmt: skip
+    assert _files(tmp_path) == {
+        "ort/capi/libonnxruntime_providers_shared.so", "ort/capi/_pybind_state.py",
+        "np/_core/_simd_helpers.py", "pt/utilities/__init__.py",
+        "pt/utilities/jmespath_utils/__init__.py",
+    }  # fmt: skip
+
+
+def test_only_the_inference_bundle_is_pruned_and_its_rules_key_the_cache() -> None:
+    inference = FunctionBundle("inference", "3.14", "arm64")
+    assert "onnxruntime/capi/libonnxruntime.so*" in inference.unloaded
+    assert FunctionBundle("pipeline", "3.14", "arm64").unloaded == ()
+    assert FunctionBundle("monitor", "3.14", "arm64").only_loaded == {}
 
 
 def test_asset_hash_follows_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
