@@ -130,15 +130,31 @@ def test_the_alarm_on_drifted_features_notifies_the_alarm_topic(dev: Synthesized
     assert errors and errors[0]["AlarmActions"] == [{"Ref": topics[0]}]
 
 
+def _widgets(kit: Synthesized) -> list[dict[str, Any]]:
+    """The dashboard's widgets, deploy-time tokens as "?"."""
+    body = kit.one("Serving", "AWS::CloudWatch::Dashboard")["Properties"]["DashboardBody"]
+    _, pieces = body["Fn::Join"]
+    widgets: list[dict[str, Any]] = json.loads(
+        "".join(p if isinstance(p, str) else "?" for p in pieces)
+    )["widgets"]
+    return widgets
+
+
 def test_the_dashboard_shows_every_features_score_and_the_output_names_the_reports(
     dev: Synthesized,
 ) -> None:
-    body = json.dumps(
-        dev.one("Serving", "AWS::CloudWatch::Dashboard")["Properties"]["DashboardBody"]
+    widgets = {w["properties"].get("title"): w["properties"] for w in _widgets(dev)}
+    scores = widgets["Drift score per feature (above 1: drifted)"]
+    ((search,),) = [m for m in scores["metrics"]]
+    name = dev.kit.config.model_name
+    assert search["expression"] == (
+        'SEARCH(\'{OnnxKit/dev/Drift,Model,Feature} MetricName="DriftScore" '
+        f"Model=\"{name}\"', 'Maximum', 86400)"
     )
-    assert "Drift score per feature" in body
-    assert 'SEARCH(\'{OnnxKit/dev/Drift,Model,Feature} MetricName=\\\\"DriftScore\\\\"' in body
-    assert "DriftedFeatures" in body and "CaptureRows" in body
+    assert scores["annotations"]["horizontal"][0]["value"] == 1
+    counts = json.dumps(widgets["Drifted features and captured rows per check"]["metrics"])
+    assert "DriftedFeatures" in counts and "CaptureRows" in counts
+    assert len(widgets["Drift alarms"]["alarms"]) == 2
     output = dev.template("Serving")["Outputs"][layout.DRIFT_REPORTS_OUTPUT]["Value"]
     assert json.dumps(output).endswith('/drift/"]]}')
 
