@@ -177,7 +177,8 @@ _DRIFT: Final = DriftThresholds()  # the defaults are the contract's
 
 
 class DriftSettings(_Section):
-    """When captured requests count as drifted from the training data (``onnxkit drift``).
+    """When captured requests count as drifted from the training data (``onnxkit drift``), and
+    the cloud's scheduled check (how often, over which window, what it does on drift).
 
     Each measure must exceed its threshold and also what chance gives at the capture's and the
     reference's sizes with probability ``significance`` (onnxkit/contract/drift.py).
