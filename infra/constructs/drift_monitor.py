@@ -132,20 +132,16 @@ class DriftMonitor(Construct):
         # The scheduled event's "time" is the check's time: a retry writes the same report.
         self.rule.add_target(targets.LambdaFunction(self.function, retry_attempts=2))
 
-        model = {layout.MODEL_DIMENSION: config.model_name}
-        drifted = cloudwatch.Metric(
-            namespace=namespace,
-            metric_name=layout.DRIFTED_METRIC,
-            dimensions_map=model,
-            statistic="Maximum",
-            period=period,
-        )
-        rows = cloudwatch.Metric(
-            namespace=namespace,
-            metric_name=layout.CAPTURE_ROWS_METRIC,
-            dimensions_map=model,
-            statistic="Maximum",
-            period=period,
+        # One data point per check: its period is the interval, any statistic reads it.
+        drifted, rows = (
+            cloudwatch.Metric(
+                namespace=namespace,
+                metric_name=name,
+                dimensions_map={layout.MODEL_DIMENSION: config.model_name},
+                statistic="Maximum",
+                period=period,
+            )
+            for name in (layout.DRIFTED_METRIC, layout.CAPTURE_ROWS_METRIC)
         )
         # A check without enough data publishes no DriftedFeatures: missing is not breaching.
         watched = {
