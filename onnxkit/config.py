@@ -177,7 +177,8 @@ _DRIFT: Final = DriftThresholds()  # the defaults are the contract's
 
 
 class DriftSettings(_Section):
-    """When captured requests count as drifted from the training data (``onnxkit drift``).
+    """When captured requests count as drifted from the training data (``onnxkit drift``), and
+    the cloud's scheduled check (how often, over which window, what it does on drift).
 
     Each measure must exceed its threshold and also what chance gives at the capture's and the
     reference's sizes with probability ``significance`` (onnxkit/contract/drift.py).
@@ -205,9 +206,32 @@ class DriftSettings(_Section):
         description="Chance of a measure passing its chance limit with no drift.",
     )
 
+    # The scheduled check in the cloud (infra/constructs/drift_monitor.py).
+    interval_hours: int = Field(
+        24,
+        ge=1,
+        le=168,
+        description="Hours between scheduled checks; also the drift alarm's period.",
+    )
+    window_hours: int = Field(
+        24, ge=1, le=168, description="Hours of capture each check reads (complete UTC hours)."
+    )
+    min_rows: int = Field(
+        100, ge=10, description="Fewer captured rows of the live version: not enough data."
+    )
+    max_rows: int = Field(
+        50_000,
+        ge=100,
+        le=1_000_000,
+        description="Rows a check reads at most (newest hours first): bounds its memory.",
+    )
+    retrain_on_drift: bool = Field(
+        False, description="Start the training state machine on data/train/ when drift is found."
+    )
+
     def thresholds(self) -> DriftThresholds:
         """The contract's thresholds."""
-        return DriftThresholds(**self.model_dump())
+        return DriftThresholds(**self.model_dump(include=set(DriftThresholds.__struct_fields__)))
 
 
 UNSET_INTENDED_USE: Final = "Not stated: set card.intended_use in the config."
@@ -267,6 +291,10 @@ class OnnxKitConfig(_Section):
     def _consistent(self) -> OnnxKitConfig:
         if self.retraining_schedule and not self.training.target:
             raise ValueError("training.target: a retraining schedule needs the label column")
+        if self.drift.retrain_on_drift and not self.training.target:
+            raise ValueError("training.target: retraining on drift needs the label column")
+        if self.drift.min_rows > self.drift.max_rows:
+            raise ValueError("drift.min_rows: must not exceed drift.max_rows")
         if self.api.quota_per_day is not None and self.api.auth_mode != "api_key":
             raise ValueError("api.quota_per_day: needs api.auth_mode=api_key")
         if self.api.kind == "function_url" and self.function.reserved_concurrency is None:

@@ -1,6 +1,7 @@
 """Model monitoring: captured requests compared with the artifact's reference statistics.
 
-:mod:`.drift` is the one drift computation, used by ``onnxkit drift`` on this machine and, later,
-by the scheduled drift function in the cloud. Only numpy, msgspec and ``onnxkit.contract`` are
-imported: no scikit-learn, pandas, pydantic or onnxruntime.
+:mod:`.drift` is the one drift computation, used by ``onnxkit drift`` on this machine and by the
+scheduled drift function in the cloud (:mod:`.handler`, a thin adapter over :mod:`.check` and
+the ports of :mod:`.ports`, on AWS in :mod:`.aws`). The computation and the check import only
+numpy, msgspec and ``onnxkit.contract``: no scikit-learn, pandas, pydantic, onnxruntime or boto3.
 """

@@ -37,7 +37,7 @@ class ServingMonitoring(Construct):
         settings = config.alarms
         period = Duration.minutes(settings.period_minutes)
         # Encrypted with the kit's key, whose policy lets CloudWatch publish (artifacts stack).
-        topic = sns.Topic(
+        self.topic = topic = sns.Topic(
             self,
             "AlarmTopic",
             display_name=f"onnxkit {config.env} alarms",
@@ -72,7 +72,9 @@ class ServingMonitoring(Construct):
             created.append(alarm)
         self.alarms = created
 
-        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"onnxkit-{config.env}")
+        self.dashboard = dashboard = cloudwatch.Dashboard(
+            self, "Dashboard", dashboard_name=f"onnxkit-{config.env}"
+        )
         dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Requests and errors",

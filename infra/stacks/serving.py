@@ -7,6 +7,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.constructs.artifact_store import Artifacts
+from infra.constructs.drift_monitor import DriftMonitor
 from infra.constructs.front_door import FrontDoor
 from infra.constructs.function_url import FunctionUrlFrontDoor
 from infra.constructs.http_api import HttpInferenceApi
@@ -18,7 +19,8 @@ from onnxkit.contract import layout
 
 
 class ServingStack(Stack):
-    """Inference function, its ``live`` alias, its front door, alarms and dashboard."""
+    """Inference function, its ``live`` alias, its front door, alarms and dashboard, and the
+    scheduled drift check of the model it serves."""
 
     def __init__(
         self,
@@ -51,9 +53,24 @@ class ServingStack(Stack):
             front_door=self.front_door,
             key=artifacts.key,
         )
+        # Watches what the function serves: its alarms go to the same topic, on one dashboard.
+        self.drift = DriftMonitor(
+            self,
+            "Drift",
+            config=config,
+            artifacts=artifacts,
+            topic=self.monitoring.topic,
+            dashboard=self.monitoring.dashboard,
+        )
 
         CfnOutput(self, layout.API_URL_OUTPUT, value=self.front_door.url)
         CfnOutput(self, layout.FUNCTION_NAME_OUTPUT, value=self.function.function_name)
         CfnOutput(self, layout.LIVE_ALIAS_OUTPUT, value=self.alias.function_arn)
         CfnOutput(self, layout.AUTH_MODE_OUTPUT, value=config.api.auth_mode)
         CfnOutput(self, layout.API_KIND_OUTPUT, value=config.api.kind)
+        CfnOutput(
+            self,
+            layout.DRIFT_REPORTS_OUTPUT,
+            value=artifacts.uri(self, layout.DRIFT_PREFIX),
+            description="Where the scheduled drift check writes its reports",
+        )

@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from onnxkit.cloud import executions
-from onnxkit.contract.drift import DriftReport
+from onnxkit.contract.drift import DriftCheck, DriftReport
 
 if TYPE_CHECKING:
     from onnxkit.cloud.registry import Version
@@ -631,6 +631,33 @@ def print_drift(report: DriftReport) -> None:
         out.print(f"[red]drift[/]: {', '.join(report.drifted)}", highlight=False)
     else:
         out.print("no drift", highlight=False)
+
+
+def print_drift_check(check: DriftCheck) -> None:
+    """One scheduled check: what it read, then the same table as a local ``onnxkit drift``
+    (or why there is none)."""
+    out = Console(highlight=False)
+    version = check.model_version or "(nothing promoted)"
+    out.print(
+        f"check at {check.checked_at:%Y-%m-%d %H:%M} UTC of {check.model_name} {version}: "
+        f"capture {check.window_start:%Y-%m-%d %H:%M} to {check.window_end:%Y-%m-%d %H:%M} UTC, "
+        f"{check.capture_rows} rows of this version, {check.other_rows} of others left out",
+        soft_wrap=True,
+    )
+    if check.truncated:
+        out.print(f"read the newest {check.capture_rows} rows only (drift.max_rows)")
+    if check.unreadable_objects:
+        out.print(
+            f"skipped {len(check.unreadable_objects)} unreadable capture object(s), first "
+            f"{check.unreadable_objects[0]}",
+            soft_wrap=True,
+        )
+    if check.report is not None:
+        print_drift(check.report)
+    else:
+        out.print(check.detail, soft_wrap=True)
+    if check.training_execution:
+        out.print(f"retraining started: {check.training_execution}", soft_wrap=True)
 
 
 # --- onnxkit serve -------------------------------------------------------------------------

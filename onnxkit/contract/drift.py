@@ -1,6 +1,6 @@
 """Drift: the thresholds a comparison of captured requests with the reference statistics uses,
-and the report it writes (``onnxkit drift --json`` prints it; the cloud's drift function will
-store it).
+and the report it writes (``onnxkit drift --json`` prints it), and the record of one run of the
+cloud's scheduled check (:class:`DriftCheck`, which holds the report).
 
 Each measure has a threshold from config (``onnxkit/config.py``, section ``drift``, whose defaults
 are :class:`DriftThresholds`'). A measure also has to exceed what chance alone gives at the two
@@ -20,8 +20,9 @@ held to the configured bar. The measures (``functions/monitor/drift.py``):
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -37,6 +38,13 @@ class _Struct(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=T
         """JSON-ready data."""
         data: dict[str, Any] = msgspec.to_builtins(self)
         return data
+
+
+def ratio(value: float, limit: float | None) -> float:
+    """A measure over its limit (0 for a decrease, and where no limit applies: an empty side)."""
+    if limit is None or not math.isfinite(limit) or limit <= 0:
+        return 0.0
+    return max(0.0, value) / limit
 
 
 class DriftThresholds(_Struct, kw_only=True, frozen=True):
@@ -65,6 +73,20 @@ class FeatureDrift(_Struct, kw_only=True, frozen=True):
     unseen_limit: float | None = None
     drifted: list[Measure] = msgspec.field(default_factory=list)
 
+    @property
+    def score(self) -> float:
+        """The largest of the measures over their limits: above 1 exactly when one drifted
+        (the cloud publishes it as the feature's metric)."""
+        ratios = [
+            ratio(self.psi, self.psi_limit),
+            ratio(abs(self.missing_rate - self.reference_missing_rate), self.missing_limit),
+        ]
+        if self.unseen_rate is not None:
+            ratios.append(
+                ratio(self.unseen_rate - (self.reference_other_rate or 0.0), self.unseen_limit)
+            )
+        return max(ratios)
+
 
 class PredictionDrift(_Struct, kw_only=True, frozen=True):
     """The shift of the predictions: over classes, or over the reference's value bins."""
@@ -76,6 +98,11 @@ class PredictionDrift(_Struct, kw_only=True, frozen=True):
     shares: dict[str, float]  # per class, or per bin ("< edge", "edge..edge", ">= edge")
     reference_shares: dict[str, float]
     drifted: bool
+
+    @property
+    def score(self) -> float:
+        """The index over its limit: above 1 exactly when the predictions shifted."""
+        return ratio(self.psi, self.limit)
 
 
 class DriftReport(_Struct, kw_only=True, frozen=True):
@@ -97,14 +124,67 @@ class DriftReport(_Struct, kw_only=True, frozen=True):
         return bool(self.drifted)
 
 
+_Parsed = TypeVar("_Parsed", "DriftReport", "DriftCheck")
+CheckStatus = Literal["drift", "no_drift", "not_enough_data", "unavailable"]
+
+
+class DriftCheck(_Struct, kw_only=True, frozen=True):
+    """One run of the cloud's scheduled drift check (``drift/reports/<stamp>.json`` and
+    ``drift/latest.json``): which capture it read, and the report when there was enough.
+
+    ``status``: ``drift`` or ``no_drift`` (``report`` holds the comparison), ``not_enough_data``
+    (fewer than ``min_rows`` rows of the live version in the window: no report, no alarm) or
+    ``unavailable`` (nothing promoted, or a model without reference statistics). ``detail`` says
+    why in one line.
+    """
+
+    checked_at: datetime
+    model_name: str
+    model_version: str | None  # the live version the check compared; None before a promotion
+    window_start: datetime  # the capture hours read: window_start <= hour < window_end
+    window_end: datetime
+    status: CheckStatus
+    detail: str
+    capture_rows: int = 0  # rows of the live version read from the window
+    other_rows: int = 0  # rows of other versions or models in the window, left out
+    min_rows: int
+    truncated: bool = False  # stopped at the row cap; the newest hours were read first
+    unreadable_objects: list[str] = msgspec.field(default_factory=list)  # keys skipped
+    report: DriftReport | None = None
+    training_execution: str | None = None  # the retraining this check started, if any
+
+    @property
+    def any_drift(self) -> bool:
+        """Whether the check found drift."""
+        return self.status == "drift"
+
+
+def encode_check(check: DriftCheck) -> bytes:
+    """The check as indented JSON."""
+    return _encode(check)
+
+
+def parse_check(raw: bytes | str) -> DriftCheck:
+    """A check from its JSON (ValueError with one line when it is not one)."""
+    return _decode(raw, DriftCheck, "drift check")
+
+
+def _encode(value: _Struct) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+
+
+def _decode(raw: bytes | str, kind: type[_Parsed], what: str) -> _Parsed:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.DecodeError as error:
+        raise ValueError(f"invalid {what}: {error}") from None
+
+
 def encode_report(report: DriftReport) -> bytes:
     """The report as indented JSON."""
-    return msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n"
+    return _encode(report)
 
 
 def parse_report(raw: bytes | str) -> DriftReport:
     """A report from its JSON (ValueError with one line when it is not one)."""
-    try:
-        return msgspec.json.decode(raw, type=DriftReport)
-    except msgspec.DecodeError as error:
-        raise ValueError(f"invalid drift report: {error}") from None
+    return _decode(raw, DriftReport, "drift report")

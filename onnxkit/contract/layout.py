@@ -79,6 +79,8 @@ AUTH_MODE_OUTPUT: Final = "AuthMode"  # "iam" or "api_key"
 SCORING_STATE_MACHINE_OUTPUT: Final = "ScoringStateMachineArn"
 SCORING_FUNCTION_OUTPUT: Final = "ScoringFunctionName"
 API_KIND_OUTPUT: Final = "ApiKind"  # an ApiKind; absent in stacks from before it: "rest"
+# s3://<bucket>/drift/ (Serving): where the drift function writes; absent in stacks from before it.
+DRIFT_REPORTS_OUTPUT: Final = "DriftReportsUri"
 STACK_OUTPUTS: Final[dict[StackPart, tuple[str, ...]]] = {
     "Artifacts": (BUCKET_OUTPUT, DATA_URI_OUTPUT, MODEL_PACKAGE_GROUP_OUTPUT, KMS_KEY_OUTPUT),
     "Pipeline": (STATE_MACHINE_OUTPUT, TOPIC_OUTPUT),
@@ -88,6 +90,7 @@ STACK_OUTPUTS: Final[dict[StackPart, tuple[str, ...]]] = {
         LIVE_ALIAS_OUTPUT,
         AUTH_MODE_OUTPUT,
         API_KIND_OUTPUT,
+        DRIFT_REPORTS_OUTPUT,
     ),
     "Scoring": (SCORING_STATE_MACHINE_OUTPUT, SCORING_FUNCTION_OUTPUT),
 }
@@ -120,6 +123,11 @@ def scoring_state_machine_name(env: str) -> str:
 def scoring_function_name(env: str) -> str:
     """The batch scoring function's name (the inference code, its own concurrency)."""
     return f"onnxkit-{env}-scoring"
+
+
+def drift_function_name(env: str) -> str:
+    """The scheduled drift check's function name."""
+    return f"onnxkit-{env}-drift"
 
 
 def bucket_name(env: str, account: str, region: str) -> str:
@@ -170,7 +178,23 @@ def capture_file_name(started_at: datetime, pid: int, sequence: int) -> str:
 # those hours and writes its reports under ``drift/``.
 CLOUD_CAPTURE_PREFIX: Final = "capture/"
 DRIFT_PREFIX: Final = "drift/"  # drift/reports/<UTC stamp>.json and drift/latest.json
+DRIFT_REPORTS_PREFIX: Final = f"{DRIFT_PREFIX}reports/"
 DRIFT_LATEST_KEY: Final = f"{DRIFT_PREFIX}latest.json"
+# The drift function's environment (besides ARTIFACT_BUCKET_ENV and MODEL_NAME_ENV).
+DRIFT_SETTINGS_ENV: Final = "DRIFT_SETTINGS"  # JSON: window, row bounds, thresholds, namespace
+TRAINING_STATE_MACHINE_ENV: Final = "TRAINING_STATE_MACHINE_ARN"  # set only to retrain on drift
+# Its CloudWatch metrics: one namespace per environment (the only one its role may write), the
+# model as a dimension (not its version: a promotion keeps the series and the alarm).
+DRIFT_SCORE_METRIC: Final = "DriftScore"  # per feature: measure / limit, the largest; > 1 drifted
+DRIFTED_METRIC: Final = "DriftedFeatures"  # overall: features (and predictions) that drifted
+CAPTURE_ROWS_METRIC: Final = "CaptureRows"  # overall: the live version's rows in the window
+MODEL_DIMENSION: Final = "Model"
+FEATURE_DIMENSION: Final = "Feature"
+
+
+def drift_metric_namespace(env: str) -> str:
+    """The CloudWatch namespace of one environment's drift metrics."""
+    return f"OnnxKit/{env}/Drift"
 
 
 def capture_hour_prefix(hour: datetime) -> str:
@@ -180,7 +204,7 @@ def capture_hour_prefix(hour: datetime) -> str:
 
 def drift_report_key(checked_at: datetime) -> str:
     """Key of one drift report: sorts by the time of the check."""
-    return f"{DRIFT_PREFIX}reports/{checked_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
+    return f"{DRIFT_REPORTS_PREFIX}{checked_at.astimezone(UTC):%Y%m%dT%H%M%SZ}.json"
 
 
 # --- The model-name rule ------------------------------------------------------------------

@@ -102,6 +102,26 @@ def test_pipeline_bundle_has_only_what_the_steps_import(dev: Synthesized) -> Non
 
 
 @SYNTH_GROUP
+def test_drift_bundle_has_the_check_numpy_and_msgspec_only(dev: Synthesized) -> None:
+    root = asset_dir(dev, "Serving", "functions.monitor.handler.lambda_handler")
+    files = _files(root)
+    for module in ("handler", "check", "drift", "aws", "ports"):
+        assert f"functions/monitor/{module}.py" in files, module
+    contract = {f for f in files if f.startswith("onnxkit/contract/") and f.endswith(".py")}
+    assert contract == {
+        f"onnxkit/contract/{m}.py"
+        for m in ("__init__", "capture", "drift", "layout", "manifest", "pointer", "reference")
+    }
+    assert any(f.startswith("numpy/_core/") and "aarch64" in f for f in files)
+    assert "msgspec/__init__.py" in files
+    assert not any(
+        f.startswith(("onnxruntime/", "pydantic", "functions/inference/", "functions/pipeline/"))
+        for f in files
+    )
+    print(f"\ndrift bundle (arm64, unzipped): {tree_size(root) / 1e6:.1f} MB")
+
+
+@SYNTH_GROUP
 def test_training_source_is_one_script_mode_tarball(dev: Synthesized) -> None:
     tarballs = [p for p in dev.outdir.glob("asset.*.tar.gz") if p.stat().st_size]
     assert len(tarballs) == 1

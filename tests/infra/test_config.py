@@ -88,6 +88,18 @@ def test_the_gate_defaults_to_a_margin_over_the_baseline_in_every_environment() 
             "invalid setting training.target: a retraining schedule needs the label column",
         ),
         (
+            {"drift.retrain_on_drift": "true"},
+            "invalid setting training.target: retraining on drift needs the label column",
+        ),
+        (
+            {"drift.min_rows": "500", "drift.max_rows": "400"},
+            "invalid setting drift.min_rows='500': must not exceed drift.max_rows",
+        ),
+        (
+            {"drift.interval_hours": "0"},
+            "invalid setting drift.interval_hours='0': Input should be greater than or equal to 1",
+        ),
+        (
             {"api.quota_per_day": "10"},
             "invalid setting api.quota_per_day='10': needs api.auth_mode=api_key",
         ),

@@ -165,8 +165,20 @@ def test_gateway_errors_keep_the_api_error_shape(dev: Synthesized) -> None:
         assert template.startswith('{"error": {"code": "$context.error.responseType"')
 
 
+def _serving_alarms(kit: Synthesized) -> dict[str, dict[str, Any]]:
+    """The serving path's alarms (the drift check's have their own test module)."""
+    alarms = kit.resources("Serving", "AWS::CloudWatch::Alarm")
+    return {name: alarm for name, alarm in alarms.items() if name.startswith("Monitoring")}
+
+
+def _inference_permissions(kit: Synthesized) -> list[dict[str, Any]]:
+    """Resource policies on the inference function (the drift check's schedule has its own)."""
+    permissions = kit.resources("Serving", "AWS::Lambda::Permission")
+    return [p for name, p in permissions.items() if not name.startswith("Drift")]
+
+
 def test_alarms_dashboard_and_outputs(dev: Synthesized) -> None:
-    alarms = dev.resources("Serving", "AWS::CloudWatch::Alarm").values()
+    alarms = _serving_alarms(dev).values()
     metrics = {
         (
             a["Properties"]["MetricName"],
@@ -205,7 +217,7 @@ def test_inference_role_reads_only_the_model_store(dev: Synthesized) -> None:
 def _alarm_metrics(kit: Synthesized) -> dict[str, tuple[str, str, str, dict[str, Any]]]:
     """Alarm logical-id prefix -> (namespace, metric, statistic, dimensions)."""
     out = {}
-    for name, alarm in kit.resources("Serving", "AWS::CloudWatch::Alarm").items():
+    for name, alarm in _serving_alarms(kit).items():
         props = alarm["Properties"]
         stat = props.get("ExtendedStatistic", props.get("Statistic"))
         dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
@@ -257,7 +269,7 @@ def test_http_api_routes_use_iam_payload_2_and_the_alias(http_kit: Synthesized) 
     assert props["IntegrationUri"] == {"Ref": alias_id}
     assert props["TimeoutInMillis"] <= 30_000  # the HTTP API's ceiling
     # API Gateway may invoke the alias only, from this API.
-    for permission in http_kit.resources("Serving", "AWS::Lambda::Permission").values():
+    for permission in _inference_permissions(http_kit):
         assert permission["Properties"]["FunctionName"] == {"Ref": alias_id}
         assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
 
@@ -306,7 +318,7 @@ def test_function_url_is_iam_on_the_live_alias(url_kit: Synthesized) -> None:
     )
     assert url["TargetFunctionArn"] == {"Fn::GetAtt": [function_id, "Arn"]}
     # No resource policy opens it: callers need lambda:InvokeFunctionUrl in their own policy.
-    assert not url_kit.resources("Serving", "AWS::Lambda::Permission")
+    assert not _inference_permissions(url_kit)
     # Its only bound is the function's reserved concurrency.
     assert _function(url_kit)["ReservedConcurrentExecutions"] == 10
     outputs = url_kit.template("Serving")["Outputs"]
@@ -334,7 +346,7 @@ def test_request_metrics_are_on_behind_rest_and_off_behind_the_cheaper_doors(
 ) -> None:
     """The per-request EMF line is most of a cheap door's log bytes; nothing alarms on it."""
     for kit, disabled in ((dev, "false"), (http_kit, "true"), (url_kit, "true")):
-        function = kit.one("Serving", "AWS::Lambda::Function")["Properties"]
+        function = _function(kit)
         assert function["Environment"]["Variables"]["POWERTOOLS_METRICS_DISABLED"] == disabled
         alarms = kit.resources("Serving", "AWS::CloudWatch::Alarm").values()
         assert all(a["Properties"].get("Namespace") != "onnxkit" for a in alarms)

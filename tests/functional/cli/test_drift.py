@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from onnxkit.contract.capture import encode_records
-from onnxkit.contract.layout import REFERENCE_FILE
-from onnxkit.contract.manifest import load_manifest, write_manifest
 from tests.conftest import ArtifactFactory
 from tests.support.capture import population, sample
 from tests.support.cli import invoke
+from tests.support.drift_cloud import without_reference
 
 DATASET = "customer_churn"
 
@@ -85,12 +82,7 @@ def test_bad_input_is_one_line_and_exit_1(
     assert result.exit_code == 1
     assert "no capture records" in result.output and "--capture DIR" in result.output
     # An artifact from before reference statistics: it serves, but cannot be compared.
-    old = tmp_path / "old"
-    shutil.copytree(model_dir, old)
-    manifest = load_manifest(old)
-    files = {k: v for k, v in manifest.files.items() if k != REFERENCE_FILE}
-    write_manifest(msgspec.structs.replace(manifest, files=files), old)
-    (old / REFERENCE_FILE).unlink()
+    old = without_reference(model_dir, tmp_path / "old")
     capture = _capture(tmp_path / "capture", model_dir)
     result = invoke(runner, "drift", "--model", old, "--capture", capture)
     assert result.exit_code == 1
