@@ -4,20 +4,29 @@ path, and turned into the contract's records (:mod:`onnxkit.contract.capture`) b
 The route calls the sink with a :class:`Scored` (references to the call's feed and answer, no
 copies but the one-row buffer's, which the next call reuses) only when one is configured: with
 no sink the route pays one ``is None`` test. Building records, encoding and writing are the
-sink's, on its own thread (``onnxkit serve --capture``: :mod:`onnxkit.local.capture`).
+sink's: on its own thread for ``onnxkit serve --capture`` (:mod:`onnxkit.local.capture`); in
+Lambda, :class:`LogCapture`, which writes a sampled call's records as JSON lines to the
+function's stdout before the call returns. Lambda delivers those lines to the function's log
+group, and a subscription filter sends them through Firehose to the artifact bucket's
+``capture/`` (infra/constructs/request_capture.py; why this transport: docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+import random
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, TextIO
 
 import numpy as np
 
-from onnxkit.contract.capture import CaptureRecord
+from onnxkit.contract.capture import CaptureRecord, encode_records
+from onnxkit.contract.layout import CAPTURE_SAMPLE_RATE_ENV
 
 from .feed import MISSING_CATEGORY
 from .predictor import Model
@@ -85,3 +94,84 @@ def records(call: Scored) -> list[CaptureRecord]:
             )
         )
     return out
+
+
+# CloudWatch Logs takes events of up to 256 KB less 26 bytes of overhead ("CloudWatch Logs
+# quotas", docs.aws.amazon.com/AmazonCloudWatch/latest/logs/cloudwatch_limits_cwl.html); a
+# longer line would be cut, and a cut line is no record. ~8,000 features make a line that long.
+MAX_LINE_BYTES: Final = 256 * 1024 - 26
+log = logging.getLogger(__name__)
+
+
+class LogCapture:
+    """The deployed function's capture sink: each call is captured with probability
+    ``sample_rate`` (all its rows or none), its records written as JSON Lines, the contract's
+    encoding (:func:`~onnxkit.contract.capture.encode_records`), to ``stream`` and flushed
+    before the call returns.
+
+    No thread and no buffer of its own: once the handler has returned, the lines are the
+    platform's (Lambda captures a function's stdout and sends it to its log group; it may
+    freeze or recycle the environment right after), so nothing is pending when Lambda freezes
+    the environment. ``stream`` defaults to ``sys.stdout`` as it is at write time (the runtime
+    sets it up). ``draw`` returns uniform numbers in [0, 1): by default from the OS, since a
+    seeded generator would be restored from the same SnapStart snapshot in every environment.
+    """
+
+    def __init__(
+        self,
+        sample_rate: float,
+        stream: TextIO | None = None,
+        *,
+        draw: Callable[[], float] | None = None,
+    ) -> None:
+        if not 0 <= sample_rate <= 1:  # also refuses NaN
+            raise ValueError(f"capture sample rate {sample_rate!r} is not between 0 and 1")
+        self.sample_rate = sample_rate
+        self._stream = stream
+        self._draw = draw or random.SystemRandom().random
+        self._lock = threading.Lock()  # one call's lines stay together when threads share it
+        self.calls = 0  # calls captured
+        self.records = 0  # records written
+        self.too_long = 0  # records not written: longer than a log event may be
+
+    def __call__(self, call: Scored) -> None:
+        """Write the call's records if it is sampled; return once they are flushed."""
+        if self._draw() >= self.sample_rate:
+            return
+        rows = records(call)
+        data, count = encode_records(rows), len(rows)
+        if len(data) > MAX_LINE_BYTES:  # some line may be: write only those that fit
+            lines = [encode_records([row]) for row in rows]
+            fitting = [line for line in lines if len(line) <= MAX_LINE_BYTES]
+            if len(fitting) < len(lines):
+                self.too_long += len(lines) - len(fitting)
+                log.warning(
+                    "capture: %d record(s) of request %s are longer than a log event and are "
+                    "not captured",
+                    len(lines) - len(fitting),
+                    call.request_id,
+                )
+            data, count = b"".join(fitting), len(fitting)
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(data.decode())
+            stream.flush()
+            self.calls += 1
+            self.records += count
+
+
+def capture_from_env(env: Mapping[str, str], stream: TextIO | None = None) -> LogCapture | None:
+    """The function's capture sink as ``CAPTURE_SAMPLE_RATE`` says; None when it is unset or 0.
+
+    ValueError for a rate that is not a number in [0, 1]: the deployment set it from the
+    validated config (``capture.sample_rate``), so anything else is a hand edit to refuse.
+    """
+    raw = env.get(CAPTURE_SAMPLE_RATE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        raise ValueError(f"{CAPTURE_SAMPLE_RATE_ENV}={raw!r} is not a number") from None
+    sink = LogCapture(rate, stream)
+    return sink if rate > 0 else None
