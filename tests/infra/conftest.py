@@ -22,8 +22,8 @@ os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNTH_GROUP = pytest.mark.xdist_group("cdk-synth")
-# An environment that exercises the non-default branches: API keys, a schedule, x86_64, and
-# Lambda's START/END/REPORT lines back on.
+# An environment that exercises the non-default branches: API keys, a schedule, x86_64,
+# Lambda's START/END/REPORT lines back on, and no request capture.
 VARIANT = {
     "api.auth_mode": "api_key",
     "api.quota_per_day": "100000",
@@ -34,6 +34,7 @@ VARIANT = {
     "lambda.architecture": "x86_64",
     "lambda.reserved_concurrency": "20",
     "lambda.system_log_level": "INFO",
+    "capture.sample_rate": "0",
 }
 
 # The cheaper front doors (api.kind), on dev otherwise.
