@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import Any, Final, TextIO
 
 import numpy as np
 
-from onnxkit.contract.capture import CaptureRecord, encode_records
+from onnxkit.contract.capture import CaptureRecord, FeatureValue, encode_records
 from onnxkit.contract.layout import CAPTURE_SAMPLE_RATE_ENV
 
 from .feed import MISSING_CATEGORY
@@ -53,47 +54,88 @@ def scored(
     feed: dict[str, np.ndarray],
     result: dict[str, Any],
 ) -> Scored:
-    """What a sink gets; the one-row buffer is copied, as the thread's next call reuses it."""
-    if model.feed.is_one_row_feed(feed):
-        feed = {name: array.copy() for name, array in feed.items()}
+    """What a sink gets: references only, valid until the call returns (see :func:`kept`)."""
     return Scored(request_id, answered_at, model, feed, result)
+
+
+def kept(call: Scored) -> Scored:
+    """``call`` safe to keep after it returns: the thread's one-row buffer, which its next call
+    reuses, copied. For sinks that finish with a call later (a queue, a thread); call it on the
+    request's thread."""
+    if call.model.feed.is_one_row_feed(call.feed):
+        feed = {name: array.copy() for name, array in call.feed.items()}
+        return Scored(call.request_id, call.answered_at, call.model, feed, call.result)
+    return call
 
 
 def _plain(values: Any) -> list[Any]:
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
+def _numeric_rows(call: Scored, inputs: list[str], count: int) -> list[list[float]]:
+    """The numeric features' values, row by row (numeric inputs are float32 columns,
+    functions/inference/feed.py): item by item for one row, else one conversion of one
+    (rows, features) array rather than one per feature."""
+    feed = call.feed
+    if count == 1:
+        return [[feed[name].item() for name in inputs]]
+    rows: list[list[float]] = np.concatenate([feed[name] for name in inputs], axis=1).tolist()
+    return rows
+
+
 def records(call: Scored) -> list[CaptureRecord]:
     """One record per scored row: features keyed by name (float32 numbers widened, a missing
     value null), the prediction and, for classification, the probabilities."""
     model = call.model
-    names = [spec.name for spec in model.features]
-    columns = []
-    for spec in model.features:
-        column = call.feed[spec.onnx_input].reshape(-1).tolist()
-        if spec.numeric:
-            columns.append([None if math.isnan(v) else v for v in column])
-        else:
-            columns.append([None if v == MISSING_CATEGORY else v for v in column])
+    specs = model.features
+    names = [spec.name for spec in specs]
+    numeric = [spec.onnx_input for spec in specs if spec.numeric]
+    # NaN is the one value unequal to itself: a missing number.
     predictions = _plain(call.result["predictions"])
+    numbers = (
+        [
+            [None if v != v else v for v in row]
+            for row in _numeric_rows(call, numeric, len(predictions))
+        ]
+        if numeric
+        else []
+    )
+    if len(numeric) == len(specs):
+        rows: list[list[FeatureValue]] = numbers  # type: ignore[assignment]
+    else:
+        columns = {
+            spec.onnx_input: [
+                None if v == MISSING_CATEGORY else v
+                for v in call.feed[spec.onnx_input].reshape(-1).tolist()
+            ]
+            for spec in specs
+            if not spec.numeric
+        }
+        rows = []
+        for index in range(len(predictions)):
+            values = iter(numbers[index]) if numbers else iter(())
+            rows.append(
+                [
+                    next(values) if spec.numeric else columns[spec.onnx_input][index]
+                    for spec in specs
+                ]
+            )
     probabilities = call.result.get("probabilities")
     rows_probabilities = _plain(probabilities) if probabilities is not None else None
     captured_at = datetime.fromtimestamp(call.answered_at, UTC)
-    out = []
-    for row, values in enumerate(zip(*columns, strict=True)):
-        out.append(
-            CaptureRecord(
-                request_id=call.request_id,
-                row=row,
-                captured_at=captured_at,
-                model_name=model.model_name,
-                model_version=model.model_version,
-                features=dict(zip(names, values, strict=True)),
-                prediction=predictions[row],
-                probabilities=None if rows_probabilities is None else rows_probabilities[row],
-            )
+    return [
+        CaptureRecord(
+            request_id=call.request_id,
+            row=row,
+            captured_at=captured_at,
+            model_name=model.model_name,
+            model_version=model.model_version,
+            features=dict(zip(names, values, strict=True)),
+            prediction=predictions[row],
+            probabilities=None if rows_probabilities is None else rows_probabilities[row],
         )
-    return out
+        for row, values in enumerate(rows)
+    ]
 
 
 # CloudWatch Logs takes events of up to 256 KB less 26 bytes of overhead ("CloudWatch Logs
@@ -113,8 +155,11 @@ class LogCapture:
     platform's (Lambda captures a function's stdout and sends it to its log group; it may
     freeze or recycle the environment right after), so nothing is pending when Lambda freezes
     the environment. ``stream`` defaults to ``sys.stdout`` as it is at write time (the runtime
-    sets it up). ``draw`` returns uniform numbers in [0, 1): by default from the OS, since a
-    seeded generator would be restored from the same SnapStart snapshot in every environment.
+    sets it up). ``draw`` returns uniform numbers in [0, 1): by default a generator seeded
+    from the OS, and seeded again after a SnapStart restore where the runtime offers the hook
+    (every environment restored from one snapshot would otherwise draw the same sequence;
+    "Handling uniqueness with Lambda SnapStart", docs.aws.amazon.com/lambda/latest/dg/
+    snapstart-uniqueness.html). The OS's own generator costs a system call per draw.
     """
 
     def __init__(
@@ -128,7 +173,7 @@ class LogCapture:
             raise ValueError(f"capture sample rate {sample_rate!r} is not between 0 and 1")
         self.sample_rate = sample_rate
         self._stream = stream
-        self._draw = draw or random.SystemRandom().random
+        self._draw = draw or _reseeded_after_restore().random
         self._lock = threading.Lock()  # one call's lines stay together when threads share it
         self.calls = 0  # calls captured
         self.records = 0  # records written
@@ -158,6 +203,17 @@ class LogCapture:
             stream.flush()
             self.calls += 1
             self.records += count
+
+
+def _reseeded_after_restore() -> random.Random:
+    # Sampling, not secrecy: a seeded generator draws in ~50 ns, the OS's in a system call.
+    generator = random.Random(os.urandom(16))  # noqa: S311
+    try:  # the Lambda Python runtime's SnapStart hooks; absent elsewhere
+        from snapshot_restore_py import register_after_restore  # noqa: PLC0415
+    except ImportError:
+        return generator
+    register_after_restore(lambda: generator.seed(os.urandom(16)))
+    return generator
 
 
 def capture_from_env(env: Mapping[str, str], stream: TextIO | None = None) -> LogCapture | None:

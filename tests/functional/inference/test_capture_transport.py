@@ -42,7 +42,8 @@ MAX_BATCH_BYTES = 1_048_576
 def _put_as_lambda_does(logs: object, lines: list[str]) -> int:
     """Put stdout lines into the log group in PutLogEvents batches; the number of batches."""
     now = int(datetime.now(UTC).timestamp() * 1000)
-    batches, batch, size = 0, [], 0
+    batches, size = 0, 0
+    batch: list[dict[str, object]] = []
     for line in [*lines, None]:
         cost = 0 if line is None else len(line.encode()) + 26  # CloudWatch's per-event overhead
         if batch and (
