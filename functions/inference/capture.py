@@ -14,7 +14,6 @@ group, and a subscription filter sends them through Firehose to the artifact buc
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import sys
@@ -22,6 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from math import isnan
 from typing import Any, Final, TextIO
 
 import numpy as np
@@ -90,11 +90,10 @@ def records(call: Scored) -> list[CaptureRecord]:
     specs = model.features
     names = [spec.name for spec in specs]
     numeric = [spec.onnx_input for spec in specs if spec.numeric]
-    # NaN is the one value unequal to itself: a missing number.
     predictions = _plain(call.result["predictions"])
     numbers = (
         [
-            [None if v != v else v for v in row]
+            [None if isnan(v) else v for v in row]
             for row in _numeric_rows(call, numeric, len(predictions))
         ]
         if numeric
