@@ -34,7 +34,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
 
 from . import decode
-from .capture import Sink, scored
+from .capture import Sink, sampler, scored
 from .errors import ApiError
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
@@ -102,6 +102,7 @@ def _register(
 ) -> None:
     """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
+    take = sampler(capture)
 
     @app.post(PREDICT_PATH)
     def predict() -> Response:
@@ -115,7 +116,7 @@ def _register(
         )
         result = model.predict_feed(feed)
         telemetry.count_instances(len(next(iter(feed.values()))))
-        if capture is not None:
+        if capture is not None and (take is None or take()):
             # Every front door's event carries requestContext.requestId (payload 1.0 and 2.0).
             context = app.current_event.raw_event.get("requestContext") or {}
             call = scored(str(context.get("requestId", "")), time.time(), model, feed, result)

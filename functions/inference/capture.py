@@ -47,6 +47,13 @@ class Scored:
 Sink = Callable[[Scored], None]
 
 
+def sampler(sink: Sink | None) -> Callable[[], bool] | None:
+    """The sink's sampling decision (its ``take``), which the route asks before it builds
+    anything for the sink, so that a call left out costs one draw; None: every call goes."""
+    take: Callable[[], bool] | None = getattr(sink, "take", None)
+    return take
+
+
 def scored(
     request_id: str,
     answered_at: float,
@@ -145,10 +152,10 @@ log = logging.getLogger(__name__)
 
 
 class LogCapture:
-    """The deployed function's capture sink: each call is captured with probability
-    ``sample_rate`` (all its rows or none), its records written as JSON Lines, the contract's
-    encoding (:func:`~onnxkit.contract.capture.encode_records`), to ``stream`` and flushed
-    before the call returns.
+    """The deployed function's capture sink: the route captures a call when :meth:`take` says
+    so, with probability ``sample_rate`` (all its rows or none); the sink writes its records as
+    JSON Lines, the contract's encoding (:func:`~onnxkit.contract.capture.encode_records`), to
+    ``stream`` and flushes them before the call returns.
 
     No thread and no buffer of its own: once the handler has returned, the lines are the
     platform's (Lambda captures a function's stdout and sends it to its log group; it may
@@ -178,10 +185,12 @@ class LogCapture:
         self.records = 0  # records written
         self.too_long = 0  # records not written: longer than a log event may be
 
+    def take(self) -> bool:
+        """Whether to capture the next call (asked by the route before it builds the call)."""
+        return self._draw() < self.sample_rate
+
     def __call__(self, call: Scored) -> None:
-        """Write the call's records if it is sampled; return once they are flushed."""
-        if self._draw() >= self.sample_rate:
-            return
+        """Write the call's records; return once they are flushed."""
         rows = records(call)
         data, count = encode_records(rows), len(rows)
         if len(data) > MAX_LINE_BYTES:  # some line may be: write only those that fit

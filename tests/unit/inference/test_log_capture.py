@@ -14,7 +14,13 @@ import orjson
 import pytest
 
 from functions.inference import capture
-from functions.inference.capture import LogCapture, Scored, capture_from_env, records
+from functions.inference.capture import (
+    LogCapture,
+    Scored,
+    capture_from_env,
+    records,
+    sampler,
+)
 from functions.inference.observability import Telemetry
 from onnxkit.contract.capture import decode_records, encode_records
 from onnxkit.contract.layout import CAPTURE_LOG_FILTER_PATTERN, CAPTURE_SAMPLE_RATE_ENV
@@ -71,26 +77,27 @@ def test_a_sampled_call_is_written_as_the_contracts_lines_and_flushed() -> None:
         (1.0, [0.0, 0.999999], [True, True]),
     ],
 )
-def test_a_call_is_captured_when_its_draw_is_below_the_rate(
+def test_a_call_is_taken_when_its_draw_is_below_the_rate(
     rate: float, draws: list[float], captured: list[bool]
 ) -> None:
-    stream = io.StringIO()
     values = iter(draws)
-    sink = LogCapture(rate, stream, draw=lambda: next(values))
-    for index in range(len(draws)):
-        sink(_call(2, f"c{index}"))
-    ids = {r.request_id for r in decode_records(stream.getvalue().encode())}
-    assert ids == {f"c{i}" for i, yes in enumerate(captured) if yes}
+    sink = LogCapture(rate, io.StringIO(), draw=lambda: next(values))
+    assert sampler(sink) == sink.take
+    assert [sink.take() for _ in draws] == captured
+
+
+def test_sinks_without_take_get_every_call() -> None:
+    calls: list[Scored] = []
+    assert sampler(calls.append) is None
+    assert sampler(None) is None
 
 
 def test_the_default_draw_samples_about_the_rate() -> None:
-    stream = io.StringIO()
-    sink = LogCapture(0.1, stream)
+    sink = LogCapture(0.1, io.StringIO())
     calls = 20_000
-    for _ in range(calls):
-        sink(_call(1))
+    taken = sum(sink.take() for _ in range(calls))
     spread = 4 * math.sqrt(calls * 0.1 * 0.9)  # four standard deviations
-    assert abs(sink.calls - calls * 0.1) < spread
+    assert abs(taken - calls * 0.1) < spread
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.01, math.nan])
