@@ -144,9 +144,9 @@ def records(call: Scored) -> list[CaptureRecord]:
     ]
 
 
-# CloudWatch Logs takes events of up to 256 KB less 26 bytes of overhead ("CloudWatch Logs
-# quotas", docs.aws.amazon.com/AmazonCloudWatch/latest/logs/cloudwatch_limits_cwl.html); a
-# longer line would be cut, and a cut line is no record. ~8,000 features make a line that long.
+# "Each log event can be no larger than 256 KB" (CloudWatch Logs API reference, PutLogEvents;
+# 26 bytes less, as CloudWatch counts that much per event): a longer line would be cut, and a
+# cut line is no record. It takes thousands of features to make a line that long.
 MAX_LINE_BYTES: Final = 256 * 1024 - 26
 log = logging.getLogger(__name__)
 
