@@ -2,13 +2,14 @@
 path, and turned into the contract's records (:mod:`onnxkit.contract.capture`) by the sink.
 
 The route calls the sink with a :class:`Scored` (references to the call's feed and answer, no
-copies but the one-row buffer's, which the next call reuses) only when one is configured: with
-no sink the route pays one ``is None`` test. Building records, encoding and writing are the
-sink's: on its own thread for ``onnxkit serve --capture`` (:mod:`onnxkit.local.capture`); in
-Lambda, :class:`LogCapture`, which writes a sampled call's records as JSON lines to the
-function's stdout before the call returns. Lambda delivers those lines to the function's log
-group, and a subscription filter sends them through Firehose to the artifact bucket's
-``capture/`` (infra/constructs/request_capture.py; why this transport: docs/deploy.md).
+copies) only when one is configured: with no sink the route pays one ``is None`` test; a
+sampling sink is asked first (its ``take``, :func:`sampler`), so a call it leaves out costs one
+draw. Building records, encoding and writing are the sink's: on its own thread for ``onnxkit
+serve --capture`` (:mod:`onnxkit.local.capture`, which keeps a copy of the one-row buffer,
+:func:`kept`); in Lambda, :class:`LogCapture`, which writes a sampled call's records as JSON
+lines to the function's stdout before the call returns. Lambda delivers those lines to the
+function's log group, and a subscription filter sends them through Firehose to the artifact
+bucket's ``capture/`` (infra/constructs/request_capture.py; why this transport: docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class LogCapture:
                     call.request_id,
                 )
             data, count = b"".join(fitting), len(fitting)
-        stream = self._stream or sys.stdout
+        stream = sys.stdout if self._stream is None else self._stream
         with self._lock:
             stream.write(data.decode())
             stream.flush()
