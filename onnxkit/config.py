@@ -234,6 +234,36 @@ class DriftSettings(_Section):
         return DriftThresholds(**self.model_dump(include=set(DriftThresholds.__struct_fields__)))
 
 
+class CaptureSettings(_Section):
+    """Request capture: a sample of the deployed function's answered ``/predict`` calls (each
+    row's features, prediction, probabilities, model version, time and request id; never
+    headers or credentials) lands in the artifact bucket under ``capture/`` for the drift check.
+
+    On by default at a small rate: the bucket already holds the training data these rows
+    resemble (same key, same access), a sampled call costs the function a few microseconds
+    and a million captured records about a dollar (docs/deploy.md), and drift needs a few
+    hundred rows per window. 0 turns capture off and creates no capture resources.
+    """
+
+    sample_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of answered /predict calls captured (all rows)."
+    )
+    retention_days: int = Field(
+        30, ge=1, le=3650, description="capture/ objects expire after this many days."
+    )
+    buffer_seconds: int = Field(
+        300,
+        ge=60,
+        le=900,
+        description="Firehose writes an object at least this often while records arrive.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is captured (and the capture resources exist)."""
+        return self.sample_rate > 0
+
+
 UNSET_INTENDED_USE: Final = "Not stated: set card.intended_use in the config."
 UNSET_LIMITATIONS: Final = "Not stated: set card.limitations in the config."
 
@@ -264,6 +294,7 @@ class OnnxKitConfig(_Section):
     api: ApiSettings = Field(default_factory=lambda: ApiSettings.model_validate({}))
     alarms: AlarmSettings = Field(default_factory=lambda: AlarmSettings.model_validate({}))
     scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings.model_validate({}))
+    capture: CaptureSettings = Field(default_factory=lambda: CaptureSettings.model_validate({}))
     drift: DriftSettings = Field(default_factory=lambda: DriftSettings.model_validate({}))
     card: CardSettings = Field(default_factory=lambda: CardSettings.model_validate({}))
     retraining_schedule: str | None = None
@@ -333,6 +364,7 @@ PRESETS: Final[Mapping[str, Mapping[str, Any]]] = {
         "api": {"throttle_rate_limit": 200, "throttle_burst_limit": 400},
         "alarms": {"p99_latency_ms": 500, "evaluation_periods": 3},
         "scoring": {"max_concurrency": 200},
+        "capture": {"retention_days": 90},
     },
 }
 

@@ -34,7 +34,7 @@ from onnxkit.contract.api import (
 )
 
 from . import decode
-from .capture import Sink, scored
+from .capture import Sink, sampler, scored
 from .errors import ApiError
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
@@ -102,6 +102,7 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
 def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink | None) -> None:
     """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
+    take = sampler(capture)
 
     @app.post(PREDICT_PATH)
     def predict() -> Response:
@@ -120,7 +121,7 @@ def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink
             count = f"{len(withheld)} instance{'s' if len(withheld) > 1 else ''}"
             raise ApiError(422, "non_finite_output", f"no finite answer for {count}", details)
         telemetry.count_instances(len(next(iter(feed.values()))))
-        if capture is not None:
+        if capture is not None and (take is None or take()):
             # Every front door's event carries requestContext.requestId (payload 1.0 and 2.0).
             context = app.current_event.raw_event.get("requestContext") or {}
             call = scored(str(context.get("requestId", "")), time.time(), model, feed, result)

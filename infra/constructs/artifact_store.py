@@ -14,7 +14,9 @@ from constructs import Construct
 from infra.nag import acknowledge, allow
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract.layout import (
+    CAPTURE_ERRORS_PREFIX,
     CHECKPOINT_PREFIX,
+    CLOUD_CAPTURE_PREFIX,
     SCORING_PREFIX,
     bucket_name,
     model_package_group_name,
@@ -163,6 +165,20 @@ def artifact_store(stack: Stack, config: OnnxKitConfig) -> ArtifactStore:
                 id="scoring",
                 prefix=SCORING_PREFIX,
                 expiration=Duration.days(config.scoring.output_retention_days),
+            ),
+            # Captured requests (and the records Firehose could not deliver) are personal
+            # data at worst: gone after the retention, their old versions a day later.
+            *(
+                s3.LifecycleRule(
+                    id=rule,
+                    prefix=prefix,
+                    expiration=Duration.days(config.capture.retention_days),
+                    noncurrent_version_expiration=Duration.days(1),
+                )
+                for rule, prefix in (
+                    ("capture", CLOUD_CAPTURE_PREFIX),
+                    ("capture-errors", CAPTURE_ERRORS_PREFIX),
+                )
             ),
         ],
         removal_policy=removal,

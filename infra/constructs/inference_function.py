@@ -44,6 +44,7 @@ class InferenceFunction(Construct):
         log_group = logs.LogGroup(
             self, "Logs", retention=retention_days, removal_policy=log_removal
         )
+        self.log_group = log_group
         role = function_role(self, "Role", log_group)
         artifacts.grant(role, read=(MODELS_PREFIX,))
         pointer_uri = artifacts.uri(self, layout.pointer_key(config.model_name))
@@ -70,6 +71,12 @@ class InferenceFunction(Construct):
             if config.function.snapstart
             else None,
             environment={
+                # Unset when capture is off (config.capture.sample_rate 0).
+                **(
+                    {layout.CAPTURE_SAMPLE_RATE_ENV: str(config.capture.sample_rate)}
+                    if config.capture.enabled
+                    else {}
+                ),
                 # Before the first promotion this is the production pointer (see CONTRACTS.md).
                 layout.MODEL_URI_ENV: pointer_uri,
                 layout.MODEL_SHA256_ENV: "",

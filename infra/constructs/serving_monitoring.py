@@ -44,6 +44,7 @@ class ServingMonitoring(Construct):
             enforce_ssl=True,
             master_key=key,
         )
+        self.topic = topic
         if settings.email:
             topic.add_subscription(subscriptions.EmailSubscription(settings.email))
         api_5xx = front_door.metric_server_errors(period)

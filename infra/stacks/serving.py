@@ -1,9 +1,10 @@
 """The stateless serving stack: inference Lambda + ``live`` alias behind its front door
-(``api.kind``: a REST API, an HTTP API or a function URL)."""
+(``api.kind``: a REST API, an HTTP API or a function URL), and its request capture."""
 
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from constructs import Construct
 
 from infra.constructs.artifact_store import Artifacts
@@ -13,6 +14,7 @@ from infra.constructs.function_url import FunctionUrlFrontDoor
 from infra.constructs.http_api import HttpInferenceApi
 from infra.constructs.inference_api import InferenceApi
 from infra.constructs.inference_function import InferenceFunction
+from infra.constructs.request_capture import RequestCapture
 from infra.constructs.serving_monitoring import ServingMonitoring
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract import layout
@@ -62,6 +64,18 @@ class ServingStack(Stack):
             topic=self.monitoring.topic,
             dashboard=self.monitoring.dashboard,
         )
+
+        if config.capture.enabled:
+            self.capture = RequestCapture(
+                self,
+                "Capture",
+                config=config,
+                artifacts=artifacts,
+                log_group=inference.log_group,
+            )
+            self.capture.freshness_alarm.add_alarm_action(
+                cw_actions.SnsAction(self.monitoring.topic)
+            )
 
         CfnOutput(self, layout.API_URL_OUTPUT, value=self.front_door.url)
         CfnOutput(self, layout.FUNCTION_NAME_OUTPUT, value=self.function.function_name)

@@ -177,6 +177,16 @@ def capture_file_name(started_at: datetime, pid: int, sequence: int) -> str:
 # (readers tell them apart by gzip's magic bytes). The scheduled drift check reads a window of
 # those hours and writes its reports under ``drift/``.
 CLOUD_CAPTURE_PREFIX: Final = "capture/"
+# Records Firehose could not process or deliver, kept apart so that readers of capture/ only
+# ever see capture records: capture-errors/<error type>/YYYY/MM/DD/HH/.
+CAPTURE_ERRORS_PREFIX: Final = "capture-errors/"
+# The inference function captures this share (0..1) of its answered /predict calls, each as one
+# stdout line per row (functions/inference/capture.py); unset or 0: nothing is captured.
+CAPTURE_SAMPLE_RATE_ENV: Final = "CAPTURE_SAMPLE_RATE"
+# The CloudWatch Logs filter pattern that picks the capture lines out of the function's log: a
+# JSON line with a string "captured_at" at the top, which only a capture record has (Powertools'
+# log lines and the EMF line have other keys).
+CAPTURE_LOG_FILTER_PATTERN: Final = '{ $.captured_at = "*" }'
 DRIFT_PREFIX: Final = "drift/"  # drift/reports/<UTC stamp>.json and drift/latest.json
 DRIFT_REPORTS_PREFIX: Final = f"{DRIFT_PREFIX}reports/"
 DRIFT_LATEST_KEY: Final = f"{DRIFT_PREFIX}latest.json"

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Final
 
-from functions.inference.capture import Scored, records
+from functions.inference.capture import Scored, kept, records
 from onnxkit.contract.capture import encode_records
 from onnxkit.contract.layout import capture_file_name
 
@@ -80,7 +80,7 @@ class CaptureWriter:
 
     def __call__(self, call: Scored) -> None:
         """Queue one answered call (on the request path: no encoding, no I/O)."""
-        self._queue.put(call)
+        self._queue.put(kept(call))
 
     def close(self) -> CaptureStats:
         """Write everything queued, fsync and close the file; idempotent."""

@@ -23,7 +23,8 @@ os.environ.setdefault("CDK_DISABLE_CLI_TELEMETRY", "true")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNTH_GROUP = pytest.mark.xdist_group("cdk-synth")
 # An environment that exercises the non-default branches: API keys, a schedule, x86_64,
-# Lambda's START/END/REPORT lines back on, and a 6-hourly drift check that may retrain.
+# Lambda's START/END/REPORT lines back on, a 6-hourly drift check that may retrain, and no
+# request capture.
 VARIANT = {
     "api.auth_mode": "api_key",
     "api.quota_per_day": "100000",
@@ -36,6 +37,7 @@ VARIANT = {
     "lambda.system_log_level": "INFO",
     "drift.interval_hours": "6",
     "drift.retrain_on_drift": "true",
+    "capture.sample_rate": "0",
 }
 
 # The cheaper front doors (api.kind), on dev otherwise.

@@ -211,3 +211,22 @@ def test_request_metrics_follow_the_front_door_unless_set(
     overrides: dict[str, str], expected: bool
 ) -> None:
     assert load_config("dev", overrides).request_metrics is expected
+
+
+def test_capture_settings() -> None:
+    dev = load_config("dev")
+    assert dev.capture.sample_rate == 0.05 and dev.capture.enabled
+    assert load_config("prod").capture.retention_days == 90
+    off = load_config("dev", {"capture.sample_rate": "0"})
+    assert not off.capture.enabled
+    assert load_config("dev", {"capture.sample_rate": "1"}).capture.sample_rate == 1.0
+    for key, value in (
+        ("capture.sample_rate", "1.5"),
+        ("capture.sample_rate", "-0.1"),
+        ("capture.sample_rate", "nan"),
+        ("capture.retention_days", "0"),
+        ("capture.buffer_seconds", "30"),
+        ("capture.buffer_seconds", "901"),
+    ):
+        with pytest.raises(ConfigError, match=f"invalid setting {key}"):
+            load_config("dev", {key: value})

@@ -191,6 +191,7 @@ def test_alarms_dashboard_and_outputs(dev: Synthesized) -> None:
         ("Latency", "p99"),
         ("Throttles", "Sum"),
         ("Errors", "Sum"),
+        ("DeliveryToS3.DataFreshness", "Maximum"),  # request capture (on by default)
     }
     latency = next(a for a in alarms if a["Properties"]["MetricName"] == "Latency")
     assert latency["Properties"]["Threshold"] == 1000

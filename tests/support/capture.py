@@ -1,8 +1,11 @@
 """A bundled dataset as the served model reads and answers it, and capture records drawn from it:
-what the drift tests compare with a model's reference statistics."""
+what the drift tests compare with a model's reference statistics; and what the cloud capture's
+Firehose stream makes of a record CloudWatch Logs sends it."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,3 +68,16 @@ def sample(
         f"seed-{seed}", datetime.now(UTC).timestamp(), pop.model, feed, pop.answer(feed)
     )
     return records(scored)
+
+
+def firehose_processed(record: bytes) -> bytes:
+    """What the capture stream writes for one record CloudWatch Logs sent it: the gzip'd
+    payload decompressed ("Decompression"), only the log events' messages, one per line
+    ("CloudWatchLogProcessing" with message extraction, docs.aws.amazon.com/firehose/latest/dev/
+    Message_extraction.html), a newline after the record ("AppendDelimiterToRecord"), gzip'd
+    (the stream's CompressionFormat). Control messages carry no log events and yield nothing."""
+    payload = json.loads(gzip.decompress(record))
+    if payload.get("messageType") != "DATA_MESSAGE":
+        return gzip.compress(b"")
+    messages = "\n".join(event["message"] for event in payload["logEvents"])
+    return gzip.compress(messages.encode() + b"\n")

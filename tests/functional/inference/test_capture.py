@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from functions.inference.app import InferenceFunction
-from functions.inference.capture import Scored, records
+from functions.inference.capture import Scored, kept, records
 from functions.inference.runtime import Settings
 from functions.inference.source import ModelLocator
 from onnxkit.contract.layout import REFERENCE_FILE
@@ -89,9 +89,14 @@ def test_refused_calls_are_not_captured(model_dir: Path, tmp_path: Path) -> None
 def test_a_one_row_call_keeps_its_own_values(
     train_artifact: ArtifactFactory, tmp_path: Path
 ) -> None:
-    # An all-numeric model reuses one buffer for every one-row call: a sink must get a copy.
+    # An all-numeric model reuses one buffer for every one-row call: a sink that keeps calls
+    # keeps copies.
     sink: list[Scored] = []
-    function = _function(train_artifact("breast_cancer"), tmp_path, sink)
+    function = InferenceFunction(
+        Settings(model_uri=str(train_artifact("breast_cancer"))),
+        locator=ModelLocator(cache_dir=tmp_path / "cache"),
+        capture=lambda call: sink.append(kept(call)),
+    )
     width = len(function.runtime.require().features)
     _predict(function, [[1.0] * width], "a")
     _predict(function, [[2.0] * width], "b")

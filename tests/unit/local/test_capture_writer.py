@@ -21,6 +21,7 @@ MODEL: Any = SimpleNamespace(
     model_name="m",
     model_version="v1",
     features=(FeatureSpec("x", "x", True, True), FeatureSpec("c", "c", False, True)),
+    feed=SimpleNamespace(is_one_row_feed=lambda feed: False),  # no one-row buffer to copy
 )
 
 
