@@ -43,7 +43,7 @@ from functions.inference import batch, table
 # refuses every number spelling it does not read as the contract does (the tests enumerate
 # them), and a text column's cell is its text alike in both readers.
 _NOT_IN_BLOCKS = (b'"', b"\r", b"\0", b"\n\n")
-_PARSE = pacsv.ParseOptions(
+PARSE = pacsv.ParseOptions(
     delimiter=",",
     quote_char=False,  # no quote may be in the block: a '"' would be a cell's text
     double_quote=False,
@@ -84,8 +84,8 @@ def score_csv_block(
     if not plain_model(model):
         return None
     rows = block.count(b"\n")
-    if not rows or not block.endswith(b"\n") or block[:1] == b"\n":
-        return None
+    if not rows or not block.endswith(b"\n") or block.startswith((b"\n", table.UTF8_BOM)):
+        return None  # Arrow would drop a BOM starting the block: in a record, it is text
     if any(byte in block for byte in _NOT_IN_BLOCKS) or not table.is_utf8(block):
         return None
     positions = batch.feature_positions([spec.name for spec in model.features], header)
@@ -105,7 +105,7 @@ def score_csv_block(
     )
     try:
         parsed = pacsv.read_csv(
-            pa.py_buffer(block), _read_options(len(header), block), _PARSE, convert
+            pa.py_buffer(block), _read_options(len(header), block), PARSE, convert
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None  # a row of another width, a cell that is not a number to Arrow
