@@ -228,8 +228,10 @@ def _numeric_matrix(rows: pa.RecordBatch, names: Sequence[str]) -> np.ndarray | 
         column = rows.column(name)
         if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
             return None
-        # int64 -> float64 rounds to nearest, as float(str(v)) does; a null becomes NaN.
-        columns.append(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False))
+        # An integer beyond 2**53 rounds to the nearest float64 (unsafe: Arrow's safe cast
+        # refuses it), as float(str(v)) does; a null becomes NaN.
+        values = pc.cast(column, pa.float64(), safe=False)
+        columns.append(values.to_numpy(zero_copy_only=False))
     return np.stack(columns)
 
 
