@@ -7,13 +7,14 @@ runtime would not: every path here either writes the very bytes the runtime's ro
 declines (None) and leaves the rows to it. pyarrow is a dependency of the shell only: the
 Lambda bundles never carry it, and ``functions/`` never imports this module.
 
-- :func:`score_csv_block`: a block of one-line CSV records (no quote, CR, blank, tab, NUL or
-  underscore anywhere, UTF-8) under an all-numeric model, parsed by Arrow's CSV reader into
-  float64 columns (a correctly rounded parse, as ``float()``'s), checked (widths, NaN,
-  float32's range: :meth:`FeedBuilder.from_matrix`) and scored by one ``session.run``.
-  Arrow's reader is stricter than the contract nowhere that matters: anything it refuses or
-  reads as NaN or infinity sends the block row by row; the tests compare both paths on every
-  spelling they can generate.
+- :func:`score_csv_block`: a block of one-line CSV records (no quote, CR, NUL or blank line
+  anywhere, no BOM at its start, UTF-8) under an all-numeric model whose missing tokens are
+  not numbers, parsed by Arrow's CSV reader into float64 columns (a correctly rounded parse,
+  as ``float()``'s), checked (widths, NaN, float32's range: :meth:`FeedBuilder.from_matrix`)
+  and scored by one ``session.run``. Arrow never reads a cell as a finite number other than
+  the contract's number for its text: it refuses the rest, or reads NaN or infinity, and then
+  the block goes row by row (the tests compare both paths on every spelling they know, on
+  every short string of number characters and on generated blocks).
 - :func:`parquet_chunks` and :func:`score_parquet_batch`: a Parquet file read a batch of rows
   at a time (only the columns the model and ``--id-column`` need) and scored as the CSV of the
   same table: every cell is the text a CSV writer gives it (numbers as ``repr``, a null or a
