@@ -178,10 +178,10 @@ def score_numeric_block(
     as ``float()`` (the tests compare them on the spellings either accepts)."""
     features = model.features
     if not model.feed.all_numeric or any(
-        _numeric_tokens(spec.rule.missing_tokens) for spec in features
+        numeric_tokens(spec.rule.missing_tokens) for spec in features
     ):
         return None
-    if any(byte in block for byte in _NOT_IN_PLAIN_BLOCKS) or block[:1] == b"\n":
+    if any(byte in block for byte in NOT_IN_PLAIN_BLOCKS) or block[:1] == b"\n":
         return None
     width = len(header) - 1
     if set(map(bytes.count, block.split(b"\n")[:-1], repeat(b","))) != {width}:
@@ -208,7 +208,7 @@ def score_numeric_block(
 _PLAIN_NUMBER_BYTES = b"0123456789.eE+-"
 # Bytes after which a block's cells need score_cells: quotes, blanks and number spellings
 # (1_000, " 1") that float() and numpy's reader may read differently from the contract.
-_NOT_IN_PLAIN_BLOCKS = (b'"', b"\r", b" ", b"\t", b"\0", b"_", b"\n\n", b"\x0b", b"\x0c")
+NOT_IN_PLAIN_BLOCKS = (b'"', b"\r", b" ", b"\t", b"\0", b"_", b"\n\n", b"\x0b", b"\x0c")
 
 
 def plain_numbers(spec: FeatureSpec, cells: Sequence[str]) -> np.ndarray | None:
@@ -219,7 +219,7 @@ def plain_numbers(spec: FeatureSpec, cells: Sequence[str]) -> np.ndarray | None:
     text = "".join(cells)
     if not text.isascii() or text.encode().translate(None, _PLAIN_NUMBER_BYTES):
         return None
-    if _numeric_tokens(spec.rule.missing_tokens):
+    if numeric_tokens(spec.rule.missing_tokens):
         return None  # "-999" may be a missing token: csv_numbers reads cell by cell
     if not all(cells):  # empty cells are missing values: NaN, as None becomes in a feed
         cells = [cell or "nan" for cell in cells]
@@ -235,7 +235,7 @@ def plain_numbers(spec: FeatureSpec, cells: Sequence[str]) -> np.ndarray | None:
 
 
 @lru_cache(maxsize=16)
-def _numeric_tokens(tokens: frozenset[str]) -> bool:
+def numeric_tokens(tokens: frozenset[str]) -> bool:
     """Whether a missing token looks like a plain number ("-999"): then cells must be read one
     by one, as csv_numbers does."""
     return any(not token.encode().translate(None, _PLAIN_NUMBER_BYTES) for token in tokens)

@@ -288,10 +288,10 @@ def _jsonl_scored(
     size = len(results)
     if not size or any(result.reason is not None for result in results):
         return None
-    predictions = _json_cells([result.prediction for result in results])
+    predictions = json_cells([result.prediction for result in results])
     if predictions is None:
         return None
-    id_cells = _json_cells(list(ids)) if id_column else None
+    id_cells = json_cells(list(ids)) if id_column else None
     if id_column and id_cells is None:
         return None
     matrix = None
@@ -384,30 +384,68 @@ def score_plain_block(
     if job.input_format != "csv" or job.output_format != "jsonl" or job.header is None:
         return None
     rows = block.count(b"\n")
-    if not rows or not block.endswith(b"\n"):
-        return None
+    if not rows or not block.endswith(b"\n") or not is_utf8(block):
+        return None  # a record that is not UTF-8 is refused by score_records, row by row
     answer = batch.score_numeric_block(model, job.header, block, rows)
     if answer is None:
-        return None
-    classes = model.classes if model.task == "classification" else None
-    predictions = answer["predictions"]
-    cells: Sequence[str] | None
-    if isinstance(predictions, list):  # string labels
-        cells = _json_cells(predictions)
-    elif not isinstance(predictions, np.ndarray) or predictions.ndim != 1:
-        return None
-    elif predictions.dtype.kind in "iu" or predictions.dtype == np.float32:
-        cells = _split_numbers(orjson.dumps(predictions, option=_DUMP))
-    else:
-        cells = _json_cells(predictions.tolist())
-    probabilities = answer.get("probabilities")
-    if cells is None or len(cells) != rows or (classes and probabilities is None):
         return None
     ids = None
     if job.id_column is not None:
         ids = _id_cells(block, job.header.index(job.id_column))
         if ids is None:
             return None
+    return answer_records(
+        model, job, answer, ids, rows=rows, first_row=first_row, first_line=first_line,
+        lead=lead, row_field=row_field, line_field=line_field,
+    )  # fmt: skip
+
+
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 text (ASCII is checked first: one pass in C, no copy)."""
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def answer_records(
+    model: batch.Model,
+    job: Job,
+    answer: dict[str, Any],
+    ids: Sequence[str] | None,
+    *,
+    rows: int,
+    first_row: int,
+    first_line: int,
+    lead: dict[str, Any] | None = None,
+    row_field: str = "row",
+    line_field: str = "line",
+) -> Formatted | None:
+    """JSON Lines of ``rows`` consecutive rows, all scored, from the model's ``answer`` for
+    them (``predict_feed``'s) and their ids as JSON texts (with ``--id-column``), lines
+    numbered from ``first_line`` one a row: the bytes :func:`format_records` writes for them.
+    None when the answer holds a value the columns do not know (the caller goes row by row)."""
+    if job.output_format != "jsonl" or (job.id_column is not None and ids is None):
+        return None
+    classes = model.classes if model.task == "classification" else None
+    predictions = answer["predictions"]
+    cells: Sequence[str] | None
+    if isinstance(predictions, list):  # string labels
+        cells = json_cells(predictions)
+    elif not isinstance(predictions, np.ndarray) or predictions.ndim != 1:
+        return None
+    elif predictions.dtype.kind in "iu" or predictions.dtype == np.float32:
+        cells = _split_numbers(orjson.dumps(predictions, option=_DUMP))
+    else:
+        cells = json_cells(predictions.tolist())
+    probabilities = answer.get("probabilities")
+    if cells is None or len(cells) != rows or (classes and probabilities is None):
+        return None
+    if ids is not None and len(ids) != rows:
+        return None
     data = _jsonl_columns(
         classes, model.model_version, job.id_column, cells, probabilities, ids, first_row,
         range(first_line, first_line + rows), lead or {}, row_field, line_field,
@@ -422,7 +460,7 @@ def _id_cells(block: bytes, at: int) -> Sequence[str] | None:
         lines = block.decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError:
         return None
-    return _json_cells([line.split(",", at + 1)[at] for line in lines])
+    return json_cells([line.split(",", at + 1)[at] for line in lines])
 
 
 def _name(name: str) -> str:
@@ -435,7 +473,7 @@ def _split_numbers(array_json: bytes) -> list[str]:
     return array_json.decode()[1:-1].split(",")
 
 
-def _json_cells(values: list[Any]) -> Sequence[str] | None:
+def json_cells(values: list[Any]) -> Sequence[str] | None:
     """Each value as orjson writes it (ints, strings, None, numpy float32 scalars), or None."""
     kinds = set(map(type, values))
     if kinds == {np.float32}:

@@ -21,7 +21,7 @@ from onnxkit.cli.group import LazyGroup
 COMMANDS: dict[str, str] = {
     "predict": "Score rows over HTTPS: batched, retried with backoff, written batch by batch, "
     "resumable.",
-    "score": "Score a CSV/JSONL file here, or in the cloud with --env.",
+    "score": "Score a CSV/JSONL/Parquet file here, or a CSV/JSONL file in the cloud with --env.",
     "models": "List registered model versions with their metrics; the live one is marked.",
     "train": "Upload training data to the kit's data location and start a pipeline execution.",
     "status": "Show a training run: steps, training job status and metrics, gate, promoted "

@@ -21,8 +21,9 @@ def score(
         typer.Option(
             "--input",
             "-i",
-            help="rows.csv (header row; extra columns are ignored) or rows.jsonl (objects or "
-            "arrays). With --env also s3://<bucket>/scoring/input/... (an object or a folder).",
+            help="rows.csv (header row; extra columns are ignored), rows.jsonl (objects or "
+            "arrays) or rows.parquet (here only). With --env also "
+            "s3://<bucket>/scoring/input/... (an object or a folder).",
         ),
     ] = None,
     output: Annotated[
@@ -84,7 +85,7 @@ def score(
     region: Annotated[str | None, typer.Option(help="With --env: AWS region.")] = None,
     profile: Annotated[str | None, typer.Option(help="With --env: AWS profile.")] = None,
 ) -> None:
-    """Score a CSV/JSONL file here, or in the cloud with --env.
+    """Score a CSV/JSONL/Parquet file here, or a CSV/JSONL file in the cloud with --env.
 
     Here: chunked, parallel, streaming, resumable, with the same decoding rules, model loading
     and digest checks as POST /predict. Every row is scored or rejected with its line and reason
@@ -199,6 +200,13 @@ def _cloud(
             raise KitError("--execution: the run's output folder is its own; --output is a file")
     elif source is None:
         raise KitError("--env needs --input (a local file or s3://...) or --execution")
+    elif source.lower().endswith(scoring.PARQUET_SUFFIXES):
+        # pyarrow (~170 MB unpacked) does not fit the scoring function's 250 MB bundle beside
+        # onnxruntime and numpy; README, "Batch scoring".
+        raise KitError(
+            f"--env scores CSV and JSON Lines inputs, not Parquet ({source}): score it on this "
+            "machine with --model or --workdir, or convert it to CSV"
+        )
     local = None if destination is None or destination.startswith("s3://") else Path(destination)
     if local is not None:
         _check_local_output(local, overwrite)

@@ -27,6 +27,7 @@ afresh), as is writing over a file that has no record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import orjson
 
@@ -58,12 +59,19 @@ class BrokenInput(KitError):
     """The input's structure breaks (a quote that never closes): nothing after it is a row."""
 
 
-def input_format(path: Path) -> table.Format:
-    """``csv`` or ``jsonl``, from the input's name."""
+InputFormat = Literal["csv", "jsonl", "parquet"]
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def input_format(path: Path) -> InputFormat:
+    """``csv``, ``jsonl`` or ``parquet``, from the input's name."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return "parquet"
     found = contract.input_format(path.name)
     if found is None:
         raise KitError(
-            f"{path}: unsupported input format {path.suffix or '(none)'}; use .csv or .jsonl"
+            f"{path}: unsupported input format {path.suffix or '(none)'}; use .csv, .jsonl or "
+            ".parquet"
         )
     return found
 
@@ -138,6 +146,7 @@ class Chunk:
     end_offset: int  # input byte offset after the chunk
     next_line: int  # the line number the next record would start on
     block: bytes = b""
+    columns: Any = None  # a Parquet input's rows: a pyarrow RecordBatch
 
     @property
     def size(self) -> int:
@@ -249,6 +258,39 @@ def _plain_block(handle: IO[bytes], most: int, row_bytes: float) -> tuple[bytes,
     return block, count, start + len(block)
 
 
+def parquet_header(path: Path) -> tuple[str, ...]:
+    """A Parquet input's column names (from its footer); KitError when it is not Parquet."""
+    from onnxkit.local import columnar  # noqa: PLC0415  # pyarrow, for Parquet only
+
+    try:
+        return columnar.parquet_input(path).header
+    except columnar.ParquetProblem as error:
+        raise KitError(f"{path}: {error}") from None
+
+
+def parquet_pieces(
+    path: Path, job: Job, progress: Progress, *, features: Sequence[str], batch_rows: int
+) -> Iterator[Chunk]:
+    """A Parquet input's chunks from the progress record's next row: the columns the model and
+    the id need, ``batch_rows`` rows at a time. Rows, not bytes, locate a resume; a chunk's
+    ``end_offset`` is the bytes' share of the rows read, for the progress bar."""
+    from onnxkit.local import columnar  # noqa: PLC0415
+
+    wanted = [*features, *([job.table.id_column] if job.table.id_column else [])]
+    total = columnar.parquet_input(path).rows
+    size = progress.input["size"]
+    row, index = progress.next_row, progress.chunks
+    try:
+        for rows in columnar.parquet_chunks(path, wanted, batch_rows=batch_rows, first_row=row):
+            count = rows.num_rows
+            end = size if row + count >= total else size * (row + count) // max(total, 1)
+            lines = range(row + 2, row + 2 + count)  # the table's CSV: the header is line 1
+            yield Chunk(index, row, [], lines, end, row + 2 + count, columns=rows)
+            index, row = index + 1, row + count
+    except columnar.ParquetProblem as error:
+        raise BrokenInput(f"{error}") from None
+
+
 # --- one chunk, in a worker ------------------------------------------------------------------
 @dataclass
 class ChunkResult:
@@ -263,10 +305,12 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class Job:
-    """What every chunk of a run shares: the model to load and the table's shape."""
+    """What every chunk of a run shares: the model to load, the table's shape and the input's
+    format (a Parquet input's table is read as the CSV of the same table: ``table`` says csv)."""
 
     model: ModelRef
     table: table.Job
+    input_format: InputFormat = "csv"
 
 
 _worker: dict[str, Any] = {}
@@ -286,9 +330,19 @@ def work(chunk: Chunk) -> ChunkResult:
 
 def score_chunk(model: Any, job: Job, chunk: Chunk) -> ChunkResult:
     """Parse, score and format one chunk (the cloud scoring function's code)."""
+    from onnxkit.local import columnar  # noqa: PLC0415  # pyarrow: in the workers only
+
+    if chunk.columns is not None:
+        try:
+            done = columnar.score_parquet_batch(
+                model, job.table, chunk.columns, first_row=chunk.first_row
+            )
+        except columnar.ParquetProblem as error:
+            raise KitError(f"cannot score the Parquet input: {error}") from None
+        return ChunkResult(chunk.index, done.data, done.scored, done.rejected, done.samples)
     records = chunk.records
     if chunk.block:
-        whole = table.score_plain_block(
+        whole = columnar.score_csv_block(
             model, job.table, chunk.block, first_row=chunk.first_row, first_line=chunk.lines[0]
         )
         if whole is not None:
@@ -408,8 +462,11 @@ def score_file(
     model = load(model_ref)
     header: list[str] | None = None
     start_offset, start_line = 0, 1
-    if in_fmt == "csv":
+    if in_fmt == "parquet":
+        header, start_line = list(parquet_header(input_path)), 2
+    elif in_fmt == "csv":
         header, start_offset, start_line = read_header(input_path)
+    if header is not None:
         from functions.inference.batch import MissingColumns, feature_positions  # noqa: PLC0415
 
         try:
@@ -456,8 +513,9 @@ def score_file(
         handle.seek(progress.output_bytes)
         if on_start is not None:
             on_start(model, resumed)
-        shape = table.Job(in_fmt, out_fmt, tuple(header) if header else None, id_column)
-        job = Job(model_ref, shape)
+        cells: table.Format = "csv" if in_fmt == "parquet" else in_fmt
+        shape = table.Job(cells, out_fmt, tuple(header) if header else None, id_column)
+        job = Job(model_ref, shape, in_fmt)
         try:
             _run(
                 job=job,
@@ -543,16 +601,23 @@ def _run(
     progress_bar: Callable[[int, int], Any] | None,
 ) -> None:
     total = progress.input["size"]
-    with open_input(input_path) as source:
-        source.seek(progress.input_offset)
-        pieces = chunks(
-            source,
-            job.table.input_format,
-            batch_rows=batch_rows,
-            first_row=progress.next_row,
-            line=progress.next_line,
-            index=progress.chunks,
-        )
+    with contextlib.ExitStack() as stack:
+        if job.input_format == "parquet":
+            names = [spec.name for spec in model.features]
+            pieces = parquet_pieces(
+                input_path, job, progress, features=names, batch_rows=batch_rows
+            )
+        else:
+            source = stack.enter_context(open_input(input_path))
+            source.seek(progress.input_offset)
+            pieces = chunks(
+                source,
+                job.table.input_format,
+                batch_rows=batch_rows,
+                first_row=progress.next_row,
+                line=progress.next_line,
+                index=progress.chunks,
+            )
         bar = progress_bar(total, progress.input_offset) if progress_bar else None
         advance = bar.__enter__() if bar is not None else (lambda n: None)
         committed_at = time.monotonic()

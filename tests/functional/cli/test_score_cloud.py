@@ -294,7 +294,11 @@ E = ["--env", "dev"]
         (E, "--env needs --input (a local file or s3://...) or --execution"),
         (["--model", "m.onnx", "--execution", "x"], "--execution follows a cloud run: pass --env"),
         ([*E, "-i", "missing.csv"], "input file missing.csv not found"),
-        ([*E, "-i", "rows.parquet"], "rows.parquet: unsupported input format; use .csv or .jsonl"),
+        (
+            [*E, "-i", "rows.parquet"],
+            "--env scores CSV and JSON Lines inputs, not Parquet (rows.parquet): score it on "
+            "this machine with --model or --workdir, or convert it to CSV",
+        ),
         (
             [*E, "-i", "s3://elsewhere/rows.csv"],
             f"--input s3://elsewhere/rows.csv is outside {INPUT}: copy it there (the scoring "
@@ -336,3 +340,10 @@ def test_bad_locations_and_options_are_one_line_and_start_nothing(
     assert _executions(machine) == []
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="scoring/input/")["Contents"]
     assert [o["Key"] for o in listed] == ["scoring/input/old/notes.txt.gz"]
+
+
+def test_a_parquet_object_in_s3_is_refused_in_one_line_before_anything_starts(runner, machine):
+    result = invoke(runner, "score", "--env", "dev", "-i", f"{INPUT}batch/rows.parquet")
+    error = _one_error_line(result)
+    assert "not Parquet" in error and "score it on this machine with --model" in error
+    assert _executions(machine) == []

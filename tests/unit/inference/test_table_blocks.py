@@ -137,3 +137,12 @@ def test_an_id_column_of_any_text_rides_along_in_the_same_bytes(
     whole, expected = _both(models["breast_cancer"], header, block, id_column="id")
     assert whole is not None, "the whole-block path declined a block with an id column"
     assert whole.data == expected
+
+
+def test_a_block_with_a_record_that_is_not_utf8_is_declined(models: dict[str, Any]) -> None:
+    """Even in a column the model does not read: the row-by-row path refuses the record."""
+    header, lines = _rows("breast_cancer")
+    block = b"".join(lines[1:20]) + lines[0][:-1] + b"\xe9\n"  # in the target column
+    whole, expected = _both(models["breast_cancer"], header, block)
+    assert whole is None
+    assert b'"error":"not UTF-8 text' in expected.splitlines()[-1]
