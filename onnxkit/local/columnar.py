@@ -37,6 +37,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from functions.inference import batch, table
+from functions.inference.predictor import non_finite_rows
 
 # Bytes after which a block is left to the row-by-row path: a quote or CR (the csv module reads
 # them as quoting and line ends; Arrow is told not to), NUL (the csv module's own rule) and a
@@ -136,7 +137,8 @@ def _predict(model: batch.Model, features_by_row: np.ndarray) -> dict[str, Any] 
     feed = model.feed.from_matrix(features_by_row.T)  # a view: from_matrix transposes back
     if feed is None:
         return None
-    return model.predict_feed(feed)
+    answer = model.predict_feed(feed)
+    return None if non_finite_rows(answer) else answer  # the row path withholds those rows
 
 
 # --- Parquet ----------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ def test_batch_scoring_rejects_the_row_and_scores_its_neighbours(artifact: Path)
     block = "".join(",".join(row) + "\n" for row in rows).encode()
     job = table.Job("csv", "jsonl", tuple(header), None)
     assert table.score_plain_block(model, job, block, first_row=0, first_line=2) is None
+    from onnxkit.local import columnar  # the local score's Arrow path declines it too
+
+    assert columnar.score_csv_block(model, job, block, first_row=0, first_line=2) is None
     results, _ = table.score_records(model, job, block.splitlines(keepends=True))
     assert [i for i, r in enumerate(results) if r.reason] == [17]
     assert results[17].reason == NON_FINITE_PROBLEM and results[17].prediction is None
