@@ -1,8 +1,8 @@
 """The inference API: Powertools routes over one :class:`~.runtime.Runtime`, and their wiring.
 
-:func:`routes` registers ``POST /predict``, ``GET /model``, ``GET /health`` and
-``GET /openapi.json`` on one resolver per event format, whose routes read only the runtime they
-are given and the event Powertools hands them; request decoding is :mod:`.decode`'s. Every
+:func:`routes` registers ``POST /predict``, ``POST /explain``, ``GET /model``, ``GET /health``
+and ``GET /openapi.json`` on one resolver per event format, whose routes read only the runtime
+they are given and the event Powertools hands them; request decoding is :mod:`.decode`'s. Every
 client mistake becomes a 4xx ``{"error": {...}}``; only our own faults give a 500, carrying the
 request id and nothing internal. :class:`InferenceFunction` builds the runtime and the telemetry
 once and is what both callers call: the Lambda entry point (:mod:`.handler`) and
@@ -31,11 +31,19 @@ from aws_lambda_powertools.event_handler import (
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 
-from onnxkit.contract.api import HEALTH_PATH, JSON, MODEL_PATH, OPENAPI_PATH, PREDICT_PATH
+from onnxkit.contract.api import (
+    EXPLAIN_PATH,
+    HEALTH_PATH,
+    JSON,
+    MODEL_PATH,
+    OPENAPI_PATH,
+    PREDICT_PATH,
+)
 
 from . import decode
 from .capture import Sink, scored
 from .errors import ApiError
+from .explain import Explainers, requested_class
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
 from .runtime import Runtime, Settings
@@ -43,6 +51,7 @@ from .source import ModelLocator
 
 ROUTES: dict[str, str] = {
     PREDICT_PATH: "POST",
+    EXPLAIN_PATH: "POST",
     MODEL_PATH: "GET",
     HEALTH_PATH: "GET",
     OPENAPI_PATH: "GET",
@@ -73,8 +82,9 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
         "http": APIGatewayHttpResolver(),
         "function_url": LambdaFunctionUrlResolver(),
     }
+    explainers = Explainers(runtime.locator)  # one background read, whatever the format
     for app in resolvers.values():
-        _register(app, runtime, telemetry, capture)
+        _register(app, runtime, telemetry, capture, explainers)
     rest = resolvers["rest"]
 
     def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -98,7 +108,11 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
 
 
 def _register(
-    app: ApiGatewayResolver, runtime: Runtime, telemetry: Telemetry, capture: Sink | None
+    app: ApiGatewayResolver,
+    runtime: Runtime,
+    telemetry: Telemetry,
+    capture: Sink | None,
+    explainers: Explainers,
 ) -> None:
     """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
@@ -122,6 +136,20 @@ def _register(
             capture(call)
         return _json(200, result)
 
+    @app.post(EXPLAIN_PATH)
+    def explain() -> Response:
+        """POST /explain: /predict's bodies, each row's feature contributions (:mod:`.explain`)."""
+        model = runtime.require()
+        event = app.current_event.raw_event
+        feed = decode.predict_feed(
+            event,
+            model.feed,
+            max_body_bytes=settings.max_body_bytes,
+            max_instances=settings.max_explain_instances,
+        )
+        explainer = explainers.get(model, runtime.located)
+        return _json(200, explainer.explain(feed, requested_class(event)))
+
     @app.get(MODEL_PATH)
     def model_info() -> Response:
         """GET /model: the manifest's public part."""
@@ -141,7 +169,11 @@ def _register(
     def openapi() -> Response:
         """GET /openapi.json: this API, its request schema generated from the signature."""
         model = runtime.model
-        document = openapi_document(model.public if model else None, settings.max_instances)
+        document = openapi_document(
+            model.public if model else None,
+            settings.max_instances,
+            max_explain_instances=settings.max_explain_instances,
+        )
         return _json(200, document)
 
     @app.exception_handler(ApiError)
