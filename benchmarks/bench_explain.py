@@ -17,12 +17,21 @@ import contextlib
 import csv
 import io
 import json
+import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")  # no EMF lines on stdout
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.support, ahead of any other "tests" package
+
+from tests.support.inference import FakeContext, event_with  # noqa: E402
 
 MODELS = [
     ("breast_cancer", "logistic_regression"),
@@ -78,34 +87,11 @@ def first_row(dataset: str) -> dict[str, Any]:
     return row
 
 
-def event(path: str, body: str) -> dict[str, Any]:
-    return {
-        "httpMethod": "POST",
-        "path": path,
-        "resource": path,
-        "headers": {"Content-Type": "application/json"},
-        "body": body,
-        "isBase64Encoded": False,
-        "requestContext": {"requestId": "bench", "stage": "v1"},
-    }
-
-
-class Context:
-    function_name = "bench"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:123456789012:function:bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 def median_us(handler: Any, request: dict[str, Any], calls: int) -> float:
     samples = []
     for _ in range(calls):
         started = time.perf_counter_ns()
-        result = handler(request, Context())
+        result = handler(request, FakeContext())
         samples.append(time.perf_counter_ns() - started)
         assert result["statusCode"] == 200, result["body"]
     return statistics.median(samples) / 1000
@@ -128,8 +114,11 @@ def main() -> None:
             model = train(dataset, estimator, Path(scratch) / f"{dataset}-{estimator}")
             handler = InferenceFunction(Settings(model_uri=str(model))).lambda_handler
             body = json.dumps({"instances": [first_row(dataset)]})
-            requests = {"predict": event("/predict", body), "explain": event("/explain", body)}
-            answer = json.loads(handler(requests["explain"], Context())["body"])
+            requests = {
+                path: event_with("predict_objects", path=f"/{path}", body=body)
+                for path in ("predict", "explain")
+            }
+            answer = json.loads(handler(requests["explain"], FakeContext())["body"])
             evaluated = answer["coalitions"] * answer["background_rows"]
             for request in requests.values():  # warm both routes
                 median_us(handler, request, 3)

@@ -166,14 +166,16 @@ def test_npy_bodies_are_binary_and_not_held_to_the_json_schema(dev: Synthesized)
     api = dev.one("Serving", "AWS::ApiGateway::RestApi")["Properties"]
     assert "application/x-npy" in api["BinaryMediaTypes"]
     assert set(api["BinaryMediaTypes"]) == BINARY_MEDIA_TYPES  # onnxkit serve does the same
-    (post,) = [
+    posts = [
         m["Properties"]
         for m in dev.resources("Serving", "AWS::ApiGateway::Method").values()
         if m["Properties"]["HttpMethod"] == "POST"
     ]
+    assert len(posts) == 2  # /predict and /explain
     # The schema model is mapped to application/json only (no $default): API Gateway skips
     # body validation for a content type without a model, so .npy and CSV reach the function.
-    assert set(post["RequestModels"]) == {"application/json"}
+    for post in posts:
+        assert set(post["RequestModels"]) == {"application/json"}
     (model,) = dev.resources("Serving", "AWS::ApiGateway::Model").values()
     assert model["Properties"]["ContentType"] == "application/json"
 
