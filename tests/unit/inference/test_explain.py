@@ -66,8 +66,8 @@ def test_sampled_coalitions_keep_efficiency_and_approach_the_shapley_values() ->
     empty, full = game(np.zeros(n, dtype=bool)), game(np.ones(n, dtype=bool))
     assert phi.sum() == pytest.approx(full - empty, abs=1e-12)
     truth = brute_force_shapley(game, n)
-    # An estimate: within a few percent of the total spread, never wildly off.
-    assert np.abs(phi - truth).max() < 0.05 * np.abs(truth).sum()
+    # An estimate: 0.6% of the total attribution at worst with this seed.
+    assert np.abs(phi - truth).max() < 0.02 * np.abs(truth).sum()
 
 
 def test_an_additive_game_is_explained_exactly_even_when_sampled() -> None:
