@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from math import comb
@@ -342,8 +342,3 @@ class Explainers:
         except (BackgroundError, ModelSourceError, OSError, ApiError) as error:
             log.error("cannot explain %s %s: %s", model.model_name, model.model_version, error)
             return UNAVAILABLE
-
-
-def explain_rows(explainer: Explainer, rows: Sequence[Mapping[str, np.ndarray]]) -> list[Any]:
-    """Each ``[1, 1]``-input row's explanation for its predicted class (benchmarks, tests)."""
-    return [explainer.explain_row(row, None) for row in rows]

@@ -353,3 +353,41 @@ def test_explanations_match_the_served_openapi_document(function: Functions) -> 
         body = explain(handler, dataset_rows(dataset, 2))
         jsonschema.validate(body, schemas["Explanation"])
         assert orjson.loads(orjson.dumps(body)) == body
+
+
+def test_a_model_in_s3_reads_its_background_beside_it_on_the_first_explain(
+    trained: Callable[[str, str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the function serves a promoted version: model.onnx and manifest.json downloaded at
+    cold start, background.json fetched from beside them when /explain first needs it; an S3
+    failure then is a 503 that the next call retries."""
+    from functions.inference.app import InferenceFunction
+    from functions.inference.runtime import Settings
+    from functions.inference.source import ModelLocator
+    from tests.support.aws import create_bucket, mocked
+
+    source = trained("diabetes", "ridge")
+    with mocked(monkeypatch):
+        s3 = create_bucket("onnxkit-explain-test")
+        prefix = "models/diabetes/v1/"
+        for name in ("model.onnx", MANIFEST_FILE):
+            s3.put_object(
+                Bucket="onnxkit-explain-test", Key=prefix + name, Body=(source / name).read_bytes()
+            )
+        uri = f"s3://onnxkit-explain-test/{prefix}model.onnx"
+        locator = ModelLocator(cache_dir=tmp_path / "cache")
+        handler = InferenceFunction(Settings(model_uri=uri), locator=locator)
+        rows = dataset_rows("diabetes", 2)
+        assert request(handler, rows, path="/predict")[0] == 200
+        status, body = request(handler, rows)
+        assert status == 503
+        assert_error(body, "explanation_unavailable")
+        s3.put_object(
+            Bucket="onnxkit-explain-test",
+            Key=prefix + BACKGROUND_FILE,
+            Body=(source / BACKGROUND_FILE).read_bytes(),
+        )
+        status, body = request(handler, rows)
+        assert status == 200, body
+        local = InferenceFunction(Settings(model_uri=str(source)))
+        assert body["explanations"] == explain(local, rows)["explanations"]
