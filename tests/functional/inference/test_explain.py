@@ -265,6 +265,16 @@ def test_bad_bodies_get_predicts_errors(function: Functions, name: str) -> None:
 
 
 def test_the_row_cap_is_explains_own(function: Functions) -> None:
+    from functions.inference.runtime import Settings
+    from onnxkit.config import ConfigError, load_config
+    from onnxkit.contract.layout import MAX_EXPLAIN_INSTANCES_ENV
+
+    assert Settings.from_env({MAX_EXPLAIN_INSTANCES_ENV: "2"}).max_explain_instances == 2
+    assert Settings.from_env({}).max_explain_instances == 10
+    config = load_config("dev", {"lambda.max_explain_instances": 3})
+    assert config.function.max_explain_instances == 3
+    with pytest.raises(ConfigError, match="max_explain_instances"):
+        load_config("dev", {"lambda.max_explain_instances": 0})
     handler = function("breast_cancer", "mlp", max_explain_instances=2)
     rows = dataset_rows("breast_cancer", 3)
     status, body = request(handler, rows)
