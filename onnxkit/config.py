@@ -111,6 +111,12 @@ class LambdaSettings(_Section):
     max_instances: int = Field(
         layout.MAX_INSTANCES, ge=1, le=100_000, description="Rows per /predict call."
     )
+    max_explain_instances: int = Field(
+        layout.MAX_EXPLAIN_INSTANCES,
+        ge=1,
+        le=1_000,
+        description="Rows per /explain call: each costs ~16k model rows (README, Explanations).",
+    )
     request_metrics: Literal["auto", "on", "off"] = Field(
         "auto",
         description="The function's per-request EMF line (Instances, Latency, errors): auto is "

@@ -22,7 +22,14 @@ import skl2onnx
 import sklearn
 from sklearn.pipeline import Pipeline
 
-from onnxkit.contract.layout import FAILURE_FILE, REFERENCE_FILE, SERVING_FILE, sha256_file
+from onnxkit.contract.background import BACKGROUND_ROWS, Background, encode_background
+from onnxkit.contract.layout import (
+    BACKGROUND_FILE,
+    FAILURE_FILE,
+    REFERENCE_FILE,
+    SERVING_FILE,
+    sha256_file,
+)
 from onnxkit.contract.manifest import (
     SCHEMA_VERSION,
     Baseline,
@@ -232,6 +239,38 @@ def write_reference(reference: Reference, model_dir: Path) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- background
+
+
+def background_sample(
+    schema: Schema, X_train: pd.DataFrame, seed: int, rows: int = BACKGROUND_ROWS
+) -> Background:
+    """A seeded sample of training rows as the graph reads them (float32-exact numbers, null
+    for a missing one; categories, "" for a missing one): what /explain measures against."""
+    sample = X_train.sample(min(rows, len(X_train)), random_state=seed)
+    columns: list[list[Any]] = []
+    for column in schema.features:
+        values = sample[column]
+        if column in schema.numeric:
+            numbers = values.to_numpy(np.float64).astype(np.float32).astype(np.float64)
+            columns.append([None if np.isnan(v) else float(v) for v in numbers])
+        else:
+            columns.append([str(v) for v in values.tolist()])
+    return Background(
+        features=[str(column) for column in schema.features],
+        rows=[list(row) for row in zip(*columns, strict=True)],
+        seed=seed,
+        source_rows=len(X_train),
+    )
+
+
+def write_background(background: Background, model_dir: Path) -> Path:
+    """Write ``background.json`` beside the graphs (the manifest then lists its digest)."""
+    path = Path(model_dir) / BACKGROUND_FILE
+    path.write_bytes(encode_background(background))
+    return path
+
+
 # --------------------------------------------------------------------------- manifest
 
 
@@ -275,8 +314,8 @@ def build_manifest(
     importance: Importance | None = None,
 ) -> Manifest:
     """The manifest of the files in ``model_dir``: the serving graph, the fp32 one when int8
-    serves, and the reference statistics."""
-    paths = [*model_dir.glob("*.onnx"), model_dir / REFERENCE_FILE]
+    serves, the reference statistics and the explanation background."""
+    paths = [*model_dir.glob("*.onnx"), model_dir / REFERENCE_FILE, model_dir / BACKGROUND_FILE]
     files = {
         p.name: FileInfo(size_bytes=p.stat().st_size, sha256=sha256_file(p))
         for p in sorted(paths)

@@ -111,6 +111,9 @@ def run(hp: Hyperparameters) -> Manifest:
         refuse_unservable(choice, variants["fp32"])
         place_graphs(model_dir, fp32_path, choice.graph)
     artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
+    artifact.write_background(
+        artifact.background_sample(schema, inputs.X_train, hp.seed), model_dir
+    )
     manifest = artifact.build_manifest(
         hyperparameters=hp,
         schema=schema,

@@ -1,8 +1,8 @@
 """The inference API: routes over one :class:`~.runtime.Runtime`, and their wiring.
 
-:func:`routes` registers ``POST /predict``, ``GET /model``, ``GET /health`` and
-``GET /openapi.json`` on one resolver per event format, whose routes read only the runtime they
-are given and the event they are called for; request decoding is :mod:`.decode`'s. Every
+:func:`routes` registers ``POST /predict``, ``POST /explain``, ``GET /model``, ``GET /health``
+and ``GET /openapi.json`` on one router per event format, whose routes read only the runtime
+they are given and the event they are called for; request decoding is :mod:`.decode`'s. Every
 client mistake becomes a 4xx ``{"error": {...}}``; only our own faults give a 500, carrying the
 request id and nothing internal. :class:`InferenceFunction` builds the runtime and the telemetry
 once and is what both callers call: the Lambda entry point (:mod:`.handler`) and
@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from onnxkit.contract.api import (
+    EXPLAIN_PATH,
     HEALTH_PATH,
     JSON,
     MODEL_PATH,
@@ -36,15 +37,17 @@ from onnxkit.contract.api import (
 from . import decode
 from .capture import Sink, sampler, scored
 from .errors import ApiError
+from .explain import Explainers, requested_class
 from .observability import Handler, Telemetry
 from .openapi import openapi_document
-from .predictor import NON_FINITE_PROBLEM, non_finite_rows
+from .predictor import NON_FINITE_PROBLEM, Model, non_finite_rows
 from .router import NotFoundError, Response, Router
 from .runtime import Runtime, Settings
 from .source import ModelLocator
 
 ROUTES: dict[str, str] = {
     PREDICT_PATH: "POST",
+    EXPLAIN_PATH: "POST",
     MODEL_PATH: "GET",
     HEALTH_PATH: "GET",
     OPENAPI_PATH: "GET",
@@ -75,8 +78,9 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
         "http": Router("http"),
         "function_url": Router("function_url"),
     }
+    explainers = Explainers(runtime.locator)  # one background read, whatever the format
     for app in resolvers.values():
-        _register(app, runtime, telemetry, capture)
+        _register(app, runtime, telemetry, capture, explainers)
     rest = resolvers["rest"]
 
     def resolve(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -99,7 +103,25 @@ def routes(runtime: Runtime, telemetry: Telemetry, capture: Sink | None = None) 
     return telemetry.wrap(resolve)
 
 
-def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink | None) -> None:
+def _finite_answer(model: Model, feed: dict[str, Any]) -> dict[str, Any]:
+    """The model's answer for ``feed``; a valid body with a row the model has no finite answer
+    for is refused 422 (as ``onnxkit predict`` expects), naming the rows."""
+    result = model.predict_feed(feed)
+    withheld = non_finite_rows(result)
+    if withheld:
+        details = [detail(row, None, NON_FINITE_PROBLEM) for row in withheld]
+        count = f"{len(withheld)} instance{'s' if len(withheld) > 1 else ''}"
+        raise ApiError(422, "non_finite_output", f"no finite answer for {count}", details)
+    return result
+
+
+def _register(
+    app: Router,
+    runtime: Runtime,
+    telemetry: Telemetry,
+    capture: Sink | None,
+    explainers: Explainers,
+) -> None:
     """The API's routes and error handlers on one resolver."""
     settings = runtime.settings
     take = sampler(capture)
@@ -114,12 +136,7 @@ def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink
             max_body_bytes=settings.max_body_bytes,
             max_instances=settings.max_instances,
         )
-        result = model.predict_feed(feed)
-        withheld = non_finite_rows(result)
-        if withheld:  # a valid body the model cannot answer: 422, as onnxkit predict expects
-            details = [detail(row, None, NON_FINITE_PROBLEM) for row in withheld]
-            count = f"{len(withheld)} instance{'s' if len(withheld) > 1 else ''}"
-            raise ApiError(422, "non_finite_output", f"no finite answer for {count}", details)
+        result = _finite_answer(model, feed)
         telemetry.count_instances(len(next(iter(feed.values()))))
         if capture is not None and (take is None or take()):
             # Every front door's event carries requestContext.requestId (payload 1.0 and 2.0).
@@ -127,6 +144,21 @@ def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink
             call = scored(str(context.get("requestId", "")), time.time(), model, feed, result)
             capture(call)
         return _json(200, result)
+
+    @app.post(EXPLAIN_PATH)
+    def explain() -> Response:
+        """POST /explain: /predict's bodies, each row's feature contributions (:mod:`.explain`)."""
+        model = runtime.require()
+        event = app.current_event.raw_event
+        feed = decode.predict_feed(
+            event,
+            model.feed,
+            max_body_bytes=settings.max_body_bytes,
+            max_instances=settings.max_explain_instances,
+        )
+        _finite_answer(model, feed)  # a row /predict withholds has nothing to explain
+        explainer = explainers.get(model, runtime.located)
+        return _json(200, explainer.explain(feed, requested_class(event)))
 
     @app.get(MODEL_PATH)
     def model_info() -> Response:
@@ -147,7 +179,11 @@ def _register(app: Router, runtime: Runtime, telemetry: Telemetry, capture: Sink
     def openapi() -> Response:
         """GET /openapi.json: this API, its request schema generated from the signature."""
         model = runtime.model
-        document = openapi_document(model.public if model else None, settings.max_instances)
+        document = openapi_document(
+            model.public if model else None,
+            settings.max_instances,
+            max_explain_instances=settings.max_explain_instances,
+        )
         return _json(200, document)
 
     @app.exception_handler(ApiError)

@@ -33,6 +33,8 @@ class ServingManifest:
     # The tokens read as missing (signature.missing_values); None: a pre-1.1 manifest, which
     # means the contract's default tokens. Each FeatureSpec's rule applies them.
     missing_values: tuple[str, ...] | None = None
+    # Every file the manifest lists, by name: its sha256 (the companions /explain reads).
+    files: dict[str, str] | None = None
 
 
 def serving_manifest(manifest: Manifest) -> ServingManifest:
@@ -59,6 +61,7 @@ def serving_manifest(manifest: Manifest) -> ServingManifest:
         serving_sha256=manifest.serving.sha256,
         public=manifest.public(),
         missing_values=missing_values,
+        files={name: info.sha256 for name, info in manifest.files.items()},
     )
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from onnxkit.contract.api import (
     CSV,
+    EXPLAIN_CLASS_PARAMETER,
+    EXPLAIN_PATH,
     HEALTH_PATH,
     JSON,
     MODEL_PATH,
@@ -14,6 +16,7 @@ from onnxkit.contract.api import (
     OPENAPI_PATH,
     PREDICT_PATH,
 )
+from onnxkit.contract.layout import MAX_EXPLAIN_INSTANCES
 from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, FLOAT32_MAX
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -163,8 +166,119 @@ def _error_response(description: str) -> dict[str, Any]:
     }
 
 
+def _request_body(public: dict[str, Any] | None, max_instances: int, schema: str) -> dict[str, Any]:
+    """The request body of /predict and /explain: JSON, CSV, and .npy for numeric models."""
+    npy_body = npy_content((public or {}).get("signature"))
+    npy = {NPY: npy_body} if npy_body else {}
+    return {
+        "required": True,
+        "content": {
+            JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}},
+            CSV: {
+                "schema": csv_schema((public or {}).get("signature"), max_instances),
+                "description": "Rows in signature order, optionally after a header line of the "
+                "feature names; an empty field or a missing token (signature.missing_values) "
+                "is a missing value. A leading UTF-8 byte-order mark is dropped.",
+            },
+            **npy,
+        },
+    }
+
+
+def _instances_request(public: dict[str, Any] | None, max_instances: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": max_instances,
+                "items": instance_schema((public or {}).get("signature")),
+            }
+        },
+    }
+
+
+def explanation_schema(public: dict[str, Any] | None) -> dict[str, Any]:
+    """The body ``POST /explain`` answers (functions/inference/explain.py)."""
+    names = [f["name"] for f in ((public or {}).get("signature") or {}).get("features") or []]
+    number = {"type": ["number", "null"]}  # null where the model's output is not finite
+    contributions: dict[str, Any] = {"type": "object", "additionalProperties": number}
+    if names:
+        contributions.update(properties={name: number for name in names}, required=names)
+    row: dict[str, Any] = {
+        "type": "object",
+        "required": ["output", "base_value", "contributions"],
+        "properties": {
+            "class": {
+                "type": ["string", "integer"],
+                "description": "Classification: the class whose probability is explained.",
+            },
+            "output": {**number, "description": "The explained output for this row."},
+            "base_value": {**number, "description": "The mean output over the background."},
+            "contributions": {
+                **contributions,
+                "description": "Per feature, its Shapley value: base_value plus their sum is "
+                "output (within 1e-4 x (1 + |output|)).",
+            },
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["model_version", "method", "output", "features", "explanations"],
+        "properties": {
+            "model_version": {"type": "string"},
+            "method": {"enum": ["exact_additive", "exact_shapley", "kernel_shap"]},
+            "output": {"enum": ["value", "probability"]},
+            "background_rows": {"type": "integer"},
+            "coalitions": {"type": "integer"},
+            "features": {"type": "array", "items": {"type": "string"}},
+            "explanations": {"type": "array", "items": row},
+        },
+    }
+
+
+def _explain_operation(
+    public: dict[str, Any] | None, max_instances: int, errors: dict[str, Any]
+) -> dict[str, Any]:
+    classes = (public or {}).get("classes")
+    parameter: dict[str, Any] = {
+        "name": EXPLAIN_CLASS_PARAMETER,
+        "in": "query",
+        "required": False,
+        "description": "Classification only: the class whose probability is explained "
+        "(default: each row's predicted class).",
+        "schema": {"type": "string"},
+    }
+    if classes:
+        parameter["schema"] = {"type": "string", "enum": [str(c) for c in classes]}
+    return {
+        "summary": f"Explain up to {max_instances} instances: each feature's contribution "
+        "(Shapley value) to the predicted value or a class's probability, and the base value.",
+        "parameters": [parameter],
+        "requestBody": _request_body(public, max_instances, "ExplainRequest"),
+        "responses": {
+            "200": {
+                "description": "One explanation per instance, in instance order.",
+                "content": {JSON: {"schema": {"$ref": "#/components/schemas/Explanation"}}},
+            },
+            **errors,
+            "400": _error_response("Invalid body, instances or class."),
+            "409": _error_response(
+                "The model's artifact has no explanation background (trained before it)."
+            ),
+            "503": _error_response("No model is loaded, or its background cannot be read."),
+        },
+    }
+
+
 def openapi_document(
-    public: dict[str, Any] | None, max_instances: int, server_url: str | None = None
+    public: dict[str, Any] | None,
+    max_instances: int,
+    server_url: str | None = None,
+    max_explain_instances: int = MAX_EXPLAIN_INSTANCES,
 ) -> dict[str, Any]:
     """The API's OpenAPI document; without a model the instance schema is generic."""
     task = (public or {}).get("task")
@@ -184,8 +298,19 @@ def openapi_document(
     }
     if task == "classification":
         prediction["required"] += ["probabilities", "classes"]
-    npy_body = npy_content((public or {}).get("signature"))
-    npy = {NPY: npy_body} if npy_body else {}
+    errors = {
+        "400": _error_response("Invalid body or instances."),
+        "403": _error_response("Missing or wrong API key."),
+        "413": _error_response("Too many instances or body too large."),
+        "415": _error_response(
+            "Unsupported content type (or .npy for a model with categorical features)."
+        ),
+        "422": _error_response(
+            "Valid instances the model has no finite answer for (values that overflow its "
+            "float32 arithmetic), named in details."
+        ),
+        "503": _error_response("No model is loaded."),
+    }
     title = "onnxkit inference API"
     if public:
         title += f": {public['model_name']} {public['model_version']}"
@@ -196,22 +321,7 @@ def openapi_document(
             PREDICT_PATH: {
                 "post": {
                     "summary": "Predict for up to max_instances instances (one model run).",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            JSON: {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
-                            CSV: {
-                                "schema": csv_schema(
-                                    (public or {}).get("signature"), max_instances
-                                ),
-                                "description": "Rows in signature order, optionally after a "
-                                "header line of the feature names; an empty field or a missing "
-                                "token (signature.missing_values) is a missing value. A leading "
-                                "UTF-8 byte-order mark is dropped.",
-                            },
-                            **npy,
-                        },
-                    },
+                    "requestBody": _request_body(public, max_instances, "PredictRequest"),
                     "responses": {
                         "200": {
                             "description": "Predictions, in instance order.",
@@ -219,21 +329,11 @@ def openapi_document(
                                 JSON: {"schema": {"$ref": "#/components/schemas/Prediction"}}
                             },
                         },
-                        "400": _error_response("Invalid body or instances."),
-                        "403": _error_response("Missing or wrong API key."),
-                        "413": _error_response("Too many instances or body too large."),
-                        "422": _error_response(
-                            "Valid instances the model has no finite answer for (values that "
-                            "overflow its float32 arithmetic), named in details."
-                        ),
-                        "415": _error_response(
-                            "Unsupported content type (or .npy for a model with categorical "
-                            "features)."
-                        ),
-                        "503": _error_response("No model is loaded."),
+                        **errors,
                     },
                 }
             },
+            EXPLAIN_PATH: {"post": _explain_operation(public, max_explain_instances, errors)},
             MODEL_PATH: {
                 "get": {
                     "summary": "The served model's manifest, public part.",
@@ -252,19 +352,9 @@ def openapi_document(
         },
         "components": {
             "schemas": {
-                "PredictRequest": {
-                    "type": "object",
-                    "required": ["instances"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "instances": {
-                            "type": "array",
-                            "minItems": 1,
-                            "maxItems": max_instances,
-                            "items": instance_schema((public or {}).get("signature")),
-                        }
-                    },
-                },
+                "PredictRequest": _instances_request(public, max_instances),
+                "ExplainRequest": _instances_request(public, max_explain_instances),
+                "Explanation": explanation_schema(public),
                 "Prediction": prediction,
                 "Error": ERROR_SCHEMA,
             }

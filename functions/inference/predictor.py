@@ -90,6 +90,7 @@ class Model:
     public: dict[str, Any]
     sha256: str
     signature: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # the manifest's files: name -> sha256
 
     def __post_init__(self) -> None:
         self.feed = FeedBuilder(self.features)
@@ -195,6 +196,7 @@ def load_model(located: LocatedModel, threads: int | None = None) -> Model:
         public=manifest.public,
         sha256=digest,
         signature=manifest.public.get("signature", {}),
+        files=manifest.files or {},
     )
     model.warm_up()
     log.info("model %s %s loaded (sha256 %s)", model.model_name, model.model_version, digest)

@@ -20,6 +20,8 @@ from typing import Any
 from onnxkit.contract.layout import (
     MAX_BODY_BYTES,
     MAX_BODY_BYTES_ENV,
+    MAX_EXPLAIN_INSTANCES,
+    MAX_EXPLAIN_INSTANCES_ENV,
     MAX_INSTANCES,
     MAX_INSTANCES_ENV,
     MODEL_MANIFEST_SHA256_ENV,
@@ -29,7 +31,7 @@ from onnxkit.contract.layout import (
 
 from .errors import ApiError
 from .predictor import Model, load_model
-from .source import FetchFailed, ModelLocator, ModelSourceError, NoModelYet
+from .source import FetchFailed, LocatedModel, ModelLocator, ModelSourceError, NoModelYet
 
 # A missing pointer (docs/CONTRACTS.md) or an S3 read failure is retried at most this often.
 POINTER_RECHECK_SECONDS = 10.0
@@ -46,6 +48,7 @@ class Settings:
     model_manifest_sha256: str = ""  # pins manifest.json as MODEL_SHA256 pins model.onnx
     max_instances: int = MAX_INSTANCES
     max_body_bytes: int = MAX_BODY_BYTES
+    max_explain_instances: int = MAX_EXPLAIN_INSTANCES  # rows per /explain call
     cache_dir: Path = DEFAULT_CACHE
 
     @classmethod
@@ -58,6 +61,7 @@ class Settings:
             model_manifest_sha256=env.get(MODEL_MANIFEST_SHA256_ENV, ""),
             max_instances=int(env.get(MAX_INSTANCES_ENV) or MAX_INSTANCES),
             max_body_bytes=int(env.get(MAX_BODY_BYTES_ENV) or MAX_BODY_BYTES),
+            max_explain_instances=int(env.get(MAX_EXPLAIN_INSTANCES_ENV) or MAX_EXPLAIN_INSTANCES),
             cache_dir=Path(tmp) / "onnxkit-models" if tmp else DEFAULT_CACHE,
         )
 
@@ -89,6 +93,7 @@ class Runtime:
         self.settings = settings
         self.locator = locator or ModelLocator(settings.cache_dir)
         self.model: Model | None = None
+        self.located: LocatedModel | None = None  # where the model's files are (companions)
         self.problem: ApiError | None = None
         self.reason = ""  # why there is no model, for logs and the local CLI
         self._log = log or logging.getLogger(__name__)
@@ -120,6 +125,7 @@ class Runtime:
             self._retry = isinstance(error, FetchFailed)
             return
         self.model, self.problem, self.reason = model, None, ""
+        self.located = located
         if self._on_load is not None:
             self._on_load(model)
 

@@ -210,6 +210,19 @@ class ModelLocator:
                 )
         return located
 
+    def companion(self, located: LocatedModel, name: str) -> bytes | None:
+        """The bytes of a file the artifact keeps beside the model (``reference.json``,
+        ``background.json``), or None when there is none. Read on demand: only a route that
+        needs one pays for it, never the cold start. The caller checks its digest."""
+        path = located.manifest_path.parent / name
+        if path.is_file():  # a local model, an extracted archive
+            return path.read_bytes()
+        if located.uri.startswith("s3://") and not located.uri.split("?", 1)[0].endswith(
+            (".tar.gz", ".tgz", ".tar")
+        ):
+            return self.s3.read(S3Location.parse(located.uri).sibling(name))
+        return None
+
     # --- pointers -----------------------------------------------------------------------
     def _follow_pointer(
         self, raw: bytes | None, uri: str, base: Path | None = None

@@ -36,8 +36,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from onnxkit.contract.layout import (
+    COMPANION_FILES,
     MANIFEST_FILE,
-    REFERENCE_FILE,
     SERVING_FILE,
     version_prefix,
 )
@@ -241,7 +241,7 @@ def promote(
     "sha256", "previous_lambda_version"}``."""
     # 1. verify
     with store.open_uri(candidate["artifact_uri"]) as stream:
-        artifact = read_artifact(stream, keep={SERVING_FILE, REFERENCE_FILE})
+        artifact = read_artifact(stream, keep={SERVING_FILE, *COMPANION_FILES})
     manifest = artifact.manifest
     problems = digest_problems(artifact)
     if manifest.serving.sha256 != candidate["sha256"]:
@@ -262,10 +262,11 @@ def promote(
     model_uri = _store_immutable(
         store, prefix + SERVING_FILE, model_bytes, "application/octet-stream"
     )
-    if REFERENCE_FILE in artifact.files:  # absent in artifacts from before it
-        _store_immutable(
-            store, prefix + REFERENCE_FILE, artifact.files[REFERENCE_FILE], "application/json"
-        )
+    for companion in COMPANION_FILES:  # each absent in artifacts from before it
+        if companion in artifact.files:
+            _store_immutable(
+                store, prefix + companion, artifact.files[companion], "application/json"
+            )
     manifest_uri = _store_immutable(
         store, prefix + MANIFEST_FILE, artifact.manifest_bytes, "application/json"
     )

@@ -3,7 +3,7 @@
 API Gateway's cheaper API type: payload format 2.0 to the function, IAM authorization on every
 route, throttling on the ``$default`` stage's routes and JSON access logs. It has no API keys,
 usage plans or request validation: the function checks every body itself (4xx), as it does
-behind the REST API. Besides the four routes, the ``$default`` route (IAM too) sends any other
+behind the REST API. Besides the five routes, the ``$default`` route (IAM too) sends any other
 method or path to the function, so a wrong one gets the API's own 404/405 error body rather
 than API Gateway's ``{"message": "Not Found"}``.
 """
@@ -41,6 +41,7 @@ ACCESS_LOG_FIELDS = {
 }
 ROUTES: dict[str, apigwv2.HttpMethod] = {
     contract_api.PREDICT_PATH: apigwv2.HttpMethod.POST,
+    contract_api.EXPLAIN_PATH: apigwv2.HttpMethod.POST,
     contract_api.MODEL_PATH: apigwv2.HttpMethod.GET,
     contract_api.HEALTH_PATH: apigwv2.HttpMethod.GET,
     contract_api.OPENAPI_PATH: apigwv2.HttpMethod.GET,

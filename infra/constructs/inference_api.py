@@ -124,13 +124,21 @@ class InferenceApi(Construct):
             model_name="PredictBody",
             schema=PREDICT_SCHEMA,
         )
-        predict = api.root.add_resource("predict")
-        predict.add_method(
-            "POST",
-            integration,
-            request_validator=validator,
-            request_models={"application/json": model},
-        )
+        # /explain takes /predict's bodies, and an optional ?class=: the same validator.
+        explain_parameters = {
+            f"method.request.querystring.{contract_api.EXPLAIN_CLASS_PARAMETER}": False
+        }
+        for path, parameters in (
+            (contract_api.PREDICT_PATH, None),
+            (contract_api.EXPLAIN_PATH, explain_parameters),
+        ):
+            api.root.add_resource(path.lstrip("/")).add_method(
+                "POST",
+                integration,
+                request_validator=validator,
+                request_models={"application/json": model},
+                request_parameters=parameters,
+            )
         for path in ("model", "health", "openapi.json"):
             api.root.add_resource(path).add_method("GET", integration)
 

@@ -81,6 +81,7 @@ class InferenceFunction(Construct):
                 layout.MODEL_URI_ENV: pointer_uri,
                 layout.MODEL_SHA256_ENV: "",
                 layout.MAX_INSTANCES_ENV: str(config.function.max_instances),
+                layout.MAX_EXPLAIN_INSTANCES_ENV: str(config.function.max_explain_instances),
                 layout.MODEL_NAME_ENV: config.model_name,
                 "ORT_DISABLE_TELEMETRY": "1",
                 "POWERTOOLS_SERVICE_NAME": "onnxkit-inference",

@@ -28,8 +28,8 @@ COMMANDS: dict[str, str] = {
     "version.",
     "run": "Train, evaluate, gate, register and promote a model on this machine.",
     "rollback": "Serve the previous production model again (or the one --to names).",
-    "serve": "Serve a model with the same handler as the Lambda function: POST /predict, GET "
-    "/model, GET /health, GET /openapi.json.",
+    "serve": "Serve a model with the same handler as the Lambda function: POST /predict, POST "
+    "/explain, GET /model, GET /health, GET /openapi.json.",
     "demo": "Train, gate, promote, serve and call a model locally, end to end.",
     "drift": "Compare captured requests with the model's training data; exit 3 when something "
     "drifted.",

@@ -46,8 +46,8 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve a model with the same handler as the Lambda function: POST /predict, GET /model,
-    GET /health, GET /openapi.json."""
+    """Serve a model with the same handler as the Lambda function: POST /predict, POST /explain,
+    GET /model, GET /health, GET /openapi.json."""
     serve_model(model, host=host, port=port, api_key=api_key, sha256=sha256, capture=capture)
 
 

@@ -16,6 +16,8 @@ NPY: Final = "application/x-npy"  # binary: API Gateway passes it base64-encoded
 BINARY_MEDIA_TYPES: Final = (NPY,)  # the REST API's binaryMediaTypes
 
 PREDICT_PATH: Final = "/predict"
+EXPLAIN_PATH: Final = "/explain"  # the same bodies as /predict; ?class= picks the class
+EXPLAIN_CLASS_PARAMETER: Final = "class"
 MODEL_PATH: Final = "/model"
 HEALTH_PATH: Final = "/health"
 OPENAPI_PATH: Final = "/openapi.json"

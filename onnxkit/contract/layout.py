@@ -22,6 +22,12 @@ MANIFEST_FILE: Final = "manifest.json"
 # What the training data and the held-out predictions looked like (onnxkit/contract/reference.py);
 # listed with its digest in the manifest's files. Absent in artifacts from before it.
 REFERENCE_FILE: Final = "reference.json"
+# A seeded sample of training rows, as the graph reads them, that POST /explain measures
+# contributions against (onnxkit/contract/background.py); listed with its digest in the
+# manifest's files. Absent in artifacts from before it: /explain then answers 409.
+BACKGROUND_FILE: Final = "background.json"
+# The files promotion copies beside model.onnx and manifest.json (each only when listed).
+COMPANION_FILES: Final = (REFERENCE_FILE, BACKGROUND_FILE)
 ARCHIVE_FILE: Final = "model.tar.gz"  # SageMaker's tarball of SM_MODEL_DIR
 FAILURE_FILE: Final = "failure"  # in SM_OUTPUT_DIR: a failed job's one line (its FailureReason)
 
@@ -148,6 +154,7 @@ MODEL_MANIFEST_SHA256_ENV: Final = "MODEL_MANIFEST_SHA256"  # pins manifest.json
 MODEL_NAME_ENV: Final = "MODEL_NAME"
 MAX_INSTANCES_ENV: Final = "MAX_INSTANCES"
 MAX_BODY_BYTES_ENV: Final = "MAX_BODY_BYTES"
+MAX_EXPLAIN_INSTANCES_ENV: Final = "MAX_EXPLAIN_INSTANCES"
 # The pipeline steps'.
 ARTIFACT_BUCKET_ENV: Final = "ARTIFACT_BUCKET"
 FUNCTION_NAME_ENV: Final = "FUNCTION_NAME"
@@ -158,6 +165,8 @@ PART_BYTES_ENV: Final = "PART_BYTES"
 # --- Limits -------------------------------------------------------------------------------
 MAX_INSTANCES: Final = 1000  # rows per /predict call by default (413 above)
 MAX_BODY_BYTES: Final = 5 * 1024 * 1024  # a /predict body (413 above); API Gateway's is 10 MB
+# Rows per /explain call by default (413 above): each row costs thousands of model rows.
+MAX_EXPLAIN_INSTANCES: Final = 10
 
 # --- Request capture (onnxkit/contract/capture.py) -------------------------------------
 # JSON Lines files of capture records: ``capture-<UTC start>-<pid>-<sequence>.jsonl``.

@@ -112,6 +112,31 @@ def test_valid_and_bad_predictions_over_http(client: httpx.Client) -> None:
     assert csv.status_code == 200 and csv.json()["predictions"] == body["predictions"][:1]
 
 
+def test_explain_over_http(server: Served, client: httpx.Client) -> None:
+    """``onnxkit serve`` serves /explain with /predict's key, bodies and errors."""
+    response = client.post("/explain", json={"instances": [CHURN_ROW]}, params={"class": "yes"})
+    assert response.status_code == 200, response.text
+    (answer,) = response.json()["explanations"]
+    assert answer["class"] == "yes"
+    total = answer["base_value"] + sum(answer["contributions"].values())
+    assert abs(total - answer["output"]) <= 1e-4
+    csv = client.post(
+        "/explain",
+        content=b"25,53.43,standard,east,1,bank,55\n",
+        headers={"content-type": "text/csv"},
+        params={"class": "yes"},
+    )
+    assert csv.status_code == 200 and csv.json()["explanations"][0]["output"] == answer["output"]
+    assert client.post("/explain", json={"instances": [[1, 2]]}).status_code == 400
+    assert (
+        client.post("/explain", json={"instances": [CHURN_ROW]}, params={"class": "x"}).json()[
+            "error"
+        ]["code"]
+        == "invalid_class"
+    )
+    assert httpx.post(f"{server.url}/explain", json={"instances": [CHURN_ROW]}).status_code == 403
+
+
 def test_routes_and_errors_over_http(client: httpx.Client) -> None:
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/model").json()["signature"]["target"] == "churned"

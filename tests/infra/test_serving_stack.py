@@ -40,6 +40,7 @@ def test_inference_function(dev: Synthesized) -> None:
     pointer = json.dumps(env["MODEL_URI"])
     assert "models/onnxkit-model/production.json" in pointer
     assert env["MAX_INSTANCES"] == "1000"
+    assert env["MAX_EXPLAIN_INSTANCES"] == "10"
 
 
 def test_config_reaches_the_function(prod: Synthesized, variant: Synthesized) -> None:
@@ -57,7 +58,7 @@ def test_live_alias_points_at_a_published_version(dev: Synthesized) -> None:
 
 def test_api_uses_iam_auth_and_calls_the_alias(dev: Synthesized) -> None:
     methods = dev.resources("Serving", "AWS::ApiGateway::Method")
-    assert len(methods) == 4  # POST /predict, GET /model, /health, /openapi.json
+    assert len(methods) == 5  # POST /predict, /explain, GET /model, /health, /openapi.json
     alias_id = next(iter(dev.resources("Serving", "AWS::Lambda::Alias")))
     for method in methods.values():
         props = method["Properties"]
@@ -134,8 +135,29 @@ def test_predict_body_is_validated_against_a_schema(dev: Synthesized) -> None:
         for m in dev.resources("Serving", "AWS::ApiGateway::Method").values()
         if m["Properties"]["HttpMethod"] == "POST"
     ]
-    assert len(post) == 1 and "RequestValidatorId" in post[0]
-    assert "application/json" in post[0]["RequestModels"]
+    assert len(post) == 2  # /predict and /explain: the same bodies, the same validation
+    for method in post:
+        assert "RequestValidatorId" in method and "application/json" in method["RequestModels"]
+    assert post[0]["RequestModels"] == post[1]["RequestModels"]
+
+
+def test_explain_is_a_rest_route_like_predict(dev: Synthesized, variant: Synthesized) -> None:
+    """POST /explain: IAM (or the API key, with the usage plan's throttle) as /predict, and
+    its optional ?class= declared."""
+    for kit, auth in ((dev, "AWS_IAM"), (variant, "NONE")):
+        resources = kit.resources("Serving", "AWS::ApiGateway::Resource")
+        paths = {r["Properties"]["PathPart"]: name for name, r in resources.items()}
+        assert {"predict", "explain"} <= set(paths)
+        methods = {
+            m["Properties"]["ResourceId"]["Ref"]: m["Properties"]
+            for m in kit.resources("Serving", "AWS::ApiGateway::Method").values()
+        }
+        explain, predict = methods[paths["explain"]], methods[paths["predict"]]
+        assert explain["HttpMethod"] == predict["HttpMethod"] == "POST"
+        assert explain["AuthorizationType"] == predict["AuthorizationType"] == auth
+        assert explain.get("ApiKeyRequired") == predict.get("ApiKeyRequired")
+        assert explain["Integration"] == predict["Integration"]
+        assert explain["RequestParameters"] == {"method.request.querystring.class": False}
 
 
 def test_npy_bodies_are_binary_and_not_held_to_the_json_schema(dev: Synthesized) -> None:
@@ -144,14 +166,16 @@ def test_npy_bodies_are_binary_and_not_held_to_the_json_schema(dev: Synthesized)
     api = dev.one("Serving", "AWS::ApiGateway::RestApi")["Properties"]
     assert "application/x-npy" in api["BinaryMediaTypes"]
     assert set(api["BinaryMediaTypes"]) == BINARY_MEDIA_TYPES  # onnxkit serve does the same
-    (post,) = [
+    posts = [
         m["Properties"]
         for m in dev.resources("Serving", "AWS::ApiGateway::Method").values()
         if m["Properties"]["HttpMethod"] == "POST"
     ]
+    assert len(posts) == 2  # /predict and /explain
     # The schema model is mapped to application/json only (no $default): API Gateway skips
     # body validation for a content type without a model, so .npy and CSV reach the function.
-    assert set(post["RequestModels"]) == {"application/json"}
+    for post in posts:
+        assert set(post["RequestModels"]) == {"application/json"}
     (model,) = dev.resources("Serving", "AWS::ApiGateway::Model").values()
     assert model["Properties"]["ContentType"] == "application/json"
 
@@ -260,7 +284,8 @@ def test_http_api_routes_use_iam_payload_2_and_the_alias(http_kit: Synthesized) 
     routes = http_kit.resources("Serving", "AWS::ApiGatewayV2::Route").values()
     keys = {route["Properties"]["RouteKey"] for route in routes}
     assert keys == {
-        "POST /predict", "GET /model", "GET /health", "GET /openapi.json", "$default"
+        "POST /predict", "POST /explain", "GET /model", "GET /health", "GET /openapi.json",
+        "$default",
     }  # fmt: skip
     assert all(route["Properties"]["AuthorizationType"] == "AWS_IAM" for route in routes)
     (integration,) = http_kit.resources("Serving", "AWS::ApiGatewayV2::Integration").values()

@@ -33,7 +33,8 @@ Format = Literal["rest", "http", "function_url"]
 FORMATS: tuple[Format, ...] = ("rest", "http", "function_url")
 # The HTTP API's routes (infra/constructs/http_api.py); anything else takes its $default route.
 HTTP_API_ROUTES = {
-    ("POST", "/predict"), ("GET", "/model"), ("GET", "/health"), ("GET", "/openapi.json")
+    ("POST", "/predict"), ("POST", "/explain"), ("GET", "/model"), ("GET", "/health"),
+    ("GET", "/openapi.json"),
 }  # fmt: skip
 
 

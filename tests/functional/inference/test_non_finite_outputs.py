@@ -68,6 +68,9 @@ def test_the_api_refuses_an_overflowing_row_by_instance(artifact: Path) -> None:
     [detail] = refused["error"]["details"]
     assert detail["instance"] == 1 and "not finite" in detail["problem"]
     assert None not in body["probabilities"][0]
+    explain = event_with(body=json.dumps({"instances": [huge]}), path="/explain")
+    status, _, refused = call(handler, explain)
+    assert status == 422 and refused["error"]["code"] == "non_finite_output", refused
 
 
 def test_batch_scoring_rejects_the_row_and_scores_its_neighbours(artifact: Path) -> None:

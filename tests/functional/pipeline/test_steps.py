@@ -20,6 +20,7 @@ from functions.pipeline.evaluate import (
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
 from functions.pipeline.promote import RolledBackError, Shift, promote, resolve
 from onnxkit.contract.gate import QualityGate
+from onnxkit.contract.layout import sha256_bytes
 from onnxkit.contract.manifest import Manifest
 from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore
 from onnxkit.rollback import rollback
@@ -439,3 +440,25 @@ def test_runs_on_one_workdir_take_turns(tmp_path: Path) -> None:
         order.append("first releases")
     thread.join()
     assert order == ["first releases", "second holds the lock"]
+
+
+def test_promote_copies_the_listed_companion_files(tmp_path: Path) -> None:
+    """reference.json and background.json go beside the model (drift, /explain read them)."""
+    from onnxkit.contract.layout import COMPANION_FILES
+
+    model_bytes = b"onnx-graph-v1"
+    manifest = manifest_dict("v1", model_bytes=model_bytes)
+    extra = {name: f'{{"file": "{name}"}}'.encode() for name in COMPANION_FILES}
+    for name, data in extra.items():
+        manifest["files"][name] = {"size_bytes": len(data), "sha256": sha256_bytes(data)}
+    path = tmp_path / "jobs" / "v1" / "model.tar.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(tarball(manifest, model_bytes, extra))
+    store, registry = LocalStore(tmp_path), LocalRegistry(tmp_path)
+    decision = evaluate(store, "cancer", path.as_uri(), GATE)
+    package = registry.register(
+        Manifest.from_dict(manifest), path.as_uri(), decision, "PendingManualApproval"
+    )
+    promote(store, LocalServing(tmp_path), registry, decision["candidate"], package)
+    for name, data in extra.items():
+        assert (tmp_path / "models/cancer/v1" / name).read_bytes() == data
