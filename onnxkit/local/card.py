@@ -63,7 +63,8 @@ def _lift(served: dict[str, float], other: dict[str, float]) -> dict[str, float]
     for name, value in other.items():
         if name in served:
             delta = served[name] - value
-            lift[name] = delta if name in HIGHER_IS_BETTER else -delta
+            # + 0.0: no "-0.0000" when the two are equal.
+            lift[name] = (delta if name in HIGHER_IS_BETTER else -delta) + 0.0
     return lift
 
 

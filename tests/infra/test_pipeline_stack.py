@@ -172,7 +172,7 @@ def test_register_creates_an_approved_package_with_metrics(dev: Synthesized) -> 
     args = register["Arguments"]
     assert args["ModelPackageGroupName"] == "onnxkit-dev-onnxkit-model"
     assert args["ModelApprovalStatus"] == "Approved"
-    assert "'metric.' & $k: $string($v)" in args["CustomerMetadataProperties"]
+    assert "$states.input.evaluation.package_metadata" in args["CustomerMetadataProperties"]
     assert "registration" in register["Output"]
 
 
