@@ -18,29 +18,15 @@ from onnxkit.errors import KitError
 
 def _local(workdir: Path) -> tuple[list[registry.Version], dict[str, Pointer], list[str]]:
     """The work directory's registry as versions (newest first) and what live serves."""
-    from functions.pipeline.ports import StepError  # noqa: PLC0415
-    from functions.pipeline.promote import resolve  # noqa: PLC0415
     from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore  # noqa: PLC0415
 
     if not workdir.is_dir():
         raise KitError(f"{workdir} is not a work directory")
     local = LocalRegistry(workdir)
     names = sorted(p.name for p in local.root.glob("*") if p.is_dir())
-    versions: list[registry.Version] = []
-    pointers: dict[str, Pointer] = {}
-    notes: list[str] = []
-    store, serving = LocalStore(workdir), LocalServing(workdir)
-    for name in names:
-        for record in local.versions(name):
-            versions.append(registry.local_version(record))
-        try:
-            live = resolve(store, serving, name)
-        except StepError as error:
-            notes.append(f"{name}: {error}")
-            continue
-        if live.pointer is not None:
-            pointers[name] = live.pointer
+    versions = [registry.local_version(r) for name in names for r in local.versions(name)]
     versions.sort(key=lambda v: v.created, reverse=True)
+    pointers, notes = registry.resolve_pointers(LocalStore(workdir), LocalServing(workdir), names)
     return versions, pointers, notes
 
 

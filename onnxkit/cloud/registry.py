@@ -174,17 +174,29 @@ def live_pointers(
     """model_name -> the live model as a pointer, resolved from the ``live`` alias, the pointer
     and the promotion record (reads only), and one note per model whose records fell behind."""
     from functions.pipeline.aws import LambdaServing, S3Store  # noqa: PLC0415
+
+    store, serving = S3Store(s3, bucket), LambdaServing(lambda_client, function_name)
+    recorded = set(production_pointers(s3, bucket))
+    names = [
+        name
+        for name in sorted(recorded | set(_model_names(s3, bucket)))
+        # never promoted, unless a first promotion killed early left its record
+        if name in recorded or store.get(intent_key(name)) is not None
+    ]
+    return resolve_pointers(store, serving, names)
+
+
+def resolve_pointers(
+    store: Any, serving: Any, names: list[str]
+) -> tuple[dict[str, Pointer], list[str]]:
+    """model_name -> the live model of each name over the pipeline's ports (S3 and Lambda, or a
+    work directory), read only; one note per model whose records fell behind or are unreadable."""
     from functions.pipeline.ports import StepError  # noqa: PLC0415
     from functions.pipeline.promote import resolve  # noqa: PLC0415
 
-    store, serving = S3Store(s3, bucket), LambdaServing(lambda_client, function_name)
     pointers: dict[str, Pointer] = {}
     notes: list[str] = []
-    recorded = set(production_pointers(s3, bucket))
-    names = recorded | set(_model_names(s3, bucket))
-    for name in sorted(names):
-        if name not in recorded and store.get(intent_key(name)) is None:
-            continue  # never promoted (a first promotion killed early leaves its record)
+    for name in names:
         try:
             live = resolve(store, serving, name)
         except StepError as error:

@@ -19,7 +19,13 @@ from onnxkit.contract.gate import QualityGate
 from onnxkit.contract.layout import MANIFEST_FILE, pointer_key
 from tests.conftest import ArtifactFactory
 from tests.support.artifacts import tarball
-from tests.support.aws import REGION, deploy_stack, mocked, moto_serving
+from tests.support.aws import (
+    REGION,
+    deploy_kit_stacks,
+    mocked,
+    moto_serving,
+    pipeline_function_env,
+)
 from tests.support.cli import invoke
 
 BUCKET = "kit-artifacts"
@@ -52,32 +58,10 @@ def _archive(model_dir: Path, version: str) -> bytes:
 def kit(monkeypatch: pytest.MonkeyPatch, model_dir: Path) -> Iterator[dict[str, Any]]:
     """A deployed "test" environment: v1 promoted, then v2 gated against it and promoted, each
     registered with the package metadata Evaluate built (as the Register state sends it)."""
-    for key, value in {
-        "ARTIFACT_BUCKET": BUCKET,
-        "FUNCTION_NAME": FUNCTION,
-        "ALIAS_NAME": "live",
-    }.items():
-        monkeypatch.setenv(key, value)
+    pipeline_function_env(monkeypatch, BUCKET, FUNCTION)
     with mocked(monkeypatch, REGION):
         s3, _, _ = moto_serving(REGION, BUCKET, FUNCTION)
-        deploy_stack(
-            "OnnxKit-test-Artifacts",
-            {
-                "ArtifactBucketName": BUCKET,
-                "DataUri": f"s3://{BUCKET}/data/",
-                "ModelPackageGroupName": GROUP,
-                "KmsKeyArn": "arn:aws:kms:eu-west-1:1:key/x",
-            },
-        )
-        deploy_stack(
-            "OnnxKit-test-Serving",
-            {
-                "ApiUrl": "https://example.invalid/",
-                "FunctionName": FUNCTION,
-                "LiveAliasArn": f"arn:aws:lambda:{REGION}:1:function:{FUNCTION}:live",
-                "AuthMode": "iam",
-            },
-        )
+        deploy_kit_stacks("test", BUCKET, GROUP, FUNCTION)
         sagemaker = boto3.client("sagemaker", region_name=REGION)
         sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
         decisions = []

@@ -24,7 +24,7 @@ from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 from onnxkit.rollback import rollback
 from tests.support.artifacts import artifact, manifest_dict, tarball
-from tests.support.aws import mocked, moto_serving
+from tests.support.aws import mocked, moto_serving, pipeline_function_env
 
 BUCKET = "onnxkit-artifacts"
 FUNCTION = "onnxkit-inference"
@@ -63,12 +63,7 @@ class FaultyClient:
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """moto with the artifact bucket, the inference function (version 1, the CDK-managed one
     reading the production pointer) and its ``live`` alias."""
-    for key, value in {
-        "ARTIFACT_BUCKET": BUCKET,
-        "FUNCTION_NAME": FUNCTION,
-        "ALIAS_NAME": "live",
-    }.items():
-        monkeypatch.setenv(key, value)
+    pipeline_function_env(monkeypatch, BUCKET, FUNCTION)
     with mocked(monkeypatch, REGION):
         s3, lam, cdk_version = moto_serving(
             REGION,
