@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from onnxkit.contract.card import now, package_metadata
 from onnxkit.contract.gate import GATE_METRIC, QualityGate, required_lift
 from onnxkit.contract.layout import MANIFEST_FILE
 from onnxkit.contract.manifest import Manifest, ManifestError, parse_manifest
@@ -259,7 +260,7 @@ def evaluate(
     store: ObjectStore, model_name: str, artifact_uri: str, gate: QualityGate
 ) -> dict[str, Any]:
     """The Evaluate step: the decision record ``{"passed", "reasons", "candidate",
-    "production"}``."""
+    "production", "gate_metric", "evaluated_at", "package_metadata"}``."""
     with store.open_uri(artifact_uri) as stream:
         artifact = read_artifact(stream)
     manifest = artifact.manifest
@@ -280,4 +281,8 @@ def evaluate(
         "reasons": reasons,
         "candidate": summary(manifest, artifact_uri),
         "production": live,
+        "gate_metric": GATE_METRIC[manifest.task],
+        "evaluated_at": now(),
+        # The registered version's compact card (Register's CustomerMetadataProperties).
+        "package_metadata": package_metadata(manifest, live),
     }

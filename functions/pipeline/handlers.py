@@ -2,8 +2,9 @@
 
 Evaluate event: ``{"model_name", "candidate_artifact_uri", "gate": QualityGate}``; env
 ``ARTIFACT_BUCKET``. Promote event: ``{"candidate": <evaluation.candidate>,
-"model_package_arn"}``; env ``ARTIFACT_BUCKET``, ``FUNCTION_NAME``, ``ALIAS_NAME`` and, for a
-gradual shift, ``SHIFT_WEIGHTS`` (e.g. ``0.1,0.5``), ``SHIFT_WAIT_SECONDS``, ``ALARM_NAME``.
+"model_package_arn", "evaluation": <$.evaluation>}``; env ``ARTIFACT_BUCKET``,
+``FUNCTION_NAME``, ``ALIAS_NAME`` and, for a gradual shift, ``SHIFT_WEIGHTS`` (e.g.
+``0.1,0.5``), ``SHIFT_WAIT_SECONDS``, ``ALARM_NAME``.
 A step that cannot complete raises (its class name is the state machine's ``Error``).
 """
 
@@ -86,6 +87,7 @@ def promote(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     try:
         candidate = dict(event["candidate"])
         package = str(event["model_package_arn"])
+        evaluation = dict(event["evaluation"]) if event.get("evaluation") else None
     except (KeyError, TypeError, ValueError) as error:
         raise StepError(f"bad Promote event: {error}") from None
     serving = LambdaServing(
@@ -94,6 +96,8 @@ def promote(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         os.environ.get(ALIAS_NAME_ENV) or ALIAS_NAME,
     )
     # Register created the package approved, so no registry call (and no IAM grant) here.
-    result = promote_step(_store(), serving, None, candidate, package, shift=_shift())
+    result = promote_step(
+        _store(), serving, None, candidate, package, shift=_shift(), evaluation=evaluation
+    )
     logger.info(json.dumps({"step": "promote", **result}))
     return result

@@ -9,8 +9,9 @@ that fell behind. Promotion runs in this order, each step idempotent:
 
 1. ``verify``    - re-read the artifact and check every digest against the manifest and the
    evaluated candidate (a tampered artifact is refused);
-2. ``store``     - copy model.onnx, then manifest.json, to the immutable
-   ``models/<name>/<version>/`` (an existing copy is reused only when its digest matches);
+2. ``store``     - copy model.onnx (and reference.json, and the gate's evaluation.json), then
+   manifest.json, to the immutable ``models/<name>/<version>/`` (an existing copy is reused only
+   when its digest matches);
 3. ``reconcile`` - finish the record of an interrupted promotion or rollback;
 4. ``publish``   - configure the function's ``MODEL_URI``/``MODEL_SHA256``/
    ``MODEL_MANIFEST_SHA256`` and publish a version (one already published is reused);
@@ -35,8 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from onnxkit.contract.card import EvaluationError, dump_evaluation, evaluation_record
 from onnxkit.contract.layout import (
     COMPANION_FILES,
+    EVALUATION_FILE,
     MANIFEST_FILE,
     SERVING_FILE,
     version_prefix,
@@ -93,6 +96,24 @@ def _store_immutable(store: ObjectStore, key: str, data: bytes, content_type: st
         version_id = store.head(key)
         return store.uri(key, version_id or None)
     return store.uri(key, store.put(key, data, content_type) or None)
+
+
+def _store_evaluation(
+    store: ObjectStore, key: str, evaluation: dict[str, Any], candidate: dict[str, Any]
+) -> None:
+    """Keep the gate's record of this version; the first one stays (a retried promotion
+    carries the same record, and a version is evaluated once)."""
+    try:
+        record = evaluation_record(evaluation)
+    except EvaluationError as error:
+        raise StepError(f"bad Promote event: {error}") from None
+    if (record.candidate.model_version, record.candidate.sha256) != (
+        candidate["model_version"],
+        candidate["sha256"],
+    ):
+        raise StepError("bad Promote event: the evaluation is of another candidate")
+    if store.head(key) is None:
+        store.put(key, dump_evaluation(record), "application/json")
 
 
 @dataclass(frozen=True)
@@ -236,9 +257,11 @@ def promote(
     model_package_id: str,
     *,
     shift: Shift | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Promote step; returns ``{"model_version", "lambda_version", "model_uri",
-    "sha256", "previous_lambda_version"}``."""
+    "sha256", "previous_lambda_version"}``. ``evaluation`` (Evaluate's result) is kept beside
+    the version as ``evaluation.json``: what the gate compared the candidate with."""
     # 1. verify
     with store.open_uri(candidate["artifact_uri"]) as stream:
         artifact = read_artifact(stream, keep={SERVING_FILE, *COMPANION_FILES})
@@ -267,6 +290,8 @@ def promote(
             _store_immutable(
                 store, prefix + companion, artifact.files[companion], "application/json"
             )
+    if evaluation is not None:
+        _store_evaluation(store, prefix + EVALUATION_FILE, evaluation, candidate)
     manifest_uri = _store_immutable(
         store, prefix + MANIFEST_FILE, artifact.manifest_bytes, "application/json"
     )

@@ -25,7 +25,12 @@ from infra.constructs.training_job import TrainingJob, sklearn_image
 from infra.nag import acknowledge, acknowledge_resources, allow
 from onnxkit.config import OnnxKitConfig
 from onnxkit.contract import workflow as wf
-from onnxkit.contract.layout import CHECKPOINT_PREFIX, TRAINING_PREFIX, state_machine_name
+from onnxkit.contract.layout import (
+    CHECKPOINT_PREFIX,
+    PACKAGE_EXECUTION_KEY,
+    TRAINING_PREFIX,
+    state_machine_name,
+)
 from onnxkit.contract.metrics import metric_definitions
 
 SCRIPT = "train.py"
@@ -182,7 +187,7 @@ class TrainingWorkflow(Construct):
             payload=sfn.TaskInput.from_object(
                 {
                     key: sfn.JsonPath.object_at(path)
-                    if key == "candidate"
+                    if key in wf.PROMOTE_EVENT_OBJECTS
                     else sfn.JsonPath.string_at(path)
                     for key, path in wf.PROMOTE_EVENT_PATHS.items()
                 }
@@ -386,12 +391,11 @@ class TrainingWorkflow(Construct):
             service="sagemaker", resource="model-package", resource_name=f"{group}/*"
         )
         candidate = "$states.input.evaluation.candidate"
+        # Evaluate built the version's compact card (onnxkit/contract/card.py), within
+        # SageMaker's limits with one entry to spare for the execution's name.
         metadata = _jsonata(
-            f"$merge([{{'model_version': {candidate}.model_version, "
-            f"'sha256': {candidate}.sha256, 'serving_variant': {candidate}.serving_variant, "
-            f"'primary_metric': {candidate}.primary_metric, "
-            "'execution': $states.context.Execution.Name}, "
-            f"$each({candidate}.metrics, function($v, $k) {{{{'metric.' & $k: $string($v)}}}})])"
+            "$merge([$states.input.evaluation.package_metadata, "
+            f"{{'{PACKAGE_EXECUTION_KEY}': $states.context.Execution.Name}}])"
         )
         inference_image = sklearn_image(
             config.region, config.training.framework_version, "inference"

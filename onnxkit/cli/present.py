@@ -542,6 +542,8 @@ def print_scoring_run(console: Console, summary: Any, parts: int, output: Any) -
 
 # --- onnxkit models ------------------------------------------------------------------------
 # Shown first when present; any other metric is listed after them.
+# The models table names this many features per version (--json has every recorded one).
+TOP_FEATURES_SHOWN = 3
 _PREFERRED = ("accuracy", "f1_macro", "roc_auc", "log_loss", "r2", "rmse", "mae")
 
 
@@ -557,7 +559,8 @@ def print_models(
     names = {m for v in shown for m in v.metrics}
     metric_cols = [m for m in _PREFERRED if m in names] + sorted(names - set(_PREFERRED))
     table = Table(title=title, title_justify="left")
-    for column in ("", "#", "model", "version", "status", "registered", *metric_cols):
+    columns = ("", "#", "model", "version", "status", "registered", *metric_cols, "top features")
+    for column in columns:
         table.add_column(column, justify="right" if column in metric_cols else "left")
     for v in shown:
         table.add_row(
@@ -568,6 +571,7 @@ def print_models(
             v.status,
             v.created[:16].replace("T", " "),
             *(f"{v.metrics[m]:.4g}" if m in v.metrics else "-" for m in metric_cols),
+            ", ".join(f["name"] for f in v.top_features[:TOP_FEATURES_SHOWN]) or "-",
         )
     out.print(table)
     if not any(v.live for v in versions):

@@ -14,30 +14,17 @@ import typer
 
 from functions.pipeline.ports import StepError
 from onnxkit.cli import present
+from onnxkit.cli.options import pick_model
 from onnxkit.cloud.discovery import discover
 from onnxkit.contract.layout import (
     FUNCTION_NAME_OUTPUT,
     INTENT_FILE,
     MODELS_PREFIX,
     POINTER_FILE,
-    model_name_problem,
 )
 from onnxkit.errors import KitError
 from onnxkit.local.store import LocalServing, LocalStore, workdir_lock
 from onnxkit.rollback import rollback as rollback_step
-
-
-def _pick_model(names: list[str], given: str | None, where: str) -> str:
-    if given:
-        problem = model_name_problem(given)
-        if problem:
-            raise KitError(f"invalid --name: {problem}")
-        return given
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise KitError(f"no model has been promoted in {where}")
-    raise KitError(f"{where} has several models ({', '.join(names)}); pass --name")
 
 
 def _local(workdir: Path, name: str | None, to: str | None) -> dict[str, Any]:
@@ -47,7 +34,7 @@ def _local(workdir: Path, name: str | None, to: str | None) -> dict[str, Any]:
     # promotion.json too: a first promotion killed before its pointer was written is live.
     records = [*models.glob(f"*/{POINTER_FILE}"), *models.glob(f"*/{INTENT_FILE}")]
     names = sorted({p.parent.name for p in records})
-    model = _pick_model(names, name, str(workdir))
+    model = pick_model(names, name, str(workdir))
     with workdir_lock(workdir):
         return rollback_step(LocalStore(workdir), LocalServing(workdir), model, to)
 
@@ -68,7 +55,7 @@ def _cloud(
         for page in pages
         for p in page.get("CommonPrefixes", [])
     )
-    model = _pick_model(names, name, f"s3://{kit.bucket}/{MODELS_PREFIX}")
+    model = pick_model(names, name, f"s3://{kit.bucket}/{MODELS_PREFIX}")
     serving = LambdaServing(kit.client("lambda"), kit.get(FUNCTION_NAME_OUTPUT))
     return rollback_step(S3Store(s3, kit.bucket), serving, model, to)
 

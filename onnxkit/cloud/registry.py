@@ -1,10 +1,11 @@
 """The registry as the CLI shows it: SageMaker model packages plus the production pointers.
 
 Each model package in the environment's ``ModelPackageGroupName`` is one registered version.
-Its ``CustomerMetadataProperties`` carry ``model_version``, ``sha256``, ``primary_metric``,
-``serving_variant``, ``execution`` and one ``metric.<name>`` per metric
-(infra/constructs/training_workflow.py writes them); ``model_name`` is optional (the group
-holds one model). Which version is live comes from the production pointers
+Its ``CustomerMetadataProperties`` are the version's compact card
+(:func:`onnxkit.contract.card.package_metadata`: ``model_name``, ``model_version``, ``sha256``,
+one ``metric.<name>`` per metric, the top features, production's metrics at the gate, ...) plus
+the Register state's ``execution``; packages registered before the card carry fewer, and no
+``model_name`` (the group holds one model). Which version is live comes from the production pointers
 ``s3://<bucket>/models/<model_name>/production.json``, checked against what the function's
 ``live`` alias serves when the Serving stack is known (:func:`live_pointers`, the promotion
 states of docs/CONTRACTS.md).
@@ -15,7 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnxkit.contract.layout import MODELS_PREFIX, intent_key, pointer_key
+import msgspec
+
+from onnxkit.cloud.discovery import DiscoveryError, Kit, discover
+from onnxkit.contract.card import METRIC_KEY, is_card_key, production_at_gate, top_features
+from onnxkit.contract.layout import FUNCTION_NAME_OUTPUT, MODELS_PREFIX, intent_key, pointer_key
 from onnxkit.contract.pointer import Pointer, PointerError, parse_pointer
 
 _NON_METRIC = frozenset({"model_name", "model_version", "sha256", "lambda_version", "execution"})
@@ -34,15 +39,46 @@ class Version:
     metrics: dict[str, float] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
     live: bool = False
+    # The package's card (onnxkit/contract/card.py): features by permutation importance, and
+    # the production model the version was gated against.
+    top_features: list[dict[str, Any]] = field(default_factory=list)
+    production_at_gate: dict[str, Any] | None = None
+
+
+def version_of(
+    properties: dict[str, str],
+    *,
+    package_arn: str,
+    package_version: int | None,
+    status: str,
+    created: str,
+    group: str,
+) -> Version:
+    """A registered version from its metadata properties (a model package's, or the local
+    registry's record of the same)."""
+    return Version(
+        package_arn=package_arn,
+        package_version=package_version,
+        model_name=properties.get("model_name", group),
+        model_version=properties.get("model_version", str(package_version or "?")),
+        status=status,
+        created=created,
+        metrics=_metrics(properties),
+        properties=properties,
+        top_features=[msgspec.to_builtins(f) for f in top_features(properties)],
+        production_at_gate=production_at_gate(properties),
+    )
 
 
 def _metrics(properties: dict[str, str]) -> dict[str, float]:
     """``metric.<name>`` properties (what the Register step writes); failing those, any
-    numeric property."""
+    numeric property that is not part of the card."""
     prefixed = {
-        k.removeprefix("metric."): v for k, v in properties.items() if k.startswith("metric.")
+        k.removeprefix(METRIC_KEY): v for k, v in properties.items() if k.startswith(METRIC_KEY)
     }
-    candidates = prefixed or {k: v for k, v in properties.items() if k not in _NON_METRIC}
+    candidates = prefixed or {
+        k: v for k, v in properties.items() if k not in _NON_METRIC and not is_card_key(k)
+    }
     found = {}
     for key, value in candidates.items():
         try:
@@ -66,11 +102,10 @@ def list_versions(sagemaker: Any, group: str) -> list[Version]:
             number = described.get("ModelPackageVersion", summary.get("ModelPackageVersion"))
             created = described.get("CreationTime") or summary.get("CreationTime")
             versions.append(
-                Version(
+                version_of(
+                    props,
                     package_arn=arn,
                     package_version=number,
-                    model_name=props.get("model_name", group),
-                    model_version=props.get("model_version", str(number or "?")),
                     status=str(
                         described.get("ModelApprovalStatus")
                         or summary.get("ModelApprovalStatus")
@@ -79,11 +114,28 @@ def list_versions(sagemaker: Any, group: str) -> list[Version]:
                     created=created.isoformat(timespec="seconds")
                     if hasattr(created, "isoformat")
                     else str(created or ""),
-                    metrics=_metrics(props),
-                    properties=props,
+                    group=group,
                 )
             )
     return versions
+
+
+def local_version(record: dict[str, Any]) -> Version:
+    """A version of the local registry (``registry/<name>/<version>.json``); records from
+    before the card carry no ``metadata``: their served variant's metrics stand in."""
+    properties = dict(record.get("metadata") or {})
+    version = version_of(
+        properties,
+        package_arn=record["package_id"],
+        package_version=None,
+        status=record["status"],
+        created=record["registered_at"],
+        group=record["model_name"],
+    )
+    version.model_name, version.model_version = record["model_name"], record["model_version"]
+    if not version.metrics:
+        version.metrics = dict(record["metrics"].get(record.get("serving_variant"), {}))
+    return version
 
 
 def _model_names(s3: Any, bucket: str) -> list[str]:
@@ -122,17 +174,29 @@ def live_pointers(
     """model_name -> the live model as a pointer, resolved from the ``live`` alias, the pointer
     and the promotion record (reads only), and one note per model whose records fell behind."""
     from functions.pipeline.aws import LambdaServing, S3Store  # noqa: PLC0415
+
+    store, serving = S3Store(s3, bucket), LambdaServing(lambda_client, function_name)
+    recorded = set(production_pointers(s3, bucket))
+    names = [
+        name
+        for name in sorted(recorded | set(_model_names(s3, bucket)))
+        # never promoted, unless a first promotion killed early left its record
+        if name in recorded or store.get(intent_key(name)) is not None
+    ]
+    return resolve_pointers(store, serving, names)
+
+
+def resolve_pointers(
+    store: Any, serving: Any, names: list[str]
+) -> tuple[dict[str, Pointer], list[str]]:
+    """model_name -> the live model of each name over the pipeline's ports (S3 and Lambda, or a
+    work directory), read only; one note per model whose records fell behind or are unreadable."""
     from functions.pipeline.ports import StepError  # noqa: PLC0415
     from functions.pipeline.promote import resolve  # noqa: PLC0415
 
-    store, serving = S3Store(s3, bucket), LambdaServing(lambda_client, function_name)
     pointers: dict[str, Pointer] = {}
     notes: list[str] = []
-    recorded = set(production_pointers(s3, bucket))
-    names = recorded | set(_model_names(s3, bucket))
-    for name in sorted(names):
-        if name not in recorded and store.get(intent_key(name)) is None:
-            continue  # never promoted (a first promotion killed early leaves its record)
+    for name in names:
         try:
             live = resolve(store, serving, name)
         except StepError as error:
@@ -143,6 +207,20 @@ def live_pointers(
             if live.note():
                 notes.append(f"{name}: {live.note().replace('now records', 'will record')}")
     return pointers, notes
+
+
+def current_pointers(kit: Kit) -> tuple[dict[str, Pointer], list[str]]:
+    """model_name -> the live model of a discovered kit (its Artifacts stack), and notes.
+
+    The live alias is the commit point: with the Serving stack, what it serves is live, whatever
+    a pointer left behind by an interrupted promotion says; without it, the pointers alone."""
+    s3 = kit.client("s3")
+    try:
+        serving = discover(kit.env, ("Serving",), session=kit.session)
+        function = serving.get(FUNCTION_NAME_OUTPUT)
+    except DiscoveryError:
+        return production_pointers(s3, kit.bucket), []
+    return live_pointers(s3, kit.bucket, serving.client("lambda"), function)
 
 
 def mark_live(versions: list[Version], pointers: dict[str, Pointer]) -> None:

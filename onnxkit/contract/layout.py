@@ -40,6 +40,16 @@ SCORING_PREFIX: Final = "scoring/"  # batch scoring: input/ uploads, output/<run
 MODELS_PREFIX: Final = "models/"  # promoted models, pointers and promotion records
 POINTER_FILE: Final = "production.json"
 INTENT_FILE: Final = "promotion.json"  # the write-ahead record of a promotion or rollback
+# Beside a promoted version's manifest: the quality gate's decision, with the production model it
+# was compared with (onnxkit/contract/card.py). Absent for versions promoted before it.
+EVALUATION_FILE: Final = "evaluation.json"
+# SageMaker's CustomerMetadataProperties of a model package: at most 50 entries, keys of 1-128
+# and values of 1-256 characters from letters, digits, separators and ``_.:/=+-@``.
+PACKAGE_METADATA_MAX_ENTRIES: Final = 50
+PACKAGE_METADATA_MAX_KEY: Final = 128
+PACKAGE_METADATA_MAX_VALUE: Final = 256
+# The entry the Register state adds itself (the Step Functions execution's name).
+PACKAGE_EXECUTION_KEY: Final = "execution"
 
 
 def model_prefix(model_name: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, NotRequired, Required, TypedDict
 
 from onnxkit.contract.gate import QualityGate
 
@@ -215,13 +215,18 @@ class CandidateSummary(TypedDict):
     sha256: str
 
 
-class EvaluateResult(TypedDict):
+class EvaluateResult(TypedDict, total=False):
     """What Evaluate returns; the state machine stores it at ``$.evaluation``."""
 
-    passed: bool
-    reasons: list[str]
-    candidate: CandidateSummary
-    production: dict[str, Any] | None
+    passed: Required[bool]
+    reasons: Required[list[str]]
+    candidate: Required[CandidateSummary]
+    production: Required[dict[str, Any] | None]  # the live model's summary when it was gated
+    gate_metric: str  # what the gate compared with the baseline and with production
+    evaluated_at: str
+    # The registered version's card: Register's CustomerMetadataProperties
+    # (onnxkit/contract/card.py package_metadata).
+    package_metadata: dict[str, str]
 
 
 class PromoteEvent(TypedDict):
@@ -230,6 +235,8 @@ class PromoteEvent(TypedDict):
 
     candidate: CandidateSummary  # $.evaluation.candidate
     model_package_arn: str  # $.registration.model_package_arn
+    # $.evaluation: stored beside the promoted version as evaluation.json (the gate's record).
+    evaluation: NotRequired[EvaluateResult]
 
 
 class PromoteResult(TypedDict):
@@ -248,7 +255,10 @@ TRAINED_ARTIFACT_PATH: Final = f"{TRAINING_PATH}.ModelArtifacts.S3ModelArtifacts
 PROMOTE_EVENT_PATHS: Final[Mapping[str, str]] = {
     "candidate": f"{EVALUATION_PATH}.candidate",
     "model_package_arn": f"{REGISTRATION_PATH}.model_package_arn",
+    "evaluation": EVALUATION_PATH,
 }
+# The Promote event fields that are JSON objects (the rest are strings).
+PROMOTE_EVENT_OBJECTS: Final = frozenset({"candidate", "evaluation"})
 
 
 def evaluate_event(
@@ -264,7 +274,11 @@ def evaluate_event(
 
 def promote_event(evaluation: EvaluateResult, model_package_arn: str) -> PromoteEvent:
     """The Promote event built from Evaluate's result and Register's package ARN."""
-    return {"candidate": evaluation["candidate"], "model_package_arn": model_package_arn}
+    return {
+        "candidate": evaluation["candidate"],
+        "model_package_arn": model_package_arn,
+        "evaluation": evaluation,
+    }
 
 
 def gate_passed(evaluation: EvaluateResult) -> bool:

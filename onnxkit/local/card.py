@@ -1,5 +1,6 @@
-"""A model card from a model's own records: the manifest, its reference statistics, and the
-intended-use text of the config.
+"""A model card from a model's own records: the manifest, its reference statistics, the quality
+gate's record of a promoted version (evaluation.json: production's metrics when it was gated),
+and the intended-use text of the config.
 
 :func:`build_card` gathers the card as JSON-ready data (``onnxkit card --json``);
 :func:`render_markdown` writes it as a Markdown document a user can paste. Nothing here
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from onnxkit.contract.layout import REFERENCE_FILE
+from onnxkit.contract.card import EvaluationRecord
+from onnxkit.contract.layout import EVALUATION_FILE, REFERENCE_FILE
 from onnxkit.contract.manifest import Manifest
 from onnxkit.contract.metrics import HIGHER_IS_BETTER
 from onnxkit.contract.reference import CategoricalStats, ClassPredictions, Reference
@@ -24,8 +26,10 @@ def build_card(
     *,
     intended_use: str,
     limitations: str,
+    evaluation: EvaluationRecord | None = None,
 ) -> dict[str, Any]:
-    """The card's content, JSON-ready."""
+    """The card's content, JSON-ready; ``evaluation`` is the quality gate's record of a
+    promoted version (what production was when it was gated)."""
     served = manifest.serving.variant
     return {
         "model": {
@@ -45,30 +49,44 @@ def build_card(
         "intended_use": intended_use,
         "limitations": limitations,
         "data": manifest.data.to_dict(),
-        "metrics": _metrics(manifest),
+        "metrics": _metrics(manifest, evaluation),
+        "gate": evaluation.to_dict() if evaluation else None,
         "quantization": _quantization(manifest),
         "importance": manifest.importance.to_dict() if manifest.importance else None,
         "drift_reference": _drift_reference(manifest, reference),
     }
 
 
-def _metrics(manifest: Manifest) -> dict[str, Any]:
-    """Every variant's held-out metrics, the baseline's, and the served variant's lift over it
-    (signed so that positive is better, whatever the metric's direction)."""
+def _lift(served: dict[str, float], other: dict[str, float]) -> dict[str, float]:
+    """``served`` minus ``other`` per shared metric, signed so that positive is better."""
+    lift = {}
+    for name, value in other.items():
+        if name in served:
+            delta = served[name] - value
+            # + 0.0: no "-0.0000" when the two are equal.
+            lift[name] = (delta if name in HIGHER_IS_BETTER else -delta) + 0.0
+    return lift
+
+
+def _metrics(manifest: Manifest, evaluation: EvaluationRecord | None) -> dict[str, Any]:
+    """Every variant's held-out metrics, the baseline's and production's at the gate, and the
+    served variant's lift over each (signed so that positive is better, whatever the metric's
+    direction)."""
     served = manifest.serving_metrics
     baseline = manifest.baseline
-    lift = {}
-    if baseline is not None:
-        for name, value in baseline.metrics.items():
-            if name in served:
-                delta = served[name] - value
-                lift[name] = delta if name in HIGHER_IS_BETTER else -delta
+    production = evaluation.production if evaluation else None
     return {
         "primary": manifest.primary_metric,
         "served_variant": manifest.serving.variant,
         "variants": {name: report.metrics for name, report in manifest.variants.items()},
         "baseline": baseline.to_dict() if baseline else None,
-        "lift_over_baseline": lift,
+        "lift_over_baseline": _lift(served, baseline.metrics) if baseline else {},
+        "production_at_gate": (
+            {"model_version": production.model_version, "metrics": production.metrics}
+            if production
+            else None
+        ),
+        "lift_over_production": _lift(served, production.metrics) if production else {},
     }
 
 
@@ -176,6 +194,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     lines += _data_section(card["data"])
     lines += _metrics_section(card["metrics"])
+    lines += _gate_section(card["gate"])
     lines += _quantization_section(card["quantization"])
     lines += _importance_section(card["importance"])
     lines += _drift_section(card["drift_reference"])
@@ -202,29 +221,76 @@ def _data_section(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
 def _metrics_section(metrics: dict[str, Any]) -> list[str]:
     variants: dict[str, dict[str, float]] = metrics["variants"]
     baseline = metrics["baseline"]
+    production = metrics.get("production_at_gate")
     names = list(dict.fromkeys(n for m in variants.values() for n in m))
     header = ["metric"]
     if baseline:
         header.append(f"baseline ({baseline['strategy']})")
+    if production:
+        header.append(f"production {production['model_version']} (at gate)")
     header += [f"{v} (served)" if v == metrics["served_variant"] else v for v in variants]
     header.append("lift over baseline")
+    if production:
+        header.append("lift over production")
     rows = []
     for name in names:
         row = [f"**{name}**" if name == metrics["primary"] else name]
         if baseline:
             row.append(_number(baseline["metrics"].get(name)))
+        if production:
+            row.append(_number(production["metrics"].get(name)))
         row += [_number(m.get(name)) for m in variants.values()]
-        lift = metrics["lift_over_baseline"].get(name)
-        row.append("-" if lift is None else f"{lift:+.4f}")
+        row.append(_signed(metrics["lift_over_baseline"].get(name)))
+        if production:
+            row.append(_signed(metrics["lift_over_production"].get(name)))
         rows.append(row)
     lines = ["## Metrics on the held-out rows", "", *_table(header, rows), ""]
     note = f"Primary metric: {metrics['primary']}. Lift is signed so that positive is better."
     if not baseline:
         note += " This model was trained before the naive baseline was measured."
+    if production:
+        note += (
+            f" Production's metrics are those of {production['model_version']} on its own "
+            "held-out rows, as the quality gate read them from its manifest."
+        )
     return [*lines, note, ""]
+
+
+def _gate_section(gate: dict[str, Any] | None) -> list[str]:
+    lines = ["## Quality gate", ""]
+    if gate is None:
+        return [
+            *lines,
+            "Not recorded: this version has not been promoted, or was promoted before "
+            f"onnxkit kept the gate's record ({EVALUATION_FILE} beside the manifest).",
+            "",
+        ]
+    production = gate["production"]
+    verdict = "passed" if gate["passed"] else "failed"
+    when = f" on {gate['evaluated_at']}" if gate.get("evaluated_at") else ""
+    metric = gate.get("gate_metric")
+    if production is None:
+        against = "nothing was in production (the first promotion)"
+    else:
+        against = f"production was {production['model_version']}"
+        if metric and metric in production["metrics"] and metric in gate["candidate"]["metrics"]:
+            against += (
+                f" ({metric} {production['metrics'][metric]:.4f} against this version's "
+                f"{gate['candidate']['metrics'][metric]:.4f})"
+            )
+    lines.append(f"The quality gate {verdict}{when}; {against}.")
+    lines.append("")
+    if gate["reasons"]:
+        lines += [f"- {reason}" for reason in gate["reasons"]]
+        lines.append("")
+    return lines
 
 
 def _quantization_section(q: dict[str, Any]) -> list[str]:

@@ -5,7 +5,8 @@ task backed by the same step code (:mod:`functions.pipeline`) over a work direct
 Work directory layout (the artifact bucket's, plus the local stand-ins)::
 
     jobs/<job>/            the training job's /opt/ml-like tree and output/model.tar.gz
-    models/<name>/<ver>/   model.onnx and manifest.json, immutable once promoted
+    models/<name>/<ver>/   model.onnx, manifest.json, reference.json and the gate's
+                           evaluation.json, immutable once promoted
     models/<name>/production.json
     registry/<name>/<ver>.json   every registered version with its metrics
     serving/function.json        the inference function's versions and its live alias
@@ -191,6 +192,7 @@ class _Run:
             self.registry,
             dict(event["candidate"]),
             event["model_package_arn"],
+            evaluation=dict(event["evaluation"]) if "evaluation" in event else None,
         )
 
     def _notify(self, subject: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 ``models/<name>/promotion.json`` as in S3; ``serving/function.json`` plays the inference
 function (numbered versions, each with its ``MODEL_URI``/``MODEL_SHA256``/
 ``MODEL_MANIFEST_SHA256``, and the ``live`` alias); ``registry/<name>/<version>.json`` keeps
-every registered version with its metrics and status. Uris of the store are paths relative to
-the work directory, so a copied or moved work directory serves its own files. Writers hold
+every registered version with its metrics, status and the model package's card ``metadata``.
+Uris of the store are paths relative to the work directory, so a copied or moved work directory
+serves its own files. Writers hold
 :func:`workdir_lock` (a file lock), so only this machine's shell uses these adapters: they are
 not part of the pipeline's Lambda bundle.
 """
@@ -24,6 +25,7 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from functions.pipeline.ports import StepError
+from onnxkit.contract.card import package_metadata
 from onnxkit.contract.layout import (
     MANIFEST_FILE,
     MODEL_MANIFEST_SHA256_ENV,
@@ -254,6 +256,9 @@ class LocalRegistry:
             "serving_variant": manifest.serving.variant,
             "metrics": {name: report.metrics for name, report in manifest.variants.items()},
             "gate": {"passed": evaluation["passed"], "reasons": evaluation["reasons"]},
+            # What the cloud's Register puts on the model package (CustomerMetadataProperties).
+            "metadata": evaluation.get("package_metadata")
+            or package_metadata(manifest, evaluation.get("production")),
         }
         _atomic_write(self._path(package_id), json.dumps(record, indent=2).encode())
         return package_id

@@ -76,6 +76,7 @@ def test_promote_reject_promote_and_roll_back(tmp_path: Path) -> None:
     registry = sorted((workdir / "registry" / NAME).glob("*.json"))
     assert len(registry) == 2  # the rejected candidate was never registered
     assert all(json.loads(p.read_text())["metrics"]["sklearn"] for p in registry)
+    _check_cards(workdir, v1["model_version"], v2["model_version"])
 
     back = _invoke("rollback", "--workdir", str(workdir))
     assert back.exit_code == 0, back.output
@@ -89,6 +90,32 @@ def test_promote_reject_promote_and_roll_back(tmp_path: Path) -> None:
     again = _invoke("rollback", "--workdir", str(workdir))
     assert again.exit_code == 1
     assert again.output.strip() == (f"error: {NAME} {v1['model_version']} has no previous version")
+
+
+def _check_cards(workdir: Path, v1: str, v2: str) -> None:
+    """Each promoted version's card says what production was when it was gated, and the local
+    registry lists the versions with their top features, as the cloud's does."""
+    cards = {}
+    for version in (v1, v2):
+        result = _invoke("card", "--model", str(workdir / "models" / NAME / version), "--json")
+        assert result.exit_code == 0, result.output
+        cards[version] = json.loads(result.output)
+    assert cards[v1]["gate"]["production"] is None and cards[v1]["gate"]["passed"]
+    assert cards[v2]["gate"]["production"]["model_version"] == v1
+    assert (
+        cards[v2]["metrics"]["production_at_gate"]["metrics"]
+        == (cards[v1]["metrics"]["variants"][cards[v1]["model"]["serving"]["variant"]])
+    )
+    listed = json.loads(_invoke("models", "--workdir", str(workdir), "--json").output)
+    assert [(v["model_version"], v["live"]) for v in listed] == [(v2, True), (v1, False)]
+    ranked = sorted(cards[v2]["importance"]["features"], key=lambda f: -f["mean"])
+    assert [f["name"] for f in listed[0]["top_features"]] == [f["name"] for f in ranked[:5]]
+    assert listed[0]["production_at_gate"]["model_version"] == v1
+    table = CliRunner().invoke(app, ["models", "--workdir", str(workdir)], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "top features" in table.output, table.output
+    assert f"{ranked[0]['name']}, {ranked[1]['name']}," in table.output
+    neither = _invoke("models")
+    assert neither.exit_code == 1 and "give --env ENV (deployed) or --workdir" in neither.output
 
 
 def test_a_bad_csv_fails_with_the_training_jobs_failure_reason(tmp_path: Path) -> None:

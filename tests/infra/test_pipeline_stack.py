@@ -172,7 +172,7 @@ def test_register_creates_an_approved_package_with_metrics(dev: Synthesized) -> 
     args = register["Arguments"]
     assert args["ModelPackageGroupName"] == "onnxkit-dev-onnxkit-model"
     assert args["ModelApprovalStatus"] == "Approved"
-    assert "'metric.' & $k: $string($v)" in args["CustomerMetadataProperties"]
+    assert "$states.input.evaluation.package_metadata" in args["CustomerMetadataProperties"]
     assert "registration" in register["Output"]
 
 
@@ -234,3 +234,15 @@ def test_schedule_starts_retraining_when_configured(dev: Synthesized, variant: S
     assert rule["ScheduleExpression"] == "rate(7 days)"
     (target,) = rule["Targets"]
     assert "train_s3_uri" in flatten(target["Input"])
+
+
+def test_the_registry_card_needs_no_new_grant(dev: Synthesized) -> None:
+    """The card rides on CreateModelPackage (CustomerMetadataProperties) and on Promote's writes
+    under models/: no model card action, and Evaluate, which builds it, still writes nothing."""
+    found = statements(dev, "WorkflowStateMachineRole")
+    assert {a for s in found for a in _actions(s) if a.startswith("sagemaker:")} == {
+        "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
+        "sagemaker:StopTrainingJob", "sagemaker:AddTags", "sagemaker:CreateModelPackage",
+    }  # fmt: skip
+    evaluate = statements(dev, "EvaluateRole")
+    assert not [a for s in evaluate for a in _actions(s) if a.startswith("s3:Put")]

@@ -166,7 +166,11 @@ def test_the_scoring_function_runs_the_inference_bundle_under_its_own_name(
     env = function["Environment"]["Variables"]
     assert set(env) >= {layout.ARTIFACT_BUCKET_ENV, layout.MODEL_NAME_ENV}
     assert int(env[layout.PART_BYTES_ENV]) == dev.kit.config.scoring.part_mb * 1024 * 1024
-    serving = dev.one("Serving", "AWS::Lambda::Function")["Properties"]
+    serving = next(  # the inference function (the Serving stack also has the drift check's)
+        f["Properties"]
+        for f in dev.resources("Serving", "AWS::Lambda::Function").values()
+        if f["Properties"].get("FunctionName") == layout.inference_function_name("dev")
+    )
     assert function["Code"]["S3Key"] == serving["Code"]["S3Key"]  # the very same bundle
     machine = dev.one("Scoring", "AWS::StepFunctions::StateMachine")["Properties"]
     assert machine["StateMachineName"] == layout.scoring_state_machine_name("dev")

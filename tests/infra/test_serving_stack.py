@@ -190,9 +190,10 @@ def test_gateway_errors_keep_the_api_error_shape(dev: Synthesized) -> None:
 
 
 def _serving_alarms(kit: Synthesized) -> dict[str, dict[str, Any]]:
-    """The serving path's alarms (the drift check's have their own test module)."""
+    """The serving path's alarms, the request capture's among them (the drift check's have their
+    own test module)."""
     alarms = kit.resources("Serving", "AWS::CloudWatch::Alarm")
-    return {name: alarm for name, alarm in alarms.items() if name.startswith("Monitoring")}
+    return {name: alarm for name, alarm in alarms.items() if not name.startswith("Drift")}
 
 
 def _inference_permissions(kit: Synthesized) -> list[dict[str, Any]]:

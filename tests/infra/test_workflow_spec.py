@@ -49,6 +49,7 @@ def test_payloads() -> None:
     }
     assert wf.promote_event(evaluation, "arn:pkg") == {  # type: ignore[arg-type]
         "candidate": {"model_version": "v1"}, "model_package_arn": "arn:pkg",
+        "evaluation": evaluation,
     }  # fmt: skip
     merged = wf.merge_hyperparameters({"model": "mlp", "target": "y"}, {"model": "ridge"})
     assert merged == {"model": "ridge", "target": "y"}

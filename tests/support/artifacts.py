@@ -32,12 +32,14 @@ def manifest_dict(
     balanced_accuracy: float | None = None,
     baseline: float | None = None,
     with_baseline: bool = True,
+    importance: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A valid manifest; serving variant int8 with the given metrics.
 
     ``accuracy`` is the primary metric (R² for regression); balanced accuracy defaults to it.
     The naive baseline's gate metric defaults to its value by construction (1/n_classes, or
     R² 0) on 50 held-out rows; ``with_baseline=False`` writes a manifest from before it.
+    ``importance`` maps each feature (in signature order) to its permutation importance.
     """
     features = features or [
         {
@@ -102,6 +104,24 @@ def manifest_dict(
             "int8": {"metrics": served, "parity": parity, "size_bytes": len(model_bytes)},
         },
         **({"baseline": naive} if with_baseline else {}),
+        **(
+            {
+                "importance": {
+                    "method": "permutation",
+                    "metric": metric,
+                    "rows": 50,
+                    "held_out_rows": 50,
+                    "repeats": 5,
+                    "random_state": 0,
+                    "features": [
+                        {"name": name, "mean": mean, "std": 0.01}
+                        for name, mean in importance.items()
+                    ],
+                }
+            }
+            if importance is not None
+            else {}
+        ),
         "quantization": {
             "method": "dynamic",
             "decision": "int8",

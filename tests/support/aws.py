@@ -160,3 +160,39 @@ def deploy_stack(name: str, outputs: dict[str, str], region: str = REGION) -> No
     boto3.client("cloudformation", region_name=region).create_stack(
         StackName=name, TemplateBody=json.dumps(template)
     )
+
+
+def pipeline_function_env(monkeypatch: pytest.MonkeyPatch, bucket: str, function: str) -> None:
+    """The environment the Evaluate and Promote functions are deployed with."""
+    for key, value in {
+        "ARTIFACT_BUCKET": bucket,
+        "FUNCTION_NAME": function,
+        "ALIAS_NAME": "live",
+    }.items():
+        monkeypatch.setenv(key, value)
+
+
+def deploy_kit_stacks(
+    env: str, bucket: str, group: str, function: str, region: str = REGION
+) -> None:
+    """The Artifacts and Serving stacks of a deployed environment, carrying their outputs."""
+    deploy_stack(
+        f"OnnxKit-{env}-Artifacts",
+        {
+            "ArtifactBucketName": bucket,
+            "DataUri": f"s3://{bucket}/data/",
+            "ModelPackageGroupName": group,
+            "KmsKeyArn": f"arn:aws:kms:{region}:1:key/x",
+        },
+        region,
+    )
+    deploy_stack(
+        f"OnnxKit-{env}-Serving",
+        {
+            "ApiUrl": "https://example.invalid/",
+            "FunctionName": function,
+            "LiveAliasArn": f"arn:aws:lambda:{region}:1:function:{function}:live",
+            "AuthMode": "iam",
+        },
+        region,
+    )

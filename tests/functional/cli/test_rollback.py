@@ -15,7 +15,13 @@ from functions.pipeline.ports import read_pointer
 from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 from tests.support.artifacts import artifact
-from tests.support.aws import REGION, deploy_stack, mocked, moto_serving
+from tests.support.aws import (
+    REGION,
+    deploy_kit_stacks,
+    mocked,
+    moto_serving,
+    pipeline_function_env,
+)
 from tests.support.cli import invoke
 
 BUCKET = "kit-artifacts"
@@ -27,32 +33,10 @@ pytestmark = pytest.mark.xdist_group("pipeline-moto")
 @pytest.fixture
 def kit(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """A deployed "test" environment in moto with two promoted versions of ``cancer``."""
-    for key, value in {
-        "ARTIFACT_BUCKET": BUCKET,
-        "FUNCTION_NAME": FUNCTION,
-        "ALIAS_NAME": "live",
-    }.items():
-        monkeypatch.setenv(key, value)
+    pipeline_function_env(monkeypatch, BUCKET, FUNCTION)
     with mocked(monkeypatch, REGION):
         s3, lam, _ = moto_serving(REGION, BUCKET, FUNCTION)
-        deploy_stack(
-            "OnnxKit-test-Artifacts",
-            {
-                "ArtifactBucketName": BUCKET,
-                "DataUri": f"s3://{BUCKET}/data/",
-                "ModelPackageGroupName": "cancer",
-                "KmsKeyArn": "arn:aws:kms:eu-west-1:1:key/x",
-            },
-        )
-        deploy_stack(
-            "OnnxKit-test-Serving",
-            {
-                "ApiUrl": "https://example.invalid/",
-                "FunctionName": FUNCTION,
-                "LiveAliasArn": f"arn:aws:lambda:{REGION}:1:function:{FUNCTION}:live",
-                "AuthMode": "iam",
-            },
-        )
+        deploy_kit_stacks("test", BUCKET, "cancer", FUNCTION)
         promoted = []
         for version in ("v1", "v2"):
             _, data = artifact(version)

@@ -24,7 +24,7 @@ from onnxkit.contract import workflow
 from onnxkit.contract.gate import QualityGate
 from onnxkit.rollback import rollback
 from tests.support.artifacts import artifact, manifest_dict, tarball
-from tests.support.aws import mocked, moto_serving
+from tests.support.aws import mocked, moto_serving, pipeline_function_env
 
 BUCKET = "onnxkit-artifacts"
 FUNCTION = "onnxkit-inference"
@@ -63,12 +63,7 @@ class FaultyClient:
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """moto with the artifact bucket, the inference function (version 1, the CDK-managed one
     reading the production pointer) and its ``live`` alias."""
-    for key, value in {
-        "ARTIFACT_BUCKET": BUCKET,
-        "FUNCTION_NAME": FUNCTION,
-        "ALIAS_NAME": "live",
-    }.items():
-        monkeypatch.setenv(key, value)
+    pipeline_function_env(monkeypatch, BUCKET, FUNCTION)
     with mocked(monkeypatch, REGION):
         s3, lam, cdk_version = moto_serving(
             REGION,
@@ -394,3 +389,56 @@ def test_manifest_builder_is_valid() -> None:
     from onnxkit.contract.manifest import Manifest
 
     Manifest.from_dict(manifest_dict("v1", task="regression", accuracy=0.5))
+
+
+def test_the_gate_record_and_the_package_card(aws: dict[str, Any]) -> None:
+    """Promote keeps what the gate compared beside each version; the package metadata Evaluate
+    builds is accepted by SageMaker (moto) and reads back as the registry's card."""
+    from onnxkit.cloud import registry
+    from onnxkit.contract.card import metadata_problems, parse_evaluation
+
+    s3 = aws["s3"]
+    importance = {"radius": 0.02, "texture": 0.2}
+    first, _ = _run(s3, "v1", importance=importance)
+    decision, promoted = _run(s3, "v2", accuracy=0.96, importance=importance)
+    assert promoted is not None
+    records = {
+        version: parse_evaluation(
+            s3.get_object(Bucket=BUCKET, Key=f"models/cancer/{version}/evaluation.json")[
+                "Body"
+            ].read()
+        )
+        for version in ("v1", "v2")
+    }
+    assert records["v1"].production is None and records["v1"].passed
+    gated = records["v2"]
+    assert gated.production is not None and gated.production.model_version == "v1"
+    assert gated.production.metrics["accuracy"] == 0.95
+    assert gated.candidate.metrics["accuracy"] == 0.96
+    assert gated.gate_metric == "balanced_accuracy" and gated.evaluated_at
+
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    sagemaker.create_model_package_group(ModelPackageGroupName="cancer-models")
+    for evaluation, execution in ((first, "run-1"), (decision, "run-2")):
+        # What the Register state sends (its JSONata is checked in tests/infra/test_jsonata.py).
+        properties = {**evaluation["package_metadata"], "execution": execution}
+        assert metadata_problems(properties) == []
+        sagemaker.create_model_package(
+            ModelPackageGroupName="cancer-models",
+            ModelApprovalStatus="Approved",
+            CustomerMetadataProperties=properties,
+            InferenceSpecification={
+                "Containers": [{"Image": "sklearn", "ModelDataUrl": "s3://b/m.tar.gz"}],
+                "SupportedContentTypes": ["application/json"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+        )
+    newest, oldest = registry.list_versions(sagemaker, "cancer-models")
+    assert (newest.model_name, newest.model_version) == ("cancer", "v2")
+    assert [f["name"] for f in newest.top_features] == ["texture", "radius"]
+    assert newest.production_at_gate == {
+        "model_version": "v1",
+        "metrics": {"accuracy": 0.95, "balanced_accuracy": 0.95},
+    }
+    assert newest.metrics == {"accuracy": 0.96, "balanced_accuracy": 0.96}
+    assert oldest.production_at_gate is None
