@@ -21,16 +21,12 @@ from onnxkit.contract.reference import Reference
 from onnxkit.contract.values import ValueRule
 from training_jobs import artifact
 from training_jobs.data import (
-    Dataset,
     Schema,
     available_memory,
-    channel_files,
     choose_categories,
-    csv_size,
     infer_schema,
     memory_problem,
     prepare,
-    read_channel,
     split,
 )
 from training_jobs.decision import (
@@ -54,14 +50,15 @@ from training_jobs.evaluation import (
 )
 from training_jobs.export import feeds_for, session, to_onnx
 from training_jobs.hyperparameters import Hyperparameters
+from training_jobs.table import Table, channel_files, csv_size, read_table
 
 
 @dataclass(frozen=True)
 class Inputs:
     """The channels as read, their schema, and the rows split for training and hold-out."""
 
-    train: Dataset
-    validation: Dataset | None
+    train: Table
+    validation: Table | None
     schema: Schema
     X_train: pd.DataFrame
     y_train: np.ndarray
@@ -142,20 +139,29 @@ def read_inputs(hp: Hyperparameters) -> Inputs:
     problem = memory_problem(data_bytes, available_memory())
     if problem:
         raise TrainingError(problem)
-    train = read_channel(hp.train, "train")
-    validation = read_channel(hp.validation, "validation") if hp.validation else None
     rule = ValueRule.of(hp.missing_tokens)
-    schema = infer_schema(train.frame, hp.target, hp.task, hp.categorical_columns, rule)
-    X, y = prepare(train.frame, schema, hp.target)
-    if schema.task == "classification" and len(set(y.tolist())) < 2:
+    # The target and the named categorical columns are read as text; the others are numbers
+    # where the sample says so (infer_schema judges the rest by their full columns).
+    text = {hp.target, *hp.categorical_columns}
+    train = read_table(hp.train, "train", rule, text=text)
+    validation = None
+    if hp.validation:
+        # Read before the schema is inferred, as before: its reading errors come first.
+        validation = read_table(hp.validation, "validation", rule, text=text)
+    schema = infer_schema(train, hp.target, hp.task, hp.categorical_columns, rule)
+    if validation is not None and set(schema.categorical) & set(validation.numbers):
+        # Categories that look like numbers in the validation rows: their texts are the values.
+        validation = read_table(hp.validation, "validation", rule, numeric=schema.numeric)
+    X, y = prepare(train, schema, hp.target)
+    if schema.task == "classification" and len(np.unique(y)) < 2:
         raise TrainingError(
             f"target {hp.target!r} has a single class ({y[0]!r}); classification needs at least two"
         )
     if validation is not None:
-        if list(validation.frame.columns) != list(train.frame.columns):
+        if validation.columns != train.columns:
             raise TrainingError("validation columns differ from the training columns")
         X_train, y_train = X, y
-        X_valid, y_valid = prepare(validation.frame, schema, hp.target)
+        X_valid, y_valid = prepare(validation, schema, hp.target)
     else:
         X_train, X_valid, y_train, y_valid = split(
             X, y, schema.task, hp.validation_fraction, hp.seed
