@@ -6,7 +6,12 @@ it names (``data``, ``estimators``, ``evaluation``, ``export``, ``decision``, ``
 
 from __future__ import annotations
 
+import resource
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +71,25 @@ class Inputs:
     y_valid: np.ndarray
 
 
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Print how long a step took and the job's peak memory so far, as one log line:
+    ``[phase] fit 48.20 s, peak 612 MiB`` (benchmarks/bench_scaling.py reads these)."""
+    start = time.perf_counter()
+    yield
+    # ru_maxrss: the resident peak of the whole process so far, in KiB on Linux (bytes on
+    # macOS, where the job does not run).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mib = peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    print(
+        f"[phase] {name} {time.perf_counter() - start:.2f} s, peak {peak_mib:.0f} MiB", flush=True
+    )
+
+
 def run(hp: Hyperparameters) -> Manifest:
     """The whole job; returns the manifest it wrote."""
+    with phase("start"):  # the peak after the imports: what the data adds is above it
+        pass
     inputs = read_inputs(hp)
     schema = inputs.schema
     print(
@@ -76,14 +98,20 @@ def run(hp: Hyperparameters) -> Manifest:
         f"categorical={len(schema.categorical)}",
         flush=True,
     )
-    estimator = make_estimator(schema.task, hp.model, hp.estimator, hp.seed)
-    pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
-    held_out = hold_out(pipeline, inputs)
-    baseline = measure_baseline(
-        schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
+    estimator = make_estimator(
+        schema.task, hp.model, hp.estimator, hp.seed, rows=len(inputs.X_train)
     )
-    variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
-    importance = measure_importance(pipeline, inputs.X_valid, inputs.y_valid, schema.task, hp.seed)
+    with phase("fit"):
+        pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
+    with phase("evaluate"):
+        held_out = hold_out(pipeline, inputs)
+        baseline = measure_baseline(
+            schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
+        )
+        variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
+        importance = measure_importance(
+            pipeline, inputs.X_valid, inputs.y_valid, schema.task, hp.seed
+        )
     print(
         f"importance: permutation, {importance.metric}, {importance.rows} of "
         f"{importance.held_out_rows} held-out rows, {importance.repeats} repeats",
@@ -93,21 +121,25 @@ def run(hp: Hyperparameters) -> Manifest:
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = Path(scratch) / FP32_FILE
-        onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
-        variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
-        choice = choose_int8(
-            fp32_path,
-            held_out,
-            hp.quantization,
-            Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift),
-            calibration_feeds(hp, inputs),
-            hp.latency_runs,
-        )
+        with phase("convert"):
+            onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
+        with phase("parity"):
+            variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
+        with phase("quantize"):  # int8's own parity and latency included
+            choice = choose_int8(
+                fp32_path,
+                held_out,
+                hp.quantization,
+                Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift),
+                calibration_feeds(hp, inputs),
+                hp.latency_runs,
+            )
         if choice.report is not None:
             variants["int8"] = choice.report
         refuse_unservable(choice, variants["fp32"])
         place_graphs(model_dir, fp32_path, choice.graph)
-    artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
+    with phase("reference"):
+        artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
     manifest = artifact.build_manifest(
         hyperparameters=hp,
         schema=schema,
@@ -143,11 +175,20 @@ def read_inputs(hp: Hyperparameters) -> Inputs:
     # The target and the named categorical columns are read as text; the others are numbers
     # where the sample says so (infer_schema judges the rest by their full columns).
     text = {hp.target, *hp.categorical_columns}
-    train = read_table(hp.train, "train", rule, text=text)
-    validation = None
-    if hp.validation:
-        # Read before the schema is inferred, as before: its reading errors come first.
-        validation = read_table(hp.validation, "validation", rule, text=text)
+    with phase("read"):
+        train = read_table(hp.train, "train", rule, text=text)
+        validation = None
+        if hp.validation:
+            # Read before the schema is inferred, as before: its reading errors come first.
+            validation = read_table(hp.validation, "validation", rule, text=text)
+    with phase("prepare"):
+        return _prepared(hp, rule, train, validation)
+
+
+def _prepared(
+    hp: Hyperparameters, rule: ValueRule, train: Table, validation: Table | None
+) -> Inputs:
+    """The schema, the features and labels, and the hold-out."""
     schema = infer_schema(train, hp.target, hp.task, hp.categorical_columns, rule)
     if validation is not None and set(schema.categorical) & set(validation.numbers):
         # Categories that look like numbers in the validation rows: their texts are the values.
@@ -167,6 +208,9 @@ def read_inputs(hp: Hyperparameters) -> Inputs:
             X, y, schema.task, hp.validation_fraction, hp.seed
         )
     choose_categories(X_train, schema, hp.max_categories)
+    train.release()  # the split copied the rows: the block read would double the memory
+    if validation is not None:
+        validation.release()
     return Inputs(train, validation, schema, X_train, y_train, X_valid, y_valid)
 
 

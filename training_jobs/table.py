@@ -70,6 +70,11 @@ class Table:
                 return f"{label} row {position - start + 2}"
         return self.row(position)
 
+    def release(self) -> None:
+        """Drop the cells (the frames made from them keep what they use); the shape and
+        the file digests stay for the manifest."""
+        self.numbers, self.texts, self.block = {}, {}, None
+
     @staticmethod
     def row(position: int) -> str:
         """``row N`` for the row at ``position`` of a single file (header = 1)."""

@@ -632,3 +632,17 @@ def test_the_forest_uses_every_core_and_is_the_same_forest_as_on_one() -> None:
     serial.set_params(n_jobs=1)
     parallel_proba = forest.fit(X, y).predict_proba(X)
     assert np.array_equal(parallel_proba, serial.fit(X, y).predict_proba(X))
+
+
+def test_a_forest_on_large_data_is_bounded_and_on_small_data_is_the_default() -> None:
+    from training_jobs.estimators import LARGE_FOREST_ROWS, make_estimator
+    from training_jobs.hyperparameters import parse_args
+
+    hp = parse_args(["--target", "y"])
+    for task in ("classification", "regression"):
+        small = make_estimator(task, "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS)
+        assert (small.max_samples, small.min_samples_leaf, small.n_jobs) == (None, 1, -1)
+        large = make_estimator(task, "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS + 1)
+        assert (large.max_samples, large.min_samples_leaf) == (LARGE_FOREST_ROWS, 5)
+        # Each tree draws LARGE_FOREST_ROWS rows: fewer rows than that would be refused.
+        assert large.max_samples <= LARGE_FOREST_ROWS + 1
