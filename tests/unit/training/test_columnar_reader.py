@@ -292,3 +292,44 @@ def test_a_big_table_keeps_numbers_as_float32_and_drops_their_text(tmp_path: Pat
     assert table.block is not None and table.block.shape == (4, 20_000)
     assert table.block.flags.c_contiguous
     assert np.array_equal(table.numbers["c"], frame["c"].to_numpy())
+
+
+ALPHABET = "0123456789.eE+- \t_,xXainfINFtyd\u0661\u00a0\r\n#'\""
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    cells=st.lists(
+        st.one_of(
+            st.text(alphabet=ALPHABET, max_size=8),
+            st.floats(allow_nan=True, allow_infinity=True).map(repr),
+            st.floats(width=32).map(lambda v: f"{v:.9g}"),
+            st.sampled_from(["NA", " NA", "nan", "-0", "1e39", "-3.4028235e38", "1" * 40]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_numeric_column_is_read_as_the_contract_reads_each_cell(cells: list[str]) -> None:
+    import pyarrow as pa
+
+    from onnxkit.contract.values import ValueProblem
+    from training_jobs.cells import clean_numbers
+
+    rule = ValueRule()
+    expected: list[float | None] | None = []
+    for cell in cells:
+        try:
+            expected.append(rule.number(cell))  # type: ignore[union-attr]
+        except ValueProblem:
+            expected = None
+            break
+    got = clean_numbers(pa.array(cells, type=pa.string()), rule)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert [None if np.isnan(v) else v for v in got.tolist()] == expected
+        # -0.0 and 0.0 compare equal: the sign bits must match too.
+        signs = [bool(np.signbit(g)) for g, e in zip(got, expected, strict=True) if e is not None]
+        assert signs == [bool(np.signbit(e)) for e in expected if e is not None]
