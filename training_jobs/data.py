@@ -53,11 +53,13 @@ _BLANK = " \t"
 _THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"
 
 
-# Reading a CSV as text, inferring the schema and preparing the features peaks at about this
-# many bytes of memory per byte of CSV, plus a base: measured with 50 numeric columns,
-# 23 MB -> 467 MiB and 92 MB -> 1,224 MiB (11 bytes a byte, 214 MiB base), rounded up.
-MEMORY_PER_CSV_BYTE = 12
-BASE_MEMORY = 256 << 20
+# Training peaks at about this many bytes of memory per byte of CSV, plus a base (the
+# imports: 268 MiB). Measured with the columnar reader, 50 numeric columns, MLP
+# (docs/training-scale.md): 547 MB of CSV -> 834 MiB above the imports after reading and
+# 1,351 MiB at the fit's peak (2.5 bytes a byte; the fit's copies of the features). Rounded
+# up to 3; the reader before the columnar one took 11 for reading alone.
+MEMORY_PER_CSV_BYTE = 3
+BASE_MEMORY = 384 << 20
 
 
 def available_memory() -> int | None:
