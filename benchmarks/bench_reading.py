@@ -6,7 +6,8 @@ columnar one (training_jobs.table), then infer_schema and prepare. Rounds are pa
 interleaved (the order flips every round), so load on a shared machine hits both alike; it
 prints each arm's median seconds, the median of the per-round ratios (columnar / previous)
 with their range, and each arm's peak resident memory above the interpreter's imports.
-Usage: .venv/bin/python benchmarks/bench_reading.py CSV [--rounds 3]
+Usage: .venv/bin/python benchmarks/bench_reading.py [CSV] [--rounds 3]
+(without CSV: bench_scaling.py's 100,000-row table, written on first use)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,13 +69,20 @@ def run_arm(which: str, path: Path) -> dict[str, float]:
 def main() -> None:
     """Paired, interleaved rounds; prints the medians and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("csv", type=Path)
+    parser.add_argument("csv", type=Path, nargs="?")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arm", choices=["previous", "columnar"])
     args = parser.parse_args()
     if args.arm:
         print(json.dumps(arm(args.arm, str(args.csv))))
         return
+    if args.csv is None:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_scaling import dataset
+
+        directory = Path(tempfile.gettempdir()) / "onnxkit"
+        directory.mkdir(parents=True, exist_ok=True)
+        args.csv = dataset(directory, 100_000, 50)
     results: dict[str, list[dict[str, float]]] = {"previous": [], "columnar": []}
     for index in range(args.rounds):
         order = ["previous", "columnar"] if index % 2 == 0 else ["columnar", "previous"]
