@@ -39,19 +39,21 @@ def arm(which: str, path: str) -> dict[str, float]:
     start = time.perf_counter()
     if which == "previous":
         frame = legacy_data.read_channel(path, "train").frame
-        schema = legacy_data.infer_schema(frame, "y", "auto", [])
-        X, _ = legacy_data.prepare(frame, schema, "y")
+        previous = legacy_data.infer_schema(frame, "y", "auto", [])
+        X, _ = legacy_data.prepare(frame, previous, "y")
+        numeric = len(previous.numeric)
     else:
         table = read_table(path, "train", ValueRule(), text={"y"})
         schema = data.infer_schema(table, "y", "auto", [])
         X, _ = data.prepare(table, schema, "y")
+        numeric = len(schema.numeric)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "seconds": seconds,
         "peak_mib": peak / 1024,
         "above_mib": (peak - start_peak) / 1024,
-        "float32_mib": X.shape[0] * len(schema.numeric) * 4 / 2**20,
+        "float32_mib": X.shape[0] * numeric * 4 / 2**20,
     }
 
 
