@@ -61,13 +61,13 @@ from onnxkit.contract.reference import (
 )
 from training_jobs.data import (
     MISSING_CATEGORY,
-    Dataset,
     Schema,
     combined_digest,
     input_digests,
 )
 from training_jobs.export import onnx_input_name
 from training_jobs.hyperparameters import Hyperparameters
+from training_jobs.table import Table
 
 EVALUATION_FILE = "evaluation.json"  # in SM_OUTPUT_DATA_DIR: every variant's report
 
@@ -172,8 +172,8 @@ def make_importance(
 
 
 def data_fingerprint(
-    train: Dataset,
-    validation: Dataset | None,
+    train: Table,
+    validation: Table | None,
     train_rows: int,
     validation_rows: int,
     warnings: list[str],
@@ -181,8 +181,8 @@ def data_fingerprint(
     """Rows, columns and digests of the input files, and what the job noticed in them."""
     files = input_digests(train, validation)
     return DataFingerprint(
-        rows=len(train.frame) + (len(validation.frame) if validation is not None else 0),
-        columns=len(train.frame.columns),
+        rows=train.rows + (validation.rows if validation is not None else 0),
+        columns=len(train.columns),
         files=files,
         sha256=combined_digest(files),
         train_rows=train_rows,

@@ -1,9 +1,11 @@
 """The job's input: reading a channel's CSV files, the schema, missing values, the hold-out.
 
-Every cell is read as its text and judged by the contract's value rule
-(``onnxkit.contract.values``), the rule the inference function applies to requests: what is
-missing, what is a number. What the job notices and works around in the data is printed as a
-``warning:`` line and recorded in the schema's warnings (the manifest's ``data.warnings``).
+Every cell is judged by the contract's value rule (``onnxkit.contract.values``), the rule the
+inference function applies to requests: what is missing, what is a number. The channel is
+read by ``training_jobs.table`` (numeric columns straight to float32, the others as text) and
+the rule applied by ``training_jobs.cells`` (vectorised). What the job notices and works
+around in the data is printed as a ``warning:`` line and recorded in the schema's warnings
+(the manifest's ``data.warnings``).
 """
 
 from __future__ import annotations
@@ -12,24 +14,29 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sklearn.model_selection import train_test_split
 
-from onnxkit.contract.layout import sha256_file
-from onnxkit.contract.values import (
-    DEFAULT_MISSING_TOKENS,
-    FLOAT32_MAX,
-    NUMBER_PATTERN,
-    ValueRule,
-    number_problem,
+from onnxkit.contract.values import DEFAULT_MISSING_TOKENS, ValueRule, number_problem
+from training_jobs.cells import (
+    float64,
+    in_range,
+    is_token,
+    missing_mask,
+    number_mask,
+    stripped,
+    texts,
+    to_numpy,
 )
 from training_jobs.errors import TrainingError
+from training_jobs.table import Table
 
 # A numeric-looking target with at most this many distinct integer values is a class label.
 MAX_AUTO_CLASSES = 20
@@ -46,59 +53,13 @@ _BLANK = " \t"
 _THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"
 
 
-@dataclass
-class Dataset:
-    """A table read from a channel: every cell as its text, verbatim, and the file digests."""
-
-    frame: pd.DataFrame
-    files: dict[str, str]  # relative file name -> sha256
-
-
-def _read_csv_text(path: Path, name: str, label: str) -> pd.DataFrame:
-    """One CSV file, header and cells as text; the header row is read here, not by pandas.
-
-    No NA handling by pandas (the contract's rule decides what is missing), no stripping
-    (a category is its text verbatim), and no renaming of duplicate names to ``x.1``.
-    """
-    try:
-        raw = pd.read_csv(
-            path, dtype=str, header=None, keep_default_na=False, na_filter=False, encoding="utf-8"
-        )
-    except pd.errors.EmptyDataError:
-        raise TrainingError(f"{name} file {label} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        reason = str(error).strip().splitlines()[-1]
-        raise TrainingError(f"{name} file {label} is not a readable CSV: {reason}") from None
-    header = [str(cell) for cell in raw.iloc[0]]
-    for column, count in Counter(header).items():
-        if count > 1:
-            raise TrainingError(
-                f"{name} file {label}: column name {column!r} appears {count} times in the "
-                "header; column names must be unique"
-            )
-    if any(not column.strip(_BLANK) for column in header):
-        raise TrainingError(f"{name} file {label} needs a header row with non-empty names")
-    frame = raw.iloc[1:].reset_index(drop=True)
-    frame.columns = pd.Index(header, dtype=object)
-    return frame.fillna("")
-
-
-# Reading a CSV as text, inferring the schema and preparing the features peaks at about this
-# many bytes of memory per byte of CSV, plus a base: measured with 50 numeric columns,
-# 23 MB -> 467 MiB and 92 MB -> 1,224 MiB (11 bytes a byte, 214 MiB base), rounded up.
-MEMORY_PER_CSV_BYTE = 12
-BASE_MEMORY = 256 << 20
-
-
-def csv_size(path: Path) -> int:
-    """The bytes of CSV text in a file: its size, or a gzip file's uncompressed size (ISIZE,
-    the last 4 bytes: exact below 4 GiB, which is where it matters least)."""
-    size = path.stat().st_size
-    if path.suffix.lower() != ".gz" or size < 4:
-        return size
-    with path.open("rb") as handle:
-        handle.seek(-4, 2)
-        return max(size, int.from_bytes(handle.read(4), "little"))
+# Training peaks at about this many bytes of memory per byte of CSV, plus a base (the
+# imports: 268 MiB). Measured with the columnar reader, 50 numeric columns, MLP
+# (docs/training-scale.md): 547 MB of CSV -> 834 MiB above the imports after reading and
+# 1,351 MiB at the fit's peak (2.5 bytes a byte; the fit's copies of the features). Rounded
+# up to 3; the reader before the columnar one took 11 for reading alone.
+MEMORY_PER_CSV_BYTE = 3
+BASE_MEMORY = 384 << 20
 
 
 def available_memory() -> int | None:
@@ -126,64 +87,6 @@ def memory_problem(data_bytes: int, available: int | None) -> str | None:
     )
 
 
-def channel_files(channel: str | None, name: str) -> tuple[Path, list[Path]]:
-    """A channel's root and its CSV files (recursively, sorted by name)."""
-    if not channel:
-        raise TrainingError(f"no {name} channel: set SM_CHANNEL_{name.upper()} or --{name}")
-    root = Path(channel)
-    if not root.exists():
-        raise TrainingError(f"{name} channel {root} does not exist")
-    paths = (
-        [root]
-        if root.is_file()
-        else sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file() and p.suffix.lower() in {".csv", ".gz"} and not p.name.startswith(".")
-        )
-    )
-    if not paths:
-        raise TrainingError(f"{name} channel {root} has no CSV files")
-    return root, paths
-
-
-def read_channel(channel: str | None, name: str) -> Dataset:
-    """Concatenate every CSV file of a channel directory (recursively, sorted by name)."""
-    root, paths = channel_files(channel, name)
-    frames: list[pd.DataFrame] = []
-    files: dict[str, str] = {}
-    header: list[str] | None = None
-    sources: list[tuple[str, int, int]] = []
-    for path in paths:
-        label = path.name if root.is_file() else str(path.relative_to(root))
-        frame = _read_csv_text(path, name, label)
-        if header is None:
-            header = list(frame.columns)
-        elif list(frame.columns) != header:
-            raise TrainingError(
-                f"{name} file {label} has columns {list(frame.columns)}, "
-                f"expected {header} as in the first file"
-            )
-        sources.append((label, sum(len(f) for f in frames), len(frame)))
-        frames.append(frame)
-        files[label] = sha256_file(path)
-    data = pd.concat(frames, ignore_index=True)
-    if data.empty:
-        raise TrainingError(f"{name} channel {root} has a header but no rows")
-    # Where each file's rows start, so that errors name the file and its line.
-    data.attrs["sources"] = sources if len(sources) > 1 else []
-    return Dataset(data, files)
-
-
-def _where(frame: pd.DataFrame, index: Any) -> str:
-    """``row N`` (the file's line, header = 1), with the file's name when there are several."""
-    position = int(index)
-    for label, start, rows in frame.attrs.get("sources", []):
-        if start <= position < start + rows:
-            return f"{label} row {position - start + 2}"
-    return f"row {position + 2}"
-
-
 @dataclass
 class Schema:
     """Feature kinds and the task, inferred from the training table."""
@@ -198,43 +101,27 @@ class Schema:
     warnings: list[str] = field(default_factory=list)
 
 
-def _texts(column: pd.Series) -> pd.Series:
-    # Frames built in code may hold NaN/None for missing; a CSV read here never does.
-    return column.fillna("").astype(str)
+def parse_numbers(
+    column: Any, rule: ValueRule, name: str, where: Callable[[int], str] = Table.row
+) -> np.ndarray:
+    """A numeric column as ``ValueRule.number`` reads it (float64, NaN for missing).
 
-
-def missing_mask(column: pd.Series, rule: ValueRule) -> pd.Series:
-    """Cells the contract reads as missing (``ValueRule.is_missing``, vectorized)."""
-    stripped = _texts(column).str.strip(_BLANK)
-    return (stripped == "") | stripped.isin(rule.missing_tokens)
-
-
-def number_mask(column: pd.Series) -> pd.Series:
-    """Cells whose text is a number in the contract's grammar (range not checked)."""
-    return _texts(column).str.strip(_BLANK).str.fullmatch(NUMBER_PATTERN).fillna(False)
-
-
-def parse_numbers(column: pd.Series, rule: ValueRule, name: str, frame: pd.DataFrame) -> pd.Series:
-    """A numeric column as ``ValueRule.number`` reads it (NaN for missing), vectorized.
-
-    Raises TrainingError naming the first invalid cell's row, column and text.
+    Raises TrainingError naming the first invalid cell's row (``where``), column and text.
     """
-    texts = _texts(column)
-    readable = ~missing_mask(texts, rule) & number_mask(texts)
-    values = pd.Series(np.nan, index=texts.index, dtype=np.float64)
-    # float() per cell, as ValueRule.number does (numpy's str -> float64 cast calls it).
-    values[readable] = texts[readable].str.strip(_BLANK).to_numpy(dtype=object).astype(np.float64)
-    bad = ~missing_mask(texts, rule) & ~readable
-    out_of_range = readable & ~(values.abs() <= FLOAT32_MAX)
-    problems = bad | out_of_range
+    column = texts(column)
+    bare = stripped(column)
+    missing = missing_mask(column, rule)
+    readable = ~missing & number_mask(column)
+    values = float64(bare, readable)
+    problems = ~missing & ~(readable & in_range(values))
     if problems.any():
-        index = problems.idxmax()
-        where, text = _where(frame, index), texts[index]
-        if bad[index]:
+        index = int(np.argmax(problems))
+        text = str(column[index])
+        if not readable[index]:
             hint = _not_a_number_hint(text, rule)
-            raise TrainingError(f"column {name!r} {where}: {text!r} is not a number{hint}")
+            raise TrainingError(f"column {name!r} {where(index)}: {text!r} is not a number{hint}")
         problem = number_problem(float(values[index]))
-        raise TrainingError(f"column {name!r} {where}: {text!r}: {problem}")
+        raise TrainingError(f"column {name!r} {where(index)}: {text!r}: {problem}")
     return values
 
 
@@ -257,90 +144,101 @@ def _toolkit_spelling(column: str) -> str:
 
 
 def infer_schema(
-    frame: pd.DataFrame,
+    table: Table | pd.DataFrame,
     target: str,
     task: str,
     categorical: Sequence[str],
     rule: ValueRule | None = None,
 ) -> Schema:
-    """Decide numeric vs categorical for each column and classification vs regression."""
+    """Decide numeric vs categorical for each column and classification vs regression.
+
+    Columns the reader already read as numbers (every cell valid) are numeric; the others are
+    judged by all their texts: numeric when every present cell is a number, an error naming
+    the first bad cell when at least ``NUMERIC_SHARE`` are, categorical otherwise.
+    """
+    table = table if isinstance(table, Table) else Table.of_frame(table)
     rule = rule or ValueRule()
-    if target not in frame.columns:
+    if target not in table.columns:
         message = (
-            f"target column {target!r} not found; columns are {', '.join(map(str, frame.columns))}"
+            f"target column {target!r} not found; columns are {', '.join(map(str, table.columns))}"
         )
-        decoded = [c for c in frame.columns if c != target and _toolkit_spelling(c) == target]
+        decoded = [c for c in table.columns if c != target and _toolkit_spelling(c) == target]
         if decoded:
             message += (
                 f" (SageMaker JSON-decodes hyperparameters: {decoded[0]!r} arrives as "
                 f"{target!r}; write it as {json.dumps(decoded[0])!r} to keep it)"
             )
         raise TrainingError(message)
-    unknown = sorted(set(categorical) - set(frame.columns))
+    unknown = sorted(set(categorical) - set(table.columns))
     if unknown:
         raise TrainingError(f"categorical columns not found: {', '.join(unknown)}")
-    features = [c for c in frame.columns if c != target]
+    features = [c for c in table.columns if c != target]
     if not features:
         raise TrainingError("the data has no feature columns besides the target")
     numeric, strings, notes = [], [], []
     for column in features:
-        texts = _texts(frame[column])
-        present = texts[~missing_mask(texts, rule)]
-        parsed = number_mask(present)
+        if column in table.numbers and column not in categorical:
+            numeric.append(column)
+            continue
+        cells = table.texts[column]
+        present = ~missing_mask(cells, rule)
+        parsed = number_mask(cells)[present]
         if column in categorical:
             strings.append(column)
-        elif present.empty or parsed.all():
+        elif not parsed.size or parsed.all():
             numeric.append(column)
         elif parsed.mean() >= NUMERIC_SHARE:
-            parse_numbers(texts, rule, column, frame)  # raises, naming the first bad cell
+            parse_numbers(cells, rule, column, table.where)  # raises, naming the first bad cell
         else:
             strings.append(column)
-            thousands = present.str.strip(_BLANK).str.fullmatch(_THOUSANDS)
+            bare = stripped(cells).filter(pa.array(present))
+            thousands = to_numpy(pc.match_substring_regex(bare, f"^(?:{_THOUSANDS})$"))
             if thousands.any() and (parsed | thousands).mean() >= NUMERIC_SHARE:
-                example = present[thousands].iloc[0]
+                example = str(cells.filter(pa.array(present))[int(np.argmax(thousands))])
                 notes.append(
                     f"{column}: numbers with thousands separators (like {example!r}) read as "
                     "categories; remove the separators to read them as numbers"
                 )
     for column in strings:
-        notes.extend(_category_notes(column, _texts(frame[column]), rule))
-    labels = _texts(frame[target])
+        notes.extend(_category_notes(column, table.texts[column], rule))
+    labels = table.texts[target]
     missing = missing_mask(labels, rule)
     if missing.any():
-        index = missing.idxmax()
-        token = labels[index].strip(_BLANK)
+        index = int(np.argmax(missing))
+        token = str(labels[index]).strip(_BLANK)
         hint = (
             f" ({token!r} is a missing-value token; set missing_values to change that)"
             if token
             else ""
         )
         raise TrainingError(
-            f"target column {target!r} has missing values (first at {_where(frame, index)})" + hint
+            f"target column {target!r} has missing values (first at {table.where(index)})" + hint
         )
     numbers = number_mask(labels)
     if task == "auto":
         if not numbers.all():
             task = "classification"
         else:
-            values = labels.str.strip(_BLANK).to_numpy(dtype=object).astype(np.float64)
+            values = float64(stripped(labels), numbers)
             integral = bool(np.all(values == np.round(values)))
             few = len(np.unique(values)) <= MAX_AUTO_CLASSES
             task = "classification" if integral and few else "regression"
     if task == "regression" and not numbers.all():
-        bad = labels[~numbers].iloc[0]
+        bad = str(labels[int(np.argmin(numbers))])
         raise TrainingError(f"regression target {target!r} has a non-numeric value {bad!r}")
     for note in notes:
         print(f"warning: {note}", flush=True)
     return Schema(numeric, strings, features, task, rule=rule, warnings=notes)
 
 
-def _category_notes(column: str, texts: pd.Series, rule: ValueRule) -> list[str]:
+def _category_notes(column: str, cells: pa.ChunkedArray, rule: ValueRule) -> list[str]:
     """What the log and manifest say about a categorical column: tokens read as missing."""
-    stripped = texts.str.strip(_BLANK)
-    tokens = stripped[stripped.isin(rule.missing_tokens)]
+    bare = stripped(cells)
+    tokens = bare.filter(is_token(bare, rule))
+    counted = pc.value_counts(tokens).to_pylist()
     return [
-        f"{column}: {count} cells {token!r} read as missing"
-        for token, count in sorted(Counter(tokens.tolist()).items())
+        f"{column}: {item['counts']} cells {item['values']!r} read as missing"
+        for item in sorted(counted, key=lambda item: item["values"])
     ]
 
 
@@ -373,28 +271,46 @@ def choose_categories(X: pd.DataFrame, schema: Schema, max_categories: int) -> N
         schema.categories[column] = sorted(str(value) for value, _ in kept)
 
 
-def prepare(frame: pd.DataFrame, schema: Schema, target: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features typed as the ONNX graph takes them (float32 with NaN, strings with '') and y."""
-    columns: dict[str, pd.Series] = {}
-    for column in schema.features:
-        if column in schema.numeric:
-            columns[column] = parse_numbers(frame[column], schema.rule, column, frame).astype(
-                np.float32
-            )
-        else:
-            texts = _texts(frame[column])
-            columns[column] = texts.where(~missing_mask(texts, schema.rule), MISSING_CATEGORY)
-    # One frame from all the columns at once: inserting them one by one fragments it (pandas
-    # warns and slows down past about a hundred columns).
-    X = pd.DataFrame(columns, index=frame.index)
-    labels = _texts(frame[target]).str.strip(_BLANK)
+def prepare(
+    table: Table | pd.DataFrame, schema: Schema, target: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features typed as the ONNX graph takes them (float32 with NaN, strings with '') and y.
+
+    The numeric features share one float32 block (no copy when the reader made it); the
+    categorical ones are inserted at their CSV positions.
+    """
+    table = table if isinstance(table, Table) else Table.of_frame(table)
+    block = numeric_block(table, schema)
+    X = pd.DataFrame(block.T, columns=pd.Index(schema.numeric, dtype=object), copy=False)
+    for position, column in enumerate(schema.features):
+        if column in schema.categorical:
+            cells = table.texts[column]
+            missing = pa.array(missing_mask(cells, schema.rule))
+            values = pc.if_else(missing, MISSING_CATEGORY, cells)
+            X.insert(position, column, values.to_numpy(zero_copy_only=False).astype(object))
+    bare = stripped(table.texts[target])
     if schema.task == "regression":
-        return X, parse_numbers(labels, schema.rule, target, frame).to_numpy(dtype=np.float64)
-    if number_mask(labels).all():
-        values = labels.to_numpy(dtype=object).astype(np.float64)
+        return X, parse_numbers(bare, schema.rule, target, table.where)
+    numbers = number_mask(bare)
+    if numbers.all():
+        values = float64(bare, numbers)
         if np.all(values == np.round(values)):
             return X, values.astype(np.int64)
-    return X, labels.to_numpy(dtype=object).astype(str)
+    return X, bare.to_numpy(zero_copy_only=False).astype(str)
+
+
+def numeric_block(table: Table, schema: Schema) -> np.ndarray:
+    """The numeric features' float32 values as one C-contiguous (features, rows) block: the
+    reader's own when it read exactly these columns, else assembled (parsing text columns)."""
+    if list(table.numbers) == schema.numeric and table.block is not None:
+        return table.block
+    block = np.empty((len(schema.numeric), table.rows), dtype=np.float32)
+    for index, column in enumerate(schema.numeric):
+        values = table.numbers.get(column)
+        if values is None:
+            values = parse_numbers(table.texts[column], schema.rule, column, table.where)
+        block[index] = values
+    return block
 
 
 def split(
@@ -420,7 +336,7 @@ def split(
     return X_train, X_valid, y_train, y_valid
 
 
-def input_digests(train: Dataset, validation: Dataset | None) -> dict[str, str]:
+def input_digests(train: Table, validation: Table | None) -> dict[str, str]:
     """The sha256 of every input file, keyed ``train/<file>`` and ``validation/<file>``."""
     files = {f"train/{k}": v for k, v in train.files.items()}
     if validation is not None:

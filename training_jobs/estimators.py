@@ -39,6 +39,14 @@ ESTIMATOR_SETTINGS: dict[str, frozenset[str]] = {
     "random_forest": frozenset({"n_estimators", "max_depth"}),
     "hist_gradient_boosting": frozenset({"max_iter", "learning_rate", "max_depth"}),
 }
+# Above this many training rows a random forest's trees each draw this many rows (max_samples)
+# and keep at least LARGE_FOREST_MIN_LEAF rows a leaf: its fit time and size then stop growing
+# with the data. Measured on a 50-feature synthetic table (80k training rows, 20 trees, one
+# core; docs/training-scale.md): full bootstrap 0.46 s and 18,448 nodes a tree, accuracy
+# 0.781; 20k rows a tree 0.15 s, 6,247 nodes, 0.778; min_samples_leaf=5 10,692 nodes, 0.802.
+# At or below it the forest is scikit-learn's default, as before.
+LARGE_FOREST_ROWS = 100_000
+LARGE_FOREST_MIN_LEAF = 5
 
 
 @dataclass(frozen=True)
@@ -76,11 +84,14 @@ def refuse_foreign_settings(model: str, settings: EstimatorSettings) -> None:
         )
 
 
-def make_estimator(task: str, model: str, settings: EstimatorSettings, seed: int) -> Any:
+def make_estimator(
+    task: str, model: str, settings: EstimatorSettings, seed: int, *, rows: int = 0
+) -> Any:
     """The estimator a hyperparameter names, as classifier or regressor by task.
 
     Only the settings in ``ESTIMATOR_SETTINGS[model]`` are read (parse_args refuses others);
-    a setting not given takes scikit-learn's default, except where noted.
+    a setting not given takes scikit-learn's default, except where noted. ``rows``: the
+    training rows, which bound a random forest on large data (``LARGE_FOREST_ROWS``).
     """
 
     def given(name: str, default: Any) -> Any:
@@ -109,9 +120,12 @@ def make_estimator(task: str, model: str, settings: EstimatorSettings, seed: int
         )
     if model == "random_forest":
         forest = RandomForestClassifier if classify else RandomForestRegressor
+        large = rows > LARGE_FOREST_ROWS
         return forest(
             n_estimators=given("n_estimators", 100),
             max_depth=settings.max_depth,
+            max_samples=LARGE_FOREST_ROWS if large else None,
+            min_samples_leaf=LARGE_FOREST_MIN_LEAF if large else 1,
             random_state=seed,
             # Every core of the instance: the trees' seeds are drawn before the work is
             # shared out, so the forest is the same whatever the number of jobs.

@@ -6,7 +6,12 @@ it names (``data``, ``estimators``, ``evaluation``, ``export``, ``decision``, ``
 
 from __future__ import annotations
 
+import resource
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +26,12 @@ from onnxkit.contract.reference import Reference
 from onnxkit.contract.values import ValueRule
 from training_jobs import artifact
 from training_jobs.data import (
-    Dataset,
     Schema,
     available_memory,
-    channel_files,
     choose_categories,
-    csv_size,
     infer_schema,
     memory_problem,
     prepare,
-    read_channel,
     split,
 )
 from training_jobs.decision import (
@@ -54,14 +55,15 @@ from training_jobs.evaluation import (
 )
 from training_jobs.export import feeds_for, session, to_onnx
 from training_jobs.hyperparameters import Hyperparameters
+from training_jobs.table import Table, channel_files, csv_size, read_table
 
 
 @dataclass(frozen=True)
 class Inputs:
     """The channels as read, their schema, and the rows split for training and hold-out."""
 
-    train: Dataset
-    validation: Dataset | None
+    train: Table
+    validation: Table | None
     schema: Schema
     X_train: pd.DataFrame
     y_train: np.ndarray
@@ -69,8 +71,25 @@ class Inputs:
     y_valid: np.ndarray
 
 
+@contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Print how long a step took and the job's peak memory so far, as one log line:
+    ``[phase] fit 48.20 s, peak 612 MiB`` (benchmarks/bench_scaling.py reads these)."""
+    start = time.perf_counter()
+    yield
+    # ru_maxrss: the resident peak of the whole process so far, in KiB on Linux (bytes on
+    # macOS, where the job does not run).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mib = peak / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    print(
+        f"[phase] {name} {time.perf_counter() - start:.2f} s, peak {peak_mib:.0f} MiB", flush=True
+    )
+
+
 def run(hp: Hyperparameters) -> Manifest:
     """The whole job; returns the manifest it wrote."""
+    with phase("start"):  # the peak after the imports: what the data adds is above it
+        pass
     inputs = read_inputs(hp)
     schema = inputs.schema
     print(
@@ -79,14 +98,20 @@ def run(hp: Hyperparameters) -> Manifest:
         f"categorical={len(schema.categorical)}",
         flush=True,
     )
-    estimator = make_estimator(schema.task, hp.model, hp.estimator, hp.seed)
-    pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
-    held_out = hold_out(pipeline, inputs)
-    baseline = measure_baseline(
-        schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
+    estimator = make_estimator(
+        schema.task, hp.model, hp.estimator, hp.seed, rows=len(inputs.X_train)
     )
-    variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
-    importance = measure_importance(pipeline, inputs.X_valid, inputs.y_valid, schema.task, hp.seed)
+    with phase("fit"):
+        pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
+    with phase("evaluate"):
+        held_out = hold_out(pipeline, inputs)
+        baseline = measure_baseline(
+            schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
+        )
+        variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
+        importance = measure_importance(
+            pipeline, inputs.X_valid, inputs.y_valid, schema.task, hp.seed
+        )
     print(
         f"importance: permutation, {importance.metric}, {importance.rows} of "
         f"{importance.held_out_rows} held-out rows, {importance.repeats} repeats",
@@ -96,24 +121,28 @@ def run(hp: Hyperparameters) -> Manifest:
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = Path(scratch) / FP32_FILE
-        onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
-        variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
-        choice = choose_int8(
-            fp32_path,
-            held_out,
-            hp.quantization,
-            Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift),
-            calibration_feeds(hp, inputs),
-            hp.latency_runs,
-        )
+        with phase("convert"):
+            onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
+        with phase("parity"):
+            variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
+        with phase("quantize"):  # int8's own parity and latency included
+            choice = choose_int8(
+                fp32_path,
+                held_out,
+                hp.quantization,
+                Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift),
+                calibration_feeds(hp, inputs),
+                hp.latency_runs,
+            )
         if choice.report is not None:
             variants["int8"] = choice.report
         refuse_unservable(choice, variants["fp32"])
         place_graphs(model_dir, fp32_path, choice.graph)
-    artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
-    artifact.write_background(
-        artifact.background_sample(schema, inputs.X_train, hp.seed), model_dir
-    )
+    with phase("reference"):
+        artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
+        artifact.write_background(
+            artifact.background_sample(schema, inputs.X_train, hp.seed), model_dir
+        )
     manifest = artifact.build_manifest(
         hyperparameters=hp,
         schema=schema,
@@ -145,25 +174,46 @@ def read_inputs(hp: Hyperparameters) -> Inputs:
     problem = memory_problem(data_bytes, available_memory())
     if problem:
         raise TrainingError(problem)
-    train = read_channel(hp.train, "train")
-    validation = read_channel(hp.validation, "validation") if hp.validation else None
     rule = ValueRule.of(hp.missing_tokens)
-    schema = infer_schema(train.frame, hp.target, hp.task, hp.categorical_columns, rule)
-    X, y = prepare(train.frame, schema, hp.target)
-    if schema.task == "classification" and len(set(y.tolist())) < 2:
+    # The target and the named categorical columns are read as text; the others are numbers
+    # where the sample says so (infer_schema judges the rest by their full columns).
+    text = {hp.target, *hp.categorical_columns}
+    with phase("read"):
+        train = read_table(hp.train, "train", rule, text=text)
+        validation = None
+        if hp.validation:
+            # Read before the schema is inferred, as before: its reading errors come first.
+            validation = read_table(hp.validation, "validation", rule, text=text)
+    with phase("prepare"):
+        return _prepared(hp, rule, train, validation)
+
+
+def _prepared(
+    hp: Hyperparameters, rule: ValueRule, train: Table, validation: Table | None
+) -> Inputs:
+    """The schema, the features and labels, and the hold-out."""
+    schema = infer_schema(train, hp.target, hp.task, hp.categorical_columns, rule)
+    if validation is not None and set(schema.categorical) & set(validation.numbers):
+        # Categories that look like numbers in the validation rows: their texts are the values.
+        validation = read_table(hp.validation, "validation", rule, numeric=schema.numeric)
+    X, y = prepare(train, schema, hp.target)
+    if schema.task == "classification" and len(np.unique(y)) < 2:
         raise TrainingError(
             f"target {hp.target!r} has a single class ({y[0]!r}); classification needs at least two"
         )
     if validation is not None:
-        if list(validation.frame.columns) != list(train.frame.columns):
+        if validation.columns != train.columns:
             raise TrainingError("validation columns differ from the training columns")
         X_train, y_train = X, y
-        X_valid, y_valid = prepare(validation.frame, schema, hp.target)
+        X_valid, y_valid = prepare(validation, schema, hp.target)
     else:
         X_train, X_valid, y_train, y_valid = split(
             X, y, schema.task, hp.validation_fraction, hp.seed
         )
     choose_categories(X_train, schema, hp.max_categories)
+    train.release()  # the split copied the rows: the block read would double the memory
+    if validation is not None:
+        validation.release()
     return Inputs(train, validation, schema, X_train, y_train, X_valid, y_valid)
 
 

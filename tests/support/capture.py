@@ -17,9 +17,11 @@ from functions.inference.capture import Scored, records
 from functions.inference.predictor import Model, load_model
 from functions.inference.source import ModelLocator
 from onnxkit.contract.capture import CaptureRecord
+from onnxkit.contract.values import ValueRule
 from onnxkit.datasets import bundled
-from training_jobs.data import infer_schema, prepare, read_channel
+from training_jobs.data import infer_schema, prepare
 from training_jobs.export import feeds_for
+from training_jobs.table import read_table
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,9 @@ class Population:
 def population(model_dir: Path, dataset: str) -> Population:
     """All rows of a bundled dataset read with the model's training rule, and the model."""
     data = bundled(dataset)
-    frame = read_channel(str(data.path), "train").frame
     model = load_model(ModelLocator(model_dir).locate(str(model_dir)))
     categorical = [spec.name for spec in model.features if not spec.numeric]
+    frame = read_table(str(data.path), "train", ValueRule(), text={data.target, *categorical})
     schema = infer_schema(frame, data.target, "auto", categorical)
     X, _ = prepare(frame, schema, data.target)
     feed = feeds_for(X, schema)

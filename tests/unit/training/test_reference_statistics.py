@@ -23,6 +23,7 @@ from onnxkit.contract.values import ValueRule
 from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments
 from tests.conftest import ArtifactFactory
+from tests.support import legacy_data
 from training_jobs.hyperparameters import parse_args
 from training_jobs.job import read_inputs
 
@@ -32,7 +33,8 @@ def _training_rows(dataset: str) -> tuple[list[str], dict[str, list[str]]]:
     data = bundled(dataset)
     hp = parse_args(arguments({"target": data.target, "model": "mlp", "train": str(data.path)}))
     inputs = read_inputs(hp)
-    frame = inputs.train.frame.loc[inputs.X_train.index]
+    # The texts as the job's reader before the columnar one read them (the oracle).
+    frame = legacy_data.read_channel(str(data.path), "train").frame.loc[inputs.X_train.index]
     features = inputs.schema.features
     return features, {name: frame[name].tolist() for name in features}
 

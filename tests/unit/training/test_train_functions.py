@@ -28,7 +28,6 @@ from training_jobs.data import (
     missing_mask,
     parse_numbers,
     prepare,
-    read_channel,
 )
 from training_jobs.decision import (
     Candidate,
@@ -58,6 +57,7 @@ from training_jobs.export import (
     to_onnx,
 )
 from training_jobs.hyperparameters import DEFAULT_MAX_CATEGORIES, parse_args
+from training_jobs.table import read_table
 
 
 def test_hyperparameters_default_from_the_sagemaker_environment(
@@ -325,9 +325,9 @@ def test_the_vectorized_reading_equals_the_contract_cell_by_cell(
     expected = _contract_numbers(cells, rule)
     if isinstance(expected, int):
         with pytest.raises(TrainingError, match=rf"^column 'x' row {expected + 2}: "):
-            parse_numbers(column, rule, "x", pd.DataFrame())
+            parse_numbers(column, rule, "x")
     else:
-        parsed = parse_numbers(column, rule, "x", pd.DataFrame()).tolist()
+        parsed = parse_numbers(column, rule, "x").tolist()
         assert [None if np.isnan(v) else v for v in parsed] == expected  # bit for bit
     schema = Schema([], ["x"], ["x"], "classification", rule=rule)
     data = pd.DataFrame({"x": cells, "y": ["a"] * len(cells)}, dtype=object)
@@ -409,19 +409,21 @@ def test_one_hot_cardinality_is_bounded_with_an_other_bucket() -> None:
 def test_duplicate_column_names_are_refused_by_name(tmp_path: Path, header: str) -> None:
     (tmp_path / "a.csv").write_text(f"{header}\n1,2,3\n")
     with pytest.raises(TrainingError, match="column name 'x' appears 2 times"):
-        read_channel(str(tmp_path), "train")
+        read_table(str(tmp_path), "train", ValueRule())
 
 
-def test_cells_are_read_verbatim_without_pandas_na_handling(tmp_path: Path) -> None:
-    (tmp_path / "a.csv").write_text("a,b\n NA ,None\n#N/A,\n1\n")
-    frame_ = read_channel(str(tmp_path), "train").frame
-    assert frame_.values.tolist() == [[" NA ", "None"], ["#N/A", ""], ["1", ""]]
+@pytest.mark.parametrize("last", ["1\n", "1,\n"])
+def test_cells_are_read_verbatim_without_pandas_na_handling(tmp_path: Path, last: str) -> None:
+    # "1": a short row, which pyarrow refuses and pandas' reader reads (as before).
+    (tmp_path / "a.csv").write_text("a,b\n NA ,None\n#N/A,\n" + last)
+    table = read_table(str(tmp_path), "train", ValueRule(), numeric=())
+    assert [table.texts[c].to_pylist() for c in "ab"] == [[" NA ", "#N/A", "1"], ["None", "", ""]]
 
 
 def test_errors_name_the_file_when_a_channel_has_several(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text("x,y\n" + "".join(f"{i},a\n{i},b\n" for i in range(10)))
     (tmp_path / "b.csv").write_text("x,y\n1,a\n2kg,b\n")
-    data = read_channel(str(tmp_path), "train").frame
+    data = read_table(str(tmp_path), "train", ValueRule(), text={"y"})
     with pytest.raises(TrainingError, match=r"^column 'x' b.csv row 3: '2kg'"):
         infer_schema(data, "y", "auto", [])
 
@@ -607,7 +609,8 @@ def test_data_too_big_for_the_instance_fails_first_in_one_line(
 def test_a_gzip_file_counts_its_uncompressed_bytes(tmp_path: Path) -> None:
     import gzip
 
-    from training_jobs.data import csv_size, memory_problem
+    from training_jobs.data import memory_problem
+    from training_jobs.table import csv_size
 
     text = b"a,b\n" + b"1,2\n" * 100_000
     (tmp_path / "x.csv.gz").write_bytes(gzip.compress(text))
@@ -629,3 +632,17 @@ def test_the_forest_uses_every_core_and_is_the_same_forest_as_on_one() -> None:
     serial.set_params(n_jobs=1)
     parallel_proba = forest.fit(X, y).predict_proba(X)
     assert np.array_equal(parallel_proba, serial.fit(X, y).predict_proba(X))
+
+
+def test_a_forest_on_large_data_is_bounded_and_on_small_data_is_the_default() -> None:
+    from training_jobs.estimators import LARGE_FOREST_ROWS, make_estimator
+    from training_jobs.hyperparameters import parse_args
+
+    hp = parse_args(["--target", "y"])
+    for task in ("classification", "regression"):
+        small = make_estimator(task, "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS)
+        assert (small.max_samples, small.min_samples_leaf, small.n_jobs) == (None, 1, -1)
+        large = make_estimator(task, "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS + 1)
+        assert (large.max_samples, large.min_samples_leaf) == (LARGE_FOREST_ROWS, 5)
+        # Each tree draws LARGE_FOREST_ROWS rows: fewer rows than that would be refused.
+        assert large.max_samples <= LARGE_FOREST_ROWS + 1
