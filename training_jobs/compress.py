@@ -45,7 +45,7 @@ BOOSTING_PREFIX_FRACTIONS = (0.75, 0.5, 0.25)
 MLP_KEEP_FRACTIONS = (0.75, 0.5, 0.35, 0.25)
 MAX_CANDIDATES = 6
 # Training rows the MLP's activation statistics are measured on (a seeded sample).
-ACTIVATION_ROWS = 2000
+ACTIVATION_ROWS = 10_000
 # The refit of the layer after a pruned one: ridge strength relative to the mean square input.
 RIDGE = 1e-3
 LINEAR_REASON = "linear model: one weight per input column, nothing to prune"
