@@ -42,7 +42,7 @@ from sklearn.tree._tree import ccp_pruning_path
 FOREST_LEAF_FRACTIONS = (0.5, 0.25, 0.125)
 FOREST_PREFIX_FRACTIONS = (0.5, 0.25)
 BOOSTING_PREFIX_FRACTIONS = (0.75, 0.5, 0.25)
-MLP_KEEP_FRACTIONS = (0.75, 0.5, 0.35, 0.25)
+MLP_KEEP_FRACTIONS = (0.75, 0.6, 0.5, 0.35)
 MAX_CANDIDATES = 6
 # Training rows the MLP's activation statistics are measured on (a seeded sample).
 ACTIVATION_ROWS = 10_000
@@ -246,7 +246,7 @@ def _ridge(inputs: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def mlp_candidates(mlp: Any, X_sample: np.ndarray) -> list[Shrunk]:
-    """The MLP with 3/4, 1/2, 0.35 and 1/4 of each hidden layer's units."""
+    """The MLP with 3/4, 0.6, 1/2 and 0.35 of each hidden layer's units."""
     activations = hidden_activations(mlp, X_sample)
     original = [values.shape[1] for values in activations]
     candidates: list[Shrunk] = []
