@@ -55,7 +55,7 @@ def synthetic(rows: int, folder: Path) -> Path:
     return path
 
 
-def search(model: str, rows: int, extra: dict[str, str], scratch: Path) -> list[str]:
+def search(model: str, rows: int, extra: dict[str, str], scratch: Path, rounds: int) -> list[str]:
     """Fit once, run the search with both tolerances, and compare the files; table rows."""
     csv = synthetic(rows, scratch)
     argv = arguments(
@@ -123,10 +123,12 @@ def search(model: str, rows: int, extra: dict[str, str], scratch: Path) -> list[
             f"{drop * 100:+.2f} pt | {chosen.parity.label_agreement:.4f} | "
             f"{chosen.parity.max_abs_diff:.3f} |"
         )
-    return lines + [""] + paired(served, held_out.feeds, model)
+    return [*lines, "", *paired(served, held_out.feeds, model, rounds)]
 
 
-def paired(files: dict[str, Path], feeds: dict[str, np.ndarray], model: str) -> list[str]:
+def paired(
+    files: dict[str, Path], feeds: dict[str, np.ndarray], model: str, rounds: int
+) -> list[str]:
     """Size, session load and 1,000-row latency of each file against the first one, in
     interleaved rounds whose order flips; medians and ranges of the per-round ratios."""
     rows = len(next(iter(feeds.values())))
@@ -137,7 +139,7 @@ def paired(files: dict[str, Path], feeds: dict[str, np.ndarray], model: str) -> 
     calls: dict[str, list[float]] = {n: [] for n in names}
     for name in names:
         session(files[name])  # one-time costs of the first session in the process
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         for name in names if round_ % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             sess = session(files[name])
@@ -165,19 +167,14 @@ def paired(files: dict[str, Path], feeds: dict[str, np.ndarray], model: str) -> 
     return out
 
 
-ROUNDS = 15
-
-
 def main() -> None:
     """Both models; prints the log, then the markdown tables."""
-    global ROUNDS
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--mlp-rows", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--only", choices=["random_forest", "mlp"], default=None)
     args = parser.parse_args()
-    ROUNDS = args.rounds
     cases = [
         ("random_forest", args.rows, {}),
         ("mlp", args.mlp_rows, {"hidden_layer_sizes": "512,512"}),
@@ -187,7 +184,7 @@ def main() -> None:
         if args.only and model != args.only:
             continue
         with tempfile.TemporaryDirectory() as scratch:
-            tables.append(search(model, rows, extra, Path(scratch)))
+            tables.append(search(model, rows, extra, Path(scratch), args.rounds))
     print()
     print("| data | tolerance | served | variants tried | search time | accuracy drop "
           "| agreement | max drift |")  # fmt: skip
