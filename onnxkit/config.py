@@ -23,6 +23,8 @@ ENVIRONMENTS: Final = ("local", "dev", "prod")
 DEFAULT_ENVIRONMENT: Final = "dev"
 # Hyperparameters the pipeline sets itself; a config or a run may not override them.
 RESERVED_HYPERPARAMETERS: Final = frozenset({"model_name"})
+# Hyperparameters with a typed setting of their own (training.<name>).
+_TYPED_HYPERPARAMETERS: Final = frozenset({"compression", "optimize_for"})
 _REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"
 _SCHEDULE = r"^(rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\)|cron\([^()]+\))$"
 # CloudWatch Logs accepts only these retention periods.
@@ -55,6 +57,17 @@ class TrainingSettings(_Section):
     framework_version: str = Field("1.9-0", pattern=r"^[0-9]+\.[0-9]+-[0-9]+$")
     estimator: str = Field("random_forest", min_length=1, description="train.py's --model.")
     target: str | None = Field(None, min_length=1, description="Default label column.")
+    compression: Literal["auto", "none"] = Field(
+        "auto",
+        description="train.py's --compression: auto tries smaller variants of the fitted model "
+        "(fewer or pruned trees, pruned hidden units) and serves one within the int8 "
+        "tolerance; none serves the fitted model as it is.",
+    )
+    optimize_for: Literal["size", "latency"] = Field(
+        "size",
+        description="train.py's --optimize_for: which variant compression=auto serves, the "
+        "smallest file or the fastest 1,000-row call.",
+    )
     hyperparameters: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("hyperparameters")
@@ -65,6 +78,8 @@ class TrainingSettings(_Section):
                 raise ValueError(f"hyperparameter name {key!r} is not snake_case")
             if key in RESERVED_HYPERPARAMETERS or key.startswith("sagemaker_"):
                 raise ValueError(f"hyperparameter {key!r} is set by the pipeline")
+            if key in _TYPED_HYPERPARAMETERS:
+                raise ValueError(f"hyperparameter {key!r}: set training.{key} instead")
         return values
 
     @field_validator("instance_count")
@@ -93,7 +108,12 @@ class TrainingSettings(_Section):
 
     def job_hyperparameters(self, model_name: str) -> dict[str, str]:
         """What every training job gets before the run's own hyperparameters."""
-        base = {"model": self.estimator, **self.hyperparameters}
+        base = {
+            "model": self.estimator,
+            "compression": self.compression,
+            "optimize_for": self.optimize_for,
+            **self.hyperparameters,
+        }
         if self.target:
             base["target"] = self.target
         return {**base, "model_name": model_name}

@@ -33,6 +33,8 @@ from onnxkit.contract.layout import (
 from onnxkit.contract.manifest import (
     SCHEMA_VERSION,
     Baseline,
+    Compression,
+    CompressionVariant,
     DataFingerprint,
     Feature,
     FeatureImportance,
@@ -127,6 +129,52 @@ def make_variant_report(
         parity=parity,
         single_row_latency_us=single_row_latency_us,
         row_independence=row_independence,
+    )
+
+
+def make_compression_variant(
+    *,
+    name: str,
+    description: str,
+    size_bytes: int,
+    load_ms: float,
+    single_row_latency_us: float | None,
+    batch_rows: int,
+    batch_latency_us: float | None,
+    metrics: dict[str, float],
+    parity: Parity,
+    row_independence: RowIndependence | None,
+    chosen: bool,
+    reason: str,
+) -> CompressionVariant:
+    """One variant the compression search tried, measured as a served file."""
+    return CompressionVariant(
+        name=name,
+        description=description,
+        size_bytes=size_bytes,
+        load_ms=load_ms,
+        single_row_latency_us=single_row_latency_us,
+        batch_rows=batch_rows,
+        batch_latency_us=batch_latency_us,
+        metrics=metrics,
+        parity=parity,
+        row_independence=row_independence,
+        chosen=chosen,
+        reason=reason,
+    )
+
+
+def make_compression(
+    *,
+    optimize_for: Literal["size", "latency"],
+    chosen: str,
+    reason: str,
+    seconds: float,
+    variants: list[CompressionVariant],
+) -> Compression:
+    """The compression search: every variant tried, the one that serves, and why."""
+    return Compression(
+        optimize_for=optimize_for, chosen=chosen, reason=reason, seconds=seconds, variants=variants
     )
 
 
@@ -312,6 +360,7 @@ def build_manifest(
     quantization: Quantization,
     data: DataFingerprint,
     importance: Importance | None = None,
+    compression: Compression | None = None,
 ) -> Manifest:
     """The manifest of the files in ``model_dir``: the serving graph, the fp32 one when int8
     serves, the reference statistics and the explanation background."""
@@ -353,6 +402,7 @@ def build_manifest(
         library_versions=library_versions(),
         data=data,
         importance=importance,
+        compression=compression,
     )
     return validated(manifest)  # type-checked, nested parts as structs
 
@@ -378,13 +428,40 @@ def report(manifest: Manifest, output_data_dir: str | None) -> None:
         f"sha256={manifest.serving.sha256} reason={manifest.quantization.reason}",
         flush=True,
     )
+    if manifest.compression is not None:
+        for line in compression_lines(manifest.compression, manifest.primary_metric):
+            print(line, flush=True)
     if output_data_dir:
         out = Path(output_data_dir)
         out.mkdir(parents=True, exist_ok=True)
         evaluation: dict[str, Any] = {name: r.to_dict() for name, r in manifest.variants.items()}
         if manifest.baseline is not None:
             evaluation["baseline"] = manifest.baseline.to_dict()
+        if manifest.compression is not None:
+            evaluation["compression"] = manifest.compression.to_dict()
         (out / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+
+
+def compression_lines(compression: Compression, metric: str) -> list[str]:
+    """The compression search as the job log shows it: one line per variant tried."""
+    lines = [
+        f"compression: optimize_for={compression.optimize_for} chosen={compression.chosen} "
+        f"search {compression.seconds:.1f} s: {compression.reason}"
+    ]
+    for v in compression.variants:
+        agreement = v.parity.label_agreement
+        lines.append(
+            f"  {'*' if v.chosen else ' '} {v.name}: {v.size_bytes} B, load {v.load_ms:.1f} ms, "
+            f"1 row {_us(v.single_row_latency_us)}, {v.batch_rows} rows "
+            f"{_us(v.batch_latency_us)}, {metric} {v.metrics.get(metric, float('nan')):.4f}, "
+            + (f"agreement {agreement:.4f}, " if agreement is not None else "")
+            + f"max diff {v.parity.max_abs_diff:.3g}: {v.reason}"
+        )
+    return lines
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} us"
 
 
 def fail(message: str, output_dir: str | None) -> int:

@@ -1,24 +1,38 @@
-"""Which graph serves: parity with scikit-learn, the row-independence probe, the int8 choice.
+"""Which graph serves: parity with scikit-learn, the row-independence probe, the int8 choice,
+and the compression search.
 
 Every variant is scored on the same held-out rows (:class:`HeldOut`). An int8 graph serves
 only when it is smaller than fp32, within the tolerance of scikit-learn's answers, and passes
-the probe; otherwise fp32 serves, and the manifest says why (:func:`choose_int8`).
+the probe; otherwise fp32 serves, and the manifest says why (:func:`choose_int8`). With
+``compression=auto``, smaller variants of the fitted model go through the same int8 step and
+the same tolerance, and the smallest (or fastest) serves (:func:`choose_compression`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from onnxkit.contract.manifest import Parity, Quantization, RowIndependence, VariantReport
+from onnxkit.contract.manifest import (
+    Compression,
+    Parity,
+    Quantization,
+    RowIndependence,
+    VariantReport,
+)
+from training_jobs import compress
 from training_jobs.artifact import (
+    make_compression,
+    make_compression_variant,
     make_parity,
     make_quantization,
     make_row_independence,
@@ -33,7 +47,7 @@ from training_jobs.evaluation import (
     predict_onnx,
     primary_metric,
 )
-from training_jobs.export import onnx_input_name, quantize, session
+from training_jobs.export import onnx_input_name, quantize, session, to_onnx, tree_ensemble_v5
 
 # The row-independence probe: held-out rows probed, how far the extreme rows go, and the largest
 # difference allowed, relative to max(1, |output|) (one float32 ulp where a kernel differs by
@@ -197,20 +211,44 @@ def judge(
     if size >= fp32_size:
         problems.append(f"int8 file ({size} B) is not smaller than fp32 ({fp32_size} B)")
     assert candidate.parity is not None
+    return problems + tolerance_problems(
+        candidate.metrics,
+        candidate.parity,
+        candidate.row_independence,
+        reference_metrics,
+        primary,
+        tolerance,
+        task,
+    )
+
+
+def tolerance_problems(
+    metrics: dict[str, float],
+    agreement: Parity,
+    probe: RowIndependence | None,
+    reference_metrics: dict[str, float],
+    primary: str,
+    tolerance: Tolerance,
+    task: str,
+) -> list[str]:
+    """Every way a variant's answers stray from scikit-learn's beyond ``tolerance``, and a
+    failed row-independence probe (empty when it may serve): the rule for int8 graphs and for
+    compressed variants alike."""
+    problems = []
     if task == "classification":
-        agreement = candidate.parity.label_agreement or 0.0
-        if agreement < tolerance.min_label_agreement:
-            problems.append(f"label agreement {agreement:.4f} < {tolerance.min_label_agreement}")
-        if candidate.parity.max_abs_diff > tolerance.max_probability_drift:
+        share = agreement.label_agreement or 0.0
+        if share < tolerance.min_label_agreement:
+            problems.append(f"label agreement {share:.4f} < {tolerance.min_label_agreement}")
+        if agreement.max_abs_diff > tolerance.max_probability_drift:
             problems.append(
-                f"probabilities drift by up to {candidate.parity.max_abs_diff:.3f} "
+                f"probabilities drift by up to {agreement.max_abs_diff:.3f} "
                 f"> {tolerance.max_probability_drift}"
             )
-    drop = reference_metrics[primary] - candidate.metrics[primary]
+    drop = reference_metrics[primary] - metrics[primary]
     if drop > tolerance.max_metric_drop:
         problems.append(f"{primary} drops by {drop:.4f} > {tolerance.max_metric_drop}")
-    if candidate.row_independence is not None:
-        problem = probe_problem(candidate.row_independence)
+    if probe is not None:
+        problem = probe_problem(probe)
         if problem:
             problems.append(problem)
     return problems
@@ -384,3 +422,263 @@ def _quantization(
         reason=reason,
         tolerance=tolerance.as_dict(),
     )
+
+
+# --------------------------------------------------------------------------- compression
+
+# A 1,000-row call is what the compression search times besides one row (held-out rows
+# repeated when there are fewer); session loads are timed this many times.
+BATCH_ROWS = 1000
+LOAD_RUNS = 3
+# Under optimize_for=latency a variant must be this much faster than the original at 1,000
+# rows, so timing noise alone never swaps the model.
+LATENCY_MARGIN = 0.9
+# The re-encoded ensemble must answer as its source does, up to float32 rounding of sums.
+REENCODING_BOUND = 1e-5
+
+
+@dataclass
+class Tried:
+    """One variant the compression search built: its fp32 graph, the int8 step's choice on
+    it, the served file's record, and every reason it may not serve."""
+
+    name: str
+    description: str
+    pipeline: Pipeline
+    fp32_path: Path
+    int8: Int8Choice
+    record: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def served(self) -> Path:
+        """The file that would serve: the int8 graph when the int8 step chose one."""
+        return self.int8.graph or self.fp32_path
+
+
+@dataclass(frozen=True)
+class CompressionChoice:
+    """What :func:`choose_compression` decided: the graphs that serve, and the record."""
+
+    fp32_path: Path
+    int8: Int8Choice
+    record: Compression
+
+
+@dataclass(frozen=True)
+class Int8Step:
+    """How the int8 step runs on every variant (as :func:`choose_int8` on the original)."""
+
+    mode: str
+    tolerance: Tolerance
+    calibration: dict[str, np.ndarray] | None
+    latency_runs: int
+
+
+def measure_served(path: Path, held_out: HeldOut, latency_runs: int) -> dict[str, Any]:
+    """Size, load time, 1-row and 1,000-row latency, metrics, parity and probe of a file."""
+    session(path)  # the first load in a process pays one-time costs; it is not the file's
+    loads = []
+    for _ in range(LOAD_RUNS):
+        start = time.perf_counter_ns()
+        sess = session(path)
+        loads.append(time.perf_counter_ns() - start)
+    prediction = predict_onnx(sess, held_out.feeds, held_out.task)
+    rows = len(next(iter(held_out.feeds.values())))
+    index = np.arange(BATCH_ROWS) % rows
+    batch = {name: np.take(values, index, axis=0) for name, values in held_out.feeds.items()}
+    return {
+        "size_bytes": path.stat().st_size,
+        "load_ms": float(np.median(loads) / 1e6),
+        "single_row_latency_us": _latency(sess, held_out.one_row, latency_runs),
+        "batch_rows": BATCH_ROWS,
+        "batch_latency_us": median_latency_us(
+            lambda: sess.run(None, batch), max(3, latency_runs // 20) if latency_runs else 0
+        ),
+        "metrics": held_out.metrics(prediction),
+        "parity": parity(held_out.reference, prediction, held_out.task),
+        "row_independence": row_independence(
+            path,
+            held_out.feeds,
+            held_out.extreme,
+            held_out.task,
+            bound=row_bound(len(held_out.feeds)),
+        ),
+    }
+
+
+def choose_compression(
+    pipeline: Pipeline,
+    fp32_path: Path,
+    held_out: HeldOut,
+    schema: Schema,
+    X_train: pd.DataFrame,
+    step: Int8Step,
+    optimize_for: str,
+    seed: int,
+) -> CompressionChoice:
+    """Try smaller variants of the fitted model (``training_jobs.compress``), each through the
+    int8 step, and serve the smallest (or fastest) whose served file stays within the int8
+    tolerance of scikit-learn's answers and passes the row-independence probe.
+
+    ``fp32_path`` holds the original graph; each variant's graphs are written beside it. The
+    original is measured the same way, and serves unless a variant beats it. In an ordered
+    series (stronger pruning, fewer trees, fewer units) the search stops at the first variant
+    outside tolerance: the stronger ones would miss it further.
+    """
+    started = time.perf_counter()
+    int8_started = time.perf_counter()
+    original = _try(
+        "original", "the fitted model as converted", pipeline, fp32_path, held_out, step
+    )
+    original_int8_seconds = time.perf_counter() - int8_started
+    tried = [original]
+    estimator = pipeline.steps[-1][1]
+    kind = compress.family(estimator)
+
+    def attempt(candidates: list[compress.Shrunk]) -> list[Tried]:
+        done = []
+        for candidate in candidates[: compress.MAX_CANDIDATES + 1 - len(tried)]:
+            smaller = Pipeline([*pipeline.steps[:-1], ("model", candidate.estimator)])
+            # A folder per variant: the int8 step writes its graphs beside the fp32 one.
+            path = fp32_path.parent / candidate.name / fp32_path.name
+            path.parent.mkdir()
+            onnx.save(to_onnx(smaller, schema, schema.task), path)
+            result = _try(candidate.name, candidate.description, smaller, path, held_out, step)
+            done.append(result)
+            tried.append(result)
+            if result.problems:
+                break
+        return done
+
+    if kind == "forest":
+        pruned = attempt(compress.forest_pruning_candidates(estimator))
+        kept = [t for t in pruned if not t.problems]
+        base = None
+        if kept:
+            name = kept[-1].name
+            base = compress.Shrunk(name, "", kept[-1].pipeline.steps[-1][1])
+        attempt(compress.forest_prefix_candidates(estimator, base))
+    elif kind == "boosting":
+        attempt(compress.boosting_candidates(estimator))
+    elif kind == "mlp":
+        rows = compress.activation_sample(X_train, seed)
+        transformed = pipeline[:-1].transform(rows)
+        dense = transformed.toarray() if hasattr(transformed, "toarray") else transformed
+        attempt(compress.mlp_candidates(estimator, np.asarray(dense)))
+    note = ""
+    if kind in ("forest", "boosting"):
+        # Lossless, so tried once, on the variant that would serve so far.
+        source = _pick(tried, optimize_for, kind)[0]
+        encoded, note = _reencoded(source, fp32_path.parent, held_out, step)
+        if encoded is not None:
+            tried.append(encoded)
+            note = ""
+    chosen, reason = _pick(tried, optimize_for, kind)
+    if note:
+        reason += f"; TreeEnsemble (ai.onnx.ml 5) not tried: {note}"
+    record = make_compression(
+        optimize_for=cast(Any, optimize_for),
+        chosen=chosen.name,
+        reason=reason,
+        seconds=max(0.0, time.perf_counter() - started - original_int8_seconds),
+        variants=[
+            make_compression_variant(
+                name=t.name,
+                description=t.description,
+                chosen=t is chosen,
+                reason=_why(t, chosen, optimize_for),
+                **t.record,
+            )
+            for t in tried
+        ],
+    )
+    return CompressionChoice(chosen.fp32_path, chosen.int8, record)
+
+
+def _try(
+    name: str,
+    description: str,
+    pipeline: Pipeline,
+    fp32_path: Path,
+    held_out: HeldOut,
+    step: Int8Step,
+) -> Tried:
+    """Run the int8 step on a variant's fp32 graph, then measure and judge what would serve."""
+    int8 = choose_int8(
+        fp32_path, held_out, step.mode, step.tolerance, step.calibration, step.latency_runs
+    )
+    tried = Tried(name, description, pipeline, fp32_path, int8)
+    if int8.graph is not None:
+        tried.description += f", then {int8.quantization.method} int8"
+    tried.record = measure_served(tried.served, held_out, step.latency_runs)
+    tried.problems = tolerance_problems(
+        tried.record["metrics"],
+        tried.record["parity"],
+        tried.record["row_independence"],
+        held_out.reference_metrics,
+        primary_metric(held_out.task),
+        step.tolerance,
+        held_out.task,
+    )
+    return tried
+
+
+def _reencoded(
+    source: Tried, root: Path, held_out: HeldOut, step: Int8Step
+) -> tuple[Tried | None, str]:
+    """``source`` with its tree ensemble re-encoded as ai.onnx.ml TreeEnsemble (opset 5),
+    measured like any variant; refused when its answers differ from ``source``'s at all
+    (beyond float32 rounding). None and why when the graph cannot be re-encoded."""
+    encoded, note = tree_ensemble_v5(onnx.load(source.fp32_path))
+    if encoded is None:
+        return None, note
+    name = "ml5" if source.name == "original" else f"{source.name}+ml5"
+    path = root / name / source.fp32_path.name
+    path.parent.mkdir()
+    onnx.save(encoded, path)
+    description = f"{source.description}; {note}"
+    result = _try(name, description, source.pipeline, path, held_out, step)
+    before = predict_onnx(session(source.served), held_out.feeds, held_out.task)
+    after = predict_onnx(session(result.served), held_out.feeds, held_out.task)
+    same = parity(before, after, held_out.task)
+    if (same.label_agreement or 1.0) < 1.0 or same.max_abs_diff > REENCODING_BOUND:
+        result.problems.append(
+            f"re-encoding changed the answers of {source.name} (label agreement "
+            f"{same.label_agreement}, max |diff| {same.max_abs_diff:.3g})"
+        )
+    return result, note
+
+
+def _pick(tried: list[Tried], optimize_for: str, kind: str) -> tuple[Tried, str]:
+    """The variant that serves and why: the smallest (or fastest) within tolerance, when it
+    beats the original (at 1,000 rows by ``LATENCY_MARGIN``); else the original."""
+    original = tried[0]
+    if kind == "linear":
+        return original, compress.LINEAR_REASON
+    within = [t for t in tried[1:] if not t.problems]
+    if not within:
+        return original, "no smaller variant stayed within tolerance"
+    if optimize_for == "latency":
+        if original.record["batch_latency_us"] is None:
+            return original, "latency not measured (latency_runs=0): nothing to compare"
+        best = min(within, key=lambda t: t.record["batch_latency_us"])
+        ratio = best.record["batch_latency_us"] / original.record["batch_latency_us"]
+        if ratio > LATENCY_MARGIN:
+            return original, f"no variant within tolerance is {LATENCY_MARGIN:g}x as fast or faster"
+        return best, f"fastest within tolerance: {ratio:.2f}x the original's 1,000-row latency"
+    best = min(within, key=lambda t: t.record["size_bytes"])
+    ratio = best.record["size_bytes"] / original.record["size_bytes"]
+    if ratio >= 1:
+        return original, "no variant within tolerance is smaller"
+    return best, f"smallest within tolerance: {ratio:.3f}x the original's size"
+
+
+def _why(tried: Tried, chosen: Tried, optimize_for: str) -> str:
+    """One variant's line in the record: chosen, outside tolerance, or beaten by another."""
+    if tried is chosen:
+        return "chosen"
+    if tried.problems:
+        return "; ".join(tried.problems)
+    better = "faster" if optimize_for == "latency" else "smaller"
+    return f"within tolerance, but {chosen.name} is {better}"

@@ -247,3 +247,194 @@ def feeds_for(X: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
         dtype = np.float32 if column in schema.numeric else object
         feeds[onnx_input_name(column)] = values.astype(dtype)
     return feeds
+
+
+# --------------------------------------------------------------------------- TreeEnsemble 5
+
+# ai.onnx.ml opset 5's TreeEnsemble: the same trees as TreeEnsembleClassifier/Regressor (opset
+# 3, what skl2onnx 1.20 writes), with thresholds, modes and leaf weights as packed tensors
+# instead of repeated attributes (no "BRANCH_LEQ" string per node). Whether onnxruntime serves
+# it smaller or faster is measured, per model, by the compression search.
+TREE_ENSEMBLE_OPSET = 5
+_MODES = {"BRANCH_LEQ": 0, "BRANCH_LT": 1, "BRANCH_GTE": 2, "BRANCH_GT": 3, "BRANCH_EQ": 4,
+          "BRANCH_NEQ": 5}  # fmt: skip
+_AGGREGATES = {"AVERAGE": 0, "SUM": 1, "MIN": 2, "MAX": 3}
+
+
+def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
+    """The graph with its tree ensemble re-encoded as ai.onnx.ml TreeEnsemble (opset 5), and
+    what was done; None and why not when the graph has no ensemble it can re-encode (several
+    weights per leaf, as a multiclass forest has, or a post-transform other than the binary
+    logistic and softmax of boosting)."""
+    found = [n for n in model.graph.node if n.op_type in _ENSEMBLES]
+    if len(found) != 1:
+        return None, "no single TreeEnsembleClassifier/Regressor in the graph"
+    node = found[0]
+    a = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
+    classifier = node.op_type == "TreeEnsembleClassifier"
+    prefix = "class" if classifier else "target"
+    try:
+        trees = _trees(a, prefix)
+    except ValueError as error:
+        return None, str(error)
+    post = a.get("post_transform", b"NONE").decode()
+    labels = a.get("classlabels_int64s") or [s.decode() for s in a.get("classlabels_strings", [])]
+    targets = max(a[f"{prefix}_ids"]) + 1
+    if classifier and not (
+        (post == "NONE" and len(labels) == 2 and targets == 1)
+        or (post == "LOGISTIC" and len(labels) == 2 and targets == 1)
+        or (post == "SOFTMAX" and len(labels) == targets > 2)
+    ):
+        shape = f"{len(labels)} classes, {targets} scores, post_transform {post}"
+        return None, f"an ensemble of {shape}"
+    if not classifier and post != "NONE":
+        return None, f"a regression ensemble with post_transform {post}"
+    name = node.name or "ensemble"
+    scores = f"{name}_scores"
+    nodes = [
+        onnx.helper.make_node(
+            "TreeEnsemble",
+            [node.input[0]],
+            [scores],
+            domain="ai.onnx.ml",
+            name=name,
+            n_targets=targets,
+            aggregate_function=_AGGREGATES[a.get("aggregate_function", b"SUM").decode()],
+            post_transform=0,
+            **trees,
+        )
+    ]
+    initializers = []
+    base = a.get("base_values")
+    if base:
+        initializers.append(
+            onnx.numpy_helper.from_array(np.array([base], np.float32), f"{name}_base")
+        )
+        nodes.append(onnx.helper.make_node("Add", [scores, f"{name}_base"], [f"{scores}_based"]))
+        scores = f"{scores}_based"
+    if classifier:
+        nodes += _classifier_outputs(name, scores, post, labels, list(node.output), initializers)
+    else:
+        nodes.append(onnx.helper.make_node("Identity", [scores], [node.output[0]]))
+    graph_nodes = list(model.graph.node)
+    at = graph_nodes.index(node)
+    encoded = onnx.ModelProto()
+    encoded.CopyFrom(model)
+    del encoded.graph.node[:]
+    encoded.graph.node.extend([*graph_nodes[:at], *nodes, *graph_nodes[at + 1 :]])
+    encoded.graph.initializer.extend(initializers)
+    for entry in encoded.opset_import:
+        if entry.domain == "ai.onnx.ml":
+            entry.version = TREE_ENSEMBLE_OPSET
+    onnx.checker.check_model(encoded)
+    return encoded, f"{node.op_type} (ai.onnx.ml 3) re-encoded as TreeEnsemble (ai.onnx.ml 5)"
+
+
+_ENSEMBLES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
+
+
+def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The opset-5 attributes of the trees in opset-3 attributes ``a`` (ValueError when a
+    leaf has several weights or a tree is a single leaf)."""
+    weights: dict[tuple[int, int], tuple[int, float]] = {}
+    for tree, node, target, weight in zip(
+        a[f"{prefix}_treeids"], a[f"{prefix}_nodeids"], a[f"{prefix}_ids"],
+        a[f"{prefix}_weights"], strict=True,
+    ):  # fmt: skip
+        if (tree, node) in weights:
+            raise ValueError("leaves carry several weights (one per class)")
+        weights[(tree, node)] = (target, weight)
+    modes = [m.decode() for m in a["nodes_modes"]]
+    index: dict[tuple[int, int], tuple[bool, int]] = {}  # (tree, node) -> (is leaf, position)
+    interior = leaves = 0
+    for tree, node, mode in zip(a["nodes_treeids"], a["nodes_nodeids"], modes, strict=True):
+        if mode == "LEAF":
+            index[(tree, node)] = (True, leaves)
+            leaves += 1
+        elif mode in _MODES:
+            index[(tree, node)] = (False, interior)
+            interior += 1
+        else:
+            raise ValueError(f"a {mode} node")
+    roots: dict[int, int] = {}
+    columns: dict[str, list[Any]] = {key: [] for key in _NODE_COLUMNS}
+    missing = a.get("nodes_missing_value_tracks_true") or [0] * len(modes)
+    rows = zip(
+        a["nodes_treeids"], a["nodes_nodeids"], modes, a["nodes_featureids"],
+        a["nodes_values"], a["nodes_truenodeids"], a["nodes_falsenodeids"], missing,
+        strict=True,
+    )  # fmt: skip
+    for tree, node, mode, feature, value, true_id, false_id, tracks in rows:
+        if mode == "LEAF":
+            continue
+        if node == 0:
+            roots[tree] = index[(tree, node)][1]
+        true_leaf, true_at = index[(tree, true_id)]
+        false_leaf, false_at = index[(tree, false_id)]
+        for key, item in zip(
+            _NODE_COLUMNS,
+            (feature, value, _MODES[mode], true_at, int(true_leaf), false_at, int(false_leaf),
+             tracks),
+            strict=True,
+        ):  # fmt: skip
+            columns[key].append(item)
+    tree_ids = sorted(set(a["nodes_treeids"]))
+    if sorted(roots) != tree_ids:
+        raise ValueError("a tree that is a single leaf")
+    leaf_targets, leaf_weights = [0] * leaves, [0.0] * leaves
+    for place, (is_leaf, at) in index.items():
+        if is_leaf:
+            leaf_targets[at], leaf_weights[at] = weights.get(place, (0, 0.0))
+    return {
+        "tree_roots": [roots[t] for t in tree_ids],
+        "nodes_featureids": columns["featureids"],
+        "nodes_splits": onnx.numpy_helper.from_array(np.array(columns["splits"], np.float32)),
+        "nodes_modes": onnx.numpy_helper.from_array(np.array(columns["modes"], np.uint8)),
+        "nodes_truenodeids": columns["truenodeids"],
+        "nodes_trueleafs": columns["trueleafs"],
+        "nodes_falsenodeids": columns["falsenodeids"],
+        "nodes_falseleafs": columns["falseleafs"],
+        "nodes_missing_value_tracks_true": columns["missing"],
+        "leaf_targetids": leaf_targets,
+        "leaf_weights": onnx.numpy_helper.from_array(np.array(leaf_weights, np.float32)),
+    }
+
+
+_NODE_COLUMNS = (
+    "featureids", "splits", "modes", "truenodeids", "trueleafs", "falsenodeids", "falseleafs",
+    "missing",
+)  # fmt: skip
+
+
+def _classifier_outputs(
+    name: str,
+    scores: str,
+    post: str,
+    labels: list[Any],
+    outputs: list[str],
+    initializers: list[onnx.TensorProto],
+) -> list[onnx.NodeProto]:
+    """Probabilities and labels from the ensemble's scores, as TreeEnsembleClassifier gives
+    them: binary [1 - p, p] (p the score, or its logistic), softmax otherwise; the label is
+    the class of the largest probability (the first on a tie)."""
+    make = onnx.helper.make_node
+    probabilities = f"{name}_probabilities"
+    nodes = []
+    if len(labels) == 2:
+        positive = scores
+        if post == "LOGISTIC":
+            nodes.append(make("Sigmoid", [scores], [f"{name}_p"]))
+            positive = f"{name}_p"
+        initializers.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), f"{name}_1"))
+        nodes.append(make("Sub", [f"{name}_1", positive], [f"{name}_q"]))
+        nodes.append(make("Concat", [f"{name}_q", positive], [probabilities], axis=1))
+    else:
+        nodes.append(make("Softmax", [scores], [probabilities], axis=1))
+    dtype = np.int64 if isinstance(labels[0], int) else object
+    initializers.append(
+        onnx.numpy_helper.from_array(np.array(labels, dtype=dtype), f"{name}_classes")
+    )
+    nodes.append(make("ArgMax", [probabilities], [f"{name}_best"], axis=1, keepdims=0))
+    nodes.append(make("Gather", [f"{name}_classes", f"{name}_best"], [outputs[0]], axis=0))
+    nodes.append(make("Identity", [probabilities], [outputs[1]]))
+    return nodes

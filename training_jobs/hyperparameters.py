@@ -34,6 +34,11 @@ TASKS = ("auto", "classification", "regression")
 # with activation ranges fixed by calibration rows. Both keep rows independent. "dynamic" (one
 # activation scale per call) made a row's prediction depend on the others and is refused.
 QUANTIZATION_MODES = ("auto", "weight", "qdq", "none")
+# "auto": try smaller variants of the fitted model (training_jobs.compress) and serve the
+# smallest, or with optimize_for=latency the fastest, within the int8 tolerance; "none": serve
+# the fitted model as it is (the job before compression existed).
+COMPRESSION_MODES = ("auto", "none")
+OPTIMIZE_FOR = ("size", "latency")
 # Where SageMaker puts the data and wants the model: not hyperparameters, never recorded.
 LOCATIONS = ("model_dir", "train", "validation", "output_data_dir", "output_dir")
 
@@ -54,6 +59,8 @@ class Hyperparameters:
     max_categories: int
     estimator: EstimatorSettings
     quantization: str  # one of QUANTIZATION_MODES
+    compression: str  # one of COMPRESSION_MODES
+    optimize_for: str  # one of OPTIMIZE_FOR
     calibration_rows: int
     min_label_agreement: float
     max_metric_drop: float
@@ -195,6 +202,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     option("alpha", type=_non_negative_float, default=None, help="L2 regularization.")
     option("c", type=_positive_float, default=None, help="Inverse regularization (logistic).")
     option("quantization", type=_quantization, default="auto")
+    option("compression", default="auto", choices=COMPRESSION_MODES)
+    option("optimize_for", default="size", choices=OPTIMIZE_FOR)
     option("calibration_rows", type=_positive_int, default=256)
     option("min_label_agreement", type=_fraction, default=0.995)
     option("max_metric_drop", type=float, default=0.005)

@@ -1,4 +1,4 @@
-"""The whole training job, step by step: data, fit, score, convert, choose, write.
+"""The whole training job, step by step: data, fit, score, convert, compress, choose, write.
 
 ``train.main`` parses the hyperparameters and calls :func:`run`; each step lives in the module
 it names (``data``, ``estimators``, ``evaluation``, ``export``, ``decision``, ``artifact``).
@@ -36,7 +36,9 @@ from training_jobs.data import (
 )
 from training_jobs.decision import (
     HeldOut,
+    Int8Step,
     Tolerance,
+    choose_compression,
     choose_int8,
     extreme_rows,
     fp32_report,
@@ -119,21 +121,40 @@ def run(hp: Hyperparameters) -> Manifest:
     )
     model_dir = Path(hp.model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
+    tolerance = Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift)
+    compression = None
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = Path(scratch) / FP32_FILE
         with phase("convert"):
             onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
-        with phase("parity"):
-            variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
-        with phase("quantize"):  # int8's own parity and latency included
-            choice = choose_int8(
-                fp32_path,
-                held_out,
-                hp.quantization,
-                Tolerance(hp.min_label_agreement, hp.max_metric_drop, hp.max_probability_drift),
-                calibration_feeds(hp, inputs),
-                hp.latency_runs,
-            )
+        if hp.compression == "none":
+            with phase("parity"):
+                variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
+            with phase("quantize"):  # int8's own parity and latency included
+                choice = choose_int8(
+                    fp32_path,
+                    held_out,
+                    hp.quantization,
+                    tolerance,
+                    calibration_feeds(hp, inputs),
+                    hp.latency_runs,
+                )
+        else:
+            with phase("compress"):  # each variant's conversion, int8 step and parity included
+                step = Int8Step(
+                    hp.quantization, tolerance, calibration_feeds(hp, inputs), hp.latency_runs
+                )
+                compressed = choose_compression(
+                    pipeline, fp32_path, held_out, schema, inputs.X_train, step, hp.optimize_for,
+                    hp.seed,
+                )  # fmt: skip
+                fp32_path, choice, compression = (
+                    compressed.fp32_path,
+                    compressed.int8,
+                    compressed.record,
+                )
+            with phase("parity"):
+                variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
         if choice.report is not None:
             variants["int8"] = choice.report
         refuse_unservable(choice, variants["fp32"])
@@ -159,6 +180,7 @@ def run(hp: Hyperparameters) -> Manifest:
             schema.warnings,
         ),
         importance=importance,
+        compression=compression,
     )
     artifact.write(manifest, model_dir)
     artifact.report(manifest, hp.output_data_dir)

@@ -187,6 +187,15 @@ def print_run_summary(console: Console, result: RunResult, workdir: Path) -> Non
             f"quantization: {manifest.quantization.decision} ({manifest.quantization.reason})",
             highlight=False,
         )
+        compression = manifest.compression
+        if compression is not None:
+            chosen = next(v for v in compression.variants if v.chosen)
+            console.print(
+                f"compression: {compression.chosen}, {_size(chosen.size_bytes)} "
+                f"({compression.reason}; {len(compression.variants)} variants tried in "
+                f"{compression.seconds:.1f} s)",
+                highlight=False,
+            )
     evaluation = result.state.get("evaluation")
     if evaluation is not None:
         if evaluation["passed"]:

@@ -28,7 +28,7 @@ from onnxkit.contract.layout import (
     model_name_problem,
 )
 
-SCHEMA_VERSION: Final = "1.2"
+SCHEMA_VERSION: Final = "1.3"
 _MODEL_VERSION: Final = re.compile(MODEL_VERSION_PATTERN)
 
 Task = Literal["classification", "regression"]
@@ -181,6 +181,52 @@ class VariantReport(_Strict, kw_only=True, frozen=True):
     row_independence: RowIndependence | None = None
 
 
+class CompressionVariant(_Strict, kw_only=True, frozen=True):
+    """One smaller variant of the fitted model the training job tried, as a served file.
+
+    Scored on the same held-out rows as every other variant, against scikit-learn's answers;
+    the latencies are medians on one thread in the training job (compare them within a job).
+    """
+
+    name: Annotated[str, Meta(min_length=1)]
+    description: str
+    size_bytes: Positive
+    load_ms: Annotated[float, Meta(ge=0, description="Median onnxruntime session creation.")]
+    single_row_latency_us: NonNegativeFloat | None = None
+    batch_rows: NonNegative
+    batch_latency_us: (
+        Annotated[float, Meta(ge=0, description="Median of one call with batch_rows rows.")] | None
+    ) = None
+    metrics: dict[str, float]
+    parity: Parity
+    row_independence: RowIndependence | None = None
+    chosen: bool
+    reason: Annotated[str, Meta(description="Why it was, or was not, chosen.")]
+
+
+class Compression(_Strict, kw_only=True, frozen=True):
+    """The training job's search for a smaller (or faster) model within the int8 tolerance.
+
+    Absent in manifests before 1.3 and when the ``compression`` hyperparameter is ``none``.
+    ``original`` is the fitted model itself; the chosen variant is the one that serves (after
+    the int8 step, which its figures include where the model has weights to quantize).
+    """
+
+    optimize_for: Literal["size", "latency"]
+    chosen: str
+    reason: str
+    seconds: Annotated[float, Meta(ge=0, description="Training time the search added.")]
+    variants: list[CompressionVariant]
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("compression variant names must be unique")
+        chosen = [v.name for v in self.variants if v.chosen]
+        if self.variants and chosen != [self.chosen]:
+            raise ValueError(f"compression marks {chosen} as chosen, not [{self.chosen!r}]")
+
+
 class Baseline(_Strict, kw_only=True, frozen=True):
     """A naive model (scikit-learn's DummyClassifier / DummyRegressor) fitted on the same
     training rows and scored on the same held-out rows: what the quality gate's lift is
@@ -278,6 +324,8 @@ class Manifest(_Strict, kw_only=True, frozen=True):
     data: DataFingerprint
     # Absent in manifests before 1.2 (and in any that did not measure it).
     importance: Importance | None = None
+    # Absent in manifests before 1.3 and when compression is off.
+    compression: Compression | None = None
 
     def __post_init__(self) -> None:
         problem = model_name_problem(self.model_name)

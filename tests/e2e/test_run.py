@@ -53,6 +53,8 @@ def test_promote_reject_promote_and_roll_back(tmp_path: Path) -> None:
     first = _invoke("run", "--workdir", str(workdir), *GOOD)
     assert first.exit_code == 0, first.output
     assert "Promoted" in first.output and "gate: passed" in first.output
+    # The summary names the compressed variant that serves and the search's reason.
+    assert re.search(r"compression: \S+, [0-9.]+ KiB \(.+; \d variants tried in ", first.output)
     v1 = _pointer(workdir)
     assert v1["lambda_version"] == "1" and v1["history"] == []
     # Paths relative to the work directory, so a copied one serves its own files.

@@ -43,8 +43,14 @@ def test_overrides_are_typed_and_validated() -> None:
     assert config.training.use_spot is False
     assert config.gate.min_accuracy == 0.9
     assert config.training.job_hyperparameters("m") == {
-        "model": "random_forest", "n_estimators": "300", "model_name": "m",
+        "model": "random_forest", "compression": "auto", "optimize_for": "size",
+        "n_estimators": "300", "model_name": "m",
     }  # fmt: skip
+    latency = load_config(
+        "dev", {"training.optimize_for": "latency", "training.compression": "none"}
+    )
+    assert latency.training.job_hyperparameters("m")["optimize_for"] == "latency"
+    assert latency.training.job_hyperparameters("m")["compression"] == "none"
 
 
 def test_the_gate_defaults_to_a_margin_over_the_baseline_in_every_environment() -> None:
@@ -108,6 +114,12 @@ def test_the_gate_defaults_to_a_margin_over_the_baseline_in_every_environment() 
             "invalid setting training.hyperparameters",
         ),
         ({"log_retention_days": "10"}, "invalid setting log_retention_days='10'"),
+        ({"training.compression": "max"}, "invalid setting training.compression='max'"),
+        ({"training.optimize_for": "speed"}, "invalid setting training.optimize_for='speed'"),
+        (
+            {"training.hyperparameters": '{"compression": "none"}'},
+            "invalid setting training.hyperparameters",
+        ),
         ({"api.kind": "grpc"}, "invalid setting api.kind='grpc': Input should be 'rest', 'http'"),
         (
             {"api.kind": "function_url", "api.auth_mode": "api_key"},

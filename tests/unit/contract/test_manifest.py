@@ -285,3 +285,49 @@ def test_bad_importance_is_rejected(change: Any) -> None:
 def test_importance_must_be_finite() -> None:
     with pytest.raises(ValueError, match="not a finite number"):
         FeatureImportance(name="x", mean=float("nan"), std=0.0)
+
+
+def _variant(name: str, chosen: bool, size: int) -> dict[str, Any]:
+    return {
+        "name": name, "description": f"{name} variant", "size_bytes": size, "load_ms": 1.5,
+        "single_row_latency_us": 20.0, "batch_rows": 1000, "batch_latency_us": 900.0,
+        "metrics": {"accuracy": 0.9}, "chosen": chosen, "reason": "chosen" if chosen else "no",
+        "parity": {"rows": 20, "label_agreement": 1.0, "max_abs_diff": 0.01},
+    }  # fmt: skip
+
+
+def with_compression(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["compression"] = {
+        "optimize_for": "size", "chosen": "ml5", "reason": "smallest within tolerance",
+        "seconds": 2.5, "variants": [_variant("original", False, 900), _variant("ml5", True, 300)],
+    }  # fmt: skip
+    return doc
+
+
+def test_compression_is_optional_and_round_trips() -> None:
+    older = parse_manifest(json.dumps(valid_manifest()))  # schema 1.0, no compression
+    assert older.compression is None
+    manifest = parse_manifest(json.dumps(with_compression(valid_manifest())))
+    assert manifest.compression is not None
+    assert [v.name for v in manifest.compression.variants if v.chosen] == ["ml5"]
+    assert parse_manifest(encode_manifest(manifest)) == manifest
+    assert serving_manifest(manifest).model_name == "churn"  # serving reads it
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: c.update(chosen="original"),  # the record marks another as chosen
+        lambda c: c["variants"][0].update(chosen=True),  # two chosen
+        lambda c: c["variants"][1].update(name="original"),  # names repeat
+        lambda c: c.update(optimize_for="memory"),
+        lambda c: c["variants"][0].update(size_bytes=0),
+        lambda c: c["variants"][0].update(load_ms=-1.0),
+        lambda c: c["variants"][0].pop("parity"),
+        lambda c: c.update(seconds=-1),
+    ],
+)
+def test_bad_compression_records_are_rejected(change: Any) -> None:
+    doc = with_compression(valid_manifest())
+    change(doc["compression"])
+    assert not accepts(doc)

@@ -1,0 +1,182 @@
+"""The compression search's building blocks on small synthetic data: pruned and fewer trees,
+pruned hidden units, and the TreeEnsemble (ai.onnx.ml 5) re-encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+
+from training_jobs import compress
+from training_jobs.export import TARGET_OPSET, tree_ensemble_v5
+
+
+def _classification(classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    X, y = make_classification(
+        n_samples=400, n_features=8, n_informative=4, n_classes=classes, random_state=0
+    )
+    return X.astype(np.float32), y
+
+
+def test_pruning_the_fitted_forest_is_the_forest_a_refit_with_ccp_alpha_gives() -> None:
+    X, y = _classification()
+    forest = RandomForestClassifier(n_estimators=5, random_state=3).fit(X, y)
+    alpha = compress.alphas_for_leaf_fractions(forest.estimators_[0], (0.25,))[0]
+    pruned = compress.forest_pruned(forest, alpha)
+    refit = RandomForestClassifier(n_estimators=5, random_state=3, ccp_alpha=alpha).fit(X, y)
+    for mine, theirs in zip(pruned.estimators_, refit.estimators_, strict=True):
+        assert mine.tree_.node_count == theirs.tree_.node_count
+        np.testing.assert_array_equal(mine.tree_.threshold, theirs.tree_.threshold)
+    np.testing.assert_array_equal(pruned.predict_proba(X), refit.predict_proba(X))
+    # The first tree keeps at most a quarter of its leaves; the original is untouched.
+    assert compress.leaves(pruned.estimators_[0]) <= 0.25 * compress.leaves(forest.estimators_[0])
+    assert forest.estimators_[0].tree_.node_count > pruned.estimators_[0].tree_.node_count
+
+
+def test_forest_and_boosting_prefixes_are_their_first_trees() -> None:
+    X, y = _classification()
+    forest = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, y)
+    first = compress.forest_prefix(forest, 3)
+    manual = np.mean([tree.predict_proba(X) for tree in forest.estimators_[:3]], axis=0)
+    np.testing.assert_allclose(first.predict_proba(X), manual)
+    assert len(forest.estimators_) == 8
+    boosting = HistGradientBoostingClassifier(max_iter=12, random_state=0).fit(X, y)
+    staged = list(boosting.staged_predict_proba(X))
+    np.testing.assert_allclose(compress.boosting_prefix(boosting, 5).predict_proba(X), staged[4])
+    names = [c.name for c in compress.boosting_candidates(boosting)]
+    assert names == ["iterations-9", "iterations-6", "iterations-3"]
+
+
+def test_the_forest_search_is_bounded() -> None:
+    X, y = _classification()
+    forest = RandomForestClassifier(n_estimators=8, random_state=0).fit(X, y)
+    pruned = compress.forest_pruning_candidates(forest)
+    assert [c.name for c in pruned] == ["ccp-0.5", "ccp-0.25", "ccp-0.125"]
+    prefixes = compress.forest_prefix_candidates(forest, pruned[1])
+    assert [c.name for c in prefixes] == ["ccp-0.25+trees-4", "ccp-0.25+trees-2"]
+    assert prefixes[0].estimator.estimators_[0] is pruned[1].estimator.estimators_[0]
+    assert len(pruned) + len(prefixes) + 1 <= compress.MAX_CANDIDATES
+
+
+def test_mlp_pruning_removes_hidden_units_and_keeps_the_answers() -> None:
+    X, y = _classification()
+    mlp = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=100, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        mlp.fit(X, y)
+    candidates = compress.mlp_candidates(mlp, X)
+    assert [c.estimator.hidden_layer_sizes for c in candidates] == [
+        (48, 24), (39, 20), (32, 16), (23, 12),
+    ]  # fmt: skip
+    three_quarters = candidates[0].estimator
+    # Smaller matrices, not zeros: every weight matrix lost rows or columns.
+    shapes = [w.shape for w in three_quarters.coefs_]
+    assert shapes == [(8, 48), (48, 24), (24, 1)]
+    assert [b.shape for b in three_quarters.intercepts_] == [(48,), (24,), (1,)]
+    assert mlp.coefs_[0].shape == (8, 64)  # the original is untouched
+    agreement = np.mean(three_quarters.predict(X) == mlp.predict(X))
+    drift = np.mean(np.abs(three_quarters.predict_proba(X) - mlp.predict_proba(X)))
+    assert agreement >= 0.98 and drift < 0.02, (agreement, drift)
+
+
+def test_the_least_squares_refit_beats_dropping_units() -> None:
+    X, y = _classification()
+    mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=100, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        mlp.fit(X, y)
+    activations = compress.hidden_activations(mlp, X)
+    pruned = compress.mlp_pruned(mlp, 0.5, X, activations)
+    kept = pruned.coefs_[0].shape[1]
+    # The same units kept, the next layer left as it was: what the refit improves on.
+    scores = np.sqrt(np.mean(activations[0] ** 2, axis=0)) * np.linalg.norm(mlp.coefs_[1], axis=1)
+    units = np.sort(np.argsort(-scores, kind="stable")[:kept])
+    dropped = compress.copy.copy(mlp)
+    dropped.coefs_ = [mlp.coefs_[0][:, units], mlp.coefs_[1][units]]
+    dropped.intercepts_ = [mlp.intercepts_[0][units], mlp.intercepts_[1]]
+    truth = mlp.predict_proba(X)[:, 1]
+    refit_error = np.mean((pruned.predict_proba(X)[:, 1] - truth) ** 2)
+    dropped_error = np.mean((dropped.predict_proba(X)[:, 1] - truth) ** 2)
+    assert refit_error < dropped_error / 2, (refit_error, dropped_error)
+
+
+def test_families() -> None:
+    X, y = _classification()
+    assert compress.family(LogisticRegression().fit(X, y)) == "linear"
+    assert compress.family(RandomForestRegressor(n_estimators=2)) == "forest"
+    assert compress.family(HistGradientBoostingRegressor()) == "boosting"
+    assert compress.family(MLPClassifier()) == "mlp"
+
+
+def _convert(model: object, features: int) -> onnx.ModelProto:
+    options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else {}
+    return convert_sklearn(
+        model,
+        initial_types=[("X", FloatTensorType([None, features]))],
+        options=options,
+        target_opset=TARGET_OPSET,
+    )
+
+
+def _run(model: onnx.ModelProto, X: np.ndarray) -> list[np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [np.asarray(out) for out in sess.run(None, {"X": X})]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["forest_binary", "forest_regression", "boosting_binary", "boosting_3", "boosting_regression"],
+)
+def test_tree_ensemble_5_answers_as_the_original_in_a_smaller_file(kind: str) -> None:
+    if kind.endswith("regression"):
+        X, y = make_regression(n_samples=400, n_features=8, random_state=0)
+        X = X.astype(np.float32)
+    else:
+        X, y = _classification(3 if kind.endswith("3") else 2)
+    model = {
+        "forest_binary": RandomForestClassifier(n_estimators=10, random_state=0),
+        "forest_regression": RandomForestRegressor(n_estimators=10, random_state=0),
+        "boosting_binary": HistGradientBoostingClassifier(max_iter=20, random_state=0),
+        "boosting_3": HistGradientBoostingClassifier(max_iter=20, random_state=0),
+        "boosting_regression": HistGradientBoostingRegressor(max_iter=20, random_state=0),
+    }[kind].fit(X, y)
+    original = _convert(model, X.shape[1])
+    encoded, note = tree_ensemble_v5(original)
+    assert encoded is not None, note
+    assert "TreeEnsemble" in {n.op_type for n in encoded.graph.node}
+    assert not {"TreeEnsembleClassifier", "TreeEnsembleRegressor"} & {
+        n.op_type for n in encoded.graph.node
+    }
+    assert len(encoded.SerializeToString()) < 0.5 * len(original.SerializeToString())
+    extreme = np.vstack([X, np.full((1, X.shape[1]), 3e38, np.float32), -X[:3] * 1e6])
+    before, after = _run(original, extreme), _run(encoded, extreme)
+    assert len(before) == len(after)
+    for a, b in zip(before, after, strict=True):
+        if a.dtype.kind in "iuO":
+            np.testing.assert_array_equal(a.ravel(), b.ravel())
+        else:
+            np.testing.assert_allclose(a, b.reshape(a.shape), atol=1e-6, rtol=1e-6)
+    if hasattr(model, "predict_proba"):
+        np.testing.assert_array_equal(after[0].ravel(), model.predict(extreme))
+
+
+def test_a_multiclass_forest_is_not_re_encoded_and_says_why() -> None:
+    X, y = _classification(3)
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    encoded, note = tree_ensemble_v5(_convert(forest, X.shape[1]))
+    assert encoded is None and note == "leaves carry several weights (one per class)"
+    mlp = MLPClassifier(hidden_layer_sizes=(4,), max_iter=50)
+    with pytest.warns(ConvergenceWarning):
+        mlp.fit(X, y)
+    assert tree_ensemble_v5(_convert(mlp, X.shape[1]))[0] is None

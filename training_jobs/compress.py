@@ -1,0 +1,276 @@
+"""Smaller variants of a fitted model: fewer trees, pruned trees, fewer hidden units.
+
+Each function takes the fitted estimator (the Pipeline's last step) and returns candidates:
+new fitted estimators of the same class, never a refit. The job converts each with the same
+Pipeline's preprocessing and scores it like any other variant; ``decision.choose_compression``
+picks one within the int8 tolerance. The number of candidates is bounded (at most
+``MAX_CANDIDATES`` a model), so the search costs a few conversions, not a grid of fits.
+
+- Forests: minimal cost-complexity pruning of every fitted tree, at the alphas where the first
+  tree keeps 1/2, 1/4 and 1/8 of its leaves. scikit-learn grows a tree in full and prunes it
+  afterwards when ``ccp_alpha`` is set, so pruning the fitted trees gives exactly the forest a
+  refit with that ``ccp_alpha`` would (a test checks this): refitting costs a fit and gains
+  nothing. Then prefixes (the first 1/2 and 1/4 of the trees) at the strongest pruning that
+  stayed within tolerance.
+- HistGradientBoosting: prefixes of the boosting iterations (3/4, 1/2, 1/4).
+- MLPs: structured pruning of hidden units: each layer keeps the units whose outgoing weights
+  times their RMS activation (on a sample of training rows) are largest, so the weight matrices
+  get smaller, not sparse; the next layer's weights are then refitted by least squares to
+  reproduce its original inputs on those rows (a linear solve, not a fine-tune by gradient
+  descent, which would move the network away from the answers the tolerance compares with).
+- Linear models: one weight per input column; nothing to prune.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.neural_network._base import ACTIVATIONS
+from sklearn.tree._tree import ccp_pruning_path
+
+FOREST_LEAF_FRACTIONS = (0.5, 0.25, 0.125)
+FOREST_PREFIX_FRACTIONS = (0.5, 0.25)
+BOOSTING_PREFIX_FRACTIONS = (0.75, 0.5, 0.25)
+MLP_KEEP_FRACTIONS = (0.75, 0.6, 0.5, 0.35)
+MAX_CANDIDATES = 6
+# Training rows the MLP's activation statistics are measured on (a seeded sample).
+ACTIVATION_ROWS = 10_000
+# The refit of the layer after a pruned one: ridge strength relative to the mean square input.
+RIDGE = 1e-3
+LINEAR_REASON = "linear model: one weight per input column, nothing to prune"
+
+
+@dataclass(frozen=True)
+class Shrunk:
+    """A candidate: a fitted estimator smaller than the original, and how it was made."""
+
+    name: str
+    description: str
+    estimator: Any
+
+
+def family(estimator: Any) -> str:
+    """``forest``, ``boosting``, ``mlp`` or ``linear``: what compression can do to it."""
+    if isinstance(estimator, RandomForestClassifier | RandomForestRegressor):
+        return "forest"
+    if isinstance(estimator, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        return "boosting"
+    if isinstance(estimator, MLPClassifier | MLPRegressor):
+        return "mlp"
+    return "linear"
+
+
+# --------------------------------------------------------------------------- forests
+
+
+def forest_prefix(forest: Any, trees: int) -> Any:
+    """The forest of its first ``trees`` fitted trees (the others dropped)."""
+    smaller = copy.copy(forest)
+    smaller.estimators_ = forest.estimators_[:trees]
+    smaller.n_estimators = trees
+    return smaller
+
+
+def forest_pruned(forest: Any, alpha: float) -> Any:
+    """Every tree pruned by minimal cost-complexity pruning at ``alpha`` (as a refit with
+    ``ccp_alpha=alpha`` would prune it)."""
+    smaller = copy.copy(forest)
+    smaller.ccp_alpha = alpha
+    smaller.estimators_ = [_pruned_tree(tree, alpha) for tree in forest.estimators_]
+    return smaller
+
+
+def _pruned_tree(tree: Any, alpha: float) -> Any:
+    pruned = copy.copy(tree)
+    pruned.ccp_alpha = alpha
+    pruned._prune_tree()  # scikit-learn's own last step of fit when ccp_alpha > 0
+    return pruned
+
+
+def leaves(tree: Any) -> int:
+    """Leaves of a fitted decision tree."""
+    return int(np.sum(tree.tree_.children_left == -1))
+
+
+def alphas_for_leaf_fractions(tree: Any, fractions: tuple[float, ...]) -> list[float]:
+    """For each fraction, the smallest alpha on the tree's pruning path at which it keeps at
+    most that fraction of its leaves (bisection: about log2(path) prunings of one tree)."""
+    path = np.unique(ccp_pruning_path(tree.tree_)["ccp_alphas"])
+    full = leaves(tree)
+    chosen = []
+    for fraction in fractions:
+        low, high = 0, len(path) - 1
+        while low < high:
+            middle = (low + high) // 2
+            if leaves(_pruned_tree(tree, float(path[middle]))) <= fraction * full:
+                high = middle
+            else:
+                low = middle + 1
+        chosen.append(float(path[low]))
+    return chosen
+
+
+def forest_pruning_candidates(forest: Any) -> list[Shrunk]:
+    """The forest pruned at the alphas where its first tree keeps 1/2, 1/4, 1/8 of its leaves."""
+    alphas = alphas_for_leaf_fractions(forest.estimators_[0], FOREST_LEAF_FRACTIONS)
+    candidates: list[Shrunk] = []
+    for fraction, alpha in zip(FOREST_LEAF_FRACTIONS, alphas, strict=True):
+        if alpha <= 0 or any(alpha == c.estimator.ccp_alpha for c in candidates):
+            continue  # a tree too small to prune, or the same pruning twice
+        candidates.append(
+            Shrunk(
+                f"ccp-{fraction:g}",
+                f"every tree cost-complexity pruned at alpha {alpha:.3g} (the first tree keeps "
+                f"<= {fraction:g} of its leaves)",
+                forest_pruned(forest, alpha),
+            )
+        )
+    return candidates
+
+
+def forest_prefix_candidates(forest: Any, base: Shrunk | None) -> list[Shrunk]:
+    """The first 1/2 and 1/4 of the trees, of ``base`` (a pruned forest) or of the original."""
+    source = base.estimator if base is not None else forest
+    total = len(source.estimators_)
+    candidates: list[Shrunk] = []
+    for fraction in FOREST_PREFIX_FRACTIONS:
+        trees = max(1, math.floor(total * fraction))
+        if trees >= total or any(len(c.estimator.estimators_) == trees for c in candidates):
+            continue
+        prefix = f"{base.name}+" if base is not None else ""
+        of = f"of the {base.name} forest" if base is not None else "of the fitted forest"
+        candidates.append(
+            Shrunk(
+                f"{prefix}trees-{trees}",
+                f"the first {trees} of {total} trees {of}",
+                forest_prefix(source, trees),
+            )
+        )
+    return candidates
+
+
+# --------------------------------------------------------------------------- boosting
+
+
+def boosting_prefix(boosting: Any, iterations: int) -> Any:
+    """The model of its first ``iterations`` boosting iterations (later trees dropped)."""
+    smaller = copy.copy(boosting)
+    smaller._predictors = boosting._predictors[:iterations]  # n_iter_ is its length
+    return smaller
+
+
+def boosting_candidates(boosting: Any) -> list[Shrunk]:
+    """The first 3/4, 1/2 and 1/4 of the boosting iterations."""
+    total = len(boosting._predictors)
+    candidates: list[Shrunk] = []
+    for fraction in BOOSTING_PREFIX_FRACTIONS:
+        iterations = max(1, math.floor(total * fraction))
+        if iterations >= total or any(c.estimator.n_iter_ == iterations for c in candidates):
+            continue
+        candidates.append(
+            Shrunk(
+                f"iterations-{iterations}",
+                f"the first {iterations} of {total} boosting iterations",
+                boosting_prefix(boosting, iterations),
+            )
+        )
+    return candidates
+
+
+# --------------------------------------------------------------------------- MLPs
+
+
+def hidden_activations(mlp: Any, X: np.ndarray) -> list[np.ndarray]:
+    """Each hidden layer's activations on the (preprocessed) rows ``X``."""
+    activation = ACTIVATIONS[mlp.activation]  # scikit-learn's own, applied in place
+    values = np.asarray(X, dtype=np.float64)
+    layers = []
+    for weights, bias in zip(mlp.coefs_[:-1], mlp.intercepts_[:-1], strict=True):
+        values = values @ weights + bias
+        activation(values)
+        layers.append(values)
+    return layers
+
+
+def mlp_pruned(mlp: Any, keep: float, X: np.ndarray, activations: list[np.ndarray]) -> Any:
+    """Each hidden layer keeps ``keep`` of its units (at least one): those whose outgoing
+    weights' norm times RMS activation (``activations``, the original network's on ``X``) is
+    largest. The next layer's weights and bias are then refitted by ridge least squares so
+    that, on ``X``, its inputs from the kept units reproduce the original network's (layer by
+    layer, each on the already pruned layers' activations)."""
+    activation = ACTIVATIONS[mlp.activation]
+    coefs = [np.array(w, dtype=np.float64) for w in mlp.coefs_]
+    intercepts = [np.array(b, dtype=np.float64) for b in mlp.intercepts_]
+    values = np.asarray(X, dtype=np.float64)
+    sizes = []
+    for layer, original in enumerate(activations):
+        outgoing = coefs[layer + 1]
+        score = np.sqrt(np.mean(original**2, axis=0)) * np.linalg.norm(outgoing, axis=1)
+        units = max(1, math.ceil(keep * len(score)))
+        kept = np.sort(np.argsort(-score, kind="stable")[:units])
+        coefs[layer] = coefs[layer][:, kept]
+        intercepts[layer] = intercepts[layer][kept]
+        values = values @ coefs[layer] + intercepts[layer]
+        activation(values)
+        target = original @ outgoing + intercepts[layer + 1]
+        coefs[layer + 1], intercepts[layer + 1] = _ridge(values, target)
+        sizes.append(units)
+    dtype = mlp.coefs_[0].dtype
+    smaller = copy.copy(mlp)
+    smaller.coefs_ = [w.astype(dtype) for w in coefs]
+    smaller.intercepts_ = [b.astype(dtype) for b in intercepts]
+    smaller.hidden_layer_sizes = tuple(sizes)
+    return smaller
+
+
+def _ridge(inputs: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and bias mapping ``inputs`` to ``target`` by least squares, with a ridge of
+    RIDGE times the inputs' mean square (so fewer rows than units stays well posed)."""
+    design = np.hstack([inputs, np.ones((len(inputs), 1))])
+    gram = design.T @ design
+    ridge = RIDGE * max(float(np.trace(gram)) / len(gram), 1e-12)
+    gram[np.diag_indices(len(gram) - 1)] += ridge  # the bias column is not penalised
+    solution = np.linalg.solve(gram, design.T @ target)
+    return solution[:-1], solution[-1]
+
+
+def mlp_candidates(mlp: Any, X_sample: np.ndarray) -> list[Shrunk]:
+    """The MLP with 3/4, 0.6, 1/2 and 0.35 of each hidden layer's units."""
+    activations = hidden_activations(mlp, X_sample)
+    original = [values.shape[1] for values in activations]
+    candidates: list[Shrunk] = []
+    for keep in MLP_KEEP_FRACTIONS:
+        smaller = mlp_pruned(mlp, keep, X_sample, activations)
+        sizes = list(smaller.hidden_layer_sizes)
+        seen = [list(c.estimator.hidden_layer_sizes) for c in candidates]
+        if sizes == original or sizes in seen:
+            continue
+        candidates.append(
+            Shrunk(
+                f"units-{keep:g}",
+                f"hidden units {','.join(map(str, original))} -> {','.join(map(str, sizes))} "
+                "(smallest outgoing weight norm x RMS activation removed)",
+                smaller,
+            )
+        )
+    return candidates
+
+
+def activation_sample(rows: Any, seed: int) -> Any:
+    """A seeded sample of at most ``ACTIVATION_ROWS`` rows (a DataFrame or an array)."""
+    count = len(rows)
+    if count <= ACTIVATION_ROWS:
+        return rows
+    picked = np.sort(np.random.default_rng(seed).permutation(count)[:ACTIVATION_ROWS])
+    return rows.iloc[picked] if hasattr(rows, "iloc") else rows[picked]
