@@ -8,7 +8,8 @@ and float32; prepare = schema, labels, hold-out; evaluate = scikit-learn's held-
 baseline and permutation importance; convert = skl2onnx; parity = the fp32 graph against
 scikit-learn; quantize = int8 with its own parity, with compression=none; compress = the search
 for a compressed variant, its int8 steps and parities included, with compression=auto),
-everything outside fit as a multiple of fit, and the process's peak resident memory (wait4's ru_maxrss) beside the data's float32 size.
+everything outside fit as a multiple of fit, and the process's peak resident memory (wait4's
+ru_maxrss) beside the data's float32 size.
 
 Each run happens once: on a shared machine the seconds are noisy (the load average is
 printed with each row); the ratios within a row are steadier than the absolute times.
