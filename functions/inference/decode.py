@@ -289,7 +289,10 @@ def csv_matrix(raw: bytes, features: Sequence[FeatureSpec]) -> np.ndarray | None
     body = _numeric_csv_body(raw, features, strict_parser=True)
     if body is None:
         return None
-    return _simd_matrix(b"[[" + body.replace(b"\n", b"],[") + b"]]", len(features), None)
+    matrix = _simd_matrix(b"[[" + body.replace(b"\n", b"],[") + b"]]", len(features), None)
+    if matrix is None or np.abs(matrix).max() > FLOAT32_MAX:
+        return None  # as numeric_csv_rows: the careful path names a cell beyond float32
+    return matrix
 
 
 # Bytes of a CSV body of numbers only: no quotes, letters (but e/E) or empty-field tricks.
@@ -337,6 +340,8 @@ def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[A
         return None
     if set(map(len, rows)) != {len(features)}:
         return None
+    if any(abs(value) > FLOAT32_MAX for row in rows for value in row):
+        return None  # "1e40": the careful path names the cell beyond float32's range
     return rows
 
 
