@@ -529,7 +529,10 @@ def test_weight_int8_is_folded_to_the_fp32_graph_at_load(
 ) -> None:
     import onnxruntime as ort
 
-    fp32 = train_artifact("breast_cancer", model="mlp", quantization="none") / "model.onnx"
+    fp32 = (
+        train_artifact("breast_cancer", model="mlp", quantization="none", compression="none")
+        / "model.onnx"
+    )
     quantize(fp32, tmp_path / "weight.onnx", "weight")
     stored = {i.name: i.data_type for i in onnx.load(tmp_path / "weight.onnx").graph.initializer}
     assert sum(kind == TensorProto.INT8 for kind in stored.values()) == 2
