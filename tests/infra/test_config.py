@@ -227,7 +227,7 @@ def test_request_metrics_follow_the_front_door_unless_set(
 
 def test_capture_settings() -> None:
     dev = load_config("dev")
-    assert dev.capture.sample_rate == 0.05 and dev.capture.enabled
+    assert dev.capture.sample_rate == 0.01 and dev.capture.enabled
     assert load_config("prod").capture.retention_days == 90
     off = load_config("dev", {"capture.sample_rate": "0"})
     assert not off.capture.enabled
