@@ -66,11 +66,13 @@ def train(work: Path, model: str, extra: list[str]) -> tuple[Path, Path]:
     """The training job's model dir, and the same scikit-learn pipeline fitted and pickled."""
     import joblib
 
+    from onnxkit.contract.values import ValueRule
     from onnxkit.datasets import bundled
     from training_jobs import train as job
-    from training_jobs.data import infer_schema, prepare, read_channel
+    from training_jobs.data import infer_schema, prepare
     from training_jobs.estimators import build_pipeline, fit, make_estimator
     from training_jobs.hyperparameters import parse_args
+    from training_jobs.table import read_table
 
     data = bundled("breast_cancer")
     model_dir = work / model / "model"
@@ -81,9 +83,10 @@ def train(work: Path, model: str, extra: list[str]) -> tuple[Path, Path]:
         if job.main(argv) != 0:
             raise SystemExit(f"training {model} failed")
     args = parse_args(argv)
-    frame = read_channel(args.train, "train").frame
-    schema = infer_schema(frame, args.target, args.task, [])
-    X, y = prepare(frame, schema, args.target)
+    rule = ValueRule.of(args.missing_tokens)
+    table = read_table(args.train, "train", rule, text={args.target})
+    schema = infer_schema(table, args.target, args.task, [], rule)
+    X, y = prepare(table, schema, args.target)
     estimator = make_estimator(schema.task, model, args.estimator, args.seed)
     pipeline = fit(build_pipeline(schema, estimator), X, y)
     pickle = work / model / "model.joblib"
