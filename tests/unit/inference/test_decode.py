@@ -246,6 +246,9 @@ def test_numeric_csv_fast_path_skips_a_header_and_declines_the_rest() -> None:
     assert numeric_csv_rows(b"a b,c\r\n1,2\r\n3e2,-4\r\n", NUMERIC) == [[1, 2], [300.0, -4]]
     for text in (b"1,\n", b"+1,2\n", b".5,1\n", b"1,2,3\n", b"x,1\n", b"1e999,1\n", b""):
         assert numeric_csv_rows(text, NUMERIC) is None, text
+    for beyond_float32 in (b"1E40,1\n", b"9" * 39 + b",1\n"):  # the careful path names them
+        assert numeric_csv_rows(beyond_float32, NUMERIC) is None, beyond_float32
+        assert csv_matrix(beyond_float32, NUMERIC) is None, beyond_float32
     assert numeric_csv_rows(b"1,red\n", MIXED) is None
 
 
