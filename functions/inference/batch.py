@@ -196,11 +196,18 @@ def score_numeric_block(
         return None
     if matrix.shape != (rows, len(positions)) or np.isnan(matrix).any():
         return None  # "nan" is not a number to score_cells
+    return answer_matrix(model, matrix)
+
+
+def answer_matrix(model: Model, matrix: np.ndarray) -> dict[str, Any] | None:
+    """The model's answer for an ``[N, F]`` float64 matrix of a block's rows (NaN = missing);
+    None when the feed builder would refuse a value or a row has no finite answer, which the
+    row-by-row path (:func:`score_cells`) then names."""
     feed = model.feed.from_matrix(matrix)
     if feed is None:
         return None
     answer = model.predict_feed(feed)
-    return None if non_finite_rows(answer) else answer  # score_cells withholds those rows
+    return None if non_finite_rows(answer) else answer
 
 
 # A column made of these characters only holds plain numbers (and empty cells), which float()

@@ -37,7 +37,6 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from functions.inference import batch, table
-from functions.inference.predictor import non_finite_rows
 
 # Bytes after which a block is left to the row-by-row path: a quote or CR (the csv module reads
 # them as quoting and line ends; Arrow is told not to), NUL (the csv module's own rule) and a
@@ -132,13 +131,9 @@ def _float64(column: pa.ChunkedArray) -> np.ndarray:
 
 
 def _predict(model: batch.Model, features_by_row: np.ndarray) -> dict[str, Any] | None:
-    """The model's answer for an ``[F, N]`` float64 matrix (NaN = missing), or None when the
-    feed builder would refuse a value."""
-    feed = model.feed.from_matrix(features_by_row.T)  # a view: from_matrix transposes back
-    if feed is None:
-        return None
-    answer = model.predict_feed(feed)
-    return None if non_finite_rows(answer) else answer  # the row path withholds those rows
+    """:func:`batch.answer_matrix` of an ``[F, N]`` matrix (a view: from_matrix transposes
+    back)."""
+    return batch.answer_matrix(model, features_by_row.T)
 
 
 # --- Parquet ----------------------------------------------------------------------------------
