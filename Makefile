@@ -62,7 +62,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(PY) -m mypy onnxkit training_jobs functions infra
+	$(PY) -m mypy onnxkit training_jobs functions infra benchmarks
 
 test: install container lint typecheck
 	$(PY) -m pytest -n 2 --dist loadgroup

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_inference import train  # noqa: E402  # the same artifacts as the warm benchmark
+from benchmarks.bench_inference import train  # noqa: E402  # the same artifacts as the warm benchmark
 
 EVENT = ROOT / "tests/events/inference_predict_list.json"
 ONE_REQUEST = f"""

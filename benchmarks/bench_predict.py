@@ -65,7 +65,7 @@ def main() -> None:
                 f["name"]: f["kind"]
                 for f in client.get(f"{url}/model").json()["signature"]["features"]
             }
-        instances = [instance for _, instance in scoring.read_rows(data, signature)]
+        instances = [instance for _, _, instance in scoring.read_rows(data, signature)]
         for batch in (100, 1000):
             chunks = [instances[i : i + batch] for i in range(0, len(instances), batch)]
             started = time.perf_counter()
