@@ -26,7 +26,6 @@ import base64
 import binascii
 import csv
 import io
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import cache, partial
@@ -64,7 +63,7 @@ def predict_feed(
         if feed is not None:
             return feed
     if media == CSV:
-        rows, plain = _csv_rows(raw, builder.features, max_instances)
+        return _csv_feed(builder, raw, max_instances)
     else:
         instances = instances_from_json(raw)
         check_count(len(instances), max_instances)
@@ -185,22 +184,24 @@ def _npy_feed(builder: FeedBuilder, raw: bytes, encoded: bool, max_instances: in
     return feed
 
 
-def _csv_rows(
-    raw: bytes, features: Sequence[FeatureSpec], max_instances: int
-) -> tuple[Sequence[Sequence[Any]], bool]:
-    """Rows of a CSV body and whether they hold only numbers and nulls: a clean all-numeric
-    body parsed as JSON arrays, anything else by the csv module with the contract's rule."""
+def _csv_feed(builder: FeedBuilder, raw: bytes, max_instances: int) -> Feed:
+    """The feed of a CSV body: a clean all-numeric body parsed as JSON arrays, taken when every
+    value passes; anything else, and any value to refuse, by the csv module with the contract's
+    rule, whose errors name each bad cell in row order."""
+    features = builder.features
     fast = numeric_csv_rows(raw, features)
     if fast is not None:
         check_count(len(fast), max_instances)
-        return fast, True
+        feed = builder.numeric_feed(fast, numbers_only=True)
+        if feed is not None:
+            return feed
     try:
         text = raw.decode()
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_body", "the CSV body is not UTF-8") from None
     rows = rows_from_csv(text, features)
     check_count(len(rows), max_instances)
-    return rows, False
+    return builder(rows)
 
 
 def rows_from_instances(
@@ -290,10 +291,8 @@ def csv_matrix(raw: bytes, features: Sequence[FeatureSpec]) -> np.ndarray | None
     body = _numeric_csv_body(raw, features, strict_parser=True)
     if body is None:
         return None
-    matrix = _simd_matrix(b"[[" + body.replace(b"\n", b"],[") + b"]]", len(features), None)
-    if matrix is None or np.abs(matrix).max() > FLOAT32_MAX:
-        return None  # as numeric_csv_rows: the careful path names a cell beyond float32
-    return matrix
+    # Values beyond float32 ("1e40") pass here: the feed builder declines the matrix.
+    return _simd_matrix(b"[[" + body.replace(b"\n", b"],[") + b"]]", len(features), None)
 
 
 # Bytes of a CSV body of numbers only: no quotes, letters (but e/E) or empty-field tricks.
@@ -341,18 +340,7 @@ def numeric_csv_rows(raw: bytes, features: Sequence[FeatureSpec]) -> list[list[A
         return None
     if set(map(len, rows)) != {len(features)}:
         return None
-    if _may_exceed_float32(body) and any(abs(v) > FLOAT32_MAX for row in rows for v in row):
-        return None  # "1e40": the careful path names the cell beyond float32's range
-    return rows
-
-
-# Only a number with an exponent or 39 integer digits can exceed float32's 3.4e38: bodies
-# without either skip the per-value range loop (one C scan each instead of a Python pass).
-_LONG_DIGITS = re.compile(rb"[0-9]{39}")
-
-
-def _may_exceed_float32(body: bytes) -> bool:
-    return b"e" in body or b"E" in body or _LONG_DIGITS.search(body) is not None
+    return rows  # values beyond float32 ("1e40") pass here: the feed builder declines them
 
 
 _parsers = threading.local()  # a simdjson parser is reusable, but not across threads

@@ -131,9 +131,14 @@ def invalid(details: list[dict[str, Any]]) -> ApiError:
     return ApiError(400, "invalid_instances", message, details[:MAX_DETAILS])
 
 
-def _numeric_column(values: Sequence[Any]) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.array(values, dtype=np.float32).reshape(-1, 1)
+def _numeric_column(values: Sequence[Any]) -> np.ndarray | None:
+    """The ``[N, 1]`` float32 input of numbers and nulls (NaN), or None when a value is beyond
+    float32's range. Checked in float64: a value just above FLOAT32_MAX rounds to it, not to
+    infinity, so a check after the cast would let through what the contract refuses."""
+    wide = np.array(values, dtype=np.float64)
+    if (np.abs(wide) > FLOAT32_MAX).any():  # NaN compares False; infinity is caught
+        return None
+    return wide.astype(np.float32).reshape(-1, 1)
 
 
 def string_column(values: Sequence[Any]) -> np.ndarray:
@@ -165,12 +170,18 @@ class FeedBuilder:
         self, rows: Sequence[Sequence[Any]], numbers_only: bool = False
     ) -> dict[str, np.ndarray]:
         """The feed, or an ApiError naming every bad value (up to MAX_DETAILS)."""
-        if self.all_numeric:
-            matrix = self._matrix(rows, numbers_only)
-            feed = None if matrix is None else self.from_matrix(matrix)
-            if feed is not None:
-                return feed
-        return self._by_column(rows)
+        feed = self.numeric_feed(rows, numbers_only)
+        return feed if feed is not None else self._by_column(rows)
+
+    def numeric_feed(
+        self, rows: Sequence[Sequence[Any]], numbers_only: bool = False
+    ) -> dict[str, np.ndarray] | None:
+        """The feed of an all-numeric signature's rows when every value passes, else None
+        (nothing to name: the caller's careful path does that)."""
+        if not self.all_numeric:
+            return None
+        matrix = self._matrix(rows, numbers_only)
+        return None if matrix is None else self.from_matrix(matrix)
 
     def _matrix(self, rows: Sequence[Sequence[Any]], numbers_only: bool) -> np.ndarray | None:
         """One type check and one conversion for the whole matrix; None -> the careful path."""
@@ -228,7 +239,7 @@ class FeedBuilder:
                     feed[spec.onnx_input] = string_column(values)
                     continue
                 array = _numeric_column(values)
-                if not np.isinf(array).any():
+                if array is not None:
                     feed[spec.onnx_input] = array
                     continue
             for index, value in enumerate(sent):

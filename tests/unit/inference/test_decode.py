@@ -13,10 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from functions.inference import decode
 from functions.inference.decode import (
+    UTF8_BOM,
     csv_matrix,
     json_matrix,
     numeric_csv_rows,
+    predict_feed,
     rows_from_csv,
     rows_from_instances,
 )
@@ -238,7 +241,11 @@ def test_numeric_csv_fast_path_agrees_with_the_csv_module(text: str) -> None:
     fast = numeric_csv_rows(text.encode(), NUMERIC)
     if fast is None:
         return
-    careful = rows_from_csv(text, NUMERIC)
+    try:
+        careful = rows_from_csv(text, NUMERIC)
+    except ApiError:  # "1e40": the feed builder declines the fast rows, the careful path names it
+        assert FeedBuilder(NUMERIC).numeric_feed(fast, numbers_only=True) is None
+        return
     assert [[float(v) for v in row] for row in fast] == [list(row) for row in careful]
 
 
@@ -246,10 +253,52 @@ def test_numeric_csv_fast_path_skips_a_header_and_declines_the_rest() -> None:
     assert numeric_csv_rows(b"a b,c\r\n1,2\r\n3e2,-4\r\n", NUMERIC) == [[1, 2], [300.0, -4]]
     for text in (b"1,\n", b"+1,2\n", b".5,1\n", b"1,2,3\n", b"x,1\n", b"1e999,1\n", b""):
         assert numeric_csv_rows(text, NUMERIC) is None, text
-    for beyond_float32 in (b"1E40,1\n", b"9" * 39 + b",1\n"):  # the careful path names them
-        assert numeric_csv_rows(beyond_float32, NUMERIC) is None, beyond_float32
-        assert csv_matrix(beyond_float32, NUMERIC) is None, beyond_float32
     assert numeric_csv_rows(b"1,red\n", MIXED) is None
+
+
+def _csv_event(text: str) -> dict[str, Any]:
+    return {"headers": {"Content-Type": "text/csv"}, "body": text, "isBase64Encoded": False}
+
+
+def _answer(call: Any) -> tuple[Any, ...]:
+    """A feed's values per input, or an ApiError's status and body: what a client gets."""
+    try:
+        feed = call()
+    except ApiError as error:
+        return ("error", error.status, error.body())
+    return ("feed", {name: (a.dtype.str, a.shape, _cells(a)) for name, a in feed.items()})
+
+
+def _cells(array: np.ndarray) -> Any:
+    return array.tolist() if array.dtype == object else array.tobytes()  # NaN == NaN as bytes
+
+
+def _csv_outcomes(text: str, features: list[FeatureSpec]) -> tuple[Any, Any]:
+    """``predict_feed``'s answer to a CSV body (its fast paths: JSON arrays, and simdjson for
+    large bodies) and the careful path's (csv module + contract rule + feed builder)."""
+    builder = FeedBuilder(features)
+
+    def careful() -> Any:
+        rows = rows_from_csv(text.encode().removeprefix(UTF8_BOM).decode(), features)
+        decode.check_count(len(rows), 10**6)
+        return builder(rows)
+
+    def served() -> Any:
+        return predict_feed(_csv_event(text), builder, max_body_bytes=10**7, max_instances=10**6)
+
+    return _answer(served), _answer(careful)
+
+
+@pytest.mark.parametrize("simdjson", [False, True])
+def test_csv_values_beyond_float32_get_the_careful_paths_answer(
+    simdjson: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fast paths do not check float32's range; the feed builder declines such a matrix,
+    # and the careful path names every cell in row order (the builder would name by column).
+    monkeypatch.setattr(decode, "SIMDJSON_MIN_BYTES", 0 if simdjson else 10**9)
+    for text in ("1E40,1\n", "9" * 39 + ",1\n", "1e39,1e40\n-1e39,2\n", "1,2\n3e38,-3.5e38\n"):
+        served, careful = _csv_outcomes(text, NUMERIC)
+        assert served[0] == "error" and served == careful, text
 
 
 def test_float32_max_is_numpys() -> None:
@@ -265,10 +314,31 @@ def test_any_csv_text_gives_rows_or_a_400(text: str) -> None:
             rows = rows_from_csv(text, features)
         except ApiError as error:
             assert error.status == 400
-            assert fast is None
             continue
         if fast is not None:
             assert [[float(v) for v in row] for row in fast] == [list(row) for row in rows]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.text(alphabet="0123456789.eE+-, \n", max_size=40)
+    | st.lists(
+        st.lists(st.floats(width=64) | st.integers(-(2**130), 2**130), min_size=2, max_size=2),
+        min_size=1,
+        max_size=4,
+    ).map(lambda rows: "".join(",".join(map(str, row)) + "\n" for row in rows)),
+    simdjson=st.booleans(),
+)
+def test_a_csv_body_gets_the_careful_paths_answer(text: str, simdjson: bool) -> None:
+    """Every CSV body, whichever path parses it, gets the careful path's feed or error."""
+    threshold = decode.SIMDJSON_MIN_BYTES
+    decode.SIMDJSON_MIN_BYTES = 0 if simdjson else 10**9
+    try:
+        for features in (NUMERIC, MIXED):
+            served, careful = _csv_outcomes(text, features)
+            assert served == careful
+    finally:
+        decode.SIMDJSON_MIN_BYTES = threshold
 
 
 # --- simdjson matrices (large bodies) and the one-row buffer --------------------------------
