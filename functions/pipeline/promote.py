@@ -9,10 +9,13 @@ that fell behind. Promotion runs in this order, each step idempotent:
 
 1. ``verify``    - re-read the artifact and check every digest against the manifest and the
    evaluated candidate (a tampered artifact is refused);
-2. ``store``     - copy model.onnx (and reference.json, and the gate's evaluation.json), then
-   manifest.json, to the immutable ``models/<name>/<version>/`` (an existing copy is reused only
-   when its digest matches);
-3. ``reconcile`` - finish the record of an interrupted promotion or rollback;
+2. ``store``     - copy model.onnx (and its companion files), then manifest.json, to the
+   immutable ``models/<name>/<version>/`` (an existing copy is reused only when its digest
+   matches);
+3. ``reconcile`` - finish the record of an interrupted promotion or rollback; then refuse a
+   candidate the gate compared with another model than the live one (another promotion or a
+   rollback came between, or a promotion died after moving the alias), and keep the gate's
+   ``evaluation.json`` beside the version;
 4. ``publish``   - configure the function's ``MODEL_URI``/``MODEL_SHA256``/
    ``MODEL_MANIFEST_SHA256`` and publish a version (one already published is reused);
 5. ``approve``   - approve the registered version (the local registry; in the cloud the
@@ -75,6 +78,25 @@ PROMOTION_STEPS = (
 
 class RolledBackError(StepError):
     """The gradual shift saw the alarm and moved all traffic back to the previous version."""
+
+
+class StaleEvaluationError(StepError):
+    """Live changed after Evaluate compared the candidate with it (another promotion, a
+    rollback, or a promotion that died after moving the alias): the gate judged the candidate
+    against a model that no longer serves, so its verdict does not hold."""
+
+
+def check_evaluated_against(live_version: str | None, evaluation: dict[str, Any]) -> None:
+    """Refuse a promotion whose evaluation compared the candidate with another model than
+    ``live_version``, the one it would replace."""
+    production = evaluation.get("production")
+    evaluated = production.get("model_version") if isinstance(production, dict) else None
+    if evaluated != live_version:
+        raise StaleEvaluationError(
+            f"live serves {live_version or 'no model'}, but Evaluate compared the candidate with "
+            f"{evaluated or 'no production model'}: run the pipeline again to gate it against "
+            "the live model"
+        )
 
 
 @dataclass(frozen=True)
@@ -290,16 +312,19 @@ def promote(
             _store_immutable(
                 store, prefix + companion, artifact.files[companion], "application/json"
             )
-    if evaluation is not None:
-        _store_evaluation(store, prefix + EVALUATION_FILE, evaluation, candidate)
     manifest_uri = _store_immutable(
         store, prefix + MANIFEST_FILE, artifact.manifest_bytes, "application/json"
     )
 
-    # 3. reconcile, 4. publish
+    # 3. reconcile (and check the gate judged the candidate against what it replaces), 4. publish
     live = reconcile(store, serving, name)
     current = live.pointer
     done = current is not None and current.model_version == version
+    if evaluation is not None:
+        if not done:
+            check_evaluated_against(current.model_version if current else None, evaluation)
+        # Only a verdict that holds is kept: a refused one would outlive the re-evaluation.
+        _store_evaluation(store, prefix + EVALUATION_FILE, evaluation, candidate)
     if current is None:
         previous = live.alias
     elif not done:

@@ -18,9 +18,15 @@ from functions.pipeline.evaluate import (
     signature_changes,
 )
 from functions.pipeline.ports import StepError, TamperedArtifactError, read_pointer
-from functions.pipeline.promote import RolledBackError, Shift, promote, resolve
+from functions.pipeline.promote import (
+    RolledBackError,
+    Shift,
+    StaleEvaluationError,
+    promote,
+    resolve,
+)
 from onnxkit.contract.gate import QualityGate
-from onnxkit.contract.layout import sha256_bytes
+from onnxkit.contract.layout import pointer_key, sha256_bytes
 from onnxkit.contract.manifest import Manifest
 from onnxkit.local.store import LocalRegistry, LocalServing, LocalStore
 from onnxkit.rollback import rollback
@@ -462,3 +468,90 @@ def test_promote_copies_the_listed_companion_files(tmp_path: Path) -> None:
     promote(store, LocalServing(tmp_path), registry, decision["candidate"], package)
     for name, data in extra.items():
         assert (tmp_path / "models/cancer/v1" / name).read_bytes() == data
+
+
+# --- Promote refuses a verdict about a model that is no longer live -----------------------
+
+
+class Crash(BaseException):
+    """The process dies (not an exception the step could handle)."""
+
+
+class DiesWritingThePointer:
+    """A store whose process dies as it writes the production pointer: the alias has moved."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def put(self, key: str, data: bytes, content_type: str) -> str | None:
+        if key == pointer_key("cancer"):
+            raise Crash(key)
+        return self._inner.put(key, data, content_type)
+
+
+def _evaluated(root: Path, version: str) -> tuple[str, dict[str, Any]]:
+    uri, _ = _stage(root, version)
+    return uri, evaluate(LocalStore(root), "cancer", uri, GATE)
+
+
+def _promote_evaluated(root: Path, decision: dict[str, Any], store: Any = None) -> Any:
+    candidate = decision["candidate"]
+    return promote(
+        store or LocalStore(root),
+        LocalServing(root),
+        None,
+        candidate,
+        f"cancer/{candidate['model_version']}",
+        evaluation=decision,
+    )
+
+
+def test_a_candidate_gated_against_a_replaced_model_is_not_promoted(tmp_path: Path) -> None:
+    """Two runs overlap: v2 was gated against v1, but v3 was promoted meanwhile."""
+    _promote(tmp_path, "v1")
+    uri, late = _evaluated(tmp_path, "v2")
+    assert late["production"]["model_version"] == "v1"
+    _promote(tmp_path, "v3")
+    with pytest.raises(StaleEvaluationError, match="live serves v3, but Evaluate compared the "):
+        _promote_evaluated(tmp_path, late)
+    pointer = read_pointer(LocalStore(tmp_path), "cancer")
+    assert pointer is not None and pointer.model_version == "v3"
+    assert not (tmp_path / "models/cancer/v2/evaluation.json").exists()
+
+    again = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)  # the next run's gate
+    assert again["production"]["model_version"] == "v3"
+    _promote_evaluated(tmp_path, again)
+    kept = json.loads((tmp_path / "models/cancer/v2/evaluation.json").read_text())
+    assert kept["production"]["model_version"] == "v3"
+
+
+def test_after_a_promotion_died_past_the_alias_the_next_is_gated_against_it(
+    tmp_path: Path,
+) -> None:
+    """The alias serves v2 but the pointer still names v1: Evaluate (which reads the pointer)
+    compared v3 with v1, so Promote refuses; the records are reconciled for the next run."""
+    _promote(tmp_path, "v1")
+    _, decision = _evaluated(tmp_path, "v2")
+    with pytest.raises(Crash):
+        _promote_evaluated(tmp_path, decision, DiesWritingThePointer(LocalStore(tmp_path)))
+    pointer = read_pointer(LocalStore(tmp_path), "cancer")
+    assert pointer is not None and pointer.model_version == "v1"  # behind the alias
+    uri, stale = _evaluated(tmp_path, "v3")
+    assert stale["production"]["model_version"] == "v1"
+    with pytest.raises(StaleEvaluationError, match=r"live serves v2, but .* with v1"):
+        _promote_evaluated(tmp_path, stale)
+    assert _served_sha(tmp_path) == decision["candidate"]["sha256"]
+    again = evaluate(LocalStore(tmp_path), "cancer", uri, GATE)
+    assert again["production"]["model_version"] == "v2"
+    assert _promote_evaluated(tmp_path, again)["model_version"] == "v3"
+
+
+def test_a_retry_of_a_committed_promotion_is_not_refused(tmp_path: Path) -> None:
+    """Promote retried after it committed: live is the candidate itself, not a stale verdict."""
+    _promote(tmp_path, "v1")
+    _, decision = _evaluated(tmp_path, "v2")
+    first = _promote_evaluated(tmp_path, decision)
+    assert _promote_evaluated(tmp_path, decision) == first
