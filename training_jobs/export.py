@@ -10,6 +10,7 @@ onnxruntime.quantization logs advice through the root logger: the job's entry po
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -333,9 +336,45 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
 _ENSEMBLES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 
 
+def save_packed(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` with every repeated int64 attribute packed: one length-delimited run of
+    varints instead of a field tag before each value (onnx.proto is proto2 and does not
+    declare ``AttributeProto.ints`` packed, so ``onnx.save`` writes a tag per value). Protobuf
+    parsers must read either encoding of a repeated scalar field, so onnx and onnxruntime
+    load the same model; a TreeEnsemble's node columns lose a byte per value."""
+    path.write_bytes(
+        _packed_model_class().FromString(model.SerializeToString()).SerializeToString()
+    )
+
+
+@functools.cache
+def _packed_model_class() -> type[Message]:
+    """onnx's ModelProto, its AttributeProto.ints declared packed (a private copy of the
+    descriptors, so onnx's own classes are untouched)."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    onnx.ModelProto.DESCRIPTOR.file.CopyToProto(proto)
+    proto.name = f"packed/{proto.name}"
+    attribute = next(m for m in proto.message_type if m.name == "AttributeProto")
+    next(f for f in attribute.field if f.name == "ints").options.packed = True
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{proto.package}.ModelProto")
+    )
+
+
 def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The opset-5 attributes of the trees in opset-3 attributes ``a`` (ValueError when a
-    leaf has several weights or a tree is a single leaf)."""
+    leaf has several weights or a tree is a single leaf).
+
+    Laid out for size, answering the same: the leaf arrays hold each distinct (target,
+    weight) pair once, the most referenced first, and every node whose child is such a leaf
+    points at that one entry (a fully grown binary forest has two); repeated int64
+    attributes are one varint per value, so small leaf ids cost 2 bytes, not 4. Interior
+    nodes are numbered depth first, tree by tree, and an all-false
+    ``nodes_missing_value_tracks_true`` (the default) is left out. onnxruntime, like the
+    ONNX reference, walks each tree from its root and copies the leaf entry it reaches.
+    """
     weights: dict[tuple[int, int], tuple[int, float]] = {}
     for tree, node, target, weight in zip(
         a[f"{prefix}_treeids"], a[f"{prefix}_nodeids"], a[f"{prefix}_ids"],
@@ -344,49 +383,67 @@ def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
         if (tree, node) in weights:
             raise ValueError("leaves carry several weights (one per class)")
         weights[(tree, node)] = (target, weight)
-    modes = [m.decode() for m in a["nodes_modes"]]
-    index: dict[tuple[int, int], tuple[bool, int]] = {}  # (tree, node) -> (is leaf, position)
-    interior = leaves = 0
-    for tree, node, mode in zip(a["nodes_treeids"], a["nodes_nodeids"], modes, strict=True):
-        if mode == "LEAF":
-            index[(tree, node)] = (True, leaves)
-            leaves += 1
-        elif mode in _MODES:
-            index[(tree, node)] = (False, interior)
-            interior += 1
-        else:
-            raise ValueError(f"a {mode} node")
-    roots: dict[int, int] = {}
-    columns: dict[str, list[Any]] = {key: [] for key in _NODE_COLUMNS}
-    missing = a.get("nodes_missing_value_tracks_true") or [0] * len(modes)
+    missing = a.get("nodes_missing_value_tracks_true") or [0] * len(a["nodes_modes"])
+    interior: dict[tuple[int, int], tuple[Any, ...]] = {}
+    leaves: set[tuple[int, int]] = set()
     rows = zip(
-        a["nodes_treeids"], a["nodes_nodeids"], modes, a["nodes_featureids"],
+        a["nodes_treeids"], a["nodes_nodeids"], a["nodes_modes"], a["nodes_featureids"],
         a["nodes_values"], a["nodes_truenodeids"], a["nodes_falsenodeids"], missing,
         strict=True,
     )  # fmt: skip
-    for tree, node, mode, feature, value, true_id, false_id, tracks in rows:
+    for tree, node, raw_mode, feature, value, true_id, false_id, tracks in rows:
+        mode = raw_mode.decode()
         if mode == "LEAF":
-            continue
-        if node == 0:
-            roots[tree] = index[(tree, node)][1]
-        true_leaf, true_at = index[(tree, true_id)]
-        false_leaf, false_at = index[(tree, false_id)]
-        for key, item in zip(
-            _NODE_COLUMNS,
-            (feature, value, _MODES[mode], true_at, int(true_leaf), false_at, int(false_leaf),
-             tracks),
-            strict=True,
-        ):  # fmt: skip
-            columns[key].append(item)
+            leaves.add((tree, node))
+        elif mode in _MODES:
+            interior[(tree, node)] = (feature, value, _MODES[mode], true_id, false_id, tracks)
+        else:
+            raise ValueError(f"a {mode} node")
     tree_ids = sorted(set(a["nodes_treeids"]))
-    if sorted(roots) != tree_ids:
+    if any((tree, 0) not in interior for tree in tree_ids):
         raise ValueError("a tree that is a single leaf")
-    leaf_targets, leaf_weights = [0] * leaves, [0.0] * leaves
-    for place, (is_leaf, at) in index.items():
-        if is_leaf:
-            leaf_targets[at], leaf_weights[at] = weights.get(place, (0, 0.0))
-    return {
-        "tree_roots": [roots[t] for t in tree_ids],
+    # The interior nodes depth first from each root; a leaf is its (target, weight bits):
+    # bits, so that 0.0 and -0.0 (or two NaNs) stay apart.
+    order: list[tuple[int, int]] = []
+    for tree in tree_ids:
+        stack = [0]
+        while stack:
+            node = stack.pop()
+            order.append((tree, node))
+            _, _, _, true_id, false_id, _ = interior[(tree, node)]
+            stack.extend(c for c in (false_id, true_id) if (tree, c) in interior)
+    position = {place: at for at, place in enumerate(order)}
+    pair_of = {
+        place: (target, np.float32(weight).tobytes())
+        for place in leaves
+        for target, weight in [weights.get(place, (0, 0.0))]
+    }
+    referenced = Counter(
+        pair_of[(tree, child)]
+        for tree, node in order
+        for child in interior[(tree, node)][3:5]
+        if (tree, child) in pair_of
+    )
+    # most_common keeps first-seen order among equal counts: deterministic ids.
+    distinct = [pair for pair, _ in referenced.most_common()]
+    leaf_id = {pair: at for at, pair in enumerate(distinct)}
+    columns: dict[str, list[Any]] = {key: [] for key in _NODE_COLUMNS}
+    for tree, node in order:
+        feature, value, mode_id, true_id, false_id, tracks = interior[(tree, node)]
+        children = []
+        for child in (true_id, false_id):
+            if (tree, child) in position:
+                children += [position[(tree, child)], 0]
+            elif (tree, child) in pair_of:
+                children += [leaf_id[pair_of[(tree, child)]], 1]
+            else:
+                raise ValueError(f"tree {tree} node {node} points at a missing node {child}")
+        for key, item in zip(
+            _NODE_COLUMNS, (feature, value, mode_id, *children, tracks), strict=True
+        ):
+            columns[key].append(item)
+    encoded = {
+        "tree_roots": [position[(tree, 0)] for tree in tree_ids],
         "nodes_featureids": columns["featureids"],
         "nodes_splits": onnx.numpy_helper.from_array(np.array(columns["splits"], np.float32)),
         "nodes_modes": onnx.numpy_helper.from_array(np.array(columns["modes"], np.uint8)),
@@ -394,10 +451,14 @@ def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
         "nodes_trueleafs": columns["trueleafs"],
         "nodes_falsenodeids": columns["falsenodeids"],
         "nodes_falseleafs": columns["falseleafs"],
-        "nodes_missing_value_tracks_true": columns["missing"],
-        "leaf_targetids": leaf_targets,
-        "leaf_weights": onnx.numpy_helper.from_array(np.array(leaf_weights, np.float32)),
+        "leaf_targetids": [target for target, _ in distinct],
+        "leaf_weights": onnx.numpy_helper.from_array(
+            np.frombuffer(b"".join(bits for _, bits in distinct), np.float32)
+        ),
     }
+    if any(columns["missing"]):
+        encoded["nodes_missing_value_tracks_true"] = columns["missing"]
+    return encoded
 
 
 _NODE_COLUMNS = (
