@@ -266,9 +266,9 @@ _AGGREGATES = {"AVERAGE": 0, "SUM": 1, "MIN": 2, "MAX": 3}
 
 def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
     """The graph with its tree ensemble re-encoded as ai.onnx.ml TreeEnsemble (opset 5), and
-    what was done; None and why not when the graph has no ensemble it can re-encode (several
-    weights per leaf, as a multiclass forest has, or a post-transform other than the binary
-    logistic and softmax of boosting)."""
+    what was done; None and why not when the graph has no ensemble it can re-encode (a leaf
+    with weights for several classes, as a multiclass forest of impure leaves has, or a
+    post-transform other than the binary logistic and softmax of boosting)."""
     found = [n for n in model.graph.node if n.op_type in _ENSEMBLES]
     if len(found) != 1:
         return None, "no single TreeEnsembleClassifier/Regressor in the graph"
@@ -276,8 +276,9 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
     a = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
     classifier = node.op_type == "TreeEnsembleClassifier"
     prefix = "class" if classifier else "target"
+    aggregate = a.get("aggregate_function", b"SUM").decode()
     try:
-        trees = _trees(a, prefix)
+        trees = _trees(a, prefix, additive=aggregate in ("SUM", "AVERAGE"))
     except ValueError as error:
         return None, str(error)
     post = a.get("post_transform", b"NONE").decode()
@@ -286,7 +287,7 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
     if classifier and not (
         (post == "NONE" and len(labels) == 2 and targets == 1)
         or (post == "LOGISTIC" and len(labels) == 2 and targets == 1)
-        or (post == "SOFTMAX" and len(labels) == targets > 2)
+        or (post in ("SOFTMAX", "NONE") and len(labels) == targets > 2)
     ):
         shape = f"{len(labels)} classes, {targets} scores, post_transform {post}"
         return None, f"an ensemble of {shape}"
@@ -302,7 +303,7 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
             domain="ai.onnx.ml",
             name=name,
             n_targets=targets,
-            aggregate_function=_AGGREGATES[a.get("aggregate_function", b"SUM").decode()],
+            aggregate_function=_AGGREGATES[aggregate],
             post_transform=0,
             **trees,
         )
@@ -363,9 +364,14 @@ def _packed_model_class() -> type[Message]:
     )
 
 
-def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
+def _trees(a: dict[str, Any], prefix: str, additive: bool) -> dict[str, Any]:
     """The opset-5 attributes of the trees in opset-3 attributes ``a`` (ValueError when a
-    leaf has several weights or a tree is a single leaf).
+    leaf has several non-zero weights, or several at all unless ``additive``, or a tree is a
+    single leaf).
+
+    skl2onnx gives each leaf of a multiclass forest one weight per class; a fully grown
+    tree's leaves are pure, so all but one are 0, and where leaves are summed (or averaged
+    over the trees) an added 0 changes no score: the leaf keeps its one non-zero weight.
 
     Laid out for size, answering the same: the leaf arrays hold each distinct (target,
     weight) pair once, the most referenced first, and every node whose child is such a leaf
@@ -375,14 +381,18 @@ def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
     ``nodes_missing_value_tracks_true`` (the default) is left out. onnxruntime, like the
     ONNX reference, walks each tree from its root and copies the leaf entry it reaches.
     """
-    weights: dict[tuple[int, int], tuple[int, float]] = {}
+    entries: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for tree, node, target, weight in zip(
         a[f"{prefix}_treeids"], a[f"{prefix}_nodeids"], a[f"{prefix}_ids"],
         a[f"{prefix}_weights"], strict=True,
     ):  # fmt: skip
-        if (tree, node) in weights:
-            raise ValueError("leaves carry several weights (one per class)")
-        weights[(tree, node)] = (target, weight)
+        entries.setdefault((tree, node), []).append((target, weight))
+    weights: dict[tuple[int, int], tuple[int, float]] = {}
+    for place, listed in entries.items():
+        kept = [e for e in listed if e[1] != 0.0] if additive and len(listed) > 1 else listed
+        if len(kept) > 1:
+            raise ValueError("a leaf holds weights for several classes (opset 5: one per leaf)")
+        weights[place] = kept[0] if kept else listed[0]
     missing = a.get("nodes_missing_value_tracks_true") or [0] * len(a["nodes_modes"])
     interior: dict[tuple[int, int], tuple[Any, ...]] = {}
     leaves: set[tuple[int, int]] = set()
@@ -476,7 +486,8 @@ def _classifier_outputs(
     initializers: list[onnx.TensorProto],
 ) -> list[onnx.NodeProto]:
     """Probabilities and labels from the ensemble's scores, as TreeEnsembleClassifier gives
-    them: binary [1 - p, p] (p the score, or its logistic), softmax otherwise; the label is
+    them: binary [1 - p, p] (p the score, or its logistic), else the scores or their
+    softmax; the label is
     the class of the largest probability (the first on a tie)."""
     make = onnx.helper.make_node
     probabilities = f"{name}_probabilities"
@@ -489,8 +500,10 @@ def _classifier_outputs(
         initializers.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), f"{name}_1"))
         nodes.append(make("Sub", [f"{name}_1", positive], [f"{name}_q"]))
         nodes.append(make("Concat", [f"{name}_q", positive], [probabilities], axis=1))
-    else:
+    elif post == "SOFTMAX":
         nodes.append(make("Softmax", [scores], [probabilities], axis=1))
+    else:  # a multiclass forest's summed votes are its probabilities
+        nodes.append(make("Identity", [scores], [probabilities]))
     dtype = np.int64 if isinstance(labels[0], int) else object
     initializers.append(
         onnx.numpy_helper.from_array(np.array(labels, dtype=dtype), f"{name}_classes")

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -125,6 +125,26 @@ def test_a_forest_shares_its_leaves_across_trees_most_referenced_first() -> None
     for root in roots:
         if not a["nodes_trueleafs"][root]:
             assert a["nodes_truenodeids"][root] == root + 1
+
+
+def test_a_multiclass_forest_keeps_each_pure_leaf_s_one_vote_and_its_ties() -> None:
+    X, y = load_wine(return_X_y=True)
+    X = X.astype(np.float32)
+    # 4 trees fitted on half the rows: votes of 2-2-0 on some of the others.
+    forest = RandomForestClassifier(n_estimators=4, random_state=0).fit(X[::2], y[::2])
+    original = convert(forest, X.shape[1])
+    encoded, note = tree_ensemble_v5(original)
+    assert encoded is not None, note
+    a = _ensemble(encoded)
+    assert sorted(set(a["leaf_targetids"])) == [0, 1, 2]
+    assert len(a["leaf_targetids"]) == 3  # one vote of 1/4 per class
+    rows = _probe(X)
+    before, after = _run(original, rows), _run(encoded, rows)
+    top = np.sort(before[1], axis=1)
+    assert np.sum(top[:, -1] == top[:, -2]) >= 5  # ties, which both break to the first class
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_array_equal(after[0][:-1], forest.predict(rows[:-1]))
 
 
 def test_boosting_keeps_where_missing_values_go() -> None:
