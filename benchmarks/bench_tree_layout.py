@@ -4,15 +4,16 @@ shared leaves and the packed file save, and what they cost onnxruntime to load a
 Fits the default random forest on ``make_classification(100,000 x 50, 10 informative, seed
 0)`` through the job's own steps (as ``bench_compress.py`` does), converts it, and writes:
 
-- ``fp32 opset 3``: skl2onnx's TreeEnsembleClassifier, the uncompressed file;
 - ``ml5 one leaf per node``: opset 5 with one leaf entry per leaf node and an explicit
-  all-false missing-value column, written by ``onnx.save`` (the layout before shared leaves);
+  all-false missing-value column, written by ``onnx.save`` (the layout before shared leaves,
+  byte for byte the same size);
 - ``ml5 shared leaves``: the job's re-encoding, written by ``onnx.save``;
-- ``ml5 shared leaves, packed``: the same written by ``save_packed`` (what the job serves).
+- ``ml5 shared leaves, packed``: the same written by ``save_packed`` (what the job serves);
+- ``fp32 opset 3``: skl2onnx's TreeEnsembleClassifier, the uncompressed file.
 
 All four answer every held-out row the same (checked). Then each is loaded and called on
 1,000 rows in interleaved rounds whose order flips (one thread, as the job measures): medians
-of the per-round ratios to the first file, with their range. Usage:
+of the per-round ratios to the first file (the layout before), with their range. Usage:
 
     .venv/bin/python benchmarks/bench_tree_layout.py [--rows 100000] [--rounds 15]
 """
@@ -89,11 +90,12 @@ def main() -> None:
         encoded, note = tree_ensemble_v5(original)
         if encoded is None:
             raise SystemExit(f"not re-encoded: {note}")
+        # The layout before comes first: the ratios are against it.
         files = {
-            "fp32 opset 3": root / "fp32.onnx",
             "ml5 one leaf per node": root / "before.onnx",
             "ml5 shared leaves": root / "shared.onnx",
             "ml5 shared leaves, packed": root / "packed.onnx",
+            "fp32 opset 3": root / "fp32.onnx",
         }
         onnx.save(original, files["fp32 opset 3"])
         onnx.save(one_leaf_per_node(encoded), files["ml5 one leaf per node"])

@@ -278,7 +278,7 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
     prefix = "class" if classifier else "target"
     aggregate = a.get("aggregate_function", b"SUM").decode()
     try:
-        trees = _trees(a, prefix, additive=aggregate in ("SUM", "AVERAGE"))
+        trees = _trees(a, prefix, additive=aggregate == "SUM")
     except ValueError as error:
         return None, str(error)
     post = a.get("post_transform", b"NONE").decode()
@@ -331,7 +331,11 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
         if entry.domain == "ai.onnx.ml":
             entry.version = TREE_ENSEMBLE_OPSET
     onnx.checker.check_model(encoded)
-    return encoded, f"{node.op_type} (ai.onnx.ml 3) re-encoded as TreeEnsemble (ai.onnx.ml 5)"
+    leaves = sum(trees["nodes_trueleafs"]) + sum(trees["nodes_falseleafs"])
+    shared = f"{leaves} leaves sharing {len(trees['leaf_targetids'])} leaf entries"
+    return encoded, (
+        f"{node.op_type} (ai.onnx.ml 3) re-encoded as TreeEnsemble (ai.onnx.ml 5), {shared}"
+    )
 
 
 _ENSEMBLES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
@@ -370,13 +374,13 @@ def _trees(a: dict[str, Any], prefix: str, additive: bool) -> dict[str, Any]:
     single leaf).
 
     skl2onnx gives each leaf of a multiclass forest one weight per class; a fully grown
-    tree's leaves are pure, so all but one are 0, and where leaves are summed (or averaged
-    over the trees) an added 0 changes no score: the leaf keeps its one non-zero weight.
+    tree's leaves are pure, so all but one are 0, and where leaves are summed (skl2onnx's
+    forests) an added 0 changes no score: the leaf keeps its one non-zero weight.
 
     Laid out for size, answering the same: the leaf arrays hold each distinct (target,
     weight) pair once, the most referenced first, and every node whose child is such a leaf
-    points at that one entry (a fully grown binary forest has two); repeated int64
-    attributes are one varint per value, so small leaf ids cost 2 bytes, not 4. Interior
+    points at that one entry (a fully grown binary forest has two); an int64 attribute is a
+    varint per value, so a small leaf id takes 1 byte where a leaf's position took 3. Interior
     nodes are numbered depth first, tree by tree, and an all-false
     ``nodes_missing_value_tracks_true`` (the default) is left out. onnxruntime, like the
     ONNX reference, walks each tree from its root and copies the leaf entry it reaches.

@@ -98,7 +98,7 @@ def test_a_forest_shares_its_leaves_across_trees_most_referenced_first() -> None
     X, y = _table("breast_cancer", holes=False)
     forest = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
     original = convert(forest, X.shape[1])
-    encoded, _ = tree_ensemble_v5(original)
+    encoded, note = tree_ensemble_v5(original)
     assert encoded is not None
     a = _ensemble(encoded)
     # Fully grown trees end in pure leaves: every leaf of every tree is one of two entries,
@@ -116,6 +116,7 @@ def test_a_forest_shares_its_leaves_across_trees_most_referenced_first() -> None
         onnx.helper.get_attribute_value(x) for x in node.attribute if x.name == "nodes_modes"
     )]  # fmt: skip
     assert sum(references.values()) == modes.count("LEAF")
+    assert note.endswith(f", {modes.count('LEAF')} leaves sharing 2 leaf entries")
     assert len(a["nodes_featureids"]) == len(modes) - modes.count("LEAF")
     # No split here tracks missing values: the all-false column is left out (its default).
     assert "nodes_missing_value_tracks_true" not in a
