@@ -47,7 +47,14 @@ from training_jobs.evaluation import (
     predict_onnx,
     primary_metric,
 )
-from training_jobs.export import onnx_input_name, quantize, session, to_onnx, tree_ensemble_v5
+from training_jobs.export import (
+    onnx_input_name,
+    quantize,
+    save_packed,
+    session,
+    to_onnx,
+    tree_ensemble_v5,
+)
 
 # The row-independence probe: held-out rows probed, how far the extreme rows go, and the largest
 # difference allowed, relative to max(1, |output|) (one float32 ulp where a kernel differs by
@@ -636,7 +643,7 @@ def _reencoded(
     name = "ml5" if source.name == "original" else f"{source.name}+ml5"
     path = root / name / source.fp32_path.name
     path.parent.mkdir()
-    onnx.save(encoded, path)
+    save_packed(encoded, path)
     description = f"{source.description}; {note}"
     result = _try(name, description, source.pipeline, path, held_out, step)
     before = predict_onnx(session(source.served), held_out.feeds, held_out.task)

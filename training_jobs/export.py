@@ -10,6 +10,7 @@ onnxruntime.quantization logs advice through the root logger: the job's entry po
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 from onnxruntime.quantization import (
     CalibrationDataReader,
     QuantFormat,
@@ -263,9 +266,9 @@ _AGGREGATES = {"AVERAGE": 0, "SUM": 1, "MIN": 2, "MAX": 3}
 
 def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, str]:
     """The graph with its tree ensemble re-encoded as ai.onnx.ml TreeEnsemble (opset 5), and
-    what was done; None and why not when the graph has no ensemble it can re-encode (several
-    weights per leaf, as a multiclass forest has, or a post-transform other than the binary
-    logistic and softmax of boosting)."""
+    what was done; None and why not when the graph has no ensemble it can re-encode (a leaf
+    with weights for several classes, as a multiclass forest of impure leaves has, or a
+    post-transform other than the binary logistic and softmax of boosting)."""
     found = [n for n in model.graph.node if n.op_type in _ENSEMBLES]
     if len(found) != 1:
         return None, "no single TreeEnsembleClassifier/Regressor in the graph"
@@ -273,8 +276,9 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
     a = {attr.name: onnx.helper.get_attribute_value(attr) for attr in node.attribute}
     classifier = node.op_type == "TreeEnsembleClassifier"
     prefix = "class" if classifier else "target"
+    aggregate = a.get("aggregate_function", b"SUM").decode()
     try:
-        trees = _trees(a, prefix)
+        trees = _trees(a, prefix, additive=aggregate == "SUM")
     except ValueError as error:
         return None, str(error)
     post = a.get("post_transform", b"NONE").decode()
@@ -283,7 +287,7 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
     if classifier and not (
         (post == "NONE" and len(labels) == 2 and targets == 1)
         or (post == "LOGISTIC" and len(labels) == 2 and targets == 1)
-        or (post == "SOFTMAX" and len(labels) == targets > 2)
+        or (post in ("SOFTMAX", "NONE") and len(labels) == targets > 2)
     ):
         shape = f"{len(labels)} classes, {targets} scores, post_transform {post}"
         return None, f"an ensemble of {shape}"
@@ -299,7 +303,7 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
             domain="ai.onnx.ml",
             name=name,
             n_targets=targets,
-            aggregate_function=_AGGREGATES[a.get("aggregate_function", b"SUM").decode()],
+            aggregate_function=_AGGREGATES[aggregate],
             post_transform=0,
             **trees,
         )
@@ -327,66 +331,133 @@ def tree_ensemble_v5(model: onnx.ModelProto) -> tuple[onnx.ModelProto | None, st
         if entry.domain == "ai.onnx.ml":
             entry.version = TREE_ENSEMBLE_OPSET
     onnx.checker.check_model(encoded)
-    return encoded, f"{node.op_type} (ai.onnx.ml 3) re-encoded as TreeEnsemble (ai.onnx.ml 5)"
+    leaves = sum(trees["nodes_trueleafs"]) + sum(trees["nodes_falseleafs"])
+    shared = f"{leaves} leaves sharing {len(trees['leaf_targetids'])} leaf entries"
+    return encoded, (
+        f"{node.op_type} (ai.onnx.ml 3) re-encoded as TreeEnsemble (ai.onnx.ml 5), {shared}"
+    )
 
 
 _ENSEMBLES = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 
 
-def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
+def save_packed(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model`` with every repeated int64 attribute packed: one length-delimited run of
+    varints instead of a field tag before each value (onnx.proto is proto2 and does not
+    declare ``AttributeProto.ints`` packed, so ``onnx.save`` writes a tag per value). Protobuf
+    parsers must read either encoding of a repeated scalar field, so onnx and onnxruntime
+    load the same model; a TreeEnsemble's node columns lose a byte per value."""
+    path.write_bytes(
+        _packed_model_class().FromString(model.SerializeToString()).SerializeToString()
+    )
+
+
+@functools.cache
+def _packed_model_class() -> type[Message]:
+    """onnx's ModelProto, its AttributeProto.ints declared packed (a private copy of the
+    descriptors, so onnx's own classes are untouched)."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    onnx.ModelProto.DESCRIPTOR.file.CopyToProto(proto)
+    proto.name = f"packed/{proto.name}"
+    attribute = next(m for m in proto.message_type if m.name == "AttributeProto")
+    next(f for f in attribute.field if f.name == "ints").options.packed = True
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName(f"{proto.package}.ModelProto")
+    )
+
+
+def _trees(a: dict[str, Any], prefix: str, additive: bool) -> dict[str, Any]:
     """The opset-5 attributes of the trees in opset-3 attributes ``a`` (ValueError when a
-    leaf has several weights or a tree is a single leaf)."""
-    weights: dict[tuple[int, int], tuple[int, float]] = {}
+    leaf has several non-zero weights, or several at all unless ``additive``, or a tree is a
+    single leaf).
+
+    skl2onnx gives each leaf of a multiclass forest one weight per class; a fully grown
+    tree's leaves are pure, so all but one are 0, and where leaves are summed (skl2onnx's
+    forests) an added 0 changes no score: the leaf keeps its one non-zero weight.
+
+    Laid out for size, answering the same: the leaf arrays hold each distinct (target,
+    weight) pair once, the most referenced first, and every node whose child is such a leaf
+    points at that one entry (a fully grown binary forest has two); an int64 attribute is a
+    varint per value, so a small leaf id takes 1 byte where a leaf's position took 3. Interior
+    nodes are numbered depth first, tree by tree, and an all-false
+    ``nodes_missing_value_tracks_true`` (the default) is left out. onnxruntime, like the
+    ONNX reference, walks each tree from its root and copies the leaf entry it reaches.
+    """
+    entries: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for tree, node, target, weight in zip(
         a[f"{prefix}_treeids"], a[f"{prefix}_nodeids"], a[f"{prefix}_ids"],
         a[f"{prefix}_weights"], strict=True,
     ):  # fmt: skip
-        if (tree, node) in weights:
-            raise ValueError("leaves carry several weights (one per class)")
-        weights[(tree, node)] = (target, weight)
-    modes = [m.decode() for m in a["nodes_modes"]]
-    index: dict[tuple[int, int], tuple[bool, int]] = {}  # (tree, node) -> (is leaf, position)
-    interior = leaves = 0
-    for tree, node, mode in zip(a["nodes_treeids"], a["nodes_nodeids"], modes, strict=True):
-        if mode == "LEAF":
-            index[(tree, node)] = (True, leaves)
-            leaves += 1
-        elif mode in _MODES:
-            index[(tree, node)] = (False, interior)
-            interior += 1
-        else:
-            raise ValueError(f"a {mode} node")
-    roots: dict[int, int] = {}
-    columns: dict[str, list[Any]] = {key: [] for key in _NODE_COLUMNS}
-    missing = a.get("nodes_missing_value_tracks_true") or [0] * len(modes)
+        entries.setdefault((tree, node), []).append((target, weight))
+    weights: dict[tuple[int, int], tuple[int, float]] = {}
+    for place, listed in entries.items():
+        kept = [e for e in listed if e[1] != 0.0] if additive and len(listed) > 1 else listed
+        if len(kept) > 1:
+            raise ValueError("a leaf holds weights for several classes (opset 5: one per leaf)")
+        weights[place] = kept[0] if kept else listed[0]
+    missing = a.get("nodes_missing_value_tracks_true") or [0] * len(a["nodes_modes"])
+    interior: dict[tuple[int, int], tuple[Any, ...]] = {}
+    leaves: set[tuple[int, int]] = set()
     rows = zip(
-        a["nodes_treeids"], a["nodes_nodeids"], modes, a["nodes_featureids"],
+        a["nodes_treeids"], a["nodes_nodeids"], a["nodes_modes"], a["nodes_featureids"],
         a["nodes_values"], a["nodes_truenodeids"], a["nodes_falsenodeids"], missing,
         strict=True,
     )  # fmt: skip
-    for tree, node, mode, feature, value, true_id, false_id, tracks in rows:
+    for tree, node, raw_mode, feature, value, true_id, false_id, tracks in rows:
+        mode = raw_mode.decode()
         if mode == "LEAF":
-            continue
-        if node == 0:
-            roots[tree] = index[(tree, node)][1]
-        true_leaf, true_at = index[(tree, true_id)]
-        false_leaf, false_at = index[(tree, false_id)]
-        for key, item in zip(
-            _NODE_COLUMNS,
-            (feature, value, _MODES[mode], true_at, int(true_leaf), false_at, int(false_leaf),
-             tracks),
-            strict=True,
-        ):  # fmt: skip
-            columns[key].append(item)
+            leaves.add((tree, node))
+        elif mode in _MODES:
+            interior[(tree, node)] = (feature, value, _MODES[mode], true_id, false_id, tracks)
+        else:
+            raise ValueError(f"a {mode} node")
     tree_ids = sorted(set(a["nodes_treeids"]))
-    if sorted(roots) != tree_ids:
+    if any((tree, 0) not in interior for tree in tree_ids):
         raise ValueError("a tree that is a single leaf")
-    leaf_targets, leaf_weights = [0] * leaves, [0.0] * leaves
-    for place, (is_leaf, at) in index.items():
-        if is_leaf:
-            leaf_targets[at], leaf_weights[at] = weights.get(place, (0, 0.0))
-    return {
-        "tree_roots": [roots[t] for t in tree_ids],
+    # The interior nodes depth first from each root; a leaf is its (target, weight bits):
+    # bits, so that 0.0 and -0.0 (or two NaNs) stay apart.
+    order: list[tuple[int, int]] = []
+    for tree in tree_ids:
+        stack = [0]
+        while stack:
+            node = stack.pop()
+            order.append((tree, node))
+            _, _, _, true_id, false_id, _ = interior[(tree, node)]
+            stack.extend(c for c in (false_id, true_id) if (tree, c) in interior)
+    position = {place: at for at, place in enumerate(order)}
+    pair_of = {
+        place: (target, np.float32(weight).tobytes())
+        for place in leaves
+        for target, weight in [weights.get(place, (0, 0.0))]
+    }
+    referenced = Counter(
+        pair_of[(tree, child)]
+        for tree, node in order
+        for child in interior[(tree, node)][3:5]
+        if (tree, child) in pair_of
+    )
+    # most_common keeps first-seen order among equal counts: deterministic ids.
+    distinct = [pair for pair, _ in referenced.most_common()]
+    leaf_id = {pair: at for at, pair in enumerate(distinct)}
+    columns: dict[str, list[Any]] = {key: [] for key in _NODE_COLUMNS}
+    for tree, node in order:
+        feature, value, mode_id, true_id, false_id, tracks = interior[(tree, node)]
+        children = []
+        for child in (true_id, false_id):
+            if (tree, child) in position:
+                children += [position[(tree, child)], 0]
+            elif (tree, child) in pair_of:
+                children += [leaf_id[pair_of[(tree, child)]], 1]
+            else:
+                raise ValueError(f"tree {tree} node {node} points at a missing node {child}")
+        for key, item in zip(
+            _NODE_COLUMNS, (feature, value, mode_id, *children, tracks), strict=True
+        ):
+            columns[key].append(item)
+    encoded = {
+        "tree_roots": [position[(tree, 0)] for tree in tree_ids],
         "nodes_featureids": columns["featureids"],
         "nodes_splits": onnx.numpy_helper.from_array(np.array(columns["splits"], np.float32)),
         "nodes_modes": onnx.numpy_helper.from_array(np.array(columns["modes"], np.uint8)),
@@ -394,10 +465,14 @@ def _trees(a: dict[str, Any], prefix: str) -> dict[str, Any]:
         "nodes_trueleafs": columns["trueleafs"],
         "nodes_falsenodeids": columns["falsenodeids"],
         "nodes_falseleafs": columns["falseleafs"],
-        "nodes_missing_value_tracks_true": columns["missing"],
-        "leaf_targetids": leaf_targets,
-        "leaf_weights": onnx.numpy_helper.from_array(np.array(leaf_weights, np.float32)),
+        "leaf_targetids": [target for target, _ in distinct],
+        "leaf_weights": onnx.numpy_helper.from_array(
+            np.frombuffer(b"".join(bits for _, bits in distinct), np.float32)
+        ),
     }
+    if any(columns["missing"]):
+        encoded["nodes_missing_value_tracks_true"] = columns["missing"]
+    return encoded
 
 
 _NODE_COLUMNS = (
@@ -415,7 +490,8 @@ def _classifier_outputs(
     initializers: list[onnx.TensorProto],
 ) -> list[onnx.NodeProto]:
     """Probabilities and labels from the ensemble's scores, as TreeEnsembleClassifier gives
-    them: binary [1 - p, p] (p the score, or its logistic), softmax otherwise; the label is
+    them: binary [1 - p, p] (p the score, or its logistic), else the scores or their
+    softmax; the label is
     the class of the largest probability (the first on a tie)."""
     make = onnx.helper.make_node
     probabilities = f"{name}_probabilities"
@@ -428,8 +504,10 @@ def _classifier_outputs(
         initializers.append(onnx.numpy_helper.from_array(np.array(1.0, np.float32), f"{name}_1"))
         nodes.append(make("Sub", [f"{name}_1", positive], [f"{name}_q"]))
         nodes.append(make("Concat", [f"{name}_q", positive], [probabilities], axis=1))
-    else:
+    elif post == "SOFTMAX":
         nodes.append(make("Softmax", [scores], [probabilities], axis=1))
+    else:  # a multiclass forest's summed votes are its probabilities
+        nodes.append(make("Identity", [scores], [probabilities]))
     dtype = np.int64 if isinstance(labels[0], int) else object
     initializers.append(
         onnx.numpy_helper.from_array(np.array(labels, dtype=dtype), f"{name}_classes")

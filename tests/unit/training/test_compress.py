@@ -7,8 +7,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -20,8 +18,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
+from tests.support.graphs import convert
 from training_jobs import compress
-from training_jobs.export import TARGET_OPSET, tree_ensemble_v5
+from training_jobs.export import tree_ensemble_v5
 
 
 def _classification(classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -119,16 +118,6 @@ def test_families() -> None:
     assert compress.family(MLPClassifier()) == "mlp"
 
 
-def _convert(model: object, features: int) -> onnx.ModelProto:
-    options = {id(model): {"zipmap": False}} if hasattr(model, "classes_") else {}
-    return convert_sklearn(
-        model,
-        initial_types=[("X", FloatTensorType([None, features]))],
-        options=options,
-        target_opset=TARGET_OPSET,
-    )
-
-
 def _run(model: onnx.ModelProto, X: np.ndarray) -> list[np.ndarray]:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return [np.asarray(out) for out in sess.run(None, {"X": X})]
@@ -151,7 +140,7 @@ def test_tree_ensemble_5_answers_as_the_original_in_a_smaller_file(kind: str) ->
         "boosting_3": HistGradientBoostingClassifier(max_iter=20, random_state=0),
         "boosting_regression": HistGradientBoostingRegressor(max_iter=20, random_state=0),
     }[kind].fit(X, y)
-    original = _convert(model, X.shape[1])
+    original = convert(model, X.shape[1])
     encoded, note = tree_ensemble_v5(original)
     assert encoded is not None, note
     assert "TreeEnsemble" in {n.op_type for n in encoded.graph.node}
@@ -171,12 +160,13 @@ def test_tree_ensemble_5_answers_as_the_original_in_a_smaller_file(kind: str) ->
         np.testing.assert_array_equal(after[0].ravel(), model.predict(extreme))
 
 
-def test_a_multiclass_forest_is_not_re_encoded_and_says_why() -> None:
+def test_a_multiclass_forest_of_impure_leaves_is_not_re_encoded_and_says_why() -> None:
     X, y = _classification(3)
-    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
-    encoded, note = tree_ensemble_v5(_convert(forest, X.shape[1]))
-    assert encoded is None and note == "leaves carry several weights (one per class)"
+    forest = RandomForestClassifier(n_estimators=3, min_samples_leaf=20, random_state=0)
+    encoded, note = tree_ensemble_v5(convert(forest.fit(X, y), X.shape[1]))
+    assert encoded is None
+    assert note == "a leaf holds weights for several classes (opset 5: one per leaf)"
     mlp = MLPClassifier(hidden_layer_sizes=(4,), max_iter=50)
     with pytest.warns(ConvergenceWarning):
         mlp.fit(X, y)
-    assert tree_ensemble_v5(_convert(mlp, X.shape[1]))[0] is None
+    assert tree_ensemble_v5(convert(mlp, X.shape[1]))[0] is None
