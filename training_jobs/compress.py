@@ -224,21 +224,25 @@ def mlp_pruned(mlp: Any, keeps: tuple[float, ...], X: np.ndarray) -> Any:
     intercepts = [np.array(b, dtype=np.float64) for b in mlp.intercepts_]
     values = np.asarray(X, dtype=np.float64)
     sizes = []
+    pruned = False
     for layer, original in enumerate(hidden_activations(mlp, X)):
         target = original @ coefs[layer + 1] + intercepts[layer + 1]
         current = values @ coefs[layer] + intercepts[layer]
         activation(current)
         units = max(1, math.ceil(keeps[layer] * current.shape[1]))
-        kept = (
-            np.arange(units)
-            if units == current.shape[1]
-            else forward_selection(current, target, units)
-        )
+        sizes.append(units)
+        if units == current.shape[1]:
+            values = current
+            if not pruned:  # nothing pruned up to here: the next layer stays as fitted
+                continue
+            kept = np.arange(units)
+        else:
+            kept = forward_selection(current, target, units)
+            pruned = True
         coefs[layer] = coefs[layer][:, kept]
         intercepts[layer] = intercepts[layer][kept]
         values = current[:, kept]
         coefs[layer + 1], intercepts[layer + 1] = _ridge(values, target)
-        sizes.append(units)
     dtype = mlp.coefs_[0].dtype
     smaller = copy.copy(mlp)
     smaller.coefs_ = [w.astype(dtype) for w in coefs]

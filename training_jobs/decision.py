@@ -10,6 +10,7 @@ the same tolerance, and the smallest (or fastest) serves (:func:`choose_compress
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Iterable
@@ -539,9 +540,8 @@ def choose_compression(
 
     def attempt(candidates: Iterable[compress.Shrunk]) -> list[Tried]:
         done = []
-        for candidate in candidates:
-            if len(tried) > compress.MAX_CANDIDATES:
-                break
+        # Sliced before iterating: an MLP series prunes each candidate only when it is taken.
+        for candidate in itertools.islice(candidates, compress.MAX_CANDIDATES + 1 - len(tried)):
             smaller = Pipeline([*pipeline.steps[:-1], ("model", candidate.estimator)])
             # A folder per variant: the int8 step writes its graphs beside the fp32 one.
             path = fp32_path.parent / candidate.name / fp32_path.name
