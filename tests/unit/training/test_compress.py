@@ -18,7 +18,7 @@ from sklearn.ensemble import (
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from training_jobs import compress
 from training_jobs.export import TARGET_OPSET, tree_ensemble_v5
@@ -104,6 +104,20 @@ def test_a_one_layer_mlp_is_not_pruned_twice_the_same_way() -> None:
     series = compress.mlp_candidates(mlp, X)
     sizes = [[c.estimator.hidden_layer_sizes for c in s] for s in series]
     assert sizes == [[(20,), (14,)], [(30,)]]  # units-0.5 and -0.35 are last-0.5 and -0.35
+
+
+def test_a_regression_mlp_is_pruned_to_its_own_outputs() -> None:
+    X, y = make_regression(n_samples=600, n_features=10, noise=5.0, random_state=0)
+    mlp = MLPRegressor(hidden_layer_sizes=(48, 48), max_iter=300, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        mlp.fit(X, y)
+    series = compress.mlp_candidates(mlp, X)
+    last = next(series[0])
+    assert last.name == "last-0.5" and last.estimator.hidden_layer_sizes == (48, 24)
+    np.testing.assert_array_equal(last.estimator.coefs_[0], mlp.coefs_[0])  # kept as fitted
+    original = mlp.predict(X)
+    error = np.sqrt(np.mean((last.estimator.predict(X) - original) ** 2))
+    assert error < 0.02 * np.std(original), (error, np.std(original))
 
 
 def test_forward_selection_finds_the_columns_the_target_is_made_of() -> None:
