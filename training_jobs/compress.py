@@ -18,11 +18,12 @@ picks one within the int8 tolerance. The number of candidates is bounded (at mos
   whose activations (on a sample of training rows, through the already pruned layers) best
   reduce the least-squares error of reproducing the next layer's original inputs; those
   weights are then refitted by ridge least squares (a linear solve). Two series: the last
-  hidden layer alone keeps 1/2 or 0.35 of its units (its outgoing matrix is the smallest and
-  it feeds the outputs through a linear layer, which the refit reproduces closely), and every
-  hidden layer keeps 3/4, 1/2 or 0.35. A gradient fine-tune (distilling the original's
-  logits with scikit-learn's own Adam) was measured on the 512x512 benchmark and did not
-  bring a variant within the default tolerance that the selection alone missed (README).
+  hidden layer alone keeps 1/2 or 0.35 of its units (it reaches the outputs through one
+  linear layer, which the refit reproduces closely; layers before it keep their fitted
+  weights), and every hidden layer keeps 3/4, 1/2 or 0.35. A gradient fine-tune (distilling
+  the original's logits with scikit-learn's own Adam) was measured on the 512x512 benchmark
+  and brought no variant within the default tolerance that the selection alone missed
+  (benchmarks/bench_mlp_prune.py, README).
 - Linear models: one weight per input column; nothing to prune.
 """
 
