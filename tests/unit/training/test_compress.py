@@ -240,3 +240,13 @@ def test_a_multiclass_forest_is_not_re_encoded_and_says_why() -> None:
     with pytest.warns(ConvergenceWarning):
         mlp.fit(X, y)
     assert tree_ensemble_v5(_convert(mlp, X.shape[1]))[0] is None
+
+
+def test_the_every_layer_series_keeps_the_units_of_largest_contribution() -> None:
+    mlp, X = _mlp((64, 32))
+    every = compress.mlp_candidates(mlp, X)[1]
+    first = next(every)
+    assert first.name == "units-0.75" and "weight norm" in first.description
+    hidden = compress.hidden_activations(mlp, X)
+    expected = compress.largest_contributions(hidden[0], mlp.coefs_[1], 48)
+    np.testing.assert_array_equal(first.estimator.coefs_[0], mlp.coefs_[0][:, expected])
