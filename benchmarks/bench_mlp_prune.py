@@ -2,9 +2,9 @@
 benchmarks/bench_compress.py (the job's steps on make_classification, 50 features), pruned
 by each plan the compression search tries, with
 
-- ``norm``: the units with the largest outgoing weight norm x RMS activation (the search's
-  former pick), then the same ridge refit of the next layer;
-- ``forward``: ``training_jobs.compress.mlp_pruned`` (least-squares forward selection);
+- ``norm``: ``training_jobs.compress.mlp_pruned(..., pick="norm")``, the units with the largest
+  outgoing weight norm x RMS activation (the every-layer series' pick), then the ridge refit;
+- ``forward``: the same with least-squares forward selection (the last-layer series' pick);
 - ``+distill``: either, then fine-tuned for ``--epochs`` epochs to reproduce the original's
   logits (output-layer pre-activations) on the training rows: a scikit-learn MLPRegressor
   of the pruned shape, warm-started from the pruned weights, trained by its own Adam.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import sys
 import tempfile
 import time
@@ -44,28 +43,6 @@ from training_jobs.job import read_inputs
 
 PLANS = {"last-0.5": (1.0, 0.5), "last-0.35": (1.0, 0.35), "units-0.75": (0.75, 0.75),
          "units-0.5": (0.5, 0.5), "units-0.35": (0.35, 0.35)}  # fmt: skip
-
-
-def norm_pruned(mlp: Any, keeps: tuple[float, ...], X: np.ndarray) -> Any:
-    """The former pick: largest outgoing weight norm x RMS activation, then the ridge refit."""
-    activation = ACTIVATIONS[mlp.activation]
-    coefs = [np.array(w, dtype=np.float64) for w in mlp.coefs_]
-    intercepts = [np.array(b, dtype=np.float64) for b in mlp.intercepts_]
-    values = np.asarray(X, dtype=np.float64)
-    for layer, original in enumerate(compress.hidden_activations(mlp, X)):
-        outgoing = coefs[layer + 1]
-        score = np.sqrt(np.mean(original**2, axis=0)) * np.linalg.norm(outgoing, axis=1)
-        units = max(1, math.ceil(keeps[layer] * len(score)))
-        kept = np.sort(np.argsort(-score, kind="stable")[:units])
-        coefs[layer], intercepts[layer] = coefs[layer][:, kept], intercepts[layer][kept]
-        values = values @ coefs[layer] + intercepts[layer]
-        activation(values)
-        target = original @ outgoing + intercepts[layer + 1]
-        coefs[layer + 1], intercepts[layer + 1] = compress._ridge(values, target)
-    smaller = copy.copy(mlp)
-    smaller.coefs_, smaller.intercepts_ = coefs, intercepts
-    smaller.hidden_layer_sizes = tuple(w.shape[1] for w in coefs[:-1])
-    return smaller
 
 
 def logits(mlp: Any, X: np.ndarray) -> np.ndarray:
@@ -128,9 +105,9 @@ def main() -> None:
           "| seconds (x fit) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
     for name, keeps in PLANS.items():
-        for pick, prune in (("norm", norm_pruned), ("forward", compress.mlp_pruned)):
+        for pick in ("norm", "forward"):
             started = time.perf_counter()
-            pruned = prune(mlp, keeps, sample)
+            pruned = compress.mlp_pruned(mlp, keeps, sample, pick)
             prune_s = time.perf_counter() - started
             variants = [("none", pruned, prune_s)]
             started = time.perf_counter()
