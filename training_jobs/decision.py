@@ -10,8 +10,10 @@ the same tolerance, and the smallest (or fastest) serves (:func:`choose_compress
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -543,9 +545,10 @@ def choose_compression(
     estimator = pipeline.steps[-1][1]
     kind = compress.family(estimator)
 
-    def attempt(candidates: list[compress.Shrunk]) -> list[Tried]:
+    def attempt(candidates: Iterable[compress.Shrunk]) -> list[Tried]:
         done = []
-        for candidate in candidates[: compress.MAX_CANDIDATES + 1 - len(tried)]:
+        # Sliced before iterating: an MLP series prunes each candidate only when it is taken.
+        for candidate in itertools.islice(candidates, compress.MAX_CANDIDATES + 1 - len(tried)):
             smaller = Pipeline([*pipeline.steps[:-1], ("model", candidate.estimator)])
             # A folder per variant: the int8 step writes its graphs beside the fp32 one.
             path = fp32_path.parent / candidate.name / fp32_path.name
@@ -572,7 +575,8 @@ def choose_compression(
         rows = compress.activation_sample(X_train, seed)
         transformed = pipeline[:-1].transform(rows)
         dense = transformed.toarray() if hasattr(transformed, "toarray") else transformed
-        attempt(compress.mlp_candidates(estimator, np.asarray(dense)))
+        for series in compress.mlp_candidates(estimator, np.asarray(dense)):
+            attempt(series)
     note = ""
     if kind in ("forest", "boosting"):
         # Lossless, so tried once, on the variant that would serve so far.

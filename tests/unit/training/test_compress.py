@@ -16,7 +16,7 @@ from sklearn.ensemble import (
 )
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 from tests.support.graphs import convert
 from training_jobs import compress
@@ -70,16 +70,24 @@ def test_the_forest_search_is_bounded() -> None:
     assert len(pruned) + len(prefixes) + 1 <= compress.MAX_CANDIDATES
 
 
-def test_mlp_pruning_removes_hidden_units_and_keeps_the_answers() -> None:
+def _mlp(hidden: tuple[int, ...]) -> tuple[MLPClassifier, np.ndarray]:
     X, y = _classification()
-    mlp = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=100, random_state=0)
+    mlp = MLPClassifier(hidden_layer_sizes=hidden, max_iter=100, random_state=0)
     with pytest.warns(ConvergenceWarning):
         mlp.fit(X, y)
-    candidates = compress.mlp_candidates(mlp, X)
-    assert [c.estimator.hidden_layer_sizes for c in candidates] == [
-        (48, 24), (39, 20), (32, 16), (23, 12),
-    ]  # fmt: skip
-    three_quarters = candidates[0].estimator
+    return mlp, X
+
+
+def test_mlp_pruning_removes_hidden_units_and_keeps_the_answers() -> None:
+    mlp, X = _mlp((64, 32))
+    series = compress.mlp_candidates(mlp, X)
+    names = [[(c.name, c.estimator.hidden_layer_sizes) for c in s] for s in series]
+    assert names == [
+        [("last-0.5", (64, 16)), ("last-0.35", (64, 12))],
+        [("units-0.75", (48, 24)), ("units-0.5", (32, 16)), ("units-0.35", (23, 12))],
+    ]
+    assert sum(map(len, names)) + 1 <= compress.MAX_CANDIDATES
+    three_quarters = compress.mlp_pruned(mlp, (0.75, 0.75), X)
     # Smaller matrices, not zeros: every weight matrix lost rows or columns.
     shapes = [w.shape for w in three_quarters.coefs_]
     assert shapes == [(8, 48), (48, 24), (24, 1)]
@@ -90,17 +98,69 @@ def test_mlp_pruning_removes_hidden_units_and_keeps_the_answers() -> None:
     assert agreement >= 0.98 and drift < 0.02, (agreement, drift)
 
 
-def test_the_least_squares_refit_beats_dropping_units() -> None:
-    X, y = _classification()
-    mlp = MLPClassifier(hidden_layer_sizes=(64,), max_iter=100, random_state=0)
+def test_a_one_layer_mlp_is_not_pruned_twice_the_same_way() -> None:
+    mlp, X = _mlp((40,))
+    series = compress.mlp_candidates(mlp, X)
+    sizes = [[c.estimator.hidden_layer_sizes for c in s] for s in series]
+    assert sizes == [[(20,), (14,)], [(30,)]]  # units-0.5 and -0.35 are last-0.5 and -0.35
+
+
+def test_a_regression_mlp_is_pruned_to_its_own_outputs() -> None:
+    X, y = make_regression(n_samples=600, n_features=10, noise=5.0, random_state=0)
+    mlp = MLPRegressor(hidden_layer_sizes=(48, 48), max_iter=300, random_state=0)
     with pytest.warns(ConvergenceWarning):
         mlp.fit(X, y)
-    activations = compress.hidden_activations(mlp, X)
-    pruned = compress.mlp_pruned(mlp, 0.5, X, activations)
-    kept = pruned.coefs_[0].shape[1]
+    series = compress.mlp_candidates(mlp, X)
+    last = next(series[0])
+    assert last.name == "last-0.5" and last.estimator.hidden_layer_sizes == (48, 24)
+    np.testing.assert_array_equal(last.estimator.coefs_[0], mlp.coefs_[0])  # kept as fitted
+    original = mlp.predict(X)
+    error = np.sqrt(np.mean((last.estimator.predict(X) - original) ** 2))
+    assert error < 0.02 * np.std(original), (error, np.std(original))
+
+
+def test_forward_selection_finds_the_columns_the_target_is_made_of() -> None:
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(500, 30))
+    # Column 7 is nearly a copy of column 3: a norm-based pick could take both.
+    inputs[:, 7] = inputs[:, 3] + 0.01 * rng.normal(size=500)
+    target = np.column_stack(
+        [inputs[:, 3] - 2 * inputs[:, 11] + 5, 0.5 * inputs[:, 20] + inputs[:, 3]]
+    )
+    np.testing.assert_array_equal(compress.forward_selection(inputs, target, 3), [3, 11, 20])
+
+
+def test_forward_selection_beats_the_weight_norm_pick_on_held_out_rows() -> None:
+    X, y = make_classification(n_samples=3000, n_features=20, n_informative=6, random_state=1)
+    X = X.astype(np.float32)
+    train, held = slice(0, 2000), slice(2000, None)
+    mlp = MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=60, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        mlp.fit(X[train], y[train])
+    pruned = compress.mlp_pruned(mlp, (1.0, 0.25), X[train])
+    # The same number of last-layer units chosen by outgoing weight norm x RMS activation,
+    # with the same least-squares refit of the output layer: what the selection improves on.
+    hidden = compress.hidden_activations(mlp, X[train])
+    kept = pruned.coefs_[1].shape[1]
+    score = np.sqrt(np.mean(hidden[1] ** 2, axis=0)) * np.linalg.norm(mlp.coefs_[2], axis=1)
+    units = np.sort(np.argsort(-score, kind="stable")[:kept])
+    logits = hidden[1] @ mlp.coefs_[2] + mlp.intercepts_[2]
+    by_norm = compress.copy.copy(mlp)
+    out_w, out_b = compress._ridge(hidden[1][:, units], logits)
+    by_norm.coefs_ = [mlp.coefs_[0], mlp.coefs_[1][:, units], out_w]
+    by_norm.intercepts_ = [mlp.intercepts_[0], mlp.intercepts_[1][units], out_b]
+    truth = mlp.predict_proba(X[held])[:, 1]
+    selected_error = np.mean((pruned.predict_proba(X[held])[:, 1] - truth) ** 2)
+    norm_error = np.mean((by_norm.predict_proba(X[held])[:, 1] - truth) ** 2)
+    assert selected_error < norm_error / 2, (selected_error, norm_error)
+
+
+def test_the_least_squares_refit_beats_dropping_units() -> None:
+    mlp, X = _mlp((64,))
+    pruned = compress.mlp_pruned(mlp, (0.5,), X)
+    units = np.flatnonzero(np.isin(mlp.coefs_[0].T, pruned.coefs_[0].T).all(axis=1))
+    assert len(units) == pruned.coefs_[0].shape[1] == 32
     # The same units kept, the next layer left as it was: what the refit improves on.
-    scores = np.sqrt(np.mean(activations[0] ** 2, axis=0)) * np.linalg.norm(mlp.coefs_[1], axis=1)
-    units = np.sort(np.argsort(-scores, kind="stable")[:kept])
     dropped = compress.copy.copy(mlp)
     dropped.coefs_ = [mlp.coefs_[0][:, units], mlp.coefs_[1][units]]
     dropped.intercepts_ = [mlp.intercepts_[0][units], mlp.intercepts_[1]]
@@ -170,3 +230,13 @@ def test_a_multiclass_forest_of_impure_leaves_is_not_re_encoded_and_says_why() -
     with pytest.warns(ConvergenceWarning):
         mlp.fit(X, y)
     assert tree_ensemble_v5(convert(mlp, X.shape[1]))[0] is None
+
+
+def test_the_every_layer_series_keeps_the_units_of_largest_contribution() -> None:
+    mlp, X = _mlp((64, 32))
+    every = compress.mlp_candidates(mlp, X)[1]
+    first = next(every)
+    assert first.name == "units-0.75" and "weight norm" in first.description
+    hidden = compress.hidden_activations(mlp, X)
+    expected = compress.largest_contributions(hidden[0], mlp.coefs_[1], 48)
+    np.testing.assert_array_equal(first.estimator.coefs_[0], mlp.coefs_[0][:, expected])
