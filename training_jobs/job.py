@@ -6,7 +6,6 @@ it names (``data``, ``estimators``, ``evaluation``, ``export``, ``decision``, ``
 
 from __future__ import annotations
 
-import ctypes
 import resource
 import sys
 import tempfile
@@ -74,27 +73,6 @@ class Inputs:
     y_valid: np.ndarray
 
 
-# mallopt's M_MMAP_THRESHOLD (glibc's malloc.h), and the threshold the job fixes it at.
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 1 << 20
-
-
-def return_large_frees() -> None:
-    """Have glibc give every freed block of 1 MiB or more back to the system at once.
-
-    glibc raises its mmap threshold to the largest block freed so far (up to 32 MiB); the
-    job's temporaries of a few to tens of MiB (the column groups of the imputer and the
-    scaler, evaluation's copies) then come from the heap, whose freed holes stay resident:
-    about 70 MiB during the MLP's fit at 1M rows (docs/training-scale.md). A fixed threshold
-    keeps them mmapped. Nothing else changes; a no-op where libc is not glibc.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
-
-
 @contextmanager
 def phase(name: str) -> Iterator[None]:
     """Print how long a step took and the job's peak memory so far, as one log line:
@@ -112,7 +90,6 @@ def phase(name: str) -> Iterator[None]:
 
 def run(hp: Hyperparameters) -> Manifest:
     """The whole job; returns the manifest it wrote."""
-    return_large_frees()
     with phase("start"):  # the peak after the imports: what the data adds is above it
         pass
     inputs = read_inputs(hp)
