@@ -55,7 +55,7 @@ _THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"
 
 # Training peaks at about this many bytes of memory per byte of CSV, plus a base (the
 # imports: about 300 MiB). Measured on 547 MB of CSV (1M x 50 synthetic numbers, ~11 bytes a
-# cell; docs/training-scale.md), peak above the imports: MLP 610 MiB (1.2 bytes a byte: the
+# cell; docs/training-scale.md), peak above the imports: MLP 630 MiB (1.2 bytes a byte: the
 # float32 rows, the Pipeline's output and the MLP's early-stopping copy of it);
 # hist_gradient_boosting 1,114 MiB (2.1: scikit-learn converts its input to float64 and
 # splits that for early stopping). Rounded up to 3 for the largest (tables of shorter
