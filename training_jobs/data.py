@@ -54,10 +54,13 @@ _THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"
 
 
 # Training peaks at about this many bytes of memory per byte of CSV, plus a base (the
-# imports: 268 MiB). Measured with the columnar reader, 50 numeric columns, MLP
-# (docs/training-scale.md): 547 MB of CSV -> 834 MiB above the imports after reading and
-# 1,351 MiB at the fit's peak (2.5 bytes a byte; the fit's copies of the features). Rounded
-# up to 3; the reader before the columnar one took 11 for reading alone.
+# imports: about 300 MiB). Measured on 547 MB of CSV (1M x 50 synthetic numbers, ~11 bytes a
+# cell; docs/training-scale.md), peak above the imports: MLP 630 MiB (1.2 bytes a byte: the
+# float32 rows, the Pipeline's output and the MLP's early-stopping copy of it);
+# hist_gradient_boosting 1,114 MiB (2.1: scikit-learn converts its input to float64 and
+# splits that for early stopping). Rounded up to 3 for the largest (tables of shorter
+# numbers hold more float32 per CSV byte); the reader before the columnar one took 11 for
+# reading alone.
 MEMORY_PER_CSV_BYTE = 3
 BASE_MEMORY = 384 << 20
 

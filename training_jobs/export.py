@@ -29,11 +29,16 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
-from skl2onnx import convert_sklearn
+from skl2onnx import convert_sklearn, update_registered_converter
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
+from skl2onnx.operator_converters.scaler_op import convert_sklearn_scaler
+from skl2onnx.shape_calculators.imputer import calculate_sklearn_imputer_output_shapes
+from skl2onnx.shape_calculators.scaler import calculate_sklearn_scaler_output_shapes
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
+from training_jobs.columnwise import ColumnwiseImputer, ColumnwiseScaler
 from training_jobs.data import Schema
 from training_jobs.errors import TrainingError
 
@@ -82,6 +87,7 @@ def to_onnx(pipeline: Pipeline, schema: Schema, task: str) -> onnx.ModelProto:
     # The ColumnTransformer selects columns by their original names; skl2onnx matches those
     # against the (sanitized) input names, so it is fed a pipeline whose columns use them.
     renamed = _with_onnx_column_names(pipeline)
+    register_columnwise()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = convert_sklearn(
@@ -90,6 +96,24 @@ def to_onnx(pipeline: Pipeline, schema: Schema, task: str) -> onnx.ModelProto:
     model = dedupe_opsets(model)
     onnx.checker.check_model(model)
     return model
+
+
+def register_columnwise() -> None:
+    """skl2onnx converts the columnwise imputer and scaler as the classes they extend (the
+    fitted attributes are the same; only how fit computes them differs)."""
+    update_registered_converter(
+        ColumnwiseImputer,
+        "OnnxkitColumnwiseImputer",
+        calculate_sklearn_imputer_output_shapes,
+        convert_sklearn_imputer,
+    )
+    update_registered_converter(
+        ColumnwiseScaler,
+        "OnnxkitColumnwiseScaler",
+        calculate_sklearn_scaler_output_shapes,
+        convert_sklearn_scaler,
+        options={"div": ["std", "div", "div_cast"]},  # StandardScaler's, as skl2onnx lists
+    )
 
 
 def _with_onnx_column_names(pipeline: Pipeline) -> Pipeline:

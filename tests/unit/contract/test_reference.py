@@ -82,3 +82,16 @@ def test_capture_lines_round_trip_and_a_partial_last_line_is_skipped() -> None:
     assert decode_records(raw + raw[:20]) == [record, record]  # a writer mid-line
     with pytest.raises(CaptureError, match=r"f\.jsonl:2: not a capture record"):
         decode_records(raw[: raw.index(b"\n") + 1] + b'{"row": -1}\n', "f.jsonl")
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_bin_counts_are_the_binary_searchs(seed: int) -> None:
+    """Counting by comparisons gives what searchsorted (bin = edges <= x) gives, ties on
+    the edges, signed zeros and infinities included."""
+    rng = np.random.default_rng(seed)
+    values = rng.choice(np.array([-np.inf, -1.0, -0.0, 0.0, 0.5, 1.0, 2.0, np.inf, np.nan]), 500)
+    values = np.concatenate([values, rng.normal(size=500)])
+    edges = sorted({float(e) for e in rng.choice(values[~np.isnan(values)], rng.integers(0, 12))})
+    present = values[~np.isnan(values)]
+    index = np.searchsorted(np.asarray(edges, dtype=np.float64), present, side="right")
+    assert bin_counts(edges, values) == np.bincount(index, minlength=len(edges) + 1).tolist()

@@ -242,9 +242,11 @@ def write_channel(root: Path, spec: dict[str, Any]) -> None:
 def test_generated_tricky_tables_read_the_same(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any]
 ) -> None:
-    # Blocks of 256 bytes: the sample is a few rows, so columns that change kind further
-    # down, and several blocks and files, are exercised on small tables.
+    # Blocks of 256 bytes and a sample of two blocks or so: the sample is a few rows, so
+    # columns that change kind further down, and several blocks and files, are exercised on
+    # small tables.
     monkeypatch.setattr(table_module, "BLOCK_SIZE", 256)
+    monkeypatch.setattr(table_module, "SAMPLE_SIZE", 400)
     root = tmp_path_factory.mktemp("channel")
     write_channel(root, spec)
     tokens = spec["tokens"]
