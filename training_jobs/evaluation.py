@@ -55,6 +55,13 @@ def compute_metrics(
             "mae": float(mean_absolute_error(y_true, predicted)),
             "r2": float(r2_score(y_true, predicted)),
         }
+    labels: Sequence[Any] = classes
+    text = np.asarray(y_true).dtype.kind not in "iub"  # integer labels are checked fast
+    encoded = class_positions(classes, y_true, predicted) if text else None
+    if encoded is not None:
+        # The same metrics of the classes' positions: scikit-learn checks and sorts labels
+        # in every call, which for 200,000 text labels cost 6x the metrics themselves.
+        (y_true, predicted), labels = encoded, range(len(classes))
     with warnings.catch_warnings():
         # Predicted classes absent from the held-out rows do not count; that is the intent.
         warnings.simplefilter("ignore", category=UserWarning)
@@ -71,10 +78,26 @@ def compute_metrics(
     if probabilities is not None:
         clipped = np.clip(probabilities.astype(np.float64), 1e-15, 1.0)
         clipped /= clipped.sum(axis=1, keepdims=True)
-        scores["log_loss"] = float(log_loss(y_true, clipped, labels=list(classes)))
+        scores["log_loss"] = float(log_loss(y_true, clipped, labels=list(labels)))
         if len(classes) == 2 and len(set(y_true.tolist())) == 2:
-            scores["roc_auc"] = float(roc_auc_score(y_true == classes[1], clipped[:, 1]))
+            scores["roc_auc"] = float(roc_auc_score(y_true == labels[1], clipped[:, 1]))
     return scores
+
+
+def class_positions(classes: Sequence[Any], *label_arrays: np.ndarray) -> list[np.ndarray] | None:
+    """Each array's labels as their positions in ``classes``, or None when the classes are not
+    in sorted order or an array holds a label outside them. Sorted classes (scikit-learn's
+    ``classes_``) keep the labels' order, so every metric of the positions is the metric of
+    the labels, bit for bit (the same classes in the same order)."""
+    if len(classes) < 2 or list(classes) != sorted(classes):
+        return None
+    positions = []
+    for labels in label_arrays:
+        codes = pd.Categorical(np.asarray(labels), categories=list(classes)).codes
+        if (codes < 0).any():
+            return None
+        positions.append(codes.astype(np.int64))
+    return positions
 
 
 def measure_baseline(
