@@ -246,13 +246,16 @@ class _Reading:
             for path, label in zip(paths, labels, strict=True):
                 start = self.rows
                 pending: list[pa.RecordBatch] = []  # the sample's blocks, until it is full
+                pending_bytes = 0
                 for batch in self._batches(path, name, label):
                     if not batch.num_rows:
                         continue
                     if not self.sampled:
                         pending.append(batch)
-                        if sum(b.nbytes for b in pending) >= SAMPLE_SIZE:
+                        pending_bytes += batch.nbytes
+                        if pending_bytes >= SAMPLE_SIZE:
                             self._sample(pa.concat_batches(pending), rule, workers)
+                            pending.clear()  # not held through the rest of the file
                         continue
                     self._reserve(self.rows + batch.num_rows, batch)
 
@@ -274,7 +277,8 @@ class _Reading:
         return dropped
 
     def _sample(self, batch: pa.RecordBatch, rule: ValueRule, workers: ThreadPoolExecutor) -> None:
-        """The first block decides which columns are numbers: those all numbers in it."""
+        """The first blocks (``batch``, SAMPLE_SIZE of cells together) decide which columns
+        are numbers: those all numbers in them."""
         values = list(workers.map(lambda c: clean_numbers(batch[c], rule), self.numeric))
         kept = [v for v in values if v is not None]
         failed = {c for c, v in zip(self.numeric, values, strict=True) if v is None}
