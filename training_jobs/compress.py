@@ -318,20 +318,20 @@ def mlp_candidates(mlp: Any, X_sample: np.ndarray) -> list[Iterator[Shrunk]]:
     at its first variant outside tolerance."""
     original = [w.shape[1] for w in mlp.coefs_[:-1]]
     depth = len(original)
-    plans = [
-        [("last", f, (1.0,) * (depth - 1) + (f,)) for f in MLP_LAST_LAYER_FRACTIONS],
-        [("units", f, (f,) * depth) for f in MLP_EVERY_LAYER_FRACTIONS],
-    ]
+    plans = {
+        "last": [(f, (1.0,) * (depth - 1) + (f,)) for f in MLP_LAST_LAYER_FRACTIONS],
+        "units": [(f, (f,) * depth) for f in MLP_EVERY_LAYER_FRACTIONS],
+    }
     seen = [original]
     series = []
-    for plan in plans:
+    for prefix, plan in plans.items():
         kept = []
-        for prefix, fraction, keeps in plan:
+        for fraction, keeps in plan:
             sizes = [max(1, math.ceil(k * units)) for k, units in zip(keeps, original, strict=True)]
             if sizes not in seen:
                 seen.append(sizes)
                 kept.append((f"{prefix}-{fraction:g}", keeps, sizes))
-        series.append(_pruned_series(mlp, X_sample, original, kept))
+        series.append(_pruned_series(mlp, X_sample, original, prefix, kept))
     return series
 
 
@@ -339,17 +339,17 @@ def _pruned_series(
     mlp: Any,
     X: np.ndarray,
     original: list[int],
+    series: str,
     plan: list[tuple[str, tuple[float, ...], list[int]]],
 ) -> Iterator[Shrunk]:
+    which = "the last hidden layer" if series == "last" else "every hidden layer"
+    pick = MLP_PICKS[series]
+    how = (
+        "least-squares forward selection"
+        if pick == "forward"
+        else "largest outgoing weight norm x RMS activation"
+    )
     for name, keeps, sizes in plan:
-        series = name.split("-")[0]
-        which = "the last hidden layer" if series == "last" else "every hidden layer"
-        pick = MLP_PICKS[series]
-        how = (
-            "least-squares forward selection"
-            if pick == "forward"
-            else "largest outgoing weight norm x RMS activation"
-        )
         yield Shrunk(
             name,
             f"hidden units {','.join(map(str, original))} -> {','.join(map(str, sizes))} "
