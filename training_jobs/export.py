@@ -98,6 +98,7 @@ def to_onnx(pipeline: Pipeline, schema: Schema, task: str) -> onnx.ModelProto:
     return model
 
 
+@functools.cache  # once a process: skl2onnx's registry is global
 def register_columnwise() -> None:
     """skl2onnx converts the columnwise imputer and scaler as the classes they extend (the
     fitted attributes are the same; only how fit computes them differs)."""
