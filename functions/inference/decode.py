@@ -64,11 +64,9 @@ def predict_feed(
             return feed
     if media == CSV:
         return _csv_feed(builder, raw, max_instances)
-    else:
-        instances = instances_from_json(raw)
-        check_count(len(instances), max_instances)
-        rows, plain = rows_from_instances(instances, builder.features), numbers_only(raw)
-    return builder(rows, plain)
+    instances = instances_from_json(raw)
+    check_count(len(instances), max_instances)
+    return builder(rows_from_instances(instances, builder.features), numbers_only(raw))
 
 
 def header(event: Mapping[str, Any], name: str) -> str | None:
