@@ -24,7 +24,6 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -42,6 +41,7 @@ from onnxkit.contract.layout import (
     capture_hour_prefix,
     drift_report_key,
     pointer_key,
+    s3_object,
     sha256_bytes,
 )
 from onnxkit.contract.manifest import Manifest, ManifestError, parse_manifest
@@ -102,10 +102,10 @@ def window(checked_at: datetime, hours: int) -> tuple[datetime, datetime]:
 
 
 def _split(uri: str) -> tuple[str, str, str | None]:
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+    found = s3_object(uri)
+    if found is None:
         raise MonitorError(f"not an s3 object uri: {uri}")
-    return parts.netloc, parts.path.lstrip("/"), parse_qs(parts.query).get("versionId", [None])[0]
+    return found
 
 
 def _verified(data: bytes | None, what: str, expected: str | None) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 from typing import IO, Any
-from urllib.parse import parse_qs, urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -15,6 +14,7 @@ from onnxkit.contract.layout import (
     MODEL_SHA256_ENV,
     MODEL_URI_ENV,
     POINTER_FILE,
+    s3_object,
 )
 
 from .ports import StepError
@@ -22,11 +22,10 @@ from .ports import StepError
 
 def split_s3_uri(uri: str) -> tuple[str, str, str | None]:
     """(bucket, key, version id) of ``s3://bucket/key[?versionId=...]``."""
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+    found = s3_object(uri)
+    if found is None:
         raise StepError(f"not an s3 object uri: {uri}")
-    version = parse_qs(parts.query).get("versionId", [None])[0]
-    return parts.netloc, parts.path.lstrip("/"), version
+    return found
 
 
 def _missing(error: ClientError) -> bool:

@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Literal
+from urllib.parse import parse_qs, urlsplit
 
 # --- The artifact: files a training job writes into SM_MODEL_DIR -------------------------
 SERVING_FILE: Final = "model.onnx"  # the graph the inference function loads
@@ -75,6 +76,15 @@ def intent_key(model_name: str) -> str:
 def is_pointer_uri(uri: str) -> bool:
     """Whether a ``MODEL_URI`` names a production pointer rather than a model."""
     return uri.split("?", 1)[0].endswith(".json")
+
+
+def s3_object(uri: str) -> tuple[str, str, str | None] | None:
+    """(bucket, key, version id) of ``s3://bucket/key[?versionId=...]`` (the pointer's and the
+    manifest's uris); None for anything else."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        return None
+    return parts.netloc, parts.path.lstrip("/"), parse_qs(parts.query).get("versionId", [None])[0]
 
 
 # --- Deployed names (the CDK app writes them, the CLI and the pipeline steps read them) ---
