@@ -81,7 +81,11 @@ def parity(reference: Prediction, candidate: Prediction, task: str) -> Parity:
     """How a variant agrees with scikit-learn row by row."""
     rows = len(reference.labels)
     if task == "classification":
-        agreement = float(np.mean(reference.labels.astype(str) == candidate.labels.astype(str)))
+        expected, answered = reference.labels, candidate.labels
+        if expected.dtype.kind not in "iub" or answered.dtype.kind not in "iub":
+            # Labels are compared as text: a graph may answer "1" where scikit-learn says 1.
+            expected, answered = expected.astype(str), answered.astype(str)
+        agreement = float(np.mean(expected == answered))
         assert reference.probabilities is not None and candidate.probabilities is not None
         drift = float(np.max(np.abs(reference.probabilities - candidate.probabilities)))
         return make_parity(rows=rows, label_agreement=agreement, max_abs_diff=drift)
@@ -191,6 +195,16 @@ class Tolerance:
         }
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A graph's answers on the held-out rows and how they compare with scikit-learn's."""
+
+    prediction: Prediction
+    metrics: dict[str, float]
+    parity: Parity
+    row_independence: RowIndependence
+
+
 @dataclass
 class Candidate:
     """One quantized graph and how it fared."""
@@ -198,10 +212,8 @@ class Candidate:
     method: str
     path: Path
     operators: dict[str, int]
-    metrics: dict[str, float] = field(default_factory=dict)
-    parity: Parity | None = None
+    scored: Scored | None = None  # None when nothing was quantized
     problems: list[str] = field(default_factory=list)
-    row_independence: RowIndependence | None = None
 
 
 def judge(
@@ -219,11 +231,22 @@ def judge(
     size = candidate.path.stat().st_size
     if size >= fp32_size:
         problems.append(f"int8 file ({size} B) is not smaller than fp32 ({fp32_size} B)")
-    assert candidate.parity is not None
-    return problems + tolerance_problems(
-        candidate.metrics,
-        candidate.parity,
-        candidate.row_independence,
+    assert candidate.scored is not None
+    return problems + scored_problems(candidate.scored, reference_metrics, primary, tolerance, task)
+
+
+def scored_problems(
+    scored: Scored,
+    reference_metrics: dict[str, float],
+    primary: str,
+    tolerance: Tolerance,
+    task: str,
+) -> list[str]:
+    """:func:`tolerance_problems` of a scored graph."""
+    return tolerance_problems(
+        scored.metrics,
+        scored.parity,
+        scored.row_independence,
         reference_metrics,
         primary,
         tolerance,
@@ -299,16 +322,13 @@ def sklearn_report(pipeline: Pipeline, held_out: HeldOut, latency_runs: int) -> 
     )
 
 
-def fp32_report(path: Path, held_out: HeldOut, latency_runs: int) -> VariantReport:
-    """Metrics, size, parity, latency and the probe of the fp32 graph."""
-    fp32_session = session(path)
-    prediction = predict_onnx(fp32_session, held_out.feeds, held_out.task)
-    one_row = held_out.one_row
-    return make_variant_report(
+def score(path: Path, held_out: HeldOut, sess: ort.InferenceSession | None = None) -> Scored:
+    """A graph's predictions on the held-out rows, their metrics and parity, and the probe."""
+    prediction = predict_onnx(sess or session(path), held_out.feeds, held_out.task)
+    return Scored(
+        prediction=prediction,
         metrics=held_out.metrics(prediction),
-        size_bytes=path.stat().st_size,
         parity=parity(held_out.reference, prediction, held_out.task),
-        single_row_latency_us=_latency(fp32_session, one_row, latency_runs),
         row_independence=row_independence(
             path,
             held_out.feeds,
@@ -316,6 +336,22 @@ def fp32_report(path: Path, held_out: HeldOut, latency_runs: int) -> VariantRepo
             held_out.task,
             bound=row_bound(len(held_out.feeds)),
         ),
+    )
+
+
+def fp32_report(
+    path: Path, held_out: HeldOut, latency_runs: int, scored: Scored | None = None
+) -> VariantReport:
+    """Metrics, size, parity, latency and the probe of the fp32 graph (``scored``: what is
+    already known of the same file)."""
+    fp32_session = session(path)
+    scored = scored or score(path, held_out, fp32_session)
+    return make_variant_report(
+        metrics=scored.metrics,
+        size_bytes=path.stat().st_size,
+        parity=scored.parity,
+        single_row_latency_us=_latency(fp32_session, held_out.one_row, latency_runs),
+        row_independence=scored.row_independence,
     )
 
 
@@ -330,6 +366,7 @@ class Int8Choice:
     graph: Path | None  # the int8 graph to serve; None: fp32 serves
     quantization: Quantization
     report: VariantReport | None  # the int8 variant's, when a graph had anything quantized
+    scored: Scored | None = None  # the chosen graph's, when one was chosen
 
 
 def refuse_unservable(choice: Int8Choice, fp32: VariantReport) -> None:
@@ -386,17 +423,19 @@ def choose_int8(
     shown = chosen or next((c for c in tried if c.operators), None)
     report = None
     if shown is not None:
+        assert shown.scored is not None
         report = make_variant_report(
-            metrics=shown.metrics,
+            metrics=shown.scored.metrics,
             size_bytes=shown.path.stat().st_size,
-            parity=shown.parity,
+            parity=shown.scored.parity,
             single_row_latency_us=_latency(session(shown.path), held_out.one_row, latency_runs),
-            row_independence=shown.row_independence,
+            row_independence=shown.scored.row_independence,
         )
     if chosen is not None:
         ratio = fp32_size / chosen.path.stat().st_size
         reason = f"{chosen.method} int8 is {ratio:.1f}x smaller and within tolerance"
-        return Int8Choice(chosen.path, _quantization(chosen, chosen, reason, tolerance), report)
+        quantization = _quantization(chosen, chosen, reason, tolerance)
+        return Int8Choice(chosen.path, quantization, report, chosen.scored)
     reasons = "; ".join(f"{c.method}: {', '.join(c.problems)}" for c in tried)
     recorded = shown or (tried[0] if tried else None)
     quantization = _quantization(None, recorded, f"kept fp32: {reasons}", tolerance)
@@ -406,16 +445,7 @@ def choose_int8(
 def _measured(candidate: Candidate, held_out: HeldOut) -> Candidate:
     """A candidate with its metrics, parity and probe, when anything was quantized."""
     if candidate.operators:
-        prediction = predict_onnx(session(candidate.path), held_out.feeds, held_out.task)
-        candidate.metrics = held_out.metrics(prediction)
-        candidate.parity = parity(held_out.reference, prediction, held_out.task)
-        candidate.row_independence = row_independence(
-            candidate.path,
-            held_out.feeds,
-            held_out.extreme,
-            held_out.task,
-            bound=row_bound(len(held_out.feeds)),
-        )
+        candidate.scored = score(candidate.path, held_out)
     return candidate
 
 
@@ -456,6 +486,8 @@ class Tried:
     pipeline: Pipeline
     fp32_path: Path
     int8: Int8Choice
+    scored: Scored | None = None  # the served file's
+    fp32_scored: Scored | None = None  # the fp32 graph's, when it was scored
     record: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -472,6 +504,7 @@ class CompressionChoice:
     fp32_path: Path
     int8: Int8Choice
     record: Compression
+    fp32_scored: Scored | None  # the fp32 graph's answers, when the search scored them
 
 
 @dataclass(frozen=True)
@@ -484,15 +517,17 @@ class Int8Step:
     latency_runs: int
 
 
-def measure_served(path: Path, held_out: HeldOut, latency_runs: int) -> dict[str, Any]:
-    """Size, load time, 1-row and 1,000-row latency, metrics, parity and probe of a file."""
+def measure_served(
+    path: Path, held_out: HeldOut, latency_runs: int, scored: Scored
+) -> dict[str, Any]:
+    """Size, load time, 1-row and 1,000-row latency, and ``scored``'s metrics, parity and probe
+    of a file."""
     session(path)  # the first load in a process pays one-time costs; it is not the file's
     loads = []
     for _ in range(LOAD_RUNS):
         start = time.perf_counter_ns()
         sess = session(path)
         loads.append(time.perf_counter_ns() - start)
-    prediction = predict_onnx(sess, held_out.feeds, held_out.task)
     rows = len(next(iter(held_out.feeds.values())))
     index = np.arange(BATCH_ROWS) % rows
     batch = {name: np.take(values, index, axis=0) for name, values in held_out.feeds.items()}
@@ -504,15 +539,9 @@ def measure_served(path: Path, held_out: HeldOut, latency_runs: int) -> dict[str
         "batch_latency_us": median_latency_us(
             lambda: sess.run(None, batch), max(3, latency_runs // 20) if latency_runs else 0
         ),
-        "metrics": held_out.metrics(prediction),
-        "parity": parity(held_out.reference, prediction, held_out.task),
-        "row_independence": row_independence(
-            path,
-            held_out.feeds,
-            held_out.extreme,
-            held_out.task,
-            bound=row_bound(len(held_out.feeds)),
-        ),
+        "metrics": scored.metrics,
+        "parity": scored.parity,
+        "row_independence": scored.row_independence,
     }
 
 
@@ -538,7 +567,7 @@ def choose_compression(
     started = time.perf_counter()
     int8_started = time.perf_counter()
     original = _try(
-        "original", "the fitted model as converted", pipeline, fp32_path, held_out, step
+        "original", "the fitted model as converted", pipeline, fp32_path, held_out, step, gate=False
     )
     original_int8_seconds = time.perf_counter() - int8_started
     tried = [original]
@@ -554,7 +583,9 @@ def choose_compression(
             path = fp32_path.parent / candidate.name / fp32_path.name
             path.parent.mkdir()
             onnx.save(to_onnx(smaller, schema, schema.task), path)
-            result = _try(candidate.name, candidate.description, smaller, path, held_out, step)
+            result = _try(
+                candidate.name, candidate.description, smaller, path, held_out, step, gate=True
+            )
             done.append(result)
             tried.append(result)
             if result.problems:
@@ -604,7 +635,7 @@ def choose_compression(
             for t in tried
         ],
     )
-    return CompressionChoice(chosen.fp32_path, chosen.int8, record)
+    return CompressionChoice(chosen.fp32_path, chosen.int8, record, chosen.fp32_scored)
 
 
 def _try(
@@ -614,23 +645,36 @@ def _try(
     fp32_path: Path,
     held_out: HeldOut,
     step: Int8Step,
+    gate: bool,
 ) -> Tried:
-    """Run the int8 step on a variant's fp32 graph, then measure and judge what would serve."""
-    int8 = choose_int8(
-        fp32_path, held_out, step.mode, step.tolerance, step.calibration, step.latency_runs
+    """Run the int8 step on a variant's fp32 graph, then measure and judge what would serve.
+
+    With ``gate``, the fp32 graph is judged first, and a graph already outside tolerance is
+    refused as it is: int8 only adds its own error to a pruned model's, so quantizing one
+    that strayed too far costs an int8 step or two and cannot bring it back."""
+    primary = primary_metric(held_out.task)
+    fp32 = score(fp32_path, held_out) if gate else None
+    problems = (
+        scored_problems(fp32, held_out.reference_metrics, primary, step.tolerance, held_out.task)
+        if fp32 is not None
+        else []
     )
+    if problems:
+        reason = "int8 not tried: the fp32 graph is already outside tolerance"
+        int8 = Int8Choice(None, _quantization(None, None, reason, step.tolerance), None)
+    else:
+        int8 = choose_int8(
+            fp32_path, held_out, step.mode, step.tolerance, step.calibration, step.latency_runs
+        )
     tried = Tried(name, description, pipeline, fp32_path, int8)
     if int8.graph is not None:
         tried.description += f", then {int8.quantization.method} int8"
-    tried.record = measure_served(tried.served, held_out, step.latency_runs)
-    tried.problems = tolerance_problems(
-        tried.record["metrics"],
-        tried.record["parity"],
-        tried.record["row_independence"],
-        held_out.reference_metrics,
-        primary_metric(held_out.task),
-        step.tolerance,
-        held_out.task,
+    # Each file is scored once: the int8 step scored its chosen graph, the gate the fp32 one.
+    tried.scored = int8.scored or fp32 or score(fp32_path, held_out)
+    tried.fp32_scored = fp32 or (tried.scored if int8.graph is None else None)
+    tried.record = measure_served(tried.served, held_out, step.latency_runs, tried.scored)
+    tried.problems = problems or scored_problems(
+        tried.scored, held_out.reference_metrics, primary, step.tolerance, held_out.task
     )
     return tried
 
@@ -649,10 +693,9 @@ def _reencoded(
     path.parent.mkdir()
     save_packed(encoded, path)
     description = f"{source.description}; {note}"
-    result = _try(name, description, source.pipeline, path, held_out, step)
-    before = predict_onnx(session(source.served), held_out.feeds, held_out.task)
-    after = predict_onnx(session(result.served), held_out.feeds, held_out.task)
-    same = parity(before, after, held_out.task)
+    result = _try(name, description, source.pipeline, path, held_out, step, gate=False)
+    assert source.scored is not None and result.scored is not None
+    same = parity(source.scored.prediction, result.scored.prediction, held_out.task)
     if (same.label_agreement or 1.0) < 1.0 or same.max_abs_diff > REENCODING_BOUND:
         result.problems.append(
             f"re-encoding changed the answers of {source.name} (label agreement "

@@ -154,7 +154,9 @@ def run(hp: Hyperparameters) -> Manifest:
                     compressed.record,
                 )
             with phase("parity"):
-                variants["fp32"] = fp32_report(fp32_path, held_out, hp.latency_runs)
+                variants["fp32"] = fp32_report(
+                    fp32_path, held_out, hp.latency_runs, compressed.fp32_scored
+                )
         if choice.report is not None:
             variants["int8"] = choice.report
         refuse_unservable(choice, variants["fp32"])

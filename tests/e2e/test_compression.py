@@ -20,11 +20,12 @@ from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments
 from tests.conftest import ArtifactFactory
 from training_jobs import compress
+from training_jobs.decision import Int8Step, Tolerance, choose_compression
 from training_jobs.estimators import build_pipeline, fit, make_estimator
 from training_jobs.evaluation import compute_metrics, predict_onnx
 from training_jobs.export import feeds_for, quantize, session, to_onnx
 from training_jobs.hyperparameters import parse_args
-from training_jobs.job import Inputs, read_inputs
+from training_jobs.job import Inputs, hold_out, read_inputs
 
 # Every estimator with its default hyperparameters (the artifacts other tests train too).
 MODELS = [
@@ -255,3 +256,41 @@ def test_the_inference_function_serves_every_chosen_variant_without_scikit_learn
         assert status == 200, answer
         numeric = not isinstance(labels[0], str)  # iris answers its species by name
         assert answer["predictions"] == (pytest.approx(labels, rel=1e-6) if numeric else labels)
+
+
+@pytest.mark.parametrize("drift", [0.001, 1.0])
+def test_a_variant_is_quantized_only_when_its_fp32_graph_is_within_tolerance(
+    tmp_path: Path, drift: float
+) -> None:
+    """The search judges a pruned variant's fp32 graph first: one already outside tolerance
+    is refused without an int8 step; one within it goes through the int8 step. Either way a
+    variant's record holds the metrics of the file that would serve it."""
+    inputs, argv = _inputs("breast_cancer", "mlp", tmp_path)
+    hp = parse_args(argv)
+    schema = inputs.schema
+    estimator = make_estimator(schema.task, "mlp", hp.estimator, hp.seed, rows=len(inputs.X_train))
+    pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
+    held_out = hold_out(pipeline, inputs)
+    fp32_path = tmp_path / "search" / "model.fp32.onnx"
+    fp32_path.parent.mkdir()
+    onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
+    # Labels may all change and the metric may drop: only the drift decides.
+    step = Int8Step("weight", Tolerance(0.0, 1.0, drift), None, 0)
+    choice = choose_compression(
+        pipeline, fp32_path, held_out, schema, inputs.X_train, step, "size", hp.seed
+    )
+    pruned = [v for v in choice.record.variants if v.name != "original"]
+    assert pruned
+    for variant in pruned:
+        folder = fp32_path.parent / variant.name
+        int8_files = sorted(folder.glob("model.int8-*.onnx"))
+        if drift < 0.01:  # every pruned MLP moves some probability by more than 0.001
+            assert "probabilities drift" in variant.reason
+            assert not int8_files, variant.name
+            served = folder / fp32_path.name
+        else:
+            assert int8_files, variant.name
+            served = int8_files[0]
+        prediction = predict_onnx(session(served), held_out.feeds, schema.task)
+        assert variant.metrics == held_out.metrics(prediction), variant.name
+        assert variant.size_bytes == served.stat().st_size

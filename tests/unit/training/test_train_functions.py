@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from functions.inference import feed
-from onnxkit.contract.manifest import Parity
+from onnxkit.contract.manifest import Parity, RowIndependence
 from onnxkit.contract.metrics import METRIC_DEFINITIONS, metric_line, parse_metric_lines
 from onnxkit.contract.values import ValueProblem, ValueRule, parse_missing_tokens
 from training_jobs.data import (
@@ -31,6 +31,7 @@ from training_jobs.data import (
 )
 from training_jobs.decision import (
     Candidate,
+    Scored,
     Tolerance,
     judge,
     parity,
@@ -46,7 +47,7 @@ from training_jobs.estimators import (
     fit,
     make_estimator,
 )
-from training_jobs.evaluation import compute_metrics, predict_onnx, predict_sklearn
+from training_jobs.evaluation import Prediction, compute_metrics, predict_onnx, predict_sklearn
 from training_jobs.export import (
     dedupe_opsets,
     feeds_for,
@@ -208,16 +209,30 @@ def test_quantizing_leaves_the_root_logger_alone(tmp_path: Path) -> None:
 def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) -> None:
     path = tmp_path / "int8.onnx"
     path.write_bytes(b"x" * 100)
+    probe = RowIndependence(
+        rows=10,
+        extreme_rows=2,
+        max_abs_diff_alone=0.2,
+        max_abs_diff_extreme=0.0,
+        labels_changed=1,
+        bound=1e-6,
+        passed=False,
+    )
     candidate = Candidate(
         "weight",
         path,
         {"MatMul": 2},
-        metrics={"accuracy": 0.90},
-        parity=Parity(rows=10, label_agreement=0.9, max_abs_diff=0.5),
+        Scored(
+            prediction=Prediction(np.zeros(10), np.zeros((10, 2))),
+            metrics={"accuracy": 0.90},
+            parity=Parity(rows=10, label_agreement=0.9, max_abs_diff=0.5),
+            row_independence=probe,
+        ),
     )
     tolerance = Tolerance(0.995, 0.005, 0.1)
     problems = judge(candidate, {"accuracy": 0.95}, 100, "accuracy", tolerance, "classification")
-    assert len(problems) == 4, problems
+    # Not smaller, labels, drift, metric and the probe.
+    assert len(problems) == 5, problems
     assert judge(
         Candidate("weight", path, {}), {}, 100, "accuracy", tolerance, "classification"
     ) == ["no quantizable operators in the graph"]
