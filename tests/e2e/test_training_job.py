@@ -269,6 +269,9 @@ def test_validation_channel_and_several_train_files(tmp_path: Path) -> None:
     assert manifest.data.validation_source == "channel"
     assert (manifest.data.train_rows, manifest.data.validation_rows) == (450, len(body) - 450)
     assert set(manifest.data.files) == {"train/a.csv", "train/b.csv", "validation/v.csv"}
+    # Hashed while being read: each digest is its own file's.
+    for label, digest in manifest.data.files.items():
+        assert digest == sha256_file(tmp_path / "input" / "data" / label), label
     assert manifest.classes == [0, 1]
 
 
