@@ -33,7 +33,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ["read", "prepare", "fit", "evaluate", "convert", "parity", "quantize", "compress"]
+PHASES = [
+    "read", "prepare", "fit", "evaluate", "convert", "parity", "quantize", "compress",
+    "reference", "write",
+]  # fmt: skip
 _PHASE = re.compile(r"^\[phase\] (\w+) ([0-9.]+) s, peak ([0-9]+) MiB$")
 
 

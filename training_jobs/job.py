@@ -166,26 +166,27 @@ def run(hp: Hyperparameters) -> Manifest:
         artifact.write_background(
             artifact.background_sample(schema, inputs.X_train, hp.seed), model_dir
         )
-    manifest = artifact.build_manifest(
-        hyperparameters=hp,
-        schema=schema,
-        pipeline=pipeline,
-        model_dir=model_dir,
-        variants=variants,
-        baseline=baseline,
-        quantization=choice.quantization,
-        data=artifact.data_fingerprint(
-            inputs.train,
-            inputs.validation,
-            len(inputs.X_train),
-            len(inputs.X_valid),
-            schema.warnings,
-        ),
-        importance=importance,
-        compression=compression,
-    )
-    artifact.write(manifest, model_dir)
-    artifact.report(manifest, hp.output_data_dir)
+    with phase("write"):  # the manifest, evaluation.json and the metric lines
+        manifest = artifact.build_manifest(
+            hyperparameters=hp,
+            schema=schema,
+            pipeline=pipeline,
+            model_dir=model_dir,
+            variants=variants,
+            baseline=baseline,
+            quantization=choice.quantization,
+            data=artifact.data_fingerprint(
+                inputs.train,
+                inputs.validation,
+                len(inputs.X_train),
+                len(inputs.X_valid),
+                schema.warnings,
+            ),
+            importance=importance,
+            compression=compression,
+        )
+        artifact.write(manifest, model_dir)
+        artifact.report(manifest, hp.output_data_dir)
     return manifest
 
 
