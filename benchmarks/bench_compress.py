@@ -37,7 +37,7 @@ from training_jobs.decision import Int8Step, Tolerance, choose_compression, choo
 from training_jobs.estimators import build_pipeline, fit, make_estimator
 from training_jobs.export import session, to_onnx
 from training_jobs.hyperparameters import parse_args
-from training_jobs.job import calibration_feeds, hold_out, read_inputs
+from training_jobs.job import hold_out, read_inputs, training_rows
 
 DEFAULT = Tolerance(0.995, 0.005, 0.1)
 LOOSE = Tolerance(0.98, 0.005, 0.25)
@@ -69,14 +69,15 @@ def search(model: str, rows: int, extra: dict[str, str], scratch: Path, rounds: 
     estimator = make_estimator(schema.task, hp.model, hp.estimator, hp.seed)
     pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train, curve=False)
     fit_s = time.perf_counter() - started
-    held_out = hold_out(pipeline, inputs)
+    training = training_rows(hp, inputs)
+    held_out = hold_out(pipeline, inputs, training.extreme)
     original = scratch / "original" / FP32_FILE
     original.parent.mkdir()
     started = time.perf_counter()
     onnx.save(to_onnx(pipeline, schema, schema.task), original)
     convert_s = time.perf_counter() - started
     started = time.perf_counter()
-    calibration = calibration_feeds(hp, inputs)
+    calibration = training.calibration
     baseline = choose_int8(
         original, held_out, hp.quantization, DEFAULT, calibration, hp.latency_runs
     )
@@ -97,8 +98,8 @@ def search(model: str, rows: int, extra: dict[str, str], scratch: Path, rounds: 
         shutil.copy(original, copy)
         started = time.perf_counter()
         choice = choose_compression(
-            pipeline, copy, held_out, schema, inputs.X_train,
-            Int8Step(hp.quantization, tolerance, calibration, hp.latency_runs), "size", hp.seed,
+            pipeline, copy, held_out, schema, training.activations,
+            Int8Step(hp.quantization, tolerance, calibration, hp.latency_runs), "size",
         )  # fmt: skip
         search_s = time.perf_counter() - started
         record = choice.record

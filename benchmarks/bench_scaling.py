@@ -4,12 +4,14 @@ Writes a seeded binary classification table (50 float32 features, shortest-round
 about 550 bytes of CSV a row) once per size under --data, then runs train.py as SageMaker
 does (a subprocess, ``--name value`` arguments) for each estimator, and prints one markdown
 row per run from the job's ``[phase]`` log lines: seconds per step (read = CSV to columns
-and float32; prepare = schema, labels, hold-out; evaluate = scikit-learn's held-out answers,
-baseline and permutation importance; convert = skl2onnx; parity = the fp32 graph against
-scikit-learn; quantize = int8 with its own parity, with compression=none; compress = the search
-for a compressed variant, its int8 steps and parities included, with compression=auto),
-everything outside fit as a multiple of fit, and the process's peak resident memory (wait4's
-ru_maxrss) beside the data's float32 size.
+and float32; prepare = schema, labels, hold-out; summary = what later steps read of the
+training rows (their reference statistics, samples, the baseline), taken before the fit lets
+them go; evaluate = scikit-learn's held-out answers and permutation importance; convert =
+skl2onnx; parity = the fp32 graph against scikit-learn; quantize = int8 with its own parity,
+with compression=none; compress = the search for a compressed variant, its int8 steps and
+parities included, with compression=auto; reference = the served graph's held-out
+predictions for drift; write = the manifest), everything outside fit as a multiple of fit, and
+the process's peak resident memory (wait4's ru_maxrss) beside the data's float32 size.
 
 Each run happens once: on a shared machine the seconds are noisy (the load average is
 printed with each row); the ratios within a row are steadier than the absolute times.
@@ -34,7 +36,7 @@ import pyarrow.csv as pacsv
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = [
-    "read", "prepare", "fit", "evaluate", "convert", "parity", "quantize", "compress",
+    "read", "prepare", "summary", "fit", "evaluate", "convert", "parity", "quantize", "compress",
     "reference", "write",
 ]  # fmt: skip
 _PHASE = re.compile(r"^\[phase\] (\w+) ([0-9.]+) s, peak ([0-9]+) MiB$")
@@ -97,11 +99,13 @@ def train(path: Path, model: str) -> tuple[dict[str, tuple[float, int]], int, fl
     if status:
         tail = output.strip().splitlines()[-1:] or ["(no output)"]
         raise RuntimeError(f"train.py {model} on {path.name} failed: {tail[0]}")
-    phases = {}
+    phases: dict[str, tuple[float, int]] = {}
     for line in output.splitlines():
         match = _PHASE.match(line)
         if match:
-            phases[match[1]] = (float(match[2]), int(match[3]))
+            # A phase logged twice counts its seconds twice; the peak is the later one.
+            seconds = phases.get(match[1], (0.0, 0))[0] + float(match[2])
+            phases[match[1]] = (seconds, int(match[3]))
     return phases, usage.ru_maxrss, wall
 
 

@@ -36,9 +36,9 @@ import onnx
 from benchmarks.bench_compress import paired, synthetic
 from onnxkit.local.training import arguments
 from training_jobs.estimators import build_pipeline, fit, make_estimator
-from training_jobs.export import save_packed, session, to_onnx, tree_ensemble_v5
+from training_jobs.export import feeds_for, save_packed, session, to_onnx, tree_ensemble_v5
 from training_jobs.hyperparameters import parse_args
-from training_jobs.job import hold_out, read_inputs
+from training_jobs.job import read_inputs
 
 
 def one_leaf_per_node(encoded: onnx.ModelProto) -> onnx.ModelProto:
@@ -85,7 +85,7 @@ def main() -> None:
         pipeline = fit(
             build_pipeline(inputs.schema, estimator), inputs.X_train, inputs.y_train, curve=False
         )
-        feeds = hold_out(pipeline, inputs).feeds
+        feeds = feeds_for(inputs.X_valid, inputs.schema)
         original = to_onnx(pipeline, inputs.schema, inputs.schema.task)
         encoded, note = tree_ensemble_v5(original)
         if encoded is None:

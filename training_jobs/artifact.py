@@ -258,15 +258,9 @@ def library_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- reference
 
 
-def reference_statistics(
-    schema: Schema,
-    X_train: pd.DataFrame,
-    classes: list[Any],
-    predicted: np.ndarray,
-) -> Reference:
-    """What drift is measured against: each feature over the training rows as the graph reads
-    them (float32 numbers with NaN, categories with "" for missing), and the served graph's
-    predictions on the held-out rows (``predicted``: labels, or values)."""
+def feature_statistics(schema: Schema, X_train: pd.DataFrame) -> list[FeatureStats]:
+    """Each feature over the training rows as the graph reads them (float32 numbers with NaN,
+    categories with "" for missing): what drift is measured against."""
 
     def stats(column: str) -> FeatureStats:
         values = X_train[column]
@@ -277,8 +271,15 @@ def reference_statistics(
 
     # A column at a time on every core: numpy's partition and comparisons release the GIL.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as workers:
-        features = list(workers.map(stats, schema.features))
-    if schema.task == "classification":
+        return list(workers.map(stats, schema.features))
+
+
+def reference_statistics(
+    features: list[FeatureStats], task: str, classes: list[Any], predicted: np.ndarray
+) -> Reference:
+    """The training rows' ``features`` (:func:`feature_statistics`) and the served graph's
+    predictions on the held-out rows (``predicted``: labels, or values)."""
+    if task == "classification":
         predictions: Any = class_predictions(classes, predicted.ravel().tolist())
     else:
         predictions = value_predictions(np.asarray(predicted, dtype=np.float64).ravel())

@@ -12,6 +12,10 @@ column-major block the job feeds is itself column-major). Tables whose columns f
 group take scikit-learn's own path unchanged. The fitted objects are instances of the
 scikit-learn classes, so everything that reads them (skl2onnx, the manifest) sees the same
 attributes; ``training_jobs.export`` registers the same ONNX converters for them.
+
+:class:`ColumnwiseTransformer` is scikit-learn's ColumnTransformer handing a single dense
+output over as it is, where scikit-learn's ``np.hstack`` copies it: at the job's memory peak
+that copy sat beside the rows it was made from.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._mask import _get_mask
@@ -102,3 +107,16 @@ class ColumnwiseScaler(StandardScaler):
         # As partial_fit: one count when every column has the same (no missing values).
         self.n_samples_seen_ = seen[0] if np.ptp(seen) == 0 else seen
         return self
+
+
+class ColumnwiseTransformer(ColumnTransformer):
+    """ColumnTransformer whose one dense output is returned as it is: ``np.hstack`` of a single
+    array is a copy of it (0.8x the float32 data at 1M rows). ``_hstack`` is the hook
+    scikit-learn's docstring offers subclasses for how outputs are stacked."""
+
+    sparse_output_: bool
+
+    def _hstack(self, Xs: list[Any], *, n_samples: int) -> Any:
+        if len(Xs) == 1 and isinstance(Xs[0], np.ndarray) and not self.sparse_output_:
+            return Xs[0]
+        return super()._hstack(Xs, n_samples=n_samples)

@@ -550,10 +550,9 @@ def choose_compression(
     fp32_path: Path,
     held_out: HeldOut,
     schema: Schema,
-    X_train: pd.DataFrame,
+    activation_rows: pd.DataFrame,
     step: Int8Step,
     optimize_for: str,
-    seed: int,
 ) -> CompressionChoice:
     """Try smaller variants of the fitted model (``training_jobs.compress``), each through the
     int8 step, and serve the smallest (or fastest) whose served file stays within the int8
@@ -603,8 +602,7 @@ def choose_compression(
     elif kind == "boosting":
         attempt(compress.boosting_candidates(estimator))
     elif kind == "mlp":
-        rows = compress.activation_sample(X_train, seed)
-        transformed = pipeline[:-1].transform(rows)
+        transformed = pipeline[:-1].transform(activation_rows)
         dense = transformed.toarray() if hasattr(transformed, "toarray") else transformed
         for series in compress.mlp_candidates(estimator, np.asarray(dense)):
             attempt(series)

@@ -7,13 +7,13 @@ ONNX graph converted from it is the whole model.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -25,7 +25,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from training_jobs.columnwise import ColumnwiseImputer, ColumnwiseScaler
+from training_jobs.columnwise import ColumnwiseImputer, ColumnwiseScaler, ColumnwiseTransformer
 from training_jobs.curve import printed_curve
 from training_jobs.data import Schema
 from training_jobs.errors import TrainingError
@@ -150,10 +150,17 @@ def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
                 Pipeline(
                     [
                         # scikit-learn's own, fitted a few columns at a time (less memory,
-                        # same statistics): training_jobs.columnwise.
-                        ("impute", ColumnwiseImputer(strategy="median", keep_empty_features=True)),
-                        # copy=False: its input is always the imputer's new array (the
-                        # imputer copies), so scaling it in place changes nothing but memory.
+                        # same statistics): training_jobs.columnwise. copy=False: its input is
+                        # always the ColumnTransformer's selection of the columns, a new array
+                        # (a test checks the caller's rows are left as they were).
+                        (
+                            "impute",
+                            ColumnwiseImputer(
+                                strategy="median", keep_empty_features=True, copy=False
+                            ),
+                        ),
+                        # copy=False: its input is always the imputer's output, that same
+                        # new array, so scaling it in place changes nothing but memory.
                         ("scale", ColumnwiseScaler(copy=False)),
                     ]
                 ),
@@ -174,15 +181,28 @@ def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
             categories=categories, handle_unknown="ignore", sparse_output=not dense
         )
         transformers.append(("categorical", encoder, schema.categorical))
-    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
+    return Pipeline([("preprocess", ColumnwiseTransformer(transformers)), ("model", estimator)])
 
 
-def fit(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, *, curve: bool = True) -> Pipeline:
+def fit(
+    pipeline: Pipeline,
+    X: pd.DataFrame | Callable[[], pd.DataFrame],
+    y: np.ndarray,
+    *,
+    curve: bool = True,
+) -> Pipeline:
     """Fit, with convergence warnings logged rather than raised, and (``curve``) the learning
-    curve printed as it happens (``training_jobs.curve``)."""
-    watched = printed_curve(pipeline.named_steps["model"]) if curve else nullcontext()
+    curve printed as it happens (``training_jobs.curve``).
+
+    The steps are fitted as ``Pipeline.fit`` does (each transformer's ``fit_transform``, then
+    the model's ``fit`` on the result), so that ``X`` may be a function handing the rows over:
+    nothing then holds them once they are transformed, through the model's fit."""
+    rows = X if callable(X) else lambda: X
+    model = pipeline.steps[-1][1]
+    watched = printed_curve(model) if curve else nullcontext()
     with warnings.catch_warnings(), watched:
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*converge.*")
-        pipeline.fit(X, y)
+        transformed = pipeline[:-1].fit_transform(rows(), y)
+        model.fit(transformed, y)
     return pipeline

@@ -29,7 +29,8 @@ from onnxruntime.quantization import (
     QuantType,
     quantize_static,
 )
-from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx import convert_sklearn, update_registered_converter, update_registered_parser
+from skl2onnx._parse import _parse_sklearn_column_transformer
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from skl2onnx.operator_converters.imputer_op import convert_sklearn_imputer
 from skl2onnx.operator_converters.scaler_op import convert_sklearn_scaler
@@ -38,7 +39,7 @@ from skl2onnx.shape_calculators.scaler import calculate_sklearn_scaler_output_sh
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from training_jobs.columnwise import ColumnwiseImputer, ColumnwiseScaler
+from training_jobs.columnwise import ColumnwiseImputer, ColumnwiseScaler, ColumnwiseTransformer
 from training_jobs.data import Schema
 from training_jobs.errors import TrainingError
 
@@ -100,14 +101,17 @@ def to_onnx(pipeline: Pipeline, schema: Schema, task: str) -> onnx.ModelProto:
 
 @functools.cache  # once a process: skl2onnx's registry is global
 def register_columnwise() -> None:
-    """skl2onnx converts the columnwise imputer and scaler as the classes they extend (the
-    fitted attributes are the same; only how fit computes them differs)."""
+    """skl2onnx converts the columnwise imputer, scaler and transformer as the classes they
+    extend (the fitted attributes are the same; only how scikit-learn computes them differs)."""
     update_registered_converter(
         ColumnwiseImputer,
         "OnnxkitColumnwiseImputer",
         calculate_sklearn_imputer_output_shapes,
         convert_sklearn_imputer,
     )
+    # The transformer's parser is skl2onnx's for ColumnTransformer (it reads the same fitted
+    # attributes; only how the outputs are stacked in scikit-learn differs).
+    update_registered_parser(ColumnwiseTransformer, _parse_sklearn_column_transformer)
     update_registered_converter(
         ColumnwiseScaler,
         "OnnxkitColumnwiseScaler",

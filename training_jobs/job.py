@@ -20,11 +20,12 @@ import onnx
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from onnxkit.contract.background import Background
 from onnxkit.contract.layout import FP32_FILE, SERVING_FILE
 from onnxkit.contract.manifest import Manifest
-from onnxkit.contract.reference import Reference
+from onnxkit.contract.reference import FeatureStats, Reference
 from onnxkit.contract.values import ValueRule
-from training_jobs import artifact
+from training_jobs import artifact, compress
 from training_jobs.data import (
     Schema,
     available_memory,
@@ -60,7 +61,7 @@ from training_jobs.hyperparameters import Hyperparameters
 from training_jobs.table import Table, channel_files, csv_size, read_table
 
 
-@dataclass(frozen=True)
+@dataclass
 class Inputs:
     """The channels as read, their schema, and the rows split for training and hold-out."""
 
@@ -71,6 +72,39 @@ class Inputs:
     y_train: np.ndarray
     X_valid: pd.DataFrame
     y_valid: np.ndarray
+
+    def take_training_rows(self) -> pd.DataFrame:
+        """The training rows, which this object then no longer holds (``X_train`` is gone:
+        reading it raises AttributeError), so the fit can let them go."""
+        rows = self.X_train
+        del self.X_train
+        return rows
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """What the job reads of the training rows after the fit, taken before it: the model's fit
+    is the job's memory peak, and the rows (0.8 of the float32 data) are not held through it."""
+
+    count: int
+    extreme: dict[str, np.ndarray]  # the row-independence probe's rows far outside them
+    calibration: dict[str, np.ndarray] | None  # what QDQ calibrates with, when it may be tried
+    activations: pd.DataFrame  # the sample the MLP compression measures activations on
+    background: Background  # what /explain measures against
+    features: list[FeatureStats]  # what drift is measured against
+
+
+def training_rows(hp: Hyperparameters, inputs: Inputs) -> TrainingRows:
+    """Everything later steps read of ``inputs.X_train``."""
+    X_train, schema = inputs.X_train, inputs.schema
+    return TrainingRows(
+        count=len(X_train),
+        extreme=extreme_rows(X_train, schema),
+        calibration=calibration_feeds(hp, inputs),
+        activations=compress.activation_sample(X_train, hp.seed),
+        background=artifact.background_sample(schema, X_train, hp.seed),
+        features=artifact.feature_statistics(schema, X_train),
+    )
 
 
 @contextmanager
@@ -103,13 +137,15 @@ def run(hp: Hyperparameters) -> Manifest:
     estimator = make_estimator(
         schema.task, hp.model, hp.estimator, hp.seed, rows=len(inputs.X_train)
     )
-    with phase("fit"):
-        pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
-    with phase("evaluate"):
-        held_out = hold_out(pipeline, inputs)
+    with phase("summary"):  # what later steps read of the training rows, gone after the fit
+        rows = training_rows(hp, inputs)
         baseline = measure_baseline(
             schema.task, inputs.X_train, inputs.y_train, inputs.X_valid, inputs.y_valid
         )
+    with phase("fit"):
+        pipeline = fit(build_pipeline(schema, estimator), inputs.take_training_rows, inputs.y_train)
+    with phase("evaluate"):
+        held_out = hold_out(pipeline, inputs, rows.extreme)
         variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
         importance = measure_importance(
             pipeline, inputs.X_valid, inputs.y_valid, schema.task, hp.seed
@@ -136,18 +172,15 @@ def run(hp: Hyperparameters) -> Manifest:
                     held_out,
                     hp.quantization,
                     tolerance,
-                    calibration_feeds(hp, inputs),
+                    rows.calibration,
                     hp.latency_runs,
                 )
         else:
             with phase("compress"):  # each variant's conversion, int8 step and parity included
-                step = Int8Step(
-                    hp.quantization, tolerance, calibration_feeds(hp, inputs), hp.latency_runs
-                )
+                step = Int8Step(hp.quantization, tolerance, rows.calibration, hp.latency_runs)
                 compressed = choose_compression(
-                    pipeline, fp32_path, held_out, schema, inputs.X_train, step, hp.optimize_for,
-                    hp.seed,
-                )  # fmt: skip
+                    pipeline, fp32_path, held_out, schema, rows.activations, step, hp.optimize_for
+                )
                 fp32_path, choice, compression = (
                     compressed.fp32_path,
                     compressed.int8,
@@ -162,10 +195,8 @@ def run(hp: Hyperparameters) -> Manifest:
         refuse_unservable(choice, variants["fp32"])
         place_graphs(model_dir, fp32_path, choice.graph)
     with phase("reference"):
-        artifact.write_reference(reference_statistics(model_dir, inputs, held_out), model_dir)
-        artifact.write_background(
-            artifact.background_sample(schema, inputs.X_train, hp.seed), model_dir
-        )
+        artifact.write_reference(reference_statistics(model_dir, rows, held_out), model_dir)
+        artifact.write_background(rows.background, model_dir)
     with phase("write"):  # the manifest, evaluation.json and the metric lines
         manifest = artifact.build_manifest(
             hyperparameters=hp,
@@ -178,7 +209,7 @@ def run(hp: Hyperparameters) -> Manifest:
             data=artifact.data_fingerprint(
                 inputs.train,
                 inputs.validation,
-                len(inputs.X_train),
+                rows.count,
                 len(inputs.X_valid),
                 schema.warnings,
             ),
@@ -242,8 +273,8 @@ def _prepared(
     return Inputs(train, validation, schema, X_train, y_train, X_valid, y_valid)
 
 
-def hold_out(pipeline: Pipeline, inputs: Inputs) -> HeldOut:
-    """The held-out rows, scikit-learn's answers on them, and the probe's extreme rows."""
+def hold_out(pipeline: Pipeline, inputs: Inputs, extreme: dict[str, np.ndarray]) -> HeldOut:
+    """The held-out rows, scikit-learn's answers on them, and the probe's ``extreme`` rows."""
     schema = inputs.schema
     classes = list(pipeline.classes_) if schema.task == "classification" else []
     reference = predict_sklearn(pipeline, inputs.X_valid, schema.task)
@@ -253,7 +284,7 @@ def hold_out(pipeline: Pipeline, inputs: Inputs) -> HeldOut:
         y=inputs.y_valid,
         classes=classes,
         feeds=feeds_for(inputs.X_valid, schema),
-        extreme=extreme_rows(inputs.X_train, schema),
+        extreme=extreme,
         reference=reference,
         reference_metrics=compute_metrics(
             schema.task, inputs.y_valid, reference.labels, reference.probabilities, classes
@@ -261,12 +292,12 @@ def hold_out(pipeline: Pipeline, inputs: Inputs) -> HeldOut:
     )
 
 
-def reference_statistics(model_dir: Path, inputs: Inputs, held_out: HeldOut) -> Reference:
+def reference_statistics(model_dir: Path, rows: TrainingRows, held_out: HeldOut) -> Reference:
     """The training rows' statistics and the served graph's predictions on the held-out rows
     (the graph clients get answers from, so a capture compares like with like)."""
     predicted = predict_onnx(session(model_dir / SERVING_FILE), held_out.feeds, held_out.task)
     return artifact.reference_statistics(
-        inputs.schema, inputs.X_train, held_out.classes, predicted.labels
+        rows.features, held_out.task, held_out.classes, predicted.labels
     )
 
 

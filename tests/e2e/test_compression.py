@@ -25,7 +25,7 @@ from training_jobs.estimators import build_pipeline, fit, make_estimator
 from training_jobs.evaluation import compute_metrics, predict_onnx
 from training_jobs.export import feeds_for, quantize, session, to_onnx
 from training_jobs.hyperparameters import parse_args
-from training_jobs.job import Inputs, hold_out, read_inputs
+from training_jobs.job import Inputs, hold_out, read_inputs, training_rows
 
 # Every estimator with its default hyperparameters (the artifacts other tests train too).
 MODELS = [
@@ -270,14 +270,15 @@ def test_a_variant_is_quantized_only_when_its_fp32_graph_is_within_tolerance(
     schema = inputs.schema
     estimator = make_estimator(schema.task, "mlp", hp.estimator, hp.seed, rows=len(inputs.X_train))
     pipeline = fit(build_pipeline(schema, estimator), inputs.X_train, inputs.y_train)
-    held_out = hold_out(pipeline, inputs)
+    rows = training_rows(hp, inputs)
+    held_out = hold_out(pipeline, inputs, rows.extreme)
     fp32_path = tmp_path / "search" / "model.fp32.onnx"
     fp32_path.parent.mkdir()
     onnx.save(to_onnx(pipeline, schema, schema.task), fp32_path)
     # Labels may all change and the metric may drop: only the drift decides.
     step = Int8Step("weight", Tolerance(0.0, 1.0, drift), None, 0)
     choice = choose_compression(
-        pipeline, fp32_path, held_out, schema, inputs.X_train, step, "size", hp.seed
+        pipeline, fp32_path, held_out, schema, rows.activations, step, "size"
     )
     pruned = [v for v in choice.record.variants if v.name != "original"]
     assert pruned

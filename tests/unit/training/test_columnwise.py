@@ -1,18 +1,38 @@
 """The columnwise imputer and scaler fit the same statistics as scikit-learn's, bit for bit,
-with less memory (training_jobs/columnwise.py)."""
+with less memory, and the job's Pipeline copies no rows it need not (training_jobs/columnwise.py,
+training_jobs/estimators.py)."""
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
+import types
+import weakref
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from onnxkit.datasets import bundled
 from training_jobs import columnwise
-from training_jobs.columnwise import ColumnwiseImputer, ColumnwiseScaler, column_groups
+from training_jobs.columnwise import (
+    ColumnwiseImputer,
+    ColumnwiseScaler,
+    ColumnwiseTransformer,
+    column_groups,
+)
+from training_jobs.data import Schema
+from training_jobs.estimators import build_pipeline, fit
+from training_jobs.hyperparameters import parse_args
+from training_jobs.job import read_inputs
 
 
 def awkward(rows: int, columns: int, seed: int) -> np.ndarray:
@@ -105,3 +125,108 @@ def test_imputer_fit_by_groups_stays_small(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         tracemalloc.stop()
     assert peak < X.nbytes / 2
+
+
+# --- the job's Pipeline: no copy of the rows it need not make, the same model --------------
+
+
+def _table(rows: int, seed: int, categorical: bool) -> tuple[pd.DataFrame, np.ndarray, Schema]:
+    """Numeric columns with missing values (and a categorical one), a binary label."""
+    X = pd.DataFrame(awkward(rows, 7, seed)[:, [0, 1, 2, 5, 6]], columns=list("abcde"))
+    y = (np.nan_to_num(X["a"].to_numpy()) > 0).astype(np.int64)
+    numeric = list(X.columns)
+    if categorical:
+        X["colour"] = np.random.default_rng(seed).choice(["red", "blue", ""], size=rows)
+    kinds = (numeric, ["colour"] if categorical else [])
+    return X, y, Schema(*kinds, features=list(X.columns), task="classification")
+
+
+def _mlp() -> MLPClassifier:
+    return MLPClassifier(hidden_layer_sizes=(8,), max_iter=30, random_state=0)
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_the_pipeline_fits_and_predicts_without_changing_its_input(categorical: bool) -> None:
+    """The imputer and scaler work in place on the transformer's own selection of columns: the
+    caller's rows stay as they were, missing values included."""
+    X, y, schema = _table(300, seed=4, categorical=categorical)
+    before = X.copy()
+    pipeline = fit(build_pipeline(schema, _mlp()), X, y, curve=False)
+    pipeline.predict_proba(X)
+    pd.testing.assert_frame_equal(X, before)
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_the_pipeline_is_scikit_learns_column_transformer_bit_for_bit(categorical: bool) -> None:
+    X, y, schema = _table(300, seed=5, categorical=categorical)
+    ours = fit(build_pipeline(schema, _mlp()), X, y, curve=False)
+    preprocess = ours.named_steps["preprocess"]
+    assert isinstance(preprocess, ColumnwiseTransformer)
+    # The same steps inside scikit-learn's own ColumnTransformer, copying as it does.
+    theirs_steps = clone(preprocess).get_params()["transformers"]
+    theirs = Pipeline([("preprocess", ColumnTransformer(theirs_steps)), ("model", _mlp())]).fit(
+        X, y
+    )
+    ours_out, theirs_out = preprocess.transform(X), theirs.named_steps["preprocess"].transform(X)
+    if hasattr(ours_out, "toarray"):
+        ours_out, theirs_out = ours_out.toarray(), theirs_out.toarray()
+    assert ours_out.tobytes(order="A") == theirs_out.tobytes(order="A")
+    assert ours_out.flags.f_contiguous == theirs_out.flags.f_contiguous
+    for mine, reference in zip(
+        ours.named_steps["model"].coefs_, theirs.named_steps["model"].coefs_, strict=True
+    ):
+        assert mine.tobytes() == reference.tobytes()
+
+
+def test_one_dense_output_is_handed_over_without_a_copy() -> None:
+    X, y, schema = _table(300, seed=6, categorical=False)
+    preprocess = build_pipeline(schema, _mlp()).named_steps["preprocess"]
+    stacked = []
+    original = ColumnTransformer._hstack
+
+    def spy(self: ColumnTransformer, Xs: list[Any], *, n_samples: int) -> Any:
+        out = ColumnwiseTransformer._hstack(self, Xs, n_samples=n_samples)
+        stacked.append(out is Xs[0])
+        return out
+
+    assert original is not ColumnwiseTransformer._hstack
+    preprocess._hstack = types.MethodType(spy, preprocess)
+    preprocess.fit_transform(X, y)
+    assert stacked == [True]
+
+
+class _RowsGone(BaseEstimator, ClassifierMixin):
+    """A fake model that records whether the training rows were still alive when it fitted."""
+
+    def __init__(self, watched: weakref.ref[pd.DataFrame] | None = None) -> None:
+        self.watched = watched
+
+    def fit(self, X: Any, y: Any) -> _RowsGone:
+        gc.collect()
+        self.rows_alive_ = self.watched is not None and self.watched() is not None
+        self.classes_ = np.unique(y)
+        return self
+
+
+def test_fit_lets_handed_over_rows_go_before_the_model_fits() -> None:
+    X, y, schema = _table(300, seed=7, categorical=True)
+    holder = {"rows": X}
+    model = _RowsGone(weakref.ref(X))
+    del X
+    fit(build_pipeline(schema, model), lambda: holder.pop("rows"), y, curve=False)
+    assert model.rows_alive_ is False
+    # A frame passed as it is stays the caller's.
+    kept, _, _ = _table(300, seed=7, categorical=True)
+    model = _RowsGone(weakref.ref(kept))
+    fit(build_pipeline(schema, model), kept, y, curve=False)
+    assert model.rows_alive_ is True
+
+
+def test_inputs_hand_their_training_rows_over_once(tmp_path: Path) -> None:
+    data = bundled("breast_cancer")
+    argv = ["--target", data.target, "--train", str(data.path), "--model-dir", str(tmp_path)]
+    inputs = read_inputs(parse_args(argv))
+    rows = inputs.take_training_rows()
+    assert len(rows) == len(inputs.y_train)
+    with pytest.raises(AttributeError):
+        _ = inputs.X_train
