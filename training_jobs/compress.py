@@ -35,7 +35,7 @@ picks one within the int8 tolerance. The number of candidates is bounded (at mos
   scaled features, whose pre-activations spread over nearly every direction: 99% of their
   energy took 47 of 50 on the 512x512 benchmark), nor the output layer (out = 1 or the
   classes). On the bundled breast_cancer MLP (64,32 units) it factors the 64x32 matrix
-  (ranks 8, 4, 2: at most 1.3 K of its 4 K weights saved): rank 8 flips 2 of the 114 held-out
+  (ranks 8, 4, 2; at rank 8 its 2,048 weights become 768): rank 8 flips 2 of the 114 held-out
   labels, so the series stops there and what serves is unchanged (units-0.5). On the 512x512
   benchmark rank 64 (1/8) + int8 serves at 0.09x the fp32 size within the default tolerance.
 - Linear models: one weight per input column; nothing to prune.
