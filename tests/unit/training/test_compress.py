@@ -324,6 +324,42 @@ def test_the_low_rank_bottleneck_keeps_the_pre_activations_mean_and_best_directi
     assert energy == pytest.approx(np.sum(singular[:4] ** 2) / np.sum(singular**2))
 
 
+def test_weighted_directions_are_the_weighted_svd_and_a_unit_of_no_weight_stays_bounded() -> None:
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(3000, 10)) @ rng.normal(size=(10, 10))
+    weights, bias = rng.normal(size=(10, 16)), rng.normal(size=16)
+    importance = rng.uniform(0.1, 10.0, size=16)
+    first, second, _, _ = compress.low_rank(inputs, weights, bias, 3, importance)
+    # Where every unit weighs, the product is the D-weighted rank-3 projection.
+    scale = importance**compress.IMPORTANCE_POWER
+    centred = (inputs - inputs.mean(axis=0)) @ weights
+    top = np.linalg.svd(centred * scale, full_matrices=False)[2][:3].T
+    projection = (scale[:, None] * top) @ (top.T / scale[:, None].T)
+    np.testing.assert_allclose(first @ second, weights @ projection, atol=1e-8)
+    # A unit of importance 0 gets the least-squares fit from the 3 codes, not 1/0.
+    importance[5] = 0.0
+    first, second, _, _ = compress.low_rank(inputs, weights, bias, 3, importance)
+    assert np.all(np.isfinite(second))
+    codes = (inputs - inputs.mean(axis=0)) @ first
+    fitted = np.linalg.lstsq(codes, centred[:, 5], rcond=None)[0]
+    np.testing.assert_allclose(second[:, 5], fitted, rtol=1e-6, atol=1e-9)
+
+
+def test_unit_importance_is_the_mean_square_slope_times_the_outgoing_norm() -> None:
+    activated = np.array([[0.0, 2.0], [1.0, 0.0], [3.0, 4.0], [0.0, 0.5]])
+    outgoing = np.array([[1.0, 2.0], [0.0, 3.0]])
+    # ReLU: the slope is 1 where a unit is active (2 of 4 rows, then 3 of 4).
+    np.testing.assert_allclose(
+        compress.unit_importance(activated, outgoing, "relu"), [0.5 * 5.0, 0.75 * 9.0]
+    )
+    logistic = np.array([[0.5], [0.25]])
+    slope = logistic * (1 - logistic)
+    np.testing.assert_allclose(
+        compress.unit_importance(logistic, np.array([[2.0]]), "logistic"),
+        [np.mean(slope**2) * 4.0],
+    )
+
+
 def test_the_rank_series_factors_only_matrices_it_makes_smaller() -> None:
     mlp, X = _mlp((64, 32))
     series = compress.mlp_candidates(mlp, X)
