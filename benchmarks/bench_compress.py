@@ -164,7 +164,7 @@ def rank_variants(
 ) -> tuple[list[str], dict[str, Path]]:
     """Every variant of the low-rank series through the int8 step (default tolerance), with
     its scikit-learn answers before int8 and those without the refit; table rows and the
-    served files."""  # fmt: skip
+    served files."""
     mlp = pipeline.steps[-1][1]
     rows = compress.activation_sample(inputs.X_train, seed)
     sample = np.asarray(pipeline[:-1].transform(rows), dtype=np.float64)
