@@ -5,7 +5,11 @@ Uses the job's own steps (read, fit, hold out, convert, ``choose_compression``) 
 table (scikit-learn's ``make_classification``: 50 features, 10 informative, seed 0), fits each
 model once and runs the search three times: with the job's default tolerance (the int8 one),
 with a looser label agreement and probability drift (0.98, 0.25), and with the metric drop
-alone (0.5 points, the goal's criterion). Then the served
+alone (0.5 points, the goal's criterion). For the MLP, every variant of the low-rank series
+(``compress.rank_series``, the whole series, not stopped at a refusal) also goes through the
+int8 step at the default tolerance: size, agreement, largest and 99th-percentile probability
+drift against scikit-learn's answers on the held-out rows, the same before int8, and before
+int8 without the refit of the next layer. Then the served
 files and the uncompressed one are loaded and called in interleaved, order-flipping rounds;
 the table gives the median per-round ratio to the uncompressed file and its range. One thread
 per session (as the job measures). Usage:
@@ -16,12 +20,14 @@ per session (as the job measures). Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,14 +36,23 @@ import numpy as np
 import onnx
 import pandas as pd
 from sklearn.datasets import make_classification
+from sklearn.pipeline import Pipeline
 
 from onnxkit.contract.layout import FP32_FILE
 from onnxkit.local.training import arguments
-from training_jobs.decision import Int8Step, Tolerance, choose_compression, choose_int8
+from training_jobs import compress
+from training_jobs.decision import (
+    HeldOut,
+    Int8Step,
+    Tolerance,
+    choose_compression,
+    choose_int8,
+)
 from training_jobs.estimators import build_pipeline, fit, make_estimator
+from training_jobs.evaluation import Prediction, predict_onnx
 from training_jobs.export import session, to_onnx
 from training_jobs.hyperparameters import parse_args
-from training_jobs.job import hold_out, read_inputs, training_rows
+from training_jobs.job import Inputs, hold_out, read_inputs, training_rows
 
 DEFAULT = Tolerance(0.995, 0.005, 0.1)
 LOOSE = Tolerance(0.98, 0.005, 0.25)
@@ -124,7 +139,74 @@ def search(model: str, rows: int, extra: dict[str, str], scratch: Path, rounds: 
             f"{drop * 100:+.2f} pt | {chosen.parity.label_agreement:.4f} | "
             f"{chosen.parity.max_abs_diff:.3f} |"
         )
+    if model == "mlp":
+        step = Int8Step(hp.quantization, DEFAULT, calibration, hp.latency_runs)
+        ranks, files = rank_variants(pipeline, held_out, inputs, hp.seed, scratch, step)
+        lines += ranks
+        served.update(files)
     return [*lines, "", *paired(served, held_out.feeds, model, rounds)]
+
+
+def drifts(reference: Prediction, probabilities: np.ndarray) -> tuple[float, float, float]:
+    """Label agreement, largest and 99th-percentile probability drift against ``reference``."""
+    assert reference.probabilities is not None
+    drift = np.max(np.abs(probabilities - reference.probabilities), axis=1)
+    agreement = np.argmax(probabilities, axis=1) == np.argmax(reference.probabilities, axis=1)
+    return float(np.mean(agreement)), float(drift.max()), float(np.quantile(drift, 0.99))
+
+
+def rank_variants(
+    pipeline: Pipeline,
+    held_out: HeldOut,
+    inputs: Inputs,
+    seed: int,
+    scratch: Path,
+    step: Int8Step,
+) -> tuple[list[str], dict[str, Path]]:
+    """Every variant of the low-rank series through the int8 step (default tolerance), with
+    its scikit-learn answers before int8 and those without the refit; table rows and the
+    served files."""
+    mlp = pipeline.steps[-1][1]
+    rows = compress.activation_sample(inputs.X_train, seed)
+    sample = np.asarray(pipeline[:-1].transform(rows), dtype=np.float64)
+    X_held = pipeline[:-1].transform(held_out.rows)
+    fp32_size = (scratch / "original" / FP32_FILE).stat().st_size
+    lines, files = [], {}
+    for candidate in compress.rank_series(mlp, sample):
+        smaller = Pipeline([*pipeline.steps[:-1], ("model", candidate.estimator)])
+        path = scratch / f"bench-{candidate.name}" / FP32_FILE
+        path.parent.mkdir()
+        graph = to_onnx(smaller, inputs.schema, inputs.schema.task)
+        onnx.save(compress.factorized(graph, candidate.factors), path)
+        int8 = choose_int8(path, held_out, step.mode, step.tolerance, step.calibration, 0)
+        file = int8.graph or path
+        answers = predict_onnx(session(file), held_out.feeds, held_out.task).probabilities
+        assert answers is not None
+        agreement, drift, p99 = drifts(held_out.reference, answers)
+        before = drifts(held_out.reference, candidate.estimator.predict_proba(X_held))
+        unrefit = drifts(held_out.reference, without_refit(mlp, candidate).predict_proba(X_held))
+        verdict = "within" if int8.graph is not None else f"refused: {int8.quantization.reason}"
+        lines.append(
+            f"| {candidate.name} | {', '.join(f'{f.first.shape[1]}' for f in candidate.factors)} "
+            f"| {file.stat().st_size:,} | {file.stat().st_size / fp32_size:.3f} | {agreement:.4f} "
+            f"| {drift:.3f} | {p99:.3f} | {before[0]:.4f}, {before[1]:.3f}, {before[2]:.3f} "
+            f"| {unrefit[0]:.4f}, {unrefit[1]:.3f}, {unrefit[2]:.3f} | {verdict[:120]} |"
+        )  # fmt: skip
+        files[f"{candidate.name} (whole series, int8 step)"] = file
+    return lines, files
+
+
+def without_refit(mlp: Any, candidate: compress.Shrunk) -> Any:
+    """The candidate with the layer after each factored one as fitted (the refit undone):
+    exactly the bottleneck alone where one layer is factored, as in the 512,512 network."""
+    plain = copy.copy(candidate.estimator)
+    plain.coefs_ = list(plain.coefs_)
+    plain.intercepts_ = list(plain.intercepts_)
+    for layer, weights in enumerate(plain.coefs_[:-1]):
+        if any(np.array_equal(weights, f.product) for f in candidate.factors):
+            plain.coefs_[layer + 1] = mlp.coefs_[layer + 1]
+            plain.intercepts_[layer + 1] = mlp.intercepts_[layer + 1]
+    return plain
 
 
 def paired(
@@ -193,11 +275,23 @@ def main() -> None:
     for table in tables:
         print("\n".join(line for line in table if line.startswith("| ") and " pt |" in line))
     print()
+    print("| variant | rank | bytes | size / fp32 | agreement | max drift | p99 drift "
+          "| before int8 (agreement, max, p99) | no refit, before int8 | int8 step |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for table in tables:
+        print("\n".join(line for line in table if line.startswith("| rank-")))
+    print()
     print("| model | file | bytes | size / first | load ms | load / first | 1,000 rows ms "
           "| 1,000 rows / first |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for table in tables:
-        print("\n".join(line for line in table if line.startswith("| ") and " pt |" not in line))
+        print(
+            "\n".join(
+                line
+                for line in table
+                if line.startswith("| ") and " pt |" not in line and not line.startswith("| rank-")
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -581,7 +581,8 @@ def choose_compression(
             # A folder per variant: the int8 step writes its graphs beside the fp32 one.
             path = fp32_path.parent / candidate.name / fp32_path.name
             path.parent.mkdir()
-            onnx.save(to_onnx(smaller, schema, schema.task), path)
+            graph = compress.factorized(to_onnx(smaller, schema, schema.task), candidate.factors)
+            onnx.save(graph, path)
             result = _try(
                 candidate.name, candidate.description, smaller, path, held_out, step, gate=True
             )

@@ -144,8 +144,8 @@ def test_variants_outside_tolerance_are_recorded_and_not_chosen(
     assert compression.reason == "no smaller variant stayed within tolerance"
     refused = [v for v in compression.variants if not v.chosen]
     assert refused and all("probabilities drift by up to" in v.reason for v in refused)
-    # Each series stops at its first refusal: one pruned variant of each measured, not five.
-    assert [v.name for v in refused] == ["last-0.5", "units-0.75"]
+    # Each series stops at its first refusal: one variant of each measured, not eight.
+    assert [v.name for v in refused] == ["last-0.5", "units-0.75", "rank-0.25"]
     assert manifest.serving.variant == "fp32"
 
 

@@ -85,8 +85,9 @@ def test_mlp_pruning_removes_hidden_units_and_keeps_the_answers() -> None:
     assert names == [
         [("last-0.5", (64, 16)), ("last-0.35", (64, 12))],
         [("units-0.75", (48, 24)), ("units-0.5", (32, 16)), ("units-0.35", (23, 12))],
+        [("rank-0.25", (64, 32)), ("rank-0.125", (64, 32)), ("rank-0.0625", (64, 32))],
     ]
-    assert sum(map(len, names)) + 1 <= compress.MAX_CANDIDATES
+    assert sum(map(len, names)) <= compress.MAX_CANDIDATES  # the original not counted
     three_quarters = compress.mlp_pruned(mlp, (0.75, 0.75), X)
     # Smaller matrices, not zeros: every weight matrix lost rows or columns.
     shapes = [w.shape for w in three_quarters.coefs_]
@@ -102,7 +103,8 @@ def test_a_one_layer_mlp_is_not_pruned_twice_the_same_way() -> None:
     mlp, X = _mlp((40,))
     series = compress.mlp_candidates(mlp, X)
     sizes = [[c.estimator.hidden_layer_sizes for c in s] for s in series]
-    assert sizes == [[(20,), (14,)], [(30,)]]  # units-0.5 and -0.35 are last-0.5 and -0.35
+    # units-0.5 and -0.35 are last-0.5 and -0.35; no hidden-to-hidden matrix to factor.
+    assert sizes == [[(20,), (14,)], [(30,)], []]
 
 
 def test_a_regression_mlp_is_pruned_to_its_own_outputs() -> None:
@@ -240,3 +242,165 @@ def test_the_every_layer_series_keeps_the_units_of_largest_contribution() -> Non
     hidden = compress.hidden_activations(mlp, X)
     expected = compress.largest_contributions(hidden[0], mlp.coefs_[1], 48)
     np.testing.assert_array_equal(first.estimator.coefs_[0], mlp.coefs_[0][:, expected])
+
+
+# --------------------------------------------------------------------------- low rank
+
+
+def _float32_probabilities(
+    X: np.ndarray, mlp: MLPClassifier, factors: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """The binary MLP's positive-class probability in float32, each layer of ``factors``
+    computed as ``(values @ first) @ second``: the numpy model of the factorized graph."""
+    values = X.astype(np.float32)
+    last = len(mlp.coefs_) - 1
+    for layer, (weights, bias) in enumerate(zip(mlp.coefs_, mlp.intercepts_, strict=True)):
+        if layer in factors:
+            first, second = factors[layer]
+            values = (values @ first.astype(np.float32)) @ second.astype(np.float32)
+        else:
+            values = values @ weights.astype(np.float32)
+        values = values + bias.astype(np.float32)
+        if layer < last:
+            values = np.maximum(values, 0)
+    return (1 / (1 + np.exp(-values))).ravel()
+
+
+def test_the_factorized_graph_answers_as_the_numpy_model_of_its_factors() -> None:
+    mlp, X = _mlp((64, 32))
+    candidate = next(compress.rank_series(mlp, X))
+    assert candidate.name == "rank-0.25"
+    assert candidate.description.startswith("rank 8 of layer 1 (64x32, ")
+    (factor,) = candidate.factors
+    assert factor.first.shape == (64, 8) and factor.second.shape == (8, 32)
+    original = convert(candidate.estimator, X.shape[1])
+    graph = compress.factorized(convert(candidate.estimator, X.shape[1]), candidate.factors)
+    # One MatMul more, and the 64x32 matrix is stored as 64x8 and 8x32.
+    shapes = sorted(tuple(init.dims) for init in graph.graph.initializer if len(init.dims) == 2)
+    assert shapes == [(1, 1), (1, 32), (1, 64), (8, 32), (8, 64), (32, 1), (64, 8)]
+    matmuls = [n for n in graph.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == 1 + sum(n.op_type == "MatMul" for n in original.graph.node)
+    assert len(graph.SerializeToString()) < len(original.SerializeToString()) - 4 * 1000
+    labels, probabilities = _run(graph, X)
+    expected = _float32_probabilities(X, candidate.estimator, {1: (factor.first, factor.second)})
+    np.testing.assert_allclose(probabilities[:, 1], expected, rtol=1e-5, atol=1e-6)
+    # The estimator holds the product: scikit-learn answers as the graph does.
+    np.testing.assert_allclose(
+        probabilities, candidate.estimator.predict_proba(X), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_array_equal(labels.ravel(), candidate.estimator.predict(X))
+
+
+def test_a_full_rank_factorization_answers_as_the_original_graph() -> None:
+    mlp, X = _mlp((24, 16))
+    hidden = compress.hidden_activations(mlp, X)
+    first, second, bias, energy = compress.low_rank(
+        hidden[0], mlp.coefs_[1], mlp.intercepts_[1], 16
+    )
+    assert energy == pytest.approx(1.0)
+    np.testing.assert_allclose(bias, mlp.intercepts_[1], atol=1e-9)
+    same = compress.copy.copy(mlp)
+    same.coefs_ = [mlp.coefs_[0], first @ second, mlp.coefs_[2]]
+    same.intercepts_ = [mlp.intercepts_[0], bias, mlp.intercepts_[2]]
+    factor = compress.Factor(same.coefs_[1], first, second)
+    graph = compress.factorized(convert(same, X.shape[1]), [factor])
+    assert sum(n.op_type == "MatMul" for n in graph.graph.node) == 4
+    before, after = _run(convert(mlp, X.shape[1]), X), _run(graph, X)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_allclose(before[1], after[1], rtol=1e-5, atol=1e-6)
+
+
+def test_the_low_rank_bottleneck_keeps_the_pre_activations_mean_and_best_directions() -> None:
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(2000, 12)) @ rng.normal(size=(12, 12)) + 3.0
+    weights, bias = rng.normal(size=(12, 20)), rng.normal(size=20)
+    first, second, new_bias, energy = compress.low_rank(inputs, weights, bias, 4)
+    exact = inputs @ weights + bias
+    approx = inputs @ first @ second + new_bias
+    np.testing.assert_allclose(approx.mean(axis=0), exact.mean(axis=0), atol=1e-9)
+    # Eckart-Young: the error left is the energy of the directions dropped.
+    singular = np.linalg.svd(exact - exact.mean(axis=0), compute_uv=False)
+    np.testing.assert_allclose(np.sum((exact - approx) ** 2), np.sum(singular[4:] ** 2), rtol=1e-8)
+    assert energy == pytest.approx(np.sum(singular[:4] ** 2) / np.sum(singular**2))
+
+
+def test_weighted_directions_are_the_weighted_svd_and_a_unit_of_no_weight_stays_bounded() -> None:
+    rng = np.random.default_rng(1)
+    inputs = rng.normal(size=(3000, 10)) @ rng.normal(size=(10, 10))
+    weights, bias = rng.normal(size=(10, 16)), rng.normal(size=16)
+    importance = rng.uniform(0.1, 10.0, size=16)
+    first, second, _, _ = compress.low_rank(inputs, weights, bias, 3, importance)
+    # Where every unit weighs, the product is the D-weighted rank-3 projection.
+    scale = importance**compress.IMPORTANCE_POWER
+    centred = (inputs - inputs.mean(axis=0)) @ weights
+    top = np.linalg.svd(centred * scale, full_matrices=False)[2][:3].T
+    projection = (scale[:, None] * top) @ (top.T / scale[:, None].T)
+    np.testing.assert_allclose(first @ second, weights @ projection, atol=1e-8)
+    # A unit of importance 0 gets the least-squares fit from the 3 codes, not 1/0.
+    importance[5] = 0.0
+    first, second, _, _ = compress.low_rank(inputs, weights, bias, 3, importance)
+    assert np.all(np.isfinite(second))
+    codes = (inputs - inputs.mean(axis=0)) @ first
+    fitted = np.linalg.lstsq(codes, centred[:, 5], rcond=None)[0]
+    np.testing.assert_allclose(second[:, 5], fitted, rtol=1e-6, atol=1e-9)
+
+
+def test_unit_importance_is_the_mean_square_slope_times_the_outgoing_norm() -> None:
+    activated = np.array([[0.0, 2.0], [1.0, 0.0], [3.0, 4.0], [0.0, 0.5]])
+    outgoing = np.array([[1.0, 2.0], [0.0, 3.0]])
+    # ReLU: the slope is 1 where a unit is active (2 of 4 rows, then 3 of 4).
+    np.testing.assert_allclose(
+        compress.unit_importance(activated, outgoing, "relu"), [0.5 * 5.0, 0.75 * 9.0]
+    )
+    logistic = np.array([[0.5], [0.25]])
+    slope = logistic * (1 - logistic)
+    np.testing.assert_allclose(
+        compress.unit_importance(logistic, np.array([[2.0]]), "logistic"),
+        [np.mean(slope**2) * 4.0],
+    )
+
+
+def test_the_rank_series_factors_only_matrices_it_makes_smaller() -> None:
+    mlp, X = _mlp((64, 32))
+    series = compress.mlp_candidates(mlp, X)
+    ranks = [(c.name, [f.first.shape[1] for f in c.factors]) for c in series[2]]
+    assert ranks == [("rank-0.25", [8]), ("rank-0.125", [4]), ("rank-0.0625", [2])]
+    # The hidden-to-hidden matrices 10x12, 12x4 and 4x6; the input and output ones never.
+    deep, X = _mlp((10, 12, 4, 6))
+    assert compress.factored_ranks(deep, 0.25) == {1: 3, 2: 1, 3: 1}
+    # At 3/4: 10x12 at rank 8 is 176 weights for 120, 12x4 at 3 is 48 for 48, 4x6 at 3 30 for 24.
+    assert compress.factored_ranks(deep, 0.75) == {}
+    candidate = next(compress.rank_series(deep, X))
+    assert [f.first.shape for f in candidate.factors] == [(10, 3), (12, 1), (4, 1)]
+    assert "rank 3 of layer 1 (10x12, " in candidate.description
+    assert "rank 1 of layer 3 (4x6, " in candidate.description
+    graph = compress.factorized(convert(candidate.estimator, X.shape[1]), candidate.factors)
+    _, probabilities = _run(graph, X)
+    np.testing.assert_allclose(
+        probabilities, candidate.estimator.predict_proba(X), rtol=1e-5, atol=1e-5
+    )
+    # Rank 1 of 10x4 and of 4x6 at every fraction: one candidate, not three.
+    narrow, X = _mlp((10, 4, 6))
+    assert [c.name for c in compress.rank_series(narrow, X)] == ["rank-0.25"]
+    one_layer, X = _mlp((40,))  # no hidden-to-hidden matrix
+    assert list(compress.rank_series(one_layer, X)) == []
+
+
+def test_the_rank_series_factors_a_candidate_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mlp, X = _mlp((64, 32))
+    made = []
+    real = compress.mlp_factored
+    monkeypatch.setattr(compress, "mlp_factored", lambda *args: made.append(args[1]) or real(*args))
+    series = compress.rank_series(mlp, X)
+    assert made == []
+    next(series)
+    assert made == [{1: 8}]
+
+
+def test_a_factor_missing_from_the_graph_is_an_error() -> None:
+    mlp, X = _mlp((24, 16))
+    candidate = next(compress.rank_series(mlp, X))
+    with pytest.raises(ValueError, match="1 factored weight matrices are in no MatMul"):
+        compress.factorized(convert(mlp, X.shape[1]), candidate.factors)
