@@ -322,9 +322,9 @@ def sklearn_report(pipeline: Pipeline, held_out: HeldOut, latency_runs: int) -> 
     )
 
 
-def score(path: Path, held_out: HeldOut, sess: ort.InferenceSession | None = None) -> Scored:
+def score(path: Path, held_out: HeldOut) -> Scored:
     """A graph's predictions on the held-out rows, their metrics and parity, and the probe."""
-    prediction = predict_onnx(sess or session(path), held_out.feeds, held_out.task)
+    prediction = predict_onnx(session(path, many_rows=True), held_out.feeds, held_out.task)
     return Scored(
         prediction=prediction,
         metrics=held_out.metrics(prediction),
@@ -345,7 +345,7 @@ def fp32_report(
     """Metrics, size, parity, latency and the probe of the fp32 graph (``scored``: what is
     already known of the same file)."""
     fp32_session = session(path)
-    scored = scored or score(path, held_out, fp32_session)
+    scored = scored or score(path, held_out)
     return make_variant_report(
         metrics=scored.metrics,
         size_bytes=path.stat().st_size,

@@ -295,7 +295,8 @@ def hold_out(pipeline: Pipeline, inputs: Inputs, extreme: dict[str, np.ndarray])
 def reference_statistics(model_dir: Path, rows: TrainingRows, held_out: HeldOut) -> Reference:
     """The training rows' statistics and the served graph's predictions on the held-out rows
     (the graph clients get answers from, so a capture compares like with like)."""
-    predicted = predict_onnx(session(model_dir / SERVING_FILE), held_out.feeds, held_out.task)
+    served = session(model_dir / SERVING_FILE, many_rows=True)
+    predicted = predict_onnx(served, held_out.feeds, held_out.task)
     return artifact.reference_statistics(
         rows.features, held_out.task, held_out.classes, predicted.labels
     )

@@ -189,6 +189,17 @@ def test_duplicate_default_opset_breaks_quantization_until_deduplicated(tmp_path
     assert operators == {"MatMul": 1}
 
 
+def test_a_session_for_many_rows_answers_alike_without_the_arena(tmp_path: Path) -> None:
+    model = matmul_model(duplicate_default_opset=False)
+    model.ir_version = 9  # what onnxruntime reads (onnx writes its newest by default)
+    onnx.save(model, tmp_path / "m.onnx")
+    x = np.random.default_rng(1).normal(size=(5000, 64)).astype(np.float32)
+    served, many = session(tmp_path / "m.onnx"), session(tmp_path / "m.onnx", many_rows=True)
+    assert served.get_session_options().enable_cpu_mem_arena
+    assert not many.get_session_options().enable_cpu_mem_arena
+    assert served.run(None, {"x": x})[0].tobytes() == many.run(None, {"x": x})[0].tobytes()
+
+
 def test_quantizing_leaves_the_root_logger_alone(tmp_path: Path) -> None:
     # Only the job's entry point (train.main) configures logging; its modules never do.
     model = matmul_model(duplicate_default_opset=False)
