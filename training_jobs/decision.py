@@ -487,7 +487,6 @@ class Tried:
     fp32_path: Path
     int8: Int8Choice
     scored: Scored | None = None  # the served file's
-    fp32_scored: Scored | None = None  # the fp32 graph's, when it was scored
     record: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -495,6 +494,11 @@ class Tried:
     def served(self) -> Path:
         """The file that would serve: the int8 graph when the int8 step chose one."""
         return self.int8.graph or self.fp32_path
+
+    @property
+    def fp32_scored(self) -> Scored | None:
+        """The fp32 graph's scores, when it is the file that would serve (else not taken)."""
+        return self.scored if self.int8.graph is None else None
 
 
 @dataclass(frozen=True)
@@ -656,7 +660,6 @@ def _try(
         tried.description += f", then {int8.quantization.method} int8"
     # Each file is scored once: the int8 step has scored the graph it chose.
     tried.scored = int8.scored or score(fp32_path, held_out)
-    tried.fp32_scored = tried.scored if int8.graph is None else None
     tried.record = measure_served(tried.served, held_out, step.latency_runs, tried.scored)
     tried.problems = scored_problems(
         tried.scored,
