@@ -18,8 +18,9 @@ by pandas' reader, the job's reader before this one, whose result or error stand
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ BLOCK_SIZE = 1 << 20
 # Bytes of cells (Arrow's nbytes) the column kinds are decided on: the first file's first
 # blocks together, ~20k rows of 50 numeric columns.
 SAMPLE_SIZE = 16 << 20
+# Blocks are written a group of this many bytes of cells at a time (fewer, larger calls of
+# the value rule), and at most IN_FLIGHT groups are being written while pyarrow parses on.
+GROUP_BYTES = 8 << 20
+IN_FLIGHT = 2
 
 
 @dataclass
@@ -247,41 +252,62 @@ class _Reading:
         self.sources: list[tuple[str, int, int]] = []
 
     def run(self, paths: list[Path], labels: list[str], name: str, rule: ValueRule) -> set[str]:
-        """Read every file; returns the numeric columns found not to be (after the sample)."""
+        """Read every file; returns the numeric columns found not to be (after the sample).
+
+        pyarrow parses the next blocks (on this thread) while the workers write the last
+        ones' numbers: at most ``IN_FLIGHT`` groups of blocks are being written at once."""
         dropped: set[str] = set()
+        in_flight: deque[list[Future[str | None]]] = deque()
+
+        def settle(keep: int) -> None:
+            while len(in_flight) > keep:
+                dropped.update(c for c in (f.result() for f in in_flight.popleft()) if c)
+
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as workers:
-            for path, label in zip(paths, labels, strict=True):
-                start = self.rows
-                pending: list[pa.RecordBatch] = []  # the sample's blocks, until it is full
-                pending_bytes = 0
-                for batch in self._batches(path, name, label):
-                    if not batch.num_rows:
-                        continue
-                    if not self.sampled:
-                        pending.append(batch)
-                        pending_bytes += batch.nbytes
-                        if pending_bytes >= SAMPLE_SIZE:
-                            self._sample(pa.concat_batches(pending), rule, workers)
-                            pending.clear()  # not held through the rest of the file
-                        continue
-                    self._reserve(self.rows + batch.num_rows, batch)
-
-                    def write(index: int, batch: pa.RecordBatch = batch) -> str | None:
-                        column = self.numeric[index]
-                        if column in dropped:
-                            return None
-                        values = clean_numbers(batch[column], rule)
-                        if values is None:
-                            return column
-                        self.block[index, self.rows : self.rows + batch.num_rows] = values
-                        return None
-
-                    dropped.update(c for c in workers.map(write, range(len(self.numeric))) if c)
-                    self._keep_texts(batch)
-                if not self.sampled and pending:  # a first file smaller than the sample
-                    self._sample(pa.concat_batches(pending), rule, workers)
-                self.sources.append((label, start, self.rows - start))
+            try:
+                for path, label in zip(paths, labels, strict=True):
+                    start = self.rows
+                    pending: list[pa.RecordBatch] = []  # the sample's blocks, until it is full
+                    pending_bytes = 0
+                    for batch in _grouped(self._batches(path, name, label), GROUP_BYTES):
+                        if not self.sampled:
+                            pending.append(batch)
+                            pending_bytes += batch.nbytes
+                            if pending_bytes >= SAMPLE_SIZE:
+                                self._sample(pa.concat_batches(pending), rule, workers)
+                                pending.clear()  # not held through the rest of the file
+                            continue
+                        if self.rows + batch.num_rows > self.block.shape[1]:
+                            settle(0)  # the block may move: nothing may write into it now
+                            self._reserve(self.rows + batch.num_rows, batch)
+                        in_flight.append(
+                            [
+                                workers.submit(self._write, index, batch, self.rows, rule, dropped)
+                                for index in range(len(self.numeric))
+                            ]
+                        )
+                        self._keep_texts(batch)
+                        settle(IN_FLIGHT)
+                    if not self.sampled and pending:  # a first file smaller than the sample
+                        self._sample(pa.concat_batches(pending), rule, workers)
+                    self.sources.append((label, start, self.rows - start))
+            finally:
+                settle(0)
         return dropped
+
+    def _write(
+        self, index: int, batch: pa.RecordBatch, row: int, rule: ValueRule, dropped: set[str]
+    ) -> str | None:
+        """A block's numbers of column ``index`` from ``row`` on; the column's name when a cell
+        is not a number."""
+        column = self.numeric[index]
+        if column in dropped:  # already known (a read set is not changed while it is read)
+            return None
+        values = clean_numbers(batch[column], rule)
+        if values is None:
+            return column
+        self.block[index, row : row + batch.num_rows] = values
+        return None
 
     def _sample(self, batch: pa.RecordBatch, rule: ValueRule, workers: ThreadPoolExecutor) -> None:
         """The first blocks (``batch``, SAMPLE_SIZE of cells together) decide which columns
@@ -345,6 +371,22 @@ class _Reading:
         cells = {c: pa.chunked_array(self.chunks[c], type=pa.string()) for c in self.text}
         sources = self.sources if len(self.sources) > 1 else []
         return Table(list(self.header), rows, numbers, cells, block, sources=sources)
+
+
+def _grouped(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Consecutive non-empty blocks joined until they hold ``size`` bytes of cells."""
+    group: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        group.append(batch)
+        held += batch.nbytes
+        if held >= size:
+            yield pa.concat_batches(group) if len(group) > 1 else group[0]
+            group, held = [], 0
+    if group:
+        yield pa.concat_batches(group) if len(group) > 1 else group[0]
 
 
 def _pandas_table(paths: list[Path], labels: list[str], name: str) -> Table:

@@ -244,15 +244,51 @@ def test_generated_tricky_tables_read_the_same(
 ) -> None:
     # Blocks of 256 bytes and a sample of two blocks or so: the sample is a few rows, so
     # columns that change kind further down, and several blocks and files, are exercised on
-    # small tables.
+    # small tables; so are groups of blocks written while the next are parsed, and the
+    # float32 block growing under them.
     monkeypatch.setattr(table_module, "BLOCK_SIZE", 256)
     monkeypatch.setattr(table_module, "SAMPLE_SIZE", 400)
+    monkeypatch.setattr(table_module, "GROUP_BYTES", 300)
     root = tmp_path_factory.mktemp("channel")
     write_channel(root, spec)
     tokens = spec["tokens"]
     rule = ValueRule.of(None if tokens is None else [t for t in tokens.split(",") if t])
     categorical = spec["categorical"]
     assert_same(legacy(root, "y", categorical, rule), columnar(root, "y", categorical, rule))
+
+
+def test_groups_written_while_parsing_on_and_a_growing_block_read_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks are written on the workers while pyarrow parses the next ones. Here: long numbers
+    # first (the block's room, estimated from them, runs short, so it grows while groups are
+    # in flight), two files, and a column that stops being numbers deep in the second file.
+    monkeypatch.setattr(table_module, "BLOCK_SIZE", 4096)
+    monkeypatch.setattr(table_module, "SAMPLE_SIZE", 8192)
+    monkeypatch.setattr(table_module, "GROUP_BYTES", 8192)
+    grown: list[int] = []
+    reserve = table_module._Reading._reserve
+
+    def counted(reading: Any, rows: int, batch: Any) -> None:
+        grown.append(reading.block.shape[1])
+        reserve(reading, rows, batch)
+
+    monkeypatch.setattr(table_module._Reading, "_reserve", counted)
+    rng = np.random.default_rng(4)
+    for part, rows in enumerate([6_000, 9_000]):
+        frame = pd.DataFrame(rng.normal(size=(rows, 5)), columns=list("abcde"))
+        cells = frame.map(lambda v: f"{v:.3g}").astype(object)
+        if part == 0:
+            cells.iloc[:400] = frame.iloc[:400].map(lambda v: f"{v:.17e}")
+        else:
+            cells.loc[7_000:, "c"] = "seven"  # 2,000 of 15,000: a categorical column
+        cells["y"] = rng.integers(0, 3, size=rows)
+        cells.to_csv(tmp_path / f"part{part}.csv", index=False)
+    rule = ValueRule()
+    read = columnar(tmp_path, "y", [], rule)
+    assert_same(legacy(tmp_path, "y", [], rule), read)
+    assert read[0] == "ok" and read[1][0].categorical == ["c"], read
+    assert sum(1 for capacity in grown if capacity) >= 2  # grew, besides the first room
 
 
 @pytest.mark.parametrize(
