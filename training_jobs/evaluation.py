@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     accuracy_score,
@@ -24,6 +28,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from onnxkit.contract.manifest import Baseline, Importance
 from training_jobs.artifact import make_baseline, make_importance
@@ -32,6 +37,8 @@ from training_jobs.artifact import make_baseline, make_importance
 # sample of at most this many held-out rows bounds it (a few seconds even for wide data).
 IMPORTANCE_ROWS = 2000
 IMPORTANCE_REPEATS = 5
+# Rows per onnxruntime call when a graph scores many rows (:func:`predict_onnx`).
+SCORING_ROWS = 16_384
 
 
 def primary_metric(task: str) -> str:
@@ -53,24 +60,22 @@ def compute_metrics(
             "mae": float(mean_absolute_error(y_true, predicted)),
             "r2": float(r2_score(y_true, predicted)),
         }
-    labels: Sequence[Any] = classes
-    text = np.asarray(y_true).dtype.kind not in "iub"  # integer labels are checked fast
-    encoded = class_positions(classes, y_true, predicted) if text else None
-    if encoded is not None:
-        # The same metrics of the classes' positions: scikit-learn checks and sorts labels
-        # in every call, which for 200,000 text labels cost 6x the metrics themselves.
-        (y_true, predicted), labels = encoded, range(len(classes))
+    y_true, predicted, labels = _encoded(classes, y_true, predicted)
+    # The label metrics depend on the rows only through how often each (true, predicted)
+    # pair occurs: scikit-learn computes them on the distinct pairs, each weighted by its
+    # count, with integer sums, so the same numbers (3.4x faster at 200,000 rows).
+    pairs, weights = _pair_counts(y_true, predicted)
     with warnings.catch_warnings():
         # Predicted classes absent from the held-out rows do not count; that is the intent.
         warnings.simplefilter("ignore", category=UserWarning)
-        balanced = float(balanced_accuracy_score(y_true, predicted))
+        balanced = float(balanced_accuracy_score(*pairs, sample_weight=weights))
     # One call for the three: f1_score, precision_score and recall_score each make this same
     # call (f1 with beta=1) and keep one of its answers.
     precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, predicted, beta=1, average="macro", zero_division=0
+        *pairs, beta=1, average="macro", zero_division=0, sample_weight=weights
     )
     scores = {
-        "accuracy": float(accuracy_score(y_true, predicted)),
+        "accuracy": _accuracy(*pairs, weights),
         "balanced_accuracy": balanced,
         "f1_macro": float(f1),
         "precision_macro": float(precision),
@@ -83,6 +88,53 @@ def compute_metrics(
         if len(classes) == 2 and len(set(y_true.tolist())) == 2:
             scores["roc_auc"] = float(roc_auc_score(y_true == labels[1], clipped[:, 1]))
     return scores
+
+
+def primary_score(
+    task: str, y_true: np.ndarray, predicted: np.ndarray, classes: Sequence[Any]
+) -> float:
+    """``compute_metrics(...)[primary_metric(task)]`` alone, computed the same way: what a
+    tolerance reads, where the other metrics are only recorded."""
+    if task == "regression":
+        return float(r2_score(y_true, predicted))
+    y_true, predicted, _ = _encoded(classes, y_true, predicted)
+    return _accuracy(y_true, predicted)
+
+
+def _accuracy(y_true: np.ndarray, predicted: np.ndarray, weights: Any = None) -> float:
+    return float(accuracy_score(y_true, predicted, sample_weight=weights))
+
+
+def _pair_counts(
+    y_true: np.ndarray, predicted: np.ndarray
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray | None]:
+    """The distinct (true, predicted) label pairs and how many rows have each (integer
+    labels); other labels as they are, unweighted."""
+    if np.asarray(y_true).dtype.kind not in "iub" or np.asarray(predicted).dtype.kind not in "iub":
+        return (y_true, predicted), None
+    labels = np.union1d(y_true, predicted)  # sorted, so a pair's code orders like the pair
+    width = len(labels)
+    if width * width > 4 * len(labels) + len(y_true):  # more pairs than rows: nothing gained
+        return (y_true, predicted), None
+    codes = np.searchsorted(labels, y_true) * width + np.searchsorted(labels, predicted)
+    counts = np.bincount(codes, minlength=width * width)
+    present = np.flatnonzero(counts)
+    return (labels[present // width], labels[present % width]), counts[present].astype(np.int64)
+
+
+def _encoded(
+    classes: Sequence[Any], y_true: np.ndarray, predicted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, Sequence[Any]]:
+    """Text labels as their classes' positions (with the positions as the labels), when that
+    keeps every metric the same; integer labels as they are."""
+    if np.asarray(y_true).dtype.kind in "iub":  # integer labels are checked fast
+        return y_true, predicted, classes
+    encoded = class_positions(classes, y_true, predicted)
+    if encoded is None:
+        return y_true, predicted, classes
+    # The same metrics of the classes' positions: scikit-learn checks and sorts labels in
+    # every call, which for 200,000 text labels cost 6x the metrics themselves.
+    return encoded[0], encoded[1], range(len(classes))
 
 
 def class_positions(classes: Sequence[Any], *label_arrays: np.ndarray) -> list[np.ndarray] | None:
@@ -141,9 +193,17 @@ def measure_importance(
     sample = np.random.default_rng(seed).permutation(len(X_valid))[:rows]
     sample.sort()  # the held-out order, so a sample of every row is the rows themselves
     metric = primary_metric(task)
+    estimator, rows_taken = pipeline, X_valid.iloc[sample]
+    if _shuffled_alike(pipeline, list(X_valid.columns)):
+        # Each feature is one column of the transformed rows, computed from it alone, row by
+        # row: shuffling it there is shuffling it here, and the model answers the same. The
+        # transformation then runs once, not once a shuffle (features x repeats times).
+        # A frame, as the rows were: shuffled in place the same way, its values reach the
+        # model in the memory layout the Pipeline hands over (a float sum's order follows it).
+        estimator, rows_taken = pipeline[-1], pd.DataFrame(pipeline[:-1].transform(rows_taken))
     result = permutation_importance(
-        pipeline,
-        X_valid.iloc[sample],
+        estimator,
+        rows_taken,
         y_valid[sample],
         scoring=metric,
         n_repeats=IMPORTANCE_REPEATS,
@@ -166,6 +226,24 @@ def measure_importance(
     )
 
 
+def _shuffled_alike(pipeline: Pipeline, columns: list[Any]) -> bool:
+    """Whether the Pipeline's preprocessing turns the ``columns``, in order, into as many
+    output columns, each by imputation and scaling of its own column alone."""
+    preprocess = pipeline.steps[0][1] if len(pipeline.steps) == 2 else None
+    if not isinstance(preprocess, ColumnTransformer):
+        return False
+    widths = {name: part.stop - part.start for name, part in preprocess.output_indices_.items()}
+    used = [(steps, taken) for name, steps, taken in preprocess.transformers_ if widths[name]]
+    if len(used) != 1 or list(used[0][1]) != columns or sum(widths.values()) != len(columns):
+        return False
+    steps = used[0][0].steps if isinstance(used[0][0], Pipeline) else [("", used[0][0])]
+    return all(
+        isinstance(step, StandardScaler)
+        or (isinstance(step, SimpleImputer) and not step.add_indicator)
+        for _, step in steps
+    )
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -179,8 +257,27 @@ class Prediction:
 
 
 def predict_onnx(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], task: str) -> Prediction:
-    """Run a graph; classification graphs return (label, probabilities)."""
-    outputs = sess.run(None, feeds)
+    """Run a graph on many rows; classification graphs return (label, probabilities).
+
+    More than ``SCORING_ROWS`` rows go in blocks of that many, the blocks on every core (a
+    session runs calls from several threads at once): onnxruntime's arena then keeps one
+    block's tensors per thread instead of growing to the whole hold-out's, and a block
+    answers 2.6x faster a row than 200,000 rows at once without the arena (measured on the
+    1M-row MLP's graph, one thread). A row's answer does not depend on the other rows of its
+    call (the row-independence probe refuses a graph whose does)."""
+    rows = len(next(iter(feeds.values()))) if feeds else 0
+    if rows <= SCORING_ROWS:
+        outputs = sess.run(None, feeds)
+    else:
+
+        def block(start: int) -> list[Any]:
+            end = start + SCORING_ROWS
+            return cast(list[Any], sess.run(None, {n: v[start:end] for n, v in feeds.items()}))
+
+        starts = range(0, rows, SCORING_ROWS)
+        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, len(starts))) as workers:
+            parts = list(workers.map(block, starts))
+        outputs = [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
     if task == "classification":
         return Prediction(np.asarray(outputs[0]).ravel(), np.asarray(outputs[1]))
     return Prediction(np.asarray(outputs[0]).ravel(), None)

@@ -262,18 +262,12 @@ def _qdq_wrapped_ops(model: onnx.ModelProto) -> dict[str, int]:
     return dict(wrapped)
 
 
-def session(path: Path, *, many_rows: bool = False) -> ort.InferenceSession:
-    """A single-threaded CPU session (deterministic, fair latency figures).
-
-    ``many_rows``: for a call on all the held-out rows at once, without onnxruntime's memory
-    arena: the arena grows in powers of two to that call's largest tensors and keeps them
-    (at 1M x 50 the compression search's scoring took the job's peak 100 MiB above the fit's).
-    The answers are the same; latency is measured on sessions with the arena, as served."""
+def session(path: Path) -> ort.InferenceSession:
+    """A single-threaded CPU session (deterministic, fair latency figures)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    options.enable_cpu_mem_arena = not many_rows
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

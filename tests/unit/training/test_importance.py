@@ -13,9 +13,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from onnxkit.contract.manifest import load_manifest
+from onnxkit.contract.values import ValueRule
 from onnxkit.datasets import bundled
 from onnxkit.local.training import arguments
 from training_jobs import evaluation, train
+from training_jobs.data import infer_schema, prepare
+from training_jobs.estimators import EstimatorSettings, build_pipeline, fit, make_estimator
+from training_jobs.table import Table
 
 NOISE = "noise"
 
@@ -74,3 +78,33 @@ def test_importance_samples_at_most_the_row_cap(monkeypatch: pytest.MonkeyPatch)
     assert first.ranked()[0].name == "signal"
     # Seeded: the same job gives the same numbers.
     assert evaluation.measure_importance(pipeline, X, y, "classification", seed=5) == first
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model"),
+    [
+        ("breast_cancer", "mlp"),
+        ("breast_cancer", "random_forest"),
+        ("iris", "hist_gradient_boosting"),
+        ("diabetes", "ridge"),
+        ("diabetes", "mlp"),
+        ("customer_churn", "logistic_regression"),  # a categorical column: the whole Pipeline
+    ],
+)
+def test_importance_is_the_whole_pipelines_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch, dataset: str, model: str
+) -> None:
+    # Numeric-only preprocessing runs once and the model is shuffled on its output; that must
+    # be scikit-learn's permutation importance of the whole Pipeline, number for number.
+    data = bundled(dataset)
+    frame = pd.read_csv(data.path)
+    frame.iloc[::7, 1] = np.nan  # missing values for the imputer to fill
+    schema = infer_schema(Table.of_frame(frame), data.target, "auto", [], ValueRule.of(None))
+    X, y = prepare(Table.of_frame(frame), schema, data.target)
+    estimator = make_estimator(schema.task, model, EstimatorSettings(), seed=0, rows=len(X))
+    pipeline = fit(build_pipeline(schema, estimator), X, y)
+    numeric = not schema.categorical
+    assert evaluation._shuffled_alike(pipeline, list(X.columns)) is numeric
+    fast = evaluation.measure_importance(pipeline, X, y, schema.task, seed=3)
+    monkeypatch.setattr(evaluation, "_shuffled_alike", lambda *_: False)
+    assert evaluation.measure_importance(pipeline, X, y, schema.task, seed=3) == fast

@@ -18,7 +18,12 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from training_jobs.evaluation import class_positions, compute_metrics
+from training_jobs.evaluation import (
+    class_positions,
+    compute_metrics,
+    primary_metric,
+    primary_score,
+)
 
 
 def _on_labels(
@@ -54,17 +59,21 @@ NAMES = ["no", "yes", "maybe", "Z", "a b"]
     rows=st.integers(2, 60),
     seed=st.integers(0, 2**32 - 1),
     truth_classes=st.integers(1, 4),
+    text=st.booleans(),
 )
-def test_metrics_on_positions_are_scikit_learns_on_text_labels(
-    k: int, rows: int, seed: int, truth_classes: int
+def test_metrics_on_positions_or_pair_counts_are_scikit_learns_on_the_labels(
+    k: int, rows: int, seed: int, truth_classes: int, text: bool
 ) -> None:
+    # Text labels are scored as positions, and the label metrics on counted (true, predicted)
+    # pairs: every number must be scikit-learn's on the labels, row by row, bit for bit.
     rng = np.random.default_rng(seed)
-    classes = sorted(NAMES[:k])
+    classes: list[Any] = sorted(NAMES[:k]) if text else sorted(rng.choice(50, k, replace=False))
     # The held-out rows may lack classes the model predicts, and the reverse.
     y_true = np.array(classes)[rng.integers(0, min(truth_classes, k), rows)]
-    predicted = np.array(classes, dtype=object)[rng.integers(0, k, rows)]
+    predicted = np.array(classes, dtype=object if text else None)[rng.integers(0, k, rows)]
     probabilities = rng.random((rows, k)).astype(np.float32)
-    assert class_positions(classes, y_true, predicted) is not None
+    if text:
+        assert class_positions(classes, y_true, predicted) is not None
     served = compute_metrics("classification", y_true, predicted, probabilities, classes)
     assert served == _on_labels(y_true, predicted, probabilities, classes)
 
@@ -80,3 +89,28 @@ def test_labels_outside_the_classes_or_unsorted_classes_use_the_labels() -> None
     assert compute_metrics("classification", kept, predicted, probabilities, classes) == (
         _on_labels(kept, predicted, probabilities, classes)
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    k=st.integers(2, 4),
+    rows=st.integers(2, 60),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["text", "integer", "regression"]),
+)
+def test_the_primary_score_is_the_primary_metric_computed_alone(
+    k: int, rows: int, seed: int, kind: str
+) -> None:
+    # A tolerance reads primary_score; the record reads compute_metrics: they must agree.
+    rng = np.random.default_rng(seed)
+    task = "regression" if kind == "regression" else "classification"
+    if task == "regression":
+        y_true, predicted = rng.normal(size=rows), rng.normal(size=rows).astype(np.float32)
+        probabilities, classes = None, []
+    else:
+        classes = sorted(NAMES[:k]) if kind == "text" else list(range(k))
+        y_true = np.array(classes)[rng.integers(0, k, rows)]
+        predicted = np.array(classes)[rng.integers(0, k, rows)]
+        probabilities = rng.random((rows, k)).astype(np.float32)
+    every = compute_metrics(task, y_true, predicted, probabilities, classes)
+    assert primary_score(task, y_true, predicted, classes) == every[primary_metric(task)]

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -47,7 +48,13 @@ from training_jobs.estimators import (
     fit,
     make_estimator,
 )
-from training_jobs.evaluation import Prediction, compute_metrics, predict_onnx, predict_sklearn
+from training_jobs.evaluation import (
+    SCORING_ROWS,
+    Prediction,
+    compute_metrics,
+    predict_onnx,
+    predict_sklearn,
+)
 from training_jobs.export import (
     dedupe_opsets,
     feeds_for,
@@ -189,15 +196,26 @@ def test_duplicate_default_opset_breaks_quantization_until_deduplicated(tmp_path
     assert operators == {"MatMul": 1}
 
 
-def test_a_session_for_many_rows_answers_alike_without_the_arena(tmp_path: Path) -> None:
+def test_many_rows_are_scored_in_blocks_with_the_answers_of_one_call(tmp_path: Path) -> None:
     model = matmul_model(duplicate_default_opset=False)
     model.ir_version = 9  # what onnxruntime reads (onnx writes its newest by default)
     onnx.save(model, tmp_path / "m.onnx")
-    x = np.random.default_rng(1).normal(size=(5000, 64)).astype(np.float32)
-    served, many = session(tmp_path / "m.onnx"), session(tmp_path / "m.onnx", many_rows=True)
-    assert served.get_session_options().enable_cpu_mem_arena
-    assert not many.get_session_options().enable_cpu_mem_arena
-    assert served.run(None, {"x": x})[0].tobytes() == many.run(None, {"x": x})[0].tobytes()
+    rows = 2 * SCORING_ROWS + 123  # two whole blocks and a part
+    x = np.random.default_rng(1).normal(size=(rows, 64)).astype(np.float32)
+    sess = session(tmp_path / "m.onnx")
+    calls: list[int] = []
+
+    class Counted:
+        def run(self, names: Any, feeds: dict[str, np.ndarray]) -> Any:
+            calls.append(len(feeds["x"]))
+            return sess.run(names, feeds)
+
+    blocks = predict_onnx(cast(Any, Counted()), {"x": x}, "regression")
+    assert sorted(calls) == [123, SCORING_ROWS, SCORING_ROWS]
+    assert blocks.labels.tobytes() == sess.run(None, {"x": x})[0].ravel().tobytes()
+    calls.clear()
+    predict_onnx(cast(Any, Counted()), {"x": x[:SCORING_ROWS]}, "regression")
+    assert calls == [SCORING_ROWS]  # up to a block: one call
 
 
 def test_quantizing_leaves_the_root_logger_alone(tmp_path: Path) -> None:
@@ -235,7 +253,8 @@ def test_judge_lists_every_reason_an_int8_graph_may_not_serve(tmp_path: Path) ->
         {"MatMul": 2},
         Scored(
             prediction=Prediction(np.zeros(10), np.zeros((10, 2))),
-            metrics={"accuracy": 0.90},
+            score=0.90,
+            every_metric=lambda: {"accuracy": 0.90},
             parity=Parity(rows=10, label_agreement=0.9, max_abs_diff=0.5),
             row_independence=probe,
         ),
