@@ -9,6 +9,7 @@ import pytest
 
 from onnxkit.contract.capture import CaptureError, CaptureRecord, decode_records, encode_records
 from onnxkit.contract.reference import (
+    NUMERIC_BINS,
     Reference,
     ReferenceError,
     bin_counts,
@@ -95,3 +96,17 @@ def test_bin_counts_are_the_binary_searchs(seed: int) -> None:
     present = values[~np.isnan(values)]
     index = np.searchsorted(np.asarray(edges, dtype=np.float64), present, side="right")
     assert bin_counts(edges, values) == np.bincount(index, minlength=len(edges) + 1).tolist()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantile_edges_are_numpys_quantiles_of_the_values_as_given(seed: int) -> None:
+    """The edges come from the sorted values: they must be numpy's inverted-CDF quantiles of
+    the values in their own order (ties, signed zeros, infinities and NaN included)."""
+    rng = np.random.default_rng(seed)
+    pool = np.array([-np.inf, -1.0, -0.0, 0.0, 0.5, 1.0, np.inf, np.nan])
+    values = np.concatenate([rng.choice(pool, 300), rng.normal(size=rng.integers(1, 3000))])
+    rng.shuffle(values)
+    present = values[~np.isnan(values)]
+    levels = np.linspace(0.0, 1.0, NUMERIC_BINS + 1)[1:-1]
+    expected = np.unique(np.quantile(present, levels, method="inverted_cdf"))
+    assert np.array_equal(np.asarray(quantile_edges(values)), expected)
