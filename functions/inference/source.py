@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
-from onnxkit.contract.layout import MANIFEST_FILE, SERVING_FILE, sha256_file
+from onnxkit.contract.layout import MANIFEST_FILE, SERVING_FILE, s3_object, sha256_file
 
 # tarfile, tempfile and shutil are imported only when a download or an archive needs them: a
 # local model.onnx should not pay for them at cold start.
@@ -62,11 +62,10 @@ class S3Location:
     @classmethod
     def parse(cls, uri: str) -> S3Location:
         """Split an s3 uri; the version id is optional."""
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.lstrip("/"):
+        parts = s3_object(uri)
+        if parts is None:
             raise ModelSourceError(f"not an s3://bucket/key uri: {uri}")
-        version = parse_qs(parsed.query).get("versionId", [None])[0]
-        return cls(parsed.netloc, parsed.path.lstrip("/"), version)
+        return cls(*parts)
 
     def sibling(self, name: str) -> S3Location:
         """The object called ``name`` under the same prefix (latest version)."""

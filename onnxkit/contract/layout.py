@@ -80,8 +80,9 @@ def is_pointer_uri(uri: str) -> bool:
 
 def s3_object(uri: str) -> tuple[str, str, str | None] | None:
     """(bucket, key, version id) of ``s3://bucket/key[?versionId=...]`` (the pointer's and the
-    manifest's uris); None for anything else."""
-    parts = urlsplit(uri)
+    manifest's uris); None for anything else. A key may hold ``;`` and ``#`` (S3 allows them):
+    only ``?`` starts the query."""
+    parts = urlsplit(uri, allow_fragments=False)
     if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
         return None
     return parts.netloc, parts.path.lstrip("/"), parse_qs(parts.query).get("versionId", [None])[0]

@@ -283,6 +283,7 @@ def test_s3_uri_parsing() -> None:
     assert S3Location.parse("s3://b/k/model.onnx").sibling("manifest.json") == S3Location(
         "b", "k/manifest.json"
     )
+    assert S3Location.parse("s3://b/k;1/m#2.onnx") == S3Location("b", "k;1/m#2.onnx")
     for bad in ("s3://", "s3://bucket", "s3:///key", "http://b/k"):
         with pytest.raises(ModelSourceError):
             S3Location.parse(bad)

@@ -18,6 +18,8 @@ def test_an_s3_object_uri_gives_bucket_key_and_version() -> None:
         "models/m/production.json",
         None,
     )
+    # S3 keys may hold ';' and '#': they are the key's, not URL parameters or a fragment.
+    assert s3_object("s3://kit/data/a;b#c.csv?versionId=v1") == ("kit", "data/a;b#c.csv", "v1")
 
 
 @pytest.mark.parametrize(
