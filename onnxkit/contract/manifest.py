@@ -394,6 +394,8 @@ class Manifest(_Strict, kw_only=True, frozen=True):
                 "reason": self.quantization.reason,
             },
             "importance": self.importance.to_dict() if self.importance else None,
+            # What the metrics are measured against: the naive model on the same rows.
+            "baseline": self.baseline.to_dict() if self.baseline else None,
         }
 
 

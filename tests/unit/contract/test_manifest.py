@@ -331,3 +331,16 @@ def test_bad_compression_records_are_rejected(change: Any) -> None:
     doc = with_compression(valid_manifest())
     change(doc["compression"])
     assert not accepts(doc)
+
+
+def test_the_baseline_is_public_when_measured() -> None:
+    older = parse_manifest(json.dumps(valid_manifest()))
+    assert older.baseline is None and older.public()["baseline"] is None
+    doc = valid_manifest()
+    doc["baseline"] = {
+        "strategy": "prior",
+        "metrics": {"accuracy": 0.62},
+        "class_support": {"no": 62, "yes": 38},
+    }
+    manifest = parse_manifest(json.dumps(doc))
+    assert manifest.public()["baseline"] == doc["baseline"]
