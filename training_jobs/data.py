@@ -57,10 +57,11 @@ _THOUSANDS = r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?"
 # imports: about 250-300 MiB). Measured on 547 MB of CSV (1M x 50 synthetic numbers, ~11
 # bytes a cell; docs/training-scale.md), peak above the imports: MLP 505 MiB (1.0 byte a
 # byte: the rows during the hold-out split, later the Pipeline's output and the MLP's
-# early-stopping copy of it); hist_gradient_boosting 1,005 MiB (1.9: scikit-learn converts its
-# input to float64 and splits that for early stopping; 1.8 at 10M rows). Rounded up to 3 for
-# the largest (tables of shorter numbers hold more float32 per CSV byte); the reader before
-# the columnar one took 11 for reading alone.
+# early-stopping copy of it); hist_gradient_boosting 593 MiB (1.1: its float64 training and
+# validation parts; 1.0 at 10M rows; 1.9 before the job made its early-stopping split). Kept
+# at 3: tables of shorter numbers hold more float32 per CSV byte, and random_forest's fitted
+# trees and their conversion take 4.5 at 1M (0.8 at 10M, where its trees stop growing); the
+# reader before the columnar one took 11 for reading alone.
 MEMORY_PER_CSV_BYTE = 3
 BASE_MEMORY = 384 << 20
 

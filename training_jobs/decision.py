@@ -383,8 +383,8 @@ class Int8Choice:
     @cached_property
     def report(self) -> VariantReport | None:
         """The int8 variant's record, when a graph had anything quantized, measured when first
-        read: the compression search runs the int8 step on every variant, and only the one
-        that serves is recorded so."""
+        read: the compression search runs the int8 step on every variant, and the manifest
+        keeps this record for the variant that serves only."""
         return self.describe()
 
 
