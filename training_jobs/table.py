@@ -1,10 +1,10 @@
 """Reading a channel's CSV files column by column: numbers straight to float32, the rest as text.
 
-pyarrow's streaming CSV reader parses each file in blocks (on every core) into columns of
-cell texts, verbatim (no NA handling, no trimming, no type guessing: every column is read as
-a string). Each block's numeric columns are judged by the contract's rule
-(``training_jobs.cells``) and written as float32 into one column-major block, and their texts
-dropped; the other columns (the target, categorical ones) keep their texts. So memory holds
+pyarrow's streaming CSV reader parses each file in blocks (on one core) into columns of cell
+texts, verbatim (no NA handling, no trimming, no type guessing: every column is read as a
+string). Each block's numeric columns are judged by the contract's rule
+(``training_jobs.cells``) and written as float32 into one column-major block, on the other
+cores while the next blocks are parsed, and their texts dropped; the other columns (the target, categorical ones) keep their texts. So memory holds
 the float32 data, one block of text and the text columns, never the whole table as text.
 
 Which columns are numeric is decided on the first block (the sample) and checked on every
