@@ -4,8 +4,9 @@ pyarrow's streaming CSV reader parses each file in blocks (on one core) into col
 texts, verbatim (no NA handling, no trimming, no type guessing: every column is read as a
 string). Each block's numeric columns are judged by the contract's rule
 (``training_jobs.cells``) and written as float32 into one column-major block, on the other
-cores while the next blocks are parsed, and their texts dropped; the other columns (the target, categorical ones) keep their texts. So memory holds
-the float32 data, one block of text and the text columns, never the whole table as text.
+cores while the next blocks are parsed, and their texts dropped; the other columns (the
+target, categorical ones) keep their texts. So memory holds the float32 data, a few blocks of
+text and the text columns, never the whole table as text.
 
 Which columns are numeric is decided on the first block (the sample) and checked on every
 block after it: a column whose sample is all numbers but with a non-number (or an
