@@ -114,7 +114,7 @@ def _pair_counts(
         return (y_true, predicted), None
     labels = np.union1d(y_true, predicted)  # sorted, so a pair's code orders like the pair
     width = len(labels)
-    if width * width > 4 * len(labels) + len(y_true):  # more pairs than rows: nothing gained
+    if width * width > len(y_true):  # more possible pairs than rows: counting gains nothing
         return (y_true, predicted), None
     codes = np.searchsorted(labels, y_true) * width + np.searchsorted(labels, predicted)
     counts = np.bincount(codes, minlength=width * width)
