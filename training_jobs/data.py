@@ -66,6 +66,19 @@ MEMORY_PER_CSV_BYTE = 3
 BASE_MEMORY = 384 << 20
 
 
+# Converting a fitted random forest to ONNX takes about this much memory above what the job
+# holds after the fit, per tree node and per leaf weight (skl2onnx lists every attribute of
+# every node as Python objects, then copies them into the protobuf); the compression search,
+# which converts its variants too, about MEMORY_PER_SEARCHED_NODE more. Measured with train.py
+# and skl2onnx (docs/training-scale.md, "A forest's memory"): binary 1.84M nodes 1,363 MiB
+# (the search +531), regression 2.53M nodes 2,225 MiB (the search +0), 5 classes 0.91M nodes
+# 1,231 MiB; these constants estimate 1.04-1.26x of that for conversion, 1.18-1.38x with
+# the search: erring high, by less than the jobs' spread.
+MEMORY_PER_TREE_NODE = 850
+MEMORY_PER_LEAF_WEIGHT = 250
+MEMORY_PER_SEARCHED_NODE = 300
+
+
 def available_memory() -> int | None:
     """The memory this machine can still give a process (MemAvailable), or None if unknown."""
     try:
@@ -88,6 +101,25 @@ def memory_problem(data_bytes: int, available: int | None) -> str | None:
         f"about {needed / 1e9:.1f} GB of memory ({MEMORY_PER_CSV_BYTE} bytes per CSV byte, "
         f"measured) and this instance has {available / 1e9:.1f} GB available: choose a "
         "training.instance_type with more memory, or train on a sample"
+    )
+
+
+def forest_memory_problem(
+    nodes: int, leaf_weights: int, compressed: bool, available: int | None
+) -> str | None:
+    """Why a fitted forest of ``nodes`` tree nodes and ``leaf_weights`` cannot be converted
+    (and, if ``compressed``, searched for a smaller variant) in the memory still
+    ``available``, or None when it can."""
+    per_node = MEMORY_PER_TREE_NODE + (MEMORY_PER_SEARCHED_NODE if compressed else 0)
+    needed = per_node * nodes + MEMORY_PER_LEAF_WEIGHT * leaf_weights
+    if available is None or needed <= available:
+        return None
+    return (
+        f"the fitted random forest has {nodes:,} tree nodes; converting it"
+        f"{' and searching for a smaller variant' if compressed else ''} takes about "
+        f"{needed / 1e9:.1f} GB more memory and this instance has {available / 1e9:.1f} GB "
+        "available: bound the trees (max_depth, fewer n_estimators), or choose a "
+        "training.instance_type with more memory"
     )
 
 

@@ -30,6 +30,7 @@ from training_jobs.data import (
     Schema,
     available_memory,
     choose_categories,
+    forest_memory_problem,
     infer_schema,
     memory_problem,
     prepare,
@@ -48,7 +49,7 @@ from training_jobs.decision import (
     sklearn_report,
 )
 from training_jobs.errors import TrainingError
-from training_jobs.estimators import build_pipeline, fit, make_estimator
+from training_jobs.estimators import build_pipeline, fit, forest_size, make_estimator
 from training_jobs.evaluation import (
     compute_metrics,
     measure_baseline,
@@ -144,6 +145,7 @@ def run(hp: Hyperparameters) -> Manifest:
         )
     with phase("fit"):
         pipeline = fit(build_pipeline(schema, estimator), inputs.take_training_rows, inputs.y_train)
+    refuse_unconvertible(pipeline, hp)
     with phase("evaluate"):
         held_out = hold_out(pipeline, inputs, rows.extreme)
         variants = {"sklearn": sklearn_report(pipeline, held_out, hp.latency_runs)}
@@ -221,6 +223,20 @@ def run(hp: Hyperparameters) -> Manifest:
         artifact.write(manifest, model_dir)
         artifact.report(manifest, hp.output_data_dir)
     return manifest
+
+
+def refuse_unconvertible(pipeline: Pipeline, hp: Hyperparameters) -> None:
+    """A forest too big to convert in the memory left fails here, after its fit, with one
+    line: its size follows the data (unlike the other estimators'), and converting it takes
+    several times what fitting it did, so an out-of-memory kill would come minutes later."""
+    size = forest_size(pipeline[-1])
+    if size is None:
+        return
+    print(f"forest: {size.trees} trees, {size.nodes:,} nodes", flush=True)
+    compressed = hp.compression != "none"
+    problem = forest_memory_problem(size.nodes, size.leaf_weights, compressed, available_memory())
+    if problem:
+        raise TrainingError(problem)
 
 
 def read_inputs(hp: Hyperparameters) -> Inputs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -651,6 +652,74 @@ def test_data_too_big_for_the_instance_fails_first_in_one_line(
     assert not (tmp_path / "model" / "model.onnx").exists()
     # With one byte more it trains.
     monkeypatch.setattr("training_jobs.job.available_memory", lambda: available)
+    assert train.main(argv) == 0
+
+
+@pytest.mark.parametrize("dataset", ["breast_cancer", "iris", "diabetes"])
+def test_a_forests_size_counts_what_its_conversion_lists(dataset: str) -> None:
+    """Nodes and leaf weights as skl2onnx writes them: one weight a leaf for two classes or a
+    value, one a class for more (what the memory estimate is measured against)."""
+    from skl2onnx import to_onnx as skl2onnx_to_onnx
+
+    from onnxkit.datasets import bundled
+    from training_jobs.estimators import EstimatorSettings, forest_size, make_estimator
+
+    source = bundled(dataset)
+    frame = pd.read_csv(source.path)
+    X = frame.drop(columns=source.target).to_numpy(np.float32)
+    task = "regression" if dataset == "diabetes" else "classification"
+    forest = make_estimator(task, "random_forest", EstimatorSettings(n_estimators=7), seed=0)
+    forest.fit(X, frame[source.target])
+    size = forest_size(forest)
+    assert size is not None and size.trees == 7
+    graph = skl2onnx_to_onnx(
+        forest, X[:1], options={id(forest): {"zipmap": False}} if task != "regression" else None
+    )
+    (ensemble,) = [n for n in graph.graph.node if n.op_type.startswith("TreeEnsemble")]
+    attributes = {a.name: a for a in ensemble.attribute}
+    assert size.nodes == len(attributes["nodes_nodeids"].ints)
+    weights = attributes["class_weights" if task != "regression" else "target_weights"]
+    assert size.leaf_weights == len(weights.floats)
+    assert forest_size(make_estimator(task, "mlp", EstimatorSettings(), seed=0)) is None
+
+
+def test_a_forest_too_big_to_convert_fails_after_its_fit_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forest's size follows its data: one that conversion would need more memory for than
+    is left fails with its size and that memory, before converting, not by an out-of-memory
+    kill; the data check before reading still passes."""
+    from onnxkit.contract.layout import FAILURE_FILE
+    from onnxkit.datasets import bundled
+    from onnxkit.local.training import arguments
+    from training_jobs import train
+    from training_jobs.data import forest_memory_problem
+
+    source = bundled("breast_cancer")
+    left = iter([10**12, 10**5])  # before reading: plenty; after the fit: 100 kB
+    monkeypatch.setattr("training_jobs.job.available_memory", lambda: next(left))
+    argv = arguments(
+        {"target": source.target, "model": "random_forest", "train": str(source.path),
+         "model-dir": str(tmp_path / "model"), "output-dir": str(tmp_path / "output"),
+         "latency-runs": "0", "n-estimators": "10"}
+    )  # fmt: skip
+    assert train.main(argv) != 0
+    line = (tmp_path / "output" / FAILURE_FILE).read_text().strip()
+    assert "\n" not in line and "tree nodes" in line and "training.instance_type" in line
+    assert "searching for a smaller variant" in line  # compression=auto converts more
+    assert not (tmp_path / "model" / "model.onnx").exists()
+    nodes = int(
+        re.search(r"forest: 10 trees, ([0-9,]+) nodes", capsys.readouterr().out)[1].replace(",", "")
+    )
+    assert f"{nodes:,} tree nodes" in line
+    # The estimate: per node, more when the search runs; per leaf weight.
+    assert forest_memory_problem(nodes, nodes, True, None) is None  # unknown memory: no guess
+    needed = 1150 * nodes + 250 * nodes
+    assert forest_memory_problem(nodes, nodes, True, needed) is None
+    assert forest_memory_problem(nodes, nodes, True, needed - 1) is not None
+    assert forest_memory_problem(nodes, nodes, False, needed - 300 * nodes) is None
+    # Unknown memory after the fit: it trains.
+    left = iter([10**12, None])
     assert train.main(argv) == 0
 
 
