@@ -72,8 +72,8 @@ BASE_MEMORY = 384 << 20
 # which converts its variants too, about MEMORY_PER_SEARCHED_NODE more. Measured with train.py
 # and skl2onnx (docs/training-scale.md, "A forest's memory"): binary 1.84M nodes 1,363 MiB
 # (the search +531), regression 2.53M nodes 2,225 MiB (the search +0), 5 classes 0.91M nodes
-# 1,231 MiB; these constants estimate 1.04-1.26x of that for conversion, 1.18-1.38x with
-# the search: erring high, by less than the jobs' spread.
+# 1,231 MiB, regression 1.62M nodes (5 rows a leaf) 1,258 MiB (the search +0); these
+# constants estimate 1.04-1.26x of that for conversion, 1.18-1.56x with the search: high.
 MEMORY_PER_TREE_NODE = 850
 MEMORY_PER_LEAF_WEIGHT = 250
 MEMORY_PER_SEARCHED_NODE = 300

@@ -752,13 +752,24 @@ def test_the_forest_uses_every_core_and_is_the_same_forest_as_on_one() -> None:
 
 
 def test_a_forest_on_large_data_is_bounded_and_on_small_data_is_the_default() -> None:
-    from training_jobs.estimators import LARGE_FOREST_ROWS, make_estimator
+    from training_jobs.estimators import LARGE_FOREST_ROWS, REGRESSION_FOREST_ROWS, make_estimator
     from training_jobs.hyperparameters import parse_args
 
     hp = parse_args(["--target", "y"])
+    small = make_estimator(
+        "classification", "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS
+    )
+    assert (small.max_samples, small.min_samples_leaf, small.n_jobs) == (None, 1, -1)
+    # A regression tree keeps a leaf a row: above REGRESSION_FOREST_ROWS, 5 rows a leaf.
+    small = make_estimator(
+        "regression", "random_forest", hp.estimator, 3, rows=REGRESSION_FOREST_ROWS
+    )
+    assert (small.max_samples, small.min_samples_leaf, small.n_jobs) == (None, 1, -1)
+    middle = make_estimator(
+        "regression", "random_forest", hp.estimator, 3, rows=REGRESSION_FOREST_ROWS + 1
+    )
+    assert (middle.max_samples, middle.min_samples_leaf) == (None, 5)
     for task in ("classification", "regression"):
-        small = make_estimator(task, "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS)
-        assert (small.max_samples, small.min_samples_leaf, small.n_jobs) == (None, 1, -1)
         large = make_estimator(task, "random_forest", hp.estimator, 3, rows=LARGE_FOREST_ROWS + 1)
         assert (large.max_samples, large.min_samples_leaf) == (LARGE_FOREST_ROWS, 5)
         # Each tree draws LARGE_FOREST_ROWS rows: fewer rows than that would be refused.
