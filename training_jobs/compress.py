@@ -156,6 +156,29 @@ def leaves(tree: Any) -> int:
     return int(np.sum(tree.tree_.children_left == -1))
 
 
+@dataclass(frozen=True)
+class ForestSize:
+    """What a fitted random forest's conversion grows with (skl2onnx's TreeEnsemble)."""
+
+    trees: int
+    nodes: int
+    leaf_weights: int  # a leaf's value, or class weights: one for two classes, one a class above
+
+
+def forest_size(estimator: Any) -> ForestSize | None:
+    """The size of a fitted random forest, None for any other estimator: a forest's size follows
+    its data, the other estimators' is bounded by their hyperparameters."""
+    if family(estimator) != "forest":
+        return None
+    classes = len(getattr(estimator, "classes_", ()))
+    per_leaf = classes if classes > 2 else 1
+    return ForestSize(
+        trees=len(estimator.estimators_),
+        nodes=sum(tree.tree_.node_count for tree in estimator.estimators_),
+        leaf_weights=per_leaf * sum(leaves(tree) for tree in estimator.estimators_),
+    )
+
+
 def alphas_for_leaf_fractions(tree: Any, fractions: tuple[float, ...]) -> list[float]:
     """For each fraction, the smallest alpha on the tree's pruning path at which it keeps at
     most that fraction of its leaves (bisection: about log2(path) prunings of one tree)."""

@@ -151,30 +151,6 @@ def make_estimator(
     )
 
 
-@dataclass(frozen=True)
-class ForestSize:
-    """What a fitted random forest's conversion grows with (skl2onnx's TreeEnsemble)."""
-
-    trees: int
-    nodes: int
-    leaf_weights: int  # a leaf's value, or class weights: one for two classes, one a class above
-
-
-def forest_size(estimator: Any) -> ForestSize | None:
-    """The size of a fitted random forest, None for any other estimator: a forest's size follows
-    its data, the other estimators' is bounded by their hyperparameters."""
-    if not isinstance(estimator, RandomForestClassifier | RandomForestRegressor):
-        return None
-    classes = len(getattr(estimator, "classes_", ()))
-    per_leaf = classes if classes > 2 else 1
-    trees = [tree.tree_ for tree in estimator.estimators_]
-    return ForestSize(
-        trees=len(trees),
-        nodes=sum(tree.node_count for tree in trees),
-        leaf_weights=per_leaf * sum(int(tree.n_leaves) for tree in trees),
-    )
-
-
 def build_pipeline(schema: Schema, estimator: Any) -> Pipeline:
     """Imputation, scaling and one-hot in the same Pipeline as the estimator."""
     transformers: list[tuple[str, Any, list[str]]] = []

@@ -49,7 +49,7 @@ from training_jobs.decision import (
     sklearn_report,
 )
 from training_jobs.errors import TrainingError
-from training_jobs.estimators import build_pipeline, fit, forest_size, make_estimator
+from training_jobs.estimators import build_pipeline, fit, make_estimator
 from training_jobs.evaluation import (
     compute_metrics,
     measure_baseline,
@@ -229,7 +229,7 @@ def refuse_unconvertible(pipeline: Pipeline, hp: Hyperparameters) -> None:
     """A forest too big to convert in the memory left fails here, after its fit, with one
     line: its size follows the data (unlike the other estimators'), and converting it takes
     several times what fitting it did, so an out-of-memory kill would come minutes later."""
-    size = forest_size(pipeline[-1])
+    size = compress.forest_size(pipeline[-1])
     if size is None:
         return
     print(f"forest: {size.trees} trees, {size.nodes:,} nodes", flush=True)

@@ -662,7 +662,8 @@ def test_a_forests_size_counts_what_its_conversion_lists(dataset: str) -> None:
     from skl2onnx import to_onnx as skl2onnx_to_onnx
 
     from onnxkit.datasets import bundled
-    from training_jobs.estimators import EstimatorSettings, forest_size, make_estimator
+    from training_jobs.compress import forest_size
+    from training_jobs.estimators import EstimatorSettings, make_estimator
 
     source = bundled(dataset)
     frame = pd.read_csv(source.path)
