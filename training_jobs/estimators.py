@@ -53,8 +53,9 @@ LARGE_FOREST_MIN_LEAF = 5
 # A regression tree of full depth keeps about a leaf per distinct row it drew, so above this
 # many training rows a regression forest keeps LARGE_FOREST_MIN_LEAF rows a leaf too (the
 # nodesize R's randomForest uses for regression): on 80,000 synthetic rows, 101,159 nodes a
-# tree -> 16,191 and R^2 0.7607 -> 0.7619 (0.8301 -> 0.8330 on a nonlinear target), and its
-# conversion 13 GB -> 2.1 GB (docs/training-scale.md, "A forest's memory").
+# tree -> 16,191 and R^2 0.7607 -> 0.7619 (0.8301 -> 0.8330 on a nonlinear target), and the
+# estimated memory to convert and search it 12.9 GB -> 2.1 GB (docs/training-scale.md,
+# "A forest's memory").
 REGRESSION_FOREST_ROWS = 20_000
 
 
